@@ -1,0 +1,101 @@
+// Owns wiring the core together: Postgres (database created and migrated), Redis, the ledger
+// (recovered from Postgres + WAL before it takes commands) and the WAL persister.
+import { Redis } from "ioredis";
+import type pg from "pg";
+import type { Logger } from "pino";
+import type { Config } from "./config.ts";
+import { createPool, ensureDatabase } from "./db/pool.ts";
+import { migrate } from "./db/migrate.ts";
+import { Ledger } from "./ledger/ledger.ts";
+import { AccountStore } from "./persist/account-store.ts";
+import { Persister } from "./persist/persister.ts";
+
+export interface Core {
+  config: Config;
+  pool: pg.Pool;
+  redis: Redis;
+  ledger: Ledger;
+  persister: Persister;
+  stop(): Promise<void>;
+}
+
+/** A dependency the process cannot start without, with the one line that says how to get it. */
+export class DependencyError extends Error {}
+
+export async function startCore(
+  config: Config,
+  logger: Logger,
+  opts: { persist?: boolean } = {},
+): Promise<Core> {
+  try {
+    await ensureDatabase(config.DATABASE_URL);
+  } catch (err) {
+    throw new DependencyError(
+      `cannot reach Postgres at ${redactUrl(config.DATABASE_URL)} (${(err as Error).message}); start one with ` +
+        "`docker compose up -d postgres` or the Debian package postgresql, or set DATABASE_URL",
+    );
+  }
+  const pool = createPool(config.DATABASE_URL, 10);
+  pool.on("error", (err) => logger.error({ err }, "idle Postgres client error"));
+  if (config.MIGRATE_ON_START) {
+    const applied = await migrate(pool);
+    if (applied.length > 0) logger.info({ applied }, "migrations applied");
+  }
+  const redis = new Redis(config.REDIS_URL, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 1,
+    enableAutoPipelining: false,
+  });
+  redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
+  try {
+    await redis.connect();
+    await redis.ping();
+  } catch (err) {
+    await pool.end();
+    redis.disconnect();
+    throw new DependencyError(
+      `cannot reach Redis at ${redactUrl(config.REDIS_URL)} (${(err as Error).message}); start one with ` +
+        "`docker compose up -d redis` or the Debian package redis-server, or set REDIS_URL",
+    );
+  }
+  const store = new AccountStore(pool);
+  const ledger = new Ledger({ config, redis, store, logger });
+  const persister = new Persister({
+    redis,
+    pool,
+    logger,
+    prefix: config.REDIS_PREFIX,
+    shards: config.SHARDS,
+    readCount: config.PERSIST_READ_COUNT,
+    blockMs: config.PERSIST_BLOCK_MS,
+    retryMs: config.PERSIST_RETRY_MS,
+    trimFloor: (s) => ledger.trimFloor(s),
+  });
+  ledger.persistHealth = () => persister.health();
+  await persister.init();
+  await ledger.start();
+  if (opts.persist !== false) persister.start();
+  return {
+    config,
+    pool,
+    redis,
+    ledger,
+    persister,
+    async stop() {
+      await ledger.stop();
+      await persister.stop();
+      redis.disconnect();
+      await pool.end();
+    },
+  };
+}
+
+function redactUrl(u: string): string {
+  try {
+    const url = new URL(u);
+    if (url.password) url.password = "***";
+    return url.toString();
+  } catch {
+    return "(unparseable URL)";
+  }
+}

@@ -1,0 +1,102 @@
+// Owns the process configuration: every setting comes from the environment, parsed once with
+// zod at start. A bad value is one error naming the variable, never a silent default.
+import { z } from "zod";
+
+const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
+const bool = (def: boolean) =>
+  z
+    .enum(["true", "false", "1", "0"])
+    .default(def ? "true" : "false")
+    .transform((v) => v === "true" || v === "1");
+
+export const configSchema = z.object({
+  NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
+  PORT: int(4000),
+  HOST: z.string().default("0.0.0.0"),
+  DATABASE_URL: z.string().url().default("postgres://postgres@127.0.0.1:5432/threeam"),
+  REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
+  /** Prefix for every Redis key this process writes (WAL streams, rate limits, queues). */
+  REDIS_PREFIX: z.string().default(""),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+
+  /** Logical ledger shards; each owns its accounts, mailbox and WAL stream wal:{shard}. */
+  SHARDS: int(64, 1).refine((n) => n <= 4096, "at most 4096"),
+  /** Most events one WAL stream entry carries; a bigger batch is split over entries. */
+  WAL_BATCH_MAX: int(1000, 1),
+  /** Most commands waiting in one shard's mailbox before new ones are refused (503). */
+  MAILBOX_MAX: int(100_000, 1),
+  /** Accounts kept in memory per shard before idle, fully persisted ones are evicted. */
+  ACCOUNT_CACHE_MAX: int(200_000, 16),
+  /** How long a completed command's idempotency key answers from memory (Stripe keeps 24 h). */
+  IDEMPOTENCY_TTL_MS: int(24 * 3600 * 1000, 60_000),
+
+  /** Persister: most stream entries read per shard per round, and the idle block time. */
+  PERSIST_READ_COUNT: int(200, 1),
+  PERSIST_BLOCK_MS: int(50, 1),
+  PERSIST_RETRY_MS: int(500, 10),
+
+  FRAUD_LARGE_TX_USD: z.coerce.number().positive().default(500),
+  FRAUD_MAX_TX_PER_HOUR: int(10, 1),
+  FRAUD_MAX_VOLUME_PER_HOUR_USD: z.coerce.number().positive().default(1000),
+
+  // --- HTTP, auth and API (issue 3). ---
+  /** Largest request body accepted; bigger answers 413. */
+  BODY_LIMIT_BYTES: int(16 * 1024, 256),
+  /** Comma-separated allowed CORS origins; "*" allows any. */
+  CORS_ORIGINS: z.string().default("*"),
+  /** Requests per minute per client IP and per authenticated user; both 0 disables every limit. */
+  RATE_LIMIT_IP_PER_MIN: int(6000),
+  RATE_LIMIT_USER_PER_MIN: int(600),
+  /** Login/register attempts per minute per IP (password guessing). */
+  RATE_LIMIT_AUTH_PER_MIN: int(20),
+  /** Tip amounts allowed, in whole dollars, comma-separated. */
+  TIP_AMOUNTS_USD: z
+    .string()
+    .default("1,3")
+    .transform((s, ctx) => {
+      const xs = s.split(",").map((x) => Number(x.trim()));
+      if (xs.some((x) => !Number.isFinite(x) || x <= 0 || Math.round(x * 100) !== x * 100)) {
+        ctx.addIssue({ code: "custom", message: "comma-separated positive dollar amounts" });
+      }
+      return xs;
+    }),
+  /** HS256 secret of Supabase-shaped JWTs. Unset: a development secret (refused in production). */
+  SUPABASE_JWT_SECRET: z.string().min(32).optional(),
+  SUPABASE_URL: z.string().url().optional(),
+  SUPABASE_SERVICE_KEY: z.string().optional(),
+  /** Access token lifetime. */
+  JWT_EXPIRES_IN_S: int(3600, 60),
+  /** Worker threads hashing passwords (scrypt) off the event loop. */
+  PASSWORD_HASH_THREADS: int(2, 1),
+
+  /** Apply migrations in sql/ on start. */
+  MIGRATE_ON_START: bool(true),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = configSchema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
+    throw new ConfigError(`invalid configuration: ${lines.join("; ")}`);
+  }
+  return parsed.data;
+}
+
+/** Ledger thresholds in cents, derived once from the dollar settings. */
+export interface FraudLimits {
+  largeTxCents: number;
+  maxTxPerHour: number;
+  maxVolumePerHourCents: number;
+}
+
+export function fraudLimits(c: Config): FraudLimits {
+  return {
+    largeTxCents: Math.round(c.FRAUD_LARGE_TX_USD * 100),
+    maxTxPerHour: c.FRAUD_MAX_TX_PER_HOUR,
+    maxVolumePerHourCents: Math.round(c.FRAUD_MAX_VOLUME_PER_HOUR_USD * 100),
+  };
+}

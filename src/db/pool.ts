@@ -1,0 +1,31 @@
+// Owns the Postgres connection: a pool for the URL, and creating the database on first start so
+// `npm start` works on a fresh machine.
+import pg from "pg";
+
+// bigint columns hold cents and versions; they stay far below 2^53, so read them as numbers.
+pg.types.setTypeParser(20, (v) => Number(v));
+
+export function createPool(url: string, max = 10): pg.Pool {
+  return new pg.Pool({ connectionString: url, max });
+}
+
+/** Creates the database named in `url` if it does not exist (connects to `postgres` to do it). */
+export async function ensureDatabase(url: string): Promise<void> {
+  const target = new URL(url);
+  const name = decodeURIComponent(target.pathname.slice(1));
+  if (!name) return;
+  const admin = new URL(url);
+  admin.pathname = "/postgres";
+  const client = new pg.Client({ connectionString: admin.toString() });
+  await client.connect();
+  try {
+    const exists = await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [name]);
+    if (exists.rowCount === 0) {
+      await client.query(`CREATE DATABASE "${name.replace(/"/g, '""')}"`).catch((err: { code?: string }) => {
+        if (err.code !== "42P04") throw err; // created meanwhile by another process
+      });
+    }
+  } finally {
+    await client.end();
+  }
+}

@@ -1,0 +1,117 @@
+// Owns what a shard keeps in memory per account, and applyEvent: the one way that memory
+// changes. The live path and crash recovery both go through applyEvent, so a replayed WAL
+// rebuilds exactly the state that was acknowledged.
+import { recordOutgoing, type VelocityWindow, emptyWindow } from "./fraud.ts";
+import type { WalEvent } from "./events.ts";
+import type { AccountState, AccountView, StatusResult, TransactionRecord, TxResult } from "./types.ts";
+
+export interface KeyRecord {
+  hash: string;
+  atMs: number;
+  result: TxResult | StatusResult;
+}
+
+export interface AccountMem {
+  state: AccountState;
+  system: boolean;
+  window: VelocityWindow;
+  /** Idempotency keys of this account's commands, kept IDEMPOTENCY_TTL_MS. */
+  keys: Map<string, KeyRecord>;
+  /** Payouts by id (the transaction id) that are pending, or finished recently. */
+  payouts: Map<string, TransactionRecord>;
+  /** Flush sequence of the last WAL entry that changed it; it may be evicted once persisted. */
+  lastFlushSeq: number;
+}
+
+export function newAccountMem(state: AccountState, system: boolean): AccountMem {
+  return { state, system, window: emptyWindow(), keys: new Map(), payouts: new Map(), lastFlushSeq: 0 };
+}
+
+export function viewOf(s: AccountState): AccountView {
+  return {
+    id: s.id,
+    balanceCents: s.balanceCents,
+    reservedCents: s.reservedCents,
+    availableCents: s.balanceCents - s.reservedCents,
+    debtCents: s.debtCents,
+    currency: "USD",
+    status: s.status,
+    version: s.version,
+  };
+}
+
+/** Outgoing transactions that count toward the velocity rules (deposits do not). */
+export const countsForVelocity = (tx: TransactionRecord): boolean =>
+  tx.type === "tip" || (tx.type === "payout" && tx.status === "pending");
+
+export type AccountLookup = (id: string) => AccountMem | undefined;
+
+/**
+ * Applies an event to memory. States carry versions: a state at or below the version in memory
+ * is already there (replay) and is skipped. Returns false if some account is missing.
+ */
+export function applyEvent(get: AccountLookup, ev: WalEvent, flushSeq: number): boolean {
+  switch (ev.t) {
+    case "fraud":
+      return true;
+    case "credit":
+    case "status": {
+      const mem = get(ev.state.id);
+      if (!mem) return false;
+      if (ev.state.version <= mem.state.version) return true;
+      assertNextVersion(mem, ev.state);
+      mem.state = ev.state;
+      mem.lastFlushSeq = flushSeq;
+      if (ev.t === "status") {
+        mem.keys.set(ev.key, {
+          hash: ev.hash,
+          atMs: Date.parse(ev.at),
+          result: { account: viewOf(ev.state), replayed: false },
+        });
+      }
+      return true;
+    }
+    case "tx": {
+      const owner = get(ev.tx.accountId);
+      if (!owner) return false;
+      let applied = false;
+      for (const s of ev.states) {
+        const mem = get(s.id);
+        if (!mem) return false;
+        if (s.version <= mem.state.version) continue;
+        assertNextVersion(mem, s);
+        mem.state = s;
+        mem.lastFlushSeq = flushSeq;
+        applied = true;
+      }
+      if (!applied) return true; // the whole event was already in memory
+      const tx = ev.tx;
+      const atMs = Date.parse(tx.createdAt);
+      if (countsForVelocity(tx)) recordOutgoing(owner.window, atMs, tx.amountCents);
+      if (tx.type === "payout") owner.payouts.set(tx.id, tx);
+      if (ev.key !== null && ev.hash !== null) {
+        const ownerState = ev.states.find((s) => s.id === owner.state.id) ?? owner.state;
+        owner.keys.set(ev.key, {
+          hash: ev.hash,
+          atMs,
+          result: { transaction: tx, account: viewOf(ownerState), replayed: false },
+        });
+      }
+      return true;
+    }
+  }
+}
+
+function assertNextVersion(mem: AccountMem, next: AccountState): void {
+  if (next.version !== mem.state.version + 1) {
+    throw new Error(
+      `ledger invariant: account ${mem.state.id} version ${mem.state.version} -> ${next.version} skips a change`,
+    );
+  }
+  if (
+    !mem.system &&
+    (next.balanceCents < 0 || next.reservedCents > next.balanceCents || next.reservedCents < 0)
+  ) {
+    throw new Error(`ledger invariant: account ${next.id} would hold an impossible balance`);
+  }
+}

@@ -1,0 +1,160 @@
+// Owns the ledger's vocabulary: commands callers submit, the state a shard keeps per account,
+// the events a decision produces (what the WAL carries), and the results callers get back.
+// All money is integer cents.
+
+export type AccountStatus = "active" | "suspended";
+export type TxType = "purchase" | "tip" | "payout" | "refund" | "chargeback";
+export type TxStatus = "pending" | "completed" | "failed";
+export type Severity = "low" | "medium" | "high" | "critical";
+export type FraudRule =
+  | "large_transaction"
+  | "high_velocity"
+  | "high_volume"
+  | "self_transfer"
+  | "suspended_account"
+  | "chargeback_debt";
+
+/** Commands: every mutating command carries the caller's idempotency key. */
+export interface TipCommand {
+  kind: "tip";
+  key: string;
+  fromAccountId: string;
+  toAccountId: string;
+  amountCents: number;
+  metadata?: Record<string, unknown>;
+}
+export interface DepositCommand {
+  kind: "deposit";
+  key: string;
+  accountId: string;
+  amountCents: number;
+  stripePaymentId?: string;
+  metadata?: Record<string, unknown>;
+}
+export interface ReservePayoutCommand {
+  kind: "reserve_payout";
+  key: string;
+  accountId: string;
+  payoutId: string;
+  amountCents: number;
+  metadata?: Record<string, unknown>;
+}
+export interface PostPayoutCommand {
+  kind: "post_payout";
+  key: string;
+  accountId: string;
+  payoutId: string;
+}
+export interface VoidPayoutCommand {
+  kind: "void_payout";
+  key: string;
+  accountId: string;
+  payoutId: string;
+  reason?: string;
+}
+export interface ReversalCommand {
+  kind: "reversal";
+  key: string;
+  accountId: string;
+  amountCents: number;
+  type: "refund" | "chargeback";
+  stripePaymentId?: string;
+  metadata?: Record<string, unknown>;
+}
+export interface SetStatusCommand {
+  kind: "set_status";
+  key: string;
+  accountId: string;
+  status: AccountStatus;
+  reason?: string;
+}
+/** Internal: the recipient side of tips whose debit is already durable in the sender's WAL. */
+export interface CreditCommand {
+  kind: "credit";
+  accountId: string;
+  items: CreditItem[];
+}
+export interface CreditItem {
+  txId: string;
+  amountCents: number;
+}
+
+export type UserCommand =
+  | TipCommand
+  | DepositCommand
+  | ReservePayoutCommand
+  | PostPayoutCommand
+  | VoidPayoutCommand
+  | ReversalCommand
+  | SetStatusCommand;
+export type Command = UserCommand | CreditCommand;
+
+/** The part of an account that Postgres stores and the WAL carries after every change. */
+export interface AccountState {
+  id: string;
+  balanceCents: number;
+  reservedCents: number;
+  debtCents: number;
+  status: AccountStatus;
+  /** Bumped once per change; Postgres applies a WAL state only on top of the version before it. */
+  version: number;
+}
+
+export interface TransactionRecord {
+  id: string;
+  type: TxType;
+  status: TxStatus;
+  /** The account whose shard decided it, and the scope of its idempotency key. */
+  accountId: string;
+  fromAccountId: string | null;
+  toAccountId: string | null;
+  amountCents: number;
+  platformFeeCents: number;
+  charityFeeCents: number;
+  netAmountCents: number;
+  currency: "USD";
+  stripePaymentId: string | null;
+  metadata: Record<string, unknown>;
+  createdAt: string;
+}
+
+/** One posting of a transaction; all postings of a transaction sum to zero. */
+export interface Posting {
+  accountId: string;
+  amountCents: number;
+}
+
+export interface FraudLogRecord {
+  id: string;
+  userId: string;
+  rule: FraudRule;
+  severity: Severity;
+  amountCents: number | null;
+  action: "allowed" | "blocked" | "flagged";
+  context: Record<string, unknown>;
+  createdAt: string;
+}
+
+export interface AccountView {
+  id: string;
+  balanceCents: number;
+  reservedCents: number;
+  availableCents: number;
+  debtCents: number;
+  currency: "USD";
+  status: AccountStatus;
+  version: number;
+}
+
+export interface TxResult {
+  transaction: TransactionRecord;
+  /** The deciding account right after this command (the sender for a tip). */
+  account: AccountView;
+  /** True when the idempotency key had already been used with the same request. */
+  replayed: boolean;
+}
+
+export interface StatusResult {
+  account: AccountView;
+  replayed: boolean;
+}

@@ -1,0 +1,194 @@
+// Owns reading ledger state back from Postgres: accounts with what the shard needs to decide
+// (velocity window, idempotency keys within their TTL, pending payouts), system accounts, and
+// durable idempotency-key lookups. Writes go through the persister only.
+import type pg from "pg";
+import { SYSTEM_ACCOUNT_KINDS, systemAccountCode, systemAccountId } from "../ledger/accounts.ts";
+import { recordOutgoing, VELOCITY_WINDOW_MS } from "../ledger/fraud.ts";
+import { type AccountMem, newAccountMem, viewOf } from "../ledger/state.ts";
+import type { AccountState, AccountStatus, TransactionRecord, TxResult } from "../ledger/types.ts";
+
+interface LedgerRow {
+  id: string;
+  kind: "user" | "system";
+  balance_cents: number;
+  reserved_balance_cents: number;
+  debt_cents: number;
+  status: AccountStatus;
+  version: number;
+}
+
+const TX_COLUMNS = `id, type, status, account_id, from_user_id, to_user_id, amount_cents, platform_fee_cents,
+  charity_fee_cents, net_amount_cents, currency, stripe_payment_id, metadata, created_at, idempotency_key,
+  request_hash, balance_after_cents, reserved_after_cents, debt_after_cents`;
+
+export interface TxRow {
+  id: string;
+  type: TransactionRecord["type"];
+  status: TransactionRecord["status"];
+  account_id: string;
+  from_user_id: string | null;
+  to_user_id: string | null;
+  amount_cents: number;
+  platform_fee_cents: number;
+  charity_fee_cents: number;
+  net_amount_cents: number;
+  currency: string;
+  stripe_payment_id: string | null;
+  metadata: Record<string, unknown>;
+  created_at: Date;
+  idempotency_key: string | null;
+  request_hash: string | null;
+  balance_after_cents: number | null;
+  reserved_after_cents: number | null;
+  debt_after_cents: number | null;
+}
+
+export function txFromRow(r: TxRow): TransactionRecord {
+  return {
+    id: r.id,
+    type: r.type,
+    status: r.status,
+    accountId: r.account_id,
+    fromAccountId: r.from_user_id,
+    toAccountId: r.to_user_id,
+    amountCents: r.amount_cents,
+    platformFeeCents: r.platform_fee_cents,
+    charityFeeCents: r.charity_fee_cents,
+    netAmountCents: r.net_amount_cents,
+    currency: "USD",
+    stripePaymentId: r.stripe_payment_id,
+    metadata: r.metadata,
+    createdAt: r.created_at.toISOString(),
+  };
+}
+
+/** The answer a key gave the first time: the transaction and the deciding account right after. */
+function resultFromRow(r: TxRow, current: AccountState): TxResult {
+  const after: AccountState = {
+    ...current,
+    balanceCents: r.balance_after_cents ?? current.balanceCents,
+    reservedCents: r.reserved_after_cents ?? current.reservedCents,
+    debtCents: r.debt_after_cents ?? current.debtCents,
+  };
+  return { transaction: txFromRow(r), account: viewOf(after), replayed: false };
+}
+
+const stateFromRow = (r: LedgerRow): AccountState => ({
+  id: r.id,
+  balanceCents: r.balance_cents,
+  reservedCents: r.reserved_balance_cents,
+  debtCents: r.debt_cents,
+  status: r.status,
+  version: r.version,
+});
+
+export class AccountStore {
+  constructor(private readonly pool: pg.Pool) {}
+
+  /** Creates the per-shard system accounts that do not exist yet. */
+  async ensureSystemAccounts(shards: number): Promise<void> {
+    const ids: string[] = [];
+    const codes: string[] = [];
+    for (let s = 0; s < shards; s++) {
+      for (const kind of SYSTEM_ACCOUNT_KINDS) {
+        ids.push(systemAccountId(kind, s));
+        codes.push(systemAccountCode(kind, s));
+      }
+    }
+    await this.pool.query(
+      `INSERT INTO ledger (id, kind, code) SELECT id, 'system', code FROM unnest($1::uuid[], $2::text[]) AS t(id, code)
+       ON CONFLICT (id) DO NOTHING`,
+      [ids, codes],
+    );
+  }
+
+  /** Loads accounts by id; ids that do not exist are absent from the result. */
+  async load(ids: string[], nowMs: number, idempotencyTtlMs: number): Promise<Map<string, AccountMem>> {
+    const out = new Map<string, AccountMem>();
+    if (ids.length === 0) return out;
+    const accounts = await this.pool.query<LedgerRow>(
+      `SELECT id, kind, balance_cents, reserved_balance_cents, debt_cents, status, version
+         FROM ledger WHERE id = ANY($1::uuid[])`,
+      [ids],
+    );
+    const userIds: string[] = [];
+    for (const r of accounts.rows) {
+      out.set(r.id, newAccountMem(stateFromRow(r), r.kind === "system"));
+      if (r.kind === "user") userIds.push(r.id);
+    }
+    if (userIds.length === 0) return out;
+    const since = new Date(nowMs - Math.max(idempotencyTtlMs, VELOCITY_WINDOW_MS));
+    const [txs, statuses] = await Promise.all([
+      this.pool.query<TxRow>(
+        `SELECT ${TX_COLUMNS} FROM transactions
+          WHERE account_id = ANY($1::uuid[]) AND (created_at > $2 OR (type = 'payout' AND status = 'pending'))
+          ORDER BY created_at`,
+        [userIds, since],
+      ),
+      this.pool.query<{
+        account_id: string;
+        idempotency_key: string;
+        request_hash: string;
+        created_at: Date;
+      }>(
+        `SELECT account_id, idempotency_key, request_hash, created_at FROM account_status_changes
+          WHERE account_id = ANY($1::uuid[]) AND created_at > $2`,
+        [userIds, new Date(nowMs - idempotencyTtlMs)],
+      ),
+    ]);
+    for (const r of txs.rows) {
+      const mem = out.get(r.account_id);
+      if (!mem) continue;
+      const atMs = r.created_at.getTime();
+      if ((r.type === "tip" || r.type === "payout") && atMs > nowMs - VELOCITY_WINDOW_MS) {
+        recordOutgoing(mem.window, atMs, r.amount_cents);
+      }
+      if (r.type === "payout") mem.payouts.set(r.id, txFromRow(r));
+      if (r.idempotency_key && r.request_hash && atMs > nowMs - idempotencyTtlMs) {
+        mem.keys.set(r.idempotency_key, { hash: r.request_hash, atMs, result: resultFromRow(r, mem.state) });
+      }
+    }
+    for (const r of statuses.rows) {
+      const mem = out.get(r.account_id);
+      if (!mem) continue;
+      mem.keys.set(r.idempotency_key, {
+        hash: r.request_hash,
+        atMs: r.created_at.getTime(),
+        result: { account: viewOf(mem.state), replayed: false },
+      });
+    }
+    return out;
+  }
+
+  /** A key used longer ago than the in-memory TTL, for commands that must never repeat (money in). */
+  async findKey(
+    accountId: string,
+    key: string,
+  ): Promise<{ hash: string; atMs: number; result: TxResult } | null> {
+    const r = await this.pool.query<TxRow>(
+      `SELECT ${TX_COLUMNS} FROM transactions WHERE account_id = $1 AND idempotency_key = $2
+        ORDER BY created_at LIMIT 1`,
+      [accountId, key],
+    );
+    const row = r.rows[0];
+    if (!row?.request_hash) return null;
+    const acct = await this.pool.query<LedgerRow>(
+      "SELECT id, kind, balance_cents, reserved_balance_cents, debt_cents, status, version FROM ledger WHERE id = $1",
+      [accountId],
+    );
+    const state = acct.rows[0] ? stateFromRow(acct.rows[0]) : null;
+    if (!state) return null;
+    return { hash: row.request_hash, atMs: row.created_at.getTime(), result: resultFromRow(row, state) };
+  }
+
+  /** Which of these (transaction, account) legs are already posted in Postgres. */
+  async postedLegs(legs: Array<{ txId: string; accountId: string }>): Promise<Set<string>> {
+    if (legs.length === 0) return new Set();
+    const r = await this.pool.query<{ transaction_id: string; account_id: string }>(
+      `SELECT e.transaction_id, e.account_id FROM ledger_entries e
+         JOIN unnest($1::uuid[], $2::uuid[]) AS l(tx, acct) ON e.transaction_id = l.tx AND e.account_id = l.acct`,
+      [legs.map((l) => l.txId), legs.map((l) => l.accountId)],
+    );
+    return new Set(r.rows.map((x) => `${x.transaction_id}:${x.account_id}`));
+  }
+}

@@ -1,0 +1,421 @@
+// Owns moving the WAL into Postgres: a consumer group over every shard's stream, each round's
+// entries written in one Postgres transaction (unnest batches), balances applied only on top of
+// the version they follow, then XACK and trim. Postgres being down only makes the WAL grow.
+import type { Redis } from "ioredis";
+import type pg from "pg";
+import type { Logger } from "pino";
+import type { WalEvent } from "../ledger/events.ts";
+import type { AccountState, FraudLogRecord, TransactionRecord } from "../ledger/types.ts";
+import { compareStreamIds, decodeEntry, nextStreamId, streamIdMs, walStreamKey } from "../wal/wal-codec.ts";
+
+export const PERSIST_GROUP = "persister";
+
+export interface PersisterOptions {
+  redis: Redis;
+  pool: pg.Pool;
+  logger: Logger;
+  prefix: string;
+  shards: number;
+  readCount: number;
+  blockMs: number;
+  retryMs: number;
+  /** Lowest entry id of a shard that must stay in the stream (tip credits not yet durable). */
+  trimFloor?: (shard: number) => string | null;
+  consumer?: string;
+}
+
+/** Raised when Postgres holds an older version than a WAL entry follows: a gap or a 2nd writer. */
+export class VersionGapError extends Error {
+  constructor(
+    readonly shard: number,
+    readonly accountId: string,
+    readonly pgVersion: number,
+    readonly walFromVersion: number,
+  ) {
+    super(
+      `account ${accountId} is at version ${pgVersion} in Postgres but shard ${shard}'s WAL continues from ${walFromVersion - 1}`,
+    );
+  }
+}
+
+interface Entry {
+  shard: number;
+  id: string;
+  events: WalEvent[];
+}
+
+export interface PersistStats {
+  entries: number;
+  events: number;
+  rounds: number;
+}
+
+export class Persister {
+  private running = false;
+  private loop: Promise<void> | null = null;
+  /** Shards whose persistence stopped on a version conflict; their WAL is kept for an operator. */
+  readonly halted = new Map<number, string>();
+  readonly stats: PersistStats = { entries: 0, events: 0, rounds: 0 };
+  private oldestUnpersistedMs = 0;
+  private backlog = 0;
+  private pendingFirst = true;
+  private readonly consumer: string;
+  private blocker: Redis | null = null;
+
+  constructor(private readonly o: PersisterOptions) {
+    this.consumer = o.consumer ?? "persister-1";
+  }
+
+  private key(shard: number): string {
+    return walStreamKey(this.o.prefix, shard);
+  }
+
+  async init(): Promise<void> {
+    for (let s = 0; s < this.o.shards; s++) {
+      try {
+        await this.o.redis.xgroup("CREATE", this.key(s), PERSIST_GROUP, "0", "MKSTREAM");
+      } catch (err) {
+        if (!String((err as Error).message).includes("BUSYGROUP")) throw err;
+      }
+    }
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    // A blocking XREADGROUP holds its connection; keep it off the WAL writer's connection.
+    this.blocker = this.o.redis.duplicate();
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.blocker?.disconnect();
+    await this.loop?.catch(() => {});
+    this.loop = null;
+    this.blocker = null;
+  }
+
+  health(): { walLagMs: number; unpersistedEntries: number; halted: number[] } {
+    return {
+      walLagMs: this.oldestUnpersistedMs === 0 ? 0 : Math.max(0, Date.now() - this.oldestUnpersistedMs),
+      unpersistedEntries: this.backlog,
+      halted: [...this.halted.keys()],
+    };
+  }
+
+  /** Persists everything currently in the WAL; for tests, benchmarks and shutdown. */
+  async drain(): Promise<void> {
+    this.pendingFirst = true;
+    while ((await this.round(false)) > 0) {}
+  }
+
+  private async run(): Promise<void> {
+    while (this.running) {
+      try {
+        await this.round(true);
+      } catch (err) {
+        if (!this.running) return;
+        this.o.logger.error({ err }, "persisting the WAL failed; retrying");
+        await new Promise((r) => setTimeout(r, this.o.retryMs));
+      }
+    }
+  }
+
+  /** One read + write round; returns how many entries it persisted. */
+  async round(block: boolean): Promise<number> {
+    const shards = [...Array(this.o.shards).keys()].filter((s) => !this.halted.has(s));
+    if (shards.length === 0) return 0;
+    // After a restart, entries delivered to us but never acknowledged come first ("0").
+    const from = this.pendingFirst ? "0" : ">";
+    const args: (string | number)[] = ["GROUP", PERSIST_GROUP, this.consumer, "COUNT", this.o.readCount];
+    if (block && !this.pendingFirst) args.push("BLOCK", this.o.blockMs);
+    args.push("STREAMS", ...shards.map((s) => this.key(s)), ...shards.map(() => from));
+    const conn = block && this.blocker ? this.blocker : this.o.redis;
+    // The typed command (not .call) keeps the [[key, entries], ...] shape under RESP3 too.
+    const xreadgroup = conn.xreadgroup.bind(conn) as unknown as (
+      ...a: (string | number)[]
+    ) => Promise<unknown>;
+    const reply = (await xreadgroup(...args)) as Array<[string, Array<[string, string[] | null]>]> | null;
+    const entries: Entry[] = [];
+    for (const [key, list] of reply ?? []) {
+      const shard = Number(key.slice(key.lastIndexOf(":") + 1));
+      for (const [id, fields] of list) {
+        if (!fields) continue; // deleted while pending
+        entries.push({ shard, id, events: decodeEntry(fields) });
+      }
+    }
+    if (entries.length === 0) {
+      if (this.pendingFirst) {
+        this.pendingFirst = false;
+        return this.round(block);
+      }
+      this.oldestUnpersistedMs = 0;
+      this.backlog = 0;
+      return 0;
+    }
+    this.oldestUnpersistedMs = Math.min(...entries.map((e) => streamIdMs(e.id)));
+    const written = await this.writeSkippingHalted(entries);
+    await this.ackAndTrim(written);
+    this.stats.rounds++;
+    this.stats.entries += written.length;
+    for (const e of written) this.stats.events += e.events.length;
+    this.backlog = Math.max(0, entries.length - written.length);
+    return written.length;
+  }
+
+  private async writeSkippingHalted(entries: Entry[]): Promise<Entry[]> {
+    let todo = entries;
+    for (;;) {
+      try {
+        await writeEntries(this.o.pool, todo);
+        return todo;
+      } catch (err) {
+        if (!(err instanceof VersionGapError)) throw err;
+        this.halted.set(err.shard, err.message);
+        this.o.logger.fatal(
+          { shard: err.shard, account: err.accountId, pgVersion: err.pgVersion },
+          "ALARM: version conflict between the WAL and Postgres; persistence of this shard stopped, nothing overwritten",
+        );
+        todo = todo.filter((e) => e.shard !== err.shard);
+        if (todo.length === 0) return [];
+      }
+    }
+  }
+
+  private async ackAndTrim(entries: Entry[]): Promise<void> {
+    if (entries.length === 0) return;
+    const byShard = new Map<number, string[]>();
+    for (const e of entries) {
+      const list = byShard.get(e.shard);
+      if (list) list.push(e.id);
+      else byShard.set(e.shard, [e.id]);
+    }
+    const pipe = this.o.redis.pipeline();
+    for (const [shard, ids] of byShard) {
+      pipe.xack(this.key(shard), PERSIST_GROUP, ...ids);
+      let last = ids[0]!;
+      for (const id of ids) if (compareStreamIds(id, last) > 0) last = id;
+      let minId = nextStreamId(last);
+      const floor = this.o.trimFloor?.(shard) ?? null;
+      if (floor && compareStreamIds(floor, minId) < 0) minId = floor;
+      pipe.xtrim(this.key(shard), "MINID", minId);
+    }
+    await pipe.exec();
+  }
+}
+
+interface AccountUpdate {
+  shard: number;
+  fromVersion: number;
+  last: AccountState;
+}
+
+interface TxRow {
+  tx: TransactionRecord;
+  key: string | null;
+  hash: string | null;
+  after: AccountState | null;
+}
+
+/**
+ * Writes a round's entries in one Postgres transaction. Re-writing entries already written is a
+ * no-op (ids and versions make every statement idempotent), so a crash before XACK is harmless.
+ */
+export async function writeEntries(pool: pg.Pool, entries: Entry[]): Promise<void> {
+  const accounts = new Map<string, AccountUpdate>();
+  const txs = new Map<string, TxRow>();
+  const legs = new Map<string, { txId: string; accountId: string; amountCents: number; at: string }>();
+  const fraud: FraudLogRecord[] = [];
+  const statusRows: Array<{
+    id: string;
+    accountId: string;
+    status: string;
+    reason: string | null;
+    key: string;
+    hash: string;
+    version: number;
+    at: string;
+  }> = [];
+  const statusAccounts = new Set<string>();
+  const setState = (shard: number, s: AccountState) => {
+    const cur = accounts.get(s.id);
+    if (!cur) accounts.set(s.id, { shard, fromVersion: s.version, last: s });
+    else if (s.version > cur.last.version) cur.last = s;
+  };
+  const addLeg = (txId: string, accountId: string, amountCents: number, at: string) => {
+    legs.set(`${txId}:${accountId}`, { txId, accountId, amountCents, at });
+  };
+  for (const e of entries) {
+    for (const ev of e.events) {
+      switch (ev.t) {
+        case "tx": {
+          for (const s of ev.states) setState(e.shard, s);
+          const prev = txs.get(ev.tx.id);
+          const after = ev.states.find((s) => s.id === ev.tx.accountId) ?? null;
+          // A payout appears twice (reserved, then posted or voided): keep the first key and
+          // balance-after, and the latest status.
+          if (prev) prev.tx = ev.tx;
+          else txs.set(ev.tx.id, { tx: ev.tx, key: ev.key, hash: ev.hash, after });
+          for (const p of ev.postings) addLeg(ev.tx.id, p.accountId, p.amountCents, ev.tx.createdAt);
+          fraud.push(...ev.fraud);
+          break;
+        }
+        case "credit":
+          setState(e.shard, ev.state);
+          for (const it of ev.items) addLeg(it.txId, ev.accountId, it.amountCents, ev.at);
+          break;
+        case "status":
+          setState(e.shard, ev.state);
+          statusAccounts.add(ev.state.id);
+          statusRows.push({
+            id: ev.id,
+            accountId: ev.state.id,
+            status: ev.status,
+            reason: ev.reason,
+            key: ev.key,
+            hash: ev.hash,
+            version: ev.state.version,
+            at: ev.at,
+          });
+          break;
+        case "fraud":
+          fraud.push(...ev.fraud);
+          break;
+      }
+    }
+  }
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    await applyAccounts(client, accounts);
+    if (txs.size > 0) await insertTransactions(client, [...txs.values()]);
+    if (legs.size > 0) {
+      const l = [...legs.values()];
+      await client.query(
+        `INSERT INTO ledger_entries (transaction_id, account_id, amount_cents, created_at)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[])
+         ON CONFLICT DO NOTHING`,
+        [l.map((x) => x.txId), l.map((x) => x.accountId), l.map((x) => x.amountCents), l.map((x) => x.at)],
+      );
+    }
+    if (fraud.length > 0) {
+      await client.query(
+        `INSERT INTO fraud_logs (id, user_id, rule, severity, amount_cents, action, context, created_at)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::jsonb[], $8::timestamptz[])
+         ON CONFLICT (id) DO NOTHING`,
+        [
+          fraud.map((f) => f.id),
+          fraud.map((f) => f.userId),
+          fraud.map((f) => f.rule),
+          fraud.map((f) => f.severity),
+          fraud.map((f) => f.amountCents),
+          fraud.map((f) => f.action),
+          fraud.map((f) => JSON.stringify(f.context)),
+          fraud.map((f) => f.createdAt),
+        ],
+      );
+    }
+    if (statusRows.length > 0) {
+      await client.query(
+        `INSERT INTO account_status_changes (id, account_id, status, reason, idempotency_key, request_hash, version, created_at)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::timestamptz[])
+         ON CONFLICT (id) DO NOTHING`,
+        [
+          statusRows.map((r) => r.id),
+          statusRows.map((r) => r.accountId),
+          statusRows.map((r) => r.status),
+          statusRows.map((r) => r.reason),
+          statusRows.map((r) => r.key),
+          statusRows.map((r) => r.hash),
+          statusRows.map((r) => r.version),
+          statusRows.map((r) => r.at),
+        ],
+      );
+      // The users row mirrors the ledger's status; copying it (not the event's) keeps a replayed
+      // older event from undoing a newer one.
+      await client.query(
+        `UPDATE users u SET status = l.status, updated_at = now() FROM ledger l
+          WHERE l.id = u.id AND u.id = ANY($1::uuid[]) AND u.status <> l.status`,
+        [[...statusAccounts]],
+      );
+    }
+    await client.query("COMMIT");
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+async function applyAccounts(client: pg.PoolClient, accounts: Map<string, AccountUpdate>): Promise<void> {
+  if (accounts.size === 0) return;
+  const list = [...accounts.values()];
+  // Apply the batch's final state where Postgres is at, or inside, the versions this batch covers.
+  const updated = await client.query<{ id: string }>(
+    `UPDATE ledger l SET balance_cents = u.bal, reserved_balance_cents = u.res, debt_cents = u.debt,
+            status = u.status, version = u.vto, updated_at = now()
+       FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[])
+            AS u(id, vfrom, bal, res, debt, status, vto)
+      WHERE l.id = u.id AND l.version >= u.vfrom - 1 AND l.version < u.vto
+      RETURNING l.id`,
+    [
+      list.map((a) => a.last.id),
+      list.map((a) => a.fromVersion),
+      list.map((a) => a.last.balanceCents),
+      list.map((a) => a.last.reservedCents),
+      list.map((a) => a.last.debtCents),
+      list.map((a) => a.last.status),
+      list.map((a) => a.last.version),
+    ],
+  );
+  if (updated.rowCount === list.length) return;
+  const done = new Set(updated.rows.map((r) => r.id));
+  const rest = list.filter((a) => !done.has(a.last.id));
+  const cur = await client.query<{ id: string; version: number }>(
+    "SELECT id, version FROM ledger WHERE id = ANY($1::uuid[])",
+    [rest.map((a) => a.last.id)],
+  );
+  const versions = new Map(cur.rows.map((r) => [r.id, r.version]));
+  for (const a of rest) {
+    const v = versions.get(a.last.id);
+    if (v === undefined) throw new VersionGapError(a.shard, a.last.id, -1, a.fromVersion);
+    // Already at or past this batch's last version: a replay, nothing to do. Behind: refuse.
+    if (v < a.fromVersion - 1) throw new VersionGapError(a.shard, a.last.id, v, a.fromVersion);
+  }
+}
+
+async function insertTransactions(client: pg.PoolClient, rows: TxRow[]): Promise<void> {
+  await client.query(
+    `INSERT INTO transactions (id, type, status, account_id, from_user_id, to_user_id, amount_cents,
+        platform_fee_cents, charity_fee_cents, net_amount_cents, currency, stripe_payment_id, idempotency_key,
+        request_hash, balance_after_cents, reserved_after_cents, debt_after_cents, metadata, created_at)
+     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::bigint[],
+        $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[],
+        $16::bigint[], $17::bigint[], $18::jsonb[], $19::timestamptz[])
+     ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, metadata = EXCLUDED.metadata, updated_at = now()
+       WHERE transactions.status IS DISTINCT FROM EXCLUDED.status`,
+    [
+      rows.map((r) => r.tx.id),
+      rows.map((r) => r.tx.type),
+      rows.map((r) => r.tx.status),
+      rows.map((r) => r.tx.accountId),
+      rows.map((r) => r.tx.fromAccountId),
+      rows.map((r) => r.tx.toAccountId),
+      rows.map((r) => r.tx.amountCents),
+      rows.map((r) => r.tx.platformFeeCents),
+      rows.map((r) => r.tx.charityFeeCents),
+      rows.map((r) => r.tx.netAmountCents),
+      rows.map((r) => r.tx.currency),
+      rows.map((r) => r.tx.stripePaymentId),
+      rows.map((r) => r.key),
+      rows.map((r) => r.hash),
+      rows.map((r) => r.after?.balanceCents ?? null),
+      rows.map((r) => r.after?.reservedCents ?? null),
+      rows.map((r) => r.after?.debtCents ?? null),
+      rows.map((r) => JSON.stringify(r.tx.metadata)),
+      rows.map((r) => r.tx.createdAt),
+    ],
+  );
+}
