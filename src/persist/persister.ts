@@ -61,6 +61,7 @@ export class Persister {
   private pendingFirst = true;
   private readonly consumer: string;
   private blocker: Redis | null = null;
+  private roundLock: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly o: PersisterOptions) {
     this.consumer = o.consumer ?? "persister-1";
@@ -106,14 +107,20 @@ export class Persister {
 
   /** Persists everything currently in the WAL; for tests, benchmarks and shutdown. */
   async drain(): Promise<void> {
-    this.pendingFirst = true;
-    while ((await this.round(false)) > 0) {}
+    while ((await this.serialized(false)) > 0) {}
+  }
+
+  /** Rounds never overlap: two readers of one consumer would each see the other's entries as done. */
+  private serialized(block: boolean): Promise<number> {
+    const next = this.roundLock.then(() => this.round(block));
+    this.roundLock = next.catch(() => 0);
+    return next;
   }
 
   private async run(): Promise<void> {
     while (this.running) {
       try {
-        await this.round(true);
+        await this.serialized(true);
       } catch (err) {
         if (!this.running) return;
         this.o.logger.error({ err }, "persisting the WAL failed; retrying");
@@ -123,7 +130,7 @@ export class Persister {
   }
 
   /** One read + write round; returns how many entries it persisted. */
-  async round(block: boolean): Promise<number> {
+  private async round(block: boolean): Promise<number> {
     const shards = [...Array(this.o.shards).keys()].filter((s) => !this.halted.has(s));
     if (shards.length === 0) return 0;
     // After a restart, entries delivered to us but never acknowledged come first ("0").

@@ -1,0 +1,242 @@
+import { randomUUID } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { SYSTEM_ACCOUNT_KINDS, systemAccountId } from "../../src/ledger/accounts.ts";
+import { type DecideContext, decide } from "../../src/ledger/decide.ts";
+import type { TxEvent } from "../../src/ledger/events.ts";
+import { type AccountMem, applyEvent, newAccountMem } from "../../src/ledger/state.ts";
+import type { UserCommand } from "../../src/ledger/types.ts";
+
+const limits = { largeTxCents: 50_000, maxTxPerHour: 10, maxVolumePerHourCents: 100_000 };
+const NOW = Date.parse("2026-11-25T12:00:00Z");
+
+function world(balances: Record<string, number>) {
+  const accounts = new Map<string, AccountMem>();
+  for (const kind of SYSTEM_ACCOUNT_KINDS) {
+    const id = systemAccountId(kind, 0);
+    accounts.set(
+      id,
+      newAccountMem(
+        { id, balanceCents: 0, reservedCents: 0, debtCents: 0, status: "active", version: 0 },
+        true,
+      ),
+    );
+  }
+  const ids: Record<string, string> = {};
+  for (const [name, bal] of Object.entries(balances)) {
+    const id = randomUUID();
+    ids[name] = id;
+    accounts.set(
+      id,
+      newAccountMem(
+        { id, balanceCents: bal, reservedCents: 0, debtCents: 0, status: "active", version: 0 },
+        false,
+      ),
+    );
+  }
+  let now = NOW;
+  const ctx = (): DecideContext => ({
+    get: (id) => accounts.get(id),
+    shard: 0,
+    nowMs: now,
+    newId: randomUUID,
+    limits,
+    idempotencyTtlMs: 86_400_000,
+  });
+  /** Decides and, on success, applies: what a shard does (minus the WAL). */
+  const run = (cmd: UserCommand) => {
+    const d = decide(cmd, ctx());
+    if (d.ok && d.event) applyEvent((id) => accounts.get(id), d.event, 1);
+    return d;
+  };
+  const tip = (from: string, to: string, amountCents: number, key = randomUUID()) =>
+    run({ kind: "tip", key, fromAccountId: ids[from]!, toAccountId: ids[to]!, amountCents });
+  return {
+    accounts,
+    ids,
+    run,
+    tip,
+    bal: (n: string) => accounts.get(ids[n]!)!.state.balanceCents,
+    advance: (ms: number) => {
+      now += ms;
+    },
+  };
+}
+
+describe("tip decisions", () => {
+  it("debits the sender, posts fee legs, and owes the recipient the net once durable", () => {
+    const w = world({ viewer: 1000, creator: 0 });
+    const d = w.tip("viewer", "creator", 300);
+    expect(d.ok).toBe(true);
+    const ev = (d as { event: TxEvent }).event;
+    expect(ev.postings.map((p) => p.amountCents)).toEqual([-300, 6, 3]);
+    expect(ev.credits).toEqual([{ accountId: w.ids.creator, txId: ev.tx.id, amountCents: 291 }]);
+    expect(w.bal("viewer")).toBe(700);
+    // The recipient is credited by its own shard after the WAL confirms, not by the decision.
+    expect(w.bal("creator")).toBe(0);
+  });
+
+  it("refuses a tip larger than the available balance without any event", () => {
+    const w = world({ viewer: 99, creator: 0 });
+    const d = w.tip("viewer", "creator", 100);
+    expect(d).toMatchObject({ ok: false, event: null, error: { code: "insufficient_funds" } });
+    expect(w.bal("viewer")).toBe(99);
+  });
+
+  it("returns the original result for a repeated key and refuses the key with other content", () => {
+    const w = world({ viewer: 1000, creator: 0, other: 0 });
+    const first = w.tip("viewer", "creator", 100, "k1");
+    const again = w.tip("viewer", "creator", 100, "k1");
+    expect(again).toMatchObject({ ok: true, event: null });
+    expect((again as { result: { replayed: boolean } }).result.replayed).toBe(true);
+    expect((again as { result: unknown }).result).toMatchObject({
+      transaction: (first as { result: { transaction: unknown } }).result.transaction,
+    });
+    expect(w.bal("viewer")).toBe(900);
+    expect(w.tip("viewer", "other", 100, "k1")).toMatchObject({
+      ok: false,
+      error: { code: "idempotency_conflict" },
+    });
+  });
+});
+
+describe("fraud rules", () => {
+  const blockedBy = (d: ReturnType<ReturnType<typeof world>["tip"]>) =>
+    d.ok ? null : (d.error.details as { rule: string; severity: string } | undefined);
+
+  it("logs a tip of exactly $500 nothing, and one of $500.01 as medium while allowing it", () => {
+    const w = world({ viewer: 200_000, viewer2: 200_000, creator: 0 });
+    const at = w.tip("viewer", "creator", 50_000);
+    expect(at.ok && (at.event as TxEvent).fraud).toEqual([]);
+    const over = w.tip("viewer2", "creator", 50_001);
+    expect(over.ok).toBe(true);
+    expect((over as { event: TxEvent }).event.fraud).toMatchObject([
+      { rule: "large_transaction", severity: "medium", action: "allowed", amountCents: 50_001 },
+    ]);
+  });
+
+  it("allows the 10th outgoing transaction in an hour and blocks the 11th as high", () => {
+    const w = world({ viewer: 10_000, creator: 0 });
+    for (let i = 0; i < 10; i++) expect(w.tip("viewer", "creator", 100).ok).toBe(true);
+    const eleventh = w.tip("viewer", "creator", 100);
+    expect(blockedBy(eleventh)).toMatchObject({ rule: "high_velocity", severity: "high" });
+    expect(eleventh.ok ? null : eleventh.event?.fraud).toMatchObject([
+      { rule: "high_velocity", action: "blocked" },
+    ]);
+    expect(w.bal("viewer")).toBe(9000);
+    // An hour after the first, the window has room again.
+    w.advance(3_600_001);
+    expect(w.tip("viewer", "creator", 100).ok).toBe(true);
+  });
+
+  it("allows exactly $1000 sent in an hour and blocks one cent more as high volume", () => {
+    const w = world({ viewer: 300_000, creator: 0 });
+    expect(w.tip("viewer", "creator", 60_000).ok).toBe(true);
+    expect(blockedBy(w.tip("viewer", "creator", 40_001))).toMatchObject({
+      rule: "high_volume",
+      severity: "high",
+    });
+    expect(w.tip("viewer", "creator", 40_000).ok).toBe(true);
+    expect(blockedBy(w.tip("viewer", "creator", 1))).toMatchObject({ rule: "high_volume" });
+  });
+
+  it("blocks a self tip as critical", () => {
+    const w = world({ viewer: 1000 });
+    expect(blockedBy(w.tip("viewer", "viewer", 100))).toEqual({
+      rule: "self_transfer",
+      severity: "critical",
+    });
+  });
+
+  it("blocks tips from and to suspended accounts as critical", () => {
+    const w = world({ viewer: 1000, creator: 0 });
+    expect(w.run({ kind: "set_status", key: "s1", accountId: w.ids.creator!, status: "suspended" }).ok).toBe(
+      true,
+    );
+    expect(blockedBy(w.tip("viewer", "creator", 100))).toEqual({
+      rule: "suspended_account",
+      severity: "critical",
+      suspended: "recipient",
+    });
+    w.run({ kind: "set_status", key: "s2", accountId: w.ids.creator!, status: "active" });
+    expect(w.tip("viewer", "creator", 100).ok).toBe(true);
+    w.run({ kind: "set_status", key: "s3", accountId: w.ids.viewer!, status: "suspended" });
+    expect(blockedBy(w.tip("viewer", "creator", 100))).toMatchObject({
+      rule: "suspended_account",
+      suspended: "sender",
+    });
+  });
+
+  it("counts payouts toward velocity but not deposits", () => {
+    const w = world({ viewer: 10_000, creator: 0 });
+    for (let i = 0; i < 20; i++) {
+      expect(w.run({ kind: "deposit", key: `d${i}`, accountId: w.ids.viewer!, amountCents: 100 }).ok).toBe(
+        true,
+      );
+    }
+    for (let i = 0; i < 9; i++) expect(w.tip("viewer", "creator", 100).ok).toBe(true);
+    const p = w.run({
+      kind: "reserve_payout",
+      key: "p",
+      accountId: w.ids.viewer!,
+      payoutId: randomUUID(),
+      amountCents: 100,
+    });
+    expect(p.ok).toBe(true);
+    expect(blockedBy(w.tip("viewer", "creator", 100))).toMatchObject({ rule: "high_velocity" });
+  });
+});
+
+describe("payouts and reversals", () => {
+  it("reserves, then posts: balance and reserve drop together and legs balance", () => {
+    const w = world({ creator: 5000 });
+    const payoutId = randomUUID();
+    w.run({ kind: "reserve_payout", key: "r", accountId: w.ids.creator!, payoutId, amountCents: 2000 });
+    const mem = w.accounts.get(w.ids.creator!)!;
+    expect(mem.state).toMatchObject({ balanceCents: 5000, reservedCents: 2000 });
+    expect(
+      w.run({
+        kind: "tip",
+        key: "t",
+        fromAccountId: w.ids.creator!,
+        toAccountId: randomUUID(),
+        amountCents: 3001,
+      }),
+    ).toMatchObject({ ok: false });
+    const posted = w.run({ kind: "post_payout", key: "p", accountId: w.ids.creator!, payoutId });
+    expect(posted.ok && (posted.event as TxEvent).postings.reduce((a, p) => a + p.amountCents, 0)).toBe(0);
+    expect(mem.state).toMatchObject({ balanceCents: 3000, reservedCents: 0 });
+    expect(w.run({ kind: "void_payout", key: "v", accountId: w.ids.creator!, payoutId })).toMatchObject({
+      ok: false,
+      error: { code: "conflict" },
+    });
+  });
+
+  it("voids a reservation: the reserve is released and the balance untouched", () => {
+    const w = world({ creator: 5000 });
+    const payoutId = randomUUID();
+    w.run({ kind: "reserve_payout", key: "r", accountId: w.ids.creator!, payoutId, amountCents: 2000 });
+    expect(w.run({ kind: "void_payout", key: "v", accountId: w.ids.creator!, payoutId }).ok).toBe(true);
+    expect(w.accounts.get(w.ids.creator!)!.state).toMatchObject({ balanceCents: 5000, reservedCents: 0 });
+  });
+
+  it("takes back what it can on a refund, records the rest as debt, and the next purchase repays it", () => {
+    const w = world({ viewer: 1500 });
+    const d = w.run({
+      kind: "reversal",
+      key: "x",
+      accountId: w.ids.viewer!,
+      amountCents: 5000,
+      type: "refund",
+    });
+    expect(d.ok).toBe(true);
+    const ev = (d as { event: TxEvent }).event;
+    expect(ev.postings.reduce((a, p) => a + p.amountCents, 0)).toBe(0);
+    expect(ev.fraud).toMatchObject([{ rule: "chargeback_debt", action: "flagged", amountCents: 3500 }]);
+    const mem = w.accounts.get(w.ids.viewer!)!;
+    expect(mem.state).toMatchObject({ balanceCents: 0, debtCents: 3500 });
+    w.run({ kind: "deposit", key: "d", accountId: w.ids.viewer!, amountCents: 5000 });
+    expect(mem.state).toMatchObject({ balanceCents: 1500, debtCents: 0 });
+    const recv = w.accounts.get(systemAccountId("receivables", 0))!;
+    expect(recv.state.balanceCents).toBe(0);
+  });
+});
