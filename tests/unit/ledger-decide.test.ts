@@ -48,7 +48,7 @@ function world(balances: Record<string, number>) {
     if (d.ok && d.event) applyEvent((id) => accounts.get(id), d.event, 1);
     return d;
   };
-  const tip = (from: string, to: string, amountCents: number, key = randomUUID()) =>
+  const tip = (from: string, to: string, amountCents: number, key: string = randomUUID()) =>
     run({ kind: "tip", key, fromAccountId: ids[from]!, toAccountId: ids[to]!, amountCents });
   return {
     accounts,
