@@ -143,7 +143,15 @@ export class Persister {
     const xreadgroup = conn.xreadgroup.bind(conn) as unknown as (
       ...a: (string | number)[]
     ) => Promise<unknown>;
-    const reply = (await xreadgroup(...args)) as Array<[string, Array<[string, string[] | null]>]> | null;
+    let reply: Array<[string, Array<[string, string[] | null]>]> | null;
+    try {
+      reply = (await xreadgroup(...args)) as typeof reply;
+    } catch (err) {
+      // A stream deleted by hand loses its group; recreate it rather than fail every round.
+      if (!String((err as Error).message).includes("NOGROUP")) throw err;
+      await this.init();
+      return this.round(block);
+    }
     const entries: Entry[] = [];
     for (const [key, list] of reply ?? []) {
       const shard = Number(key.slice(key.lastIndexOf(":") + 1));
@@ -162,7 +170,15 @@ export class Persister {
       return 0;
     }
     this.oldestUnpersistedMs = Math.min(...entries.map((e) => streamIdMs(e.id)));
-    const written = await this.writeSkippingHalted(entries);
+    let written: Entry[];
+    try {
+      written = await this.writeSkippingHalted(entries);
+    } catch (err) {
+      // These entries are now delivered to us but unacknowledged: re-read them from our pending
+      // list ("0") next round, or ">" would skip them for good.
+      this.pendingFirst = true;
+      throw err;
+    }
     await this.ackAndTrim(written);
     this.stats.rounds++;
     this.stats.entries += written.length;

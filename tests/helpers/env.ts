@@ -30,6 +30,7 @@ export async function createTestEnv(label = "t"): Promise<TestEnv> {
   url.pathname = `/${name}`;
   const databaseUrl = url.toString();
   const pool = createPool(databaseUrl, 8);
+  pool.on("error", () => {}); // tests that cut Postgres off on purpose see idle clients die
   await migrate(pool);
   const redisPrefix = `${name}:`;
   const redis = new Redis(REDIS_URL, { lazyConnect: false, maxRetriesPerRequest: 2 });
