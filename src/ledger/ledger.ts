@@ -9,7 +9,7 @@ import { fraudLimits } from "../config.ts";
 import { AppError } from "../errors.ts";
 import type { AccountStore } from "../persist/account-store.ts";
 import { compareStreamIds, decodeEntry } from "../wal/wal-codec.ts";
-import { readWholeStream, type WalAppend, WalWriter } from "../wal/wal-writer.ts";
+import { readWholeStream, type WalAppend, type WalAppendResult, WalWriter } from "../wal/wal-writer.ts";
 import { isUuid, SYSTEM_ACCOUNT_KINDS, shardOf, systemAccountId } from "./accounts.ts";
 import { type Decision, decide, decideCredit, ownerOf } from "./decide.ts";
 import type { CreditEvent, TxEvent, WalEvent } from "./events.ts";
@@ -66,12 +66,18 @@ export interface LedgerOptions {
   logger: Logger;
   /** Persistence health, reported by the persister. */
   persistHealth?: () => { walLagMs: number; unpersistedEntries: number };
+  /** Where flushed batches go; the Redis WAL unless a benchmark measures the ledger without it. */
+  wal?: WalSink;
+}
+
+export interface WalSink {
+  append(batch: WalAppend[]): Promise<WalAppendResult[]>;
 }
 
 export class Ledger {
   readonly shards: Shard[];
   private readonly limits: FraudLimits;
-  private readonly wal: WalWriter;
+  private readonly wal: WalSink;
   private readonly loading = new Map<string, Promise<void>>();
   private flushScheduled = false;
   private flushing: Promise<void> | null = null;
@@ -95,7 +101,7 @@ export class Ledger {
       holds: [],
     }));
     this.limits = fraudLimits(opts.config);
-    this.wal = new WalWriter(opts.redis, opts.config.REDIS_PREFIX);
+    this.wal = opts.wal ?? new WalWriter(opts.redis, opts.config.REDIS_PREFIX);
     this.persistHealth = opts.persistHealth ?? (() => ({ walLagMs: 0, unpersistedEntries: 0 }));
   }
 

@@ -1,0 +1,149 @@
+// Ledger benchmark (`npm run bench:ledger`): acknowledged tips/s through the shard actors with no
+// WAL (the decision cost alone), with the Redis WAL (what a caller waits for), and events/s the
+// persister writes into Postgres. Fraud rules stay on at their defaults, so every viewer sends a
+// few tips only and the run seeds enough viewers. Prints a table and writes bench/results/.
+import { randomUUID } from "node:crypto";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { Redis } from "ioredis";
+import pg from "pg";
+import pino from "pino";
+import { loadConfig } from "../src/config.ts";
+import { createPool, ensureDatabase } from "../src/db/pool.ts";
+import { migrate } from "../src/db/migrate.ts";
+import { Ledger, type WalSink } from "../src/ledger/ledger.ts";
+import { AccountStore } from "../src/persist/account-store.ts";
+import { Persister } from "../src/persist/persister.ts";
+import { reconcileLedger } from "../src/persist/reconcile.ts";
+
+const { values: args } = parseArgs({
+  options: {
+    tips: { type: "string", default: "200000" },
+    "in-flight": { type: "string", default: "4096" },
+    quick: { type: "boolean", default: false },
+  },
+});
+const TIPS = args.quick ? 20_000 : Number(args.tips);
+const IN_FLIGHT = Number(args["in-flight"]);
+const TIPS_PER_VIEWER = 4; // under the default limit of 10 outgoing per hour
+const VIEWERS = Math.ceil(TIPS / TIPS_PER_VIEWER);
+const CREATORS = 1000;
+const dbName = `threeam_bench_${process.pid}`;
+const pgAdmin = process.env.BENCH_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const dbUrl = new URL(pgAdmin);
+dbUrl.pathname = `/${dbName}`;
+const prefix = `bench:${process.pid}:`;
+const log = pino({ level: "warn" });
+
+const config = loadConfig({ ...process.env, DATABASE_URL: dbUrl.toString(), REDIS_PREFIX: prefix, NODE_ENV: "test" });
+
+async function seedUsers(pool: pg.Pool, n: number): Promise<string[]> {
+  const ids = Array.from({ length: n }, () => randomUUID());
+  for (let i = 0; i < n; i += 10_000) {
+    const chunk = ids.slice(i, i + 10_000);
+    await pool.query(
+      `INSERT INTO users (id, email, username, display_name) SELECT id, id::text || '@bench.test', id::text, 'bench'
+         FROM unnest($1::uuid[]) AS t(id)`,
+      [chunk],
+    );
+    await pool.query("INSERT INTO ledger (id, user_id, kind) SELECT id, id, 'user' FROM unnest($1::uuid[]) AS t(id)", [
+      chunk,
+    ]);
+  }
+  return ids;
+}
+
+/** Submits `count` commands keeping `IN_FLIGHT` outstanding; returns acknowledged per second. */
+async function drive(count: number, make: (i: number) => Promise<unknown>): Promise<{ perSec: number; failed: number }> {
+  let next = 0;
+  let failed = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: Math.min(IN_FLIGHT, count) }, async () => {
+      while (next < count) {
+        const i = next++;
+        await make(i).catch(() => failed++);
+      }
+    }),
+  );
+  const secs = (performance.now() - t0) / 1000;
+  return { perSec: Math.round((count - failed) / secs), failed };
+}
+
+async function main() {
+  await ensureDatabase(config.DATABASE_URL);
+  const pool = createPool(config.DATABASE_URL, 10);
+  await migrate(pool);
+  const redis = new Redis(config.REDIS_URL);
+  const store = new AccountStore(pool);
+  console.log(`seeding ${VIEWERS} viewers and ${CREATORS} creators...`);
+  const viewers = await seedUsers(pool, VIEWERS);
+  const creators = await seedUsers(pool, CREATORS);
+  const rows: Array<{ scenario: string; value: number; unit: string; note: string }> = [];
+
+  // 1. Decisions only: the WAL sink confirms at once.
+  const nullWal: WalSink = { append: async (b) => b.map(() => ({ ok: true as const, id: "0-1" })) };
+  {
+    const ledger = new Ledger({ config, redis, store, logger: log, wal: nullWal });
+    await ledger.start();
+    await drive(VIEWERS, (i) => ledger.submit({ kind: "deposit", key: randomUUID(), accountId: viewers[i]!, amountCents: 100_000 }));
+    for (let i = 0; i < CREATORS; i += 1000) await Promise.all(creators.slice(i, i + 1000).map((c) => ledger.getAccount(c)));
+    const r = await drive(TIPS, (i) =>
+      ledger.submit({ kind: "tip", key: randomUUID(), fromAccountId: viewers[i % VIEWERS]!, toAccountId: creators[i % CREATORS]!, amountCents: 100 }),
+    );
+    rows.push({ scenario: "tips through the actors, no WAL", value: r.perSec, unit: "tips/s", note: `${r.failed} refused` });
+    await ledger.stop();
+  }
+
+  // 2. Through the Redis WAL, persister paused so the WAL alone is measured.
+  const ledger = new Ledger({ config, redis, store, logger: log });
+  const persister = new Persister({
+    redis, pool, logger: log, prefix, shards: config.SHARDS, readCount: config.PERSIST_READ_COUNT,
+    blockMs: config.PERSIST_BLOCK_MS, retryMs: config.PERSIST_RETRY_MS, trimFloor: (s) => ledger.trimFloor(s),
+  });
+  await persister.init();
+  await ledger.start();
+  await drive(VIEWERS, (i) => ledger.submit({ kind: "deposit", key: randomUUID(), accountId: viewers[i]!, amountCents: 100_000 }));
+  for (let i = 0; i < CREATORS; i += 1000) await Promise.all(creators.slice(i, i + 1000).map((c) => ledger.getAccount(c)));
+  await persister.drain();
+  const walRun = await drive(TIPS, (i) =>
+    ledger.submit({ kind: "tip", key: randomUUID(), fromAccountId: viewers[i % VIEWERS]!, toAccountId: creators[i % CREATORS]!, amountCents: 100 }),
+  );
+  rows.push({ scenario: "tips acknowledged through the Redis WAL", value: walRun.perSec, unit: "tips/s", note: `${walRun.failed} refused` });
+  while (!ledger.quiescent()) await new Promise((r) => setTimeout(r, 5));
+
+  // 3. The persister drains that backlog into Postgres.
+  const before = { ...persister.stats };
+  const t0 = performance.now();
+  await persister.drain();
+  const secs = (performance.now() - t0) / 1000;
+  const events = persister.stats.events - before.events;
+  const tipsPersisted = TIPS - walRun.failed;
+  rows.push({ scenario: "persister: WAL events into Postgres", value: Math.round(events / secs), unit: "events/s", note: `${events} events (tips + credit batches)` });
+  rows.push({ scenario: "persister: tips into Postgres", value: Math.round(tipsPersisted / secs), unit: "tips/s", note: `${tipsPersisted} tips in ${secs.toFixed(2)} s` });
+
+  const report = await reconcileLedger(pool, ledger.snapshot());
+  console.table(rows);
+  console.log(`reconcile after drain: ${report.ok ? "ok" : "FAILED"} (total ${report.totalBalanceCents} cents)`);
+  mkdirSync(new URL("./results/", import.meta.url), { recursive: true });
+  writeFileSync(
+    new URL(`./results/ledger-${new Date().toISOString().replace(/[:.]/g, "-")}.json`, import.meta.url),
+    JSON.stringify({ at: new Date().toISOString(), tips: TIPS, inFlight: IN_FLIGHT, shards: config.SHARDS, rows, reconcileOk: report.ok }, null, 2),
+  );
+
+  await ledger.stop();
+  await persister.stop();
+  redis.disconnect();
+  await pool.end();
+  const admin = new pg.Client({ connectionString: pgAdmin });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+  await admin.end();
+  const cleaner = new Redis(config.REDIS_URL);
+  const keys = await cleaner.keys(`${prefix}*`);
+  if (keys.length) await cleaner.del(...keys);
+  cleaner.disconnect();
+  if (!report.ok) process.exitCode = 1;
+}
+
+await main();
