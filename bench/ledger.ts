@@ -53,6 +53,25 @@ async function seedUsers(pool: pg.Pool, n: number): Promise<string[]> {
   return ids;
 }
 
+/** With BENCH_PROFILE=<dir>, a CPU profile of each measured phase lands there (node:inspector). */
+async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  const dir = process.env.BENCH_PROFILE;
+  if (!dir) return fn();
+  const { Session } = await import("node:inspector/promises");
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.start");
+  try {
+    return await fn();
+  } finally {
+    const { profile } = await session.post("Profiler.stop");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(`${dir}/${name}.cpuprofile`, JSON.stringify(profile));
+    session.disconnect();
+  }
+}
+
 /** Submits `count` commands keeping `IN_FLIGHT` outstanding; returns acknowledged per second. */
 async function drive(count: number, make: (i: number) => Promise<unknown>): Promise<{ perSec: number; failed: number }> {
   let next = 0;
@@ -88,8 +107,10 @@ async function main() {
     await ledger.start();
     await drive(VIEWERS, (i) => ledger.submit({ kind: "deposit", key: randomUUID(), accountId: viewers[i]!, amountCents: 100_000 }));
     for (let i = 0; i < CREATORS; i += 1000) await Promise.all(creators.slice(i, i + 1000).map((c) => ledger.getAccount(c)));
-    const r = await drive(TIPS, (i) =>
-      ledger.submit({ kind: "tip", key: randomUUID(), fromAccountId: viewers[i % VIEWERS]!, toAccountId: creators[i % CREATORS]!, amountCents: 100 }),
+    const r = await profiled("no-wal", () =>
+      drive(TIPS, (i) =>
+        ledger.submit({ kind: "tip", key: randomUUID(), fromAccountId: viewers[i % VIEWERS]!, toAccountId: creators[i % CREATORS]!, amountCents: 100 }),
+      ),
     );
     rows.push({ scenario: "tips through the actors, no WAL", value: r.perSec, unit: "tips/s", note: `${r.failed} refused` });
     await ledger.stop();
@@ -99,15 +120,18 @@ async function main() {
   const ledger = new Ledger({ config, redis, store, logger: log });
   const persister = new Persister({
     redis, pool, logger: log, prefix, shards: config.SHARDS, readCount: config.PERSIST_READ_COUNT,
-    blockMs: config.PERSIST_BLOCK_MS, retryMs: config.PERSIST_RETRY_MS, trimFloor: (s) => ledger.trimFloor(s),
+    blockMs: config.PERSIST_BLOCK_MS, retryMs: config.PERSIST_RETRY_MS,
+    lanes: config.PERSIST_LANES, trimFloor: (s) => ledger.trimFloor(s),
   });
   await persister.init();
   await ledger.start();
   await drive(VIEWERS, (i) => ledger.submit({ kind: "deposit", key: randomUUID(), accountId: viewers[i]!, amountCents: 100_000 }));
   for (let i = 0; i < CREATORS; i += 1000) await Promise.all(creators.slice(i, i + 1000).map((c) => ledger.getAccount(c)));
   await persister.drain();
-  const walRun = await drive(TIPS, (i) =>
-    ledger.submit({ kind: "tip", key: randomUUID(), fromAccountId: viewers[i % VIEWERS]!, toAccountId: creators[i % CREATORS]!, amountCents: 100 }),
+  const walRun = await profiled("wal", () =>
+    drive(TIPS, (i) =>
+      ledger.submit({ kind: "tip", key: randomUUID(), fromAccountId: viewers[i % VIEWERS]!, toAccountId: creators[i % CREATORS]!, amountCents: 100 }),
+    ),
   );
   rows.push({ scenario: "tips acknowledged through the Redis WAL", value: walRun.perSec, unit: "tips/s", note: `${walRun.failed} refused` });
   while (!ledger.quiescent()) await new Promise((r) => setTimeout(r, 5));
@@ -115,7 +139,7 @@ async function main() {
   // 3. The persister drains that backlog into Postgres.
   const before = { ...persister.stats };
   const t0 = performance.now();
-  await persister.drain();
+  await profiled("persist", () => persister.drain());
   const secs = (performance.now() - t0) / 1000;
   const events = persister.stats.events - before.events;
   const tipsPersisted = TIPS - walRun.failed;

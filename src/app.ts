@@ -69,6 +69,7 @@ export async function startCore(
     readCount: config.PERSIST_READ_COUNT,
     blockMs: config.PERSIST_BLOCK_MS,
     retryMs: config.PERSIST_RETRY_MS,
+    lanes: config.PERSIST_LANES,
     trimFloor: (s) => ledger.trimFloor(s),
   });
   ledger.persistHealth = () => persister.health();

@@ -34,6 +34,8 @@ export const configSchema = z.object({
   PERSIST_READ_COUNT: int(200, 1),
   PERSIST_BLOCK_MS: int(50, 1),
   PERSIST_RETRY_MS: int(500, 10),
+  /** Persister lanes writing to Postgres in parallel, each over its own subset of shards. */
+  PERSIST_LANES: int(2, 1),
 
   FRAUD_LARGE_TX_USD: z.coerce.number().positive().default(500),
   FRAUD_MAX_TX_PER_HOUR: int(10, 1),

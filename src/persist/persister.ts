@@ -21,6 +21,8 @@ export interface PersisterOptions {
   retryMs: number;
   /** Lowest entry id of a shard that must stay in the stream (tip credits not yet durable). */
   trimFloor?: (shard: number) => string | null;
+  /** Parallel writers, each over its own subset of shards (PERSIST_LANES). */
+  lanes?: number;
   consumer?: string;
 }
 
@@ -50,35 +52,95 @@ export interface PersistStats {
   rounds: number;
 }
 
+/**
+ * The persister runs PERSIST_LANES lanes, each reading and writing its own subset of shards over
+ * its own Postgres connection. Shards own disjoint accounts and transactions, so lanes never
+ * write the same rows, and Postgres gets to use more than one core.
+ */
 export class Persister {
-  private running = false;
-  private loop: Promise<void> | null = null;
   /** Shards whose persistence stopped on a version conflict; their WAL is kept for an operator. */
   readonly halted = new Map<number, string>();
   readonly stats: PersistStats = { entries: 0, events: 0, rounds: 0 };
+  private readonly lanes: PersistLane[];
+
+  constructor(private readonly o: PersisterOptions) {
+    const n = Math.max(1, Math.min(o.lanes ?? 1, o.shards));
+    const base = o.consumer ?? "persister";
+    this.lanes = Array.from({ length: n }, (_, i) => {
+      const shards = [...Array(o.shards).keys()].filter((s) => s % n === i);
+      return new PersistLane(o, shards, `${base}-${i}`, this.halted, this.stats);
+    });
+  }
+
+  async init(): Promise<void> {
+    for (const lane of this.lanes) await lane.init();
+  }
+
+  start(): void {
+    for (const lane of this.lanes) lane.start();
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.lanes.map((l) => l.stop()));
+  }
+
+  health(): { walLagMs: number; unpersistedEntries: number; halted: number[] } {
+    let walLagMs = 0;
+    let unpersistedEntries = 0;
+    for (const l of this.lanes) {
+      const h = l.health();
+      walLagMs = Math.max(walLagMs, h.walLagMs);
+      unpersistedEntries += h.unpersistedEntries;
+    }
+    return { walLagMs, unpersistedEntries, halted: [...this.halted.keys()] };
+  }
+
+  /** Persists everything currently in the WAL; for tests, benchmarks and shutdown. */
+  async drain(): Promise<void> {
+    await Promise.all(this.lanes.map((l) => l.drain()));
+  }
+}
+
+class PersistLane {
+  private running = false;
+  private loop: Promise<void> | null = null;
   private oldestUnpersistedMs = 0;
   private backlog = 0;
   private pendingFirst = true;
-  private readonly consumer: string;
   private blocker: Redis | null = null;
   private roundLock: Promise<unknown> = Promise.resolve();
 
-  constructor(private readonly o: PersisterOptions) {
-    this.consumer = o.consumer ?? "persister-1";
-  }
+  constructor(
+    private readonly o: PersisterOptions,
+    private readonly shards: number[],
+    private readonly consumer: string,
+    private readonly halted: Map<number, string>,
+    private readonly stats: PersistStats,
+  ) {}
 
   private key(shard: number): string {
     return walStreamKey(this.o.prefix, shard);
   }
 
   async init(): Promise<void> {
-    for (let s = 0; s < this.o.shards; s++) {
+    for (const s of this.shards) {
       try {
         await this.o.redis.xgroup("CREATE", this.key(s), PERSIST_GROUP, "0", "MKSTREAM");
       } catch (err) {
         if (!String((err as Error).message).includes("BUSYGROUP")) throw err;
       }
+      // Entries another consumer name read but never acknowledged (the lane count changed since)
+      // become ours, so the pending re-read below sees them.
+      let cursor = "0-0";
+      do {
+        const r = (await this.o.redis.xautoclaim(this.key(s), PERSIST_GROUP, this.consumer, 0, cursor, "COUNT", 1000, "JUSTID")) as [
+          string,
+          unknown,
+        ];
+        cursor = r[0];
+      } while (cursor !== "0-0");
     }
+    this.pendingFirst = true;
   }
 
   start(): void {
@@ -97,15 +159,13 @@ export class Persister {
     this.blocker = null;
   }
 
-  health(): { walLagMs: number; unpersistedEntries: number; halted: number[] } {
+  health(): { walLagMs: number; unpersistedEntries: number } {
     return {
       walLagMs: this.oldestUnpersistedMs === 0 ? 0 : Math.max(0, Date.now() - this.oldestUnpersistedMs),
       unpersistedEntries: this.backlog,
-      halted: [...this.halted.keys()],
     };
   }
 
-  /** Persists everything currently in the WAL; for tests, benchmarks and shutdown. */
   async drain(): Promise<void> {
     while ((await this.serialized(false)) > 0) {}
   }
@@ -131,7 +191,7 @@ export class Persister {
 
   /** One read + write round; returns how many entries it persisted. */
   private async round(block: boolean): Promise<number> {
-    const shards = [...Array(this.o.shards).keys()].filter((s) => !this.halted.has(s));
+    const shards = this.shards.filter((s) => !this.halted.has(s));
     if (shards.length === 0) return 0;
     // After a restart, entries delivered to us but never acknowledged come first ("0").
     const from = this.pendingFirst ? "0" : ">";
@@ -309,10 +369,16 @@ export async function writeEntries(pool: pg.Pool, entries: Entry[]): Promise<voi
     }
   }
   const client = await pool.connect();
+  const T = process.env.PERSIST_TRACE ? performance.now() : 0;
+  const lap = (what: string) => {
+    if (T) console.log(what, (performance.now() - T).toFixed(1), accounts.size, txs.size, legs.size);
+  };
   try {
     await client.query("BEGIN");
     await applyAccounts(client, accounts);
+    lap("accounts");
     if (txs.size > 0) await insertTransactions(client, [...txs.values()]);
+    lap("txs");
     if (legs.size > 0) {
       const l = [...legs.values()];
       await client.query(
@@ -322,6 +388,7 @@ export async function writeEntries(pool: pg.Pool, entries: Entry[]): Promise<voi
         [l.map((x) => x.txId), l.map((x) => x.accountId), l.map((x) => x.amountCents), l.map((x) => x.at)],
       );
     }
+    lap("legs");
     if (fraud.length > 0) {
       await client.query(
         `INSERT INTO fraud_logs (id, user_id, rule, severity, amount_cents, action, context, created_at)
@@ -364,6 +431,7 @@ export async function writeEntries(pool: pg.Pool, entries: Entry[]): Promise<voi
       );
     }
     await client.query("COMMIT");
+    lap("commit");
   } catch (err) {
     await client.query("ROLLBACK").catch(() => {});
     throw err;
