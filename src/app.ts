@@ -76,6 +76,10 @@ export async function startCore(
   await persister.init();
   await ledger.start();
   if (opts.persist !== false) persister.start();
+  const evictTimer = setInterval(() => {
+    ledger.evictIdle().catch((err) => logger.warn({ err }, "evicting idle accounts failed"));
+  }, 5000);
+  evictTimer.unref();
   return {
     config,
     pool,
@@ -83,6 +87,7 @@ export async function startCore(
     ledger,
     persister,
     async stop() {
+      clearInterval(evictTimer);
       await ledger.stop();
       await persister.stop();
       redis.disconnect();

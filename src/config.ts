@@ -25,7 +25,7 @@ export const configSchema = z.object({
   WAL_BATCH_MAX: int(1000, 1),
   /** Most commands waiting in one shard's mailbox before new ones are refused (503). */
   MAILBOX_MAX: int(100_000, 1),
-  /** Accounts kept in memory per shard before idle, fully persisted ones are evicted. */
+  /** Accounts kept in memory; above this, idle accounts whose state Postgres already has are evicted. */
   ACCOUNT_CACHE_MAX: int(200_000, 16),
   /** How long a completed command's idempotency key answers from memory (Stripe keeps 24 h). */
   IDEMPOTENCY_TTL_MS: int(24 * 3600 * 1000, 60_000),

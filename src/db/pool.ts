@@ -29,3 +29,23 @@ export async function ensureDatabase(url: string): Promise<void> {
     await client.end();
   }
 }
+
+/**
+ * Runs `fn` with a checked-out client. A connection that dies while checked out emits 'error' on
+ * the client, which the pool only listens to while the client is idle: without this listener a
+ * Postgres restart would crash the process instead of failing the query in flight.
+ */
+export async function withClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  const onError = (err: Error) => {
+    broken = err;
+  };
+  client.on("error", onError);
+  try {
+    return await fn(client);
+  } finally {
+    client.off("error", onError);
+    client.release(broken);
+  }
+}

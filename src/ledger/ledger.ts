@@ -179,6 +179,42 @@ export class Ledger {
     );
   }
 
+  /**
+   * Keeps memory bounded (ACCOUNT_CACHE_MAX): evicts accounts unchanged for a while whose state
+   * Postgres already holds at the same version, so a later load reads exactly what memory had.
+   * Velocity windows and idempotency keys come back from Postgres on that load.
+   */
+  async evictIdle(): Promise<number> {
+    const max = this.opts.config.ACCOUNT_CACHE_MAX;
+    let total = 0;
+    for (const s of this.shards) total += s.accounts.size;
+    if (total <= max || this.recovering) return 0;
+    const idleBefore = this.flushCount - 100;
+    const candidates: AccountMem[] = [];
+    const target = total - Math.floor(max * 0.9);
+    for (const s of this.shards) {
+      for (const [id, m] of s.accounts) {
+        if (m.system || m.lastFlushSeq > idleBefore || s.credits.has(id)) continue;
+        if ([...m.payouts.values()].some((p) => p.status === "pending")) continue;
+        candidates.push(m);
+        if (candidates.length >= target) break;
+      }
+      if (candidates.length >= target) break;
+    }
+    if (candidates.length === 0) return 0;
+    const versions = await this.opts.store.versions(candidates.map((m) => m.state.id));
+    let evicted = 0;
+    for (const m of candidates) {
+      const shard = this.shards[this.shardOf(m.state.id)]!;
+      // Re-checked after the await: only an account still identical to Postgres may go.
+      if (versions.get(m.state.id) === m.state.version && shard.accounts.get(m.state.id) === m) {
+        shard.accounts.delete(m.state.id);
+        evicted++;
+      }
+    }
+    return evicted;
+  }
+
   // --- shard actor -------------------------------------------------------------------------
 
   private missingFor(cmd: UserCommand): string[] {

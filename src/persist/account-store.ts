@@ -181,6 +181,15 @@ export class AccountStore {
     return { hash: row.request_hash, atMs: row.created_at.getTime(), result: resultFromRow(row, state) };
   }
 
+  /** Postgres versions of these accounts. */
+  async versions(ids: string[]): Promise<Map<string, number>> {
+    const r = await this.pool.query<{ id: string; version: number }>(
+      "SELECT id, version FROM ledger WHERE id = ANY($1::uuid[])",
+      [ids],
+    );
+    return new Map(r.rows.map((x) => [x.id, x.version]));
+  }
+
   /** Which of these (transaction, account) legs are already posted in Postgres. */
   async postedLegs(legs: Array<{ txId: string; accountId: string }>): Promise<Set<string>> {
     if (legs.length === 0) return new Set();

@@ -4,6 +4,7 @@
 import type { Redis } from "ioredis";
 import type pg from "pg";
 import type { Logger } from "pino";
+import { withClient } from "../db/pool.ts";
 import type { WalEvent } from "../ledger/events.ts";
 import type { AccountState, FraudLogRecord, TransactionRecord } from "../ledger/types.ts";
 import { compareStreamIds, decodeEntry, nextStreamId, streamIdMs, walStreamKey } from "../wal/wal-codec.ts";
@@ -133,10 +134,16 @@ class PersistLane {
       // become ours, so the pending re-read below sees them.
       let cursor = "0-0";
       do {
-        const r = (await this.o.redis.xautoclaim(this.key(s), PERSIST_GROUP, this.consumer, 0, cursor, "COUNT", 1000, "JUSTID")) as [
-          string,
-          unknown,
-        ];
+        const r = (await this.o.redis.xautoclaim(
+          this.key(s),
+          PERSIST_GROUP,
+          this.consumer,
+          0,
+          cursor,
+          "COUNT",
+          1000,
+          "JUSTID",
+        )) as [string, unknown];
         cursor = r[0];
       } while (cursor !== "0-0");
     }
@@ -368,76 +375,75 @@ export async function writeEntries(pool: pg.Pool, entries: Entry[]): Promise<voi
       }
     }
   }
-  const client = await pool.connect();
-  const T = process.env.PERSIST_TRACE ? performance.now() : 0;
-  const lap = (what: string) => {
-    if (T) console.log(what, (performance.now() - T).toFixed(1), accounts.size, txs.size, legs.size);
-  };
-  try {
-    await client.query("BEGIN");
-    await applyAccounts(client, accounts);
-    lap("accounts");
-    if (txs.size > 0) await insertTransactions(client, [...txs.values()]);
-    lap("txs");
-    if (legs.size > 0) {
-      const l = [...legs.values()];
-      await client.query(
-        `INSERT INTO ledger_entries (transaction_id, account_id, amount_cents, created_at)
+  await withClient(pool, async (client) => {
+    const T = process.env.PERSIST_TRACE ? performance.now() : 0;
+    const lap = (what: string) => {
+      if (T) console.log(what, (performance.now() - T).toFixed(1), accounts.size, txs.size, legs.size);
+    };
+    try {
+      await client.query("BEGIN");
+      await applyAccounts(client, accounts);
+      lap("accounts");
+      if (txs.size > 0) await insertTransactions(client, [...txs.values()]);
+      lap("txs");
+      if (legs.size > 0) {
+        const l = [...legs.values()];
+        await client.query(
+          `INSERT INTO ledger_entries (transaction_id, account_id, amount_cents, created_at)
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[])
          ON CONFLICT DO NOTHING`,
-        [l.map((x) => x.txId), l.map((x) => x.accountId), l.map((x) => x.amountCents), l.map((x) => x.at)],
-      );
-    }
-    lap("legs");
-    if (fraud.length > 0) {
-      await client.query(
-        `INSERT INTO fraud_logs (id, user_id, rule, severity, amount_cents, action, context, created_at)
+          [l.map((x) => x.txId), l.map((x) => x.accountId), l.map((x) => x.amountCents), l.map((x) => x.at)],
+        );
+      }
+      lap("legs");
+      if (fraud.length > 0) {
+        await client.query(
+          `INSERT INTO fraud_logs (id, user_id, rule, severity, amount_cents, action, context, created_at)
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::jsonb[], $8::timestamptz[])
          ON CONFLICT (id) DO NOTHING`,
-        [
-          fraud.map((f) => f.id),
-          fraud.map((f) => f.userId),
-          fraud.map((f) => f.rule),
-          fraud.map((f) => f.severity),
-          fraud.map((f) => f.amountCents),
-          fraud.map((f) => f.action),
-          fraud.map((f) => JSON.stringify(f.context)),
-          fraud.map((f) => f.createdAt),
-        ],
-      );
-    }
-    if (statusRows.length > 0) {
-      await client.query(
-        `INSERT INTO account_status_changes (id, account_id, status, reason, idempotency_key, request_hash, version, created_at)
+          [
+            fraud.map((f) => f.id),
+            fraud.map((f) => f.userId),
+            fraud.map((f) => f.rule),
+            fraud.map((f) => f.severity),
+            fraud.map((f) => f.amountCents),
+            fraud.map((f) => f.action),
+            fraud.map((f) => JSON.stringify(f.context)),
+            fraud.map((f) => f.createdAt),
+          ],
+        );
+      }
+      if (statusRows.length > 0) {
+        await client.query(
+          `INSERT INTO account_status_changes (id, account_id, status, reason, idempotency_key, request_hash, version, created_at)
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::timestamptz[])
          ON CONFLICT (id) DO NOTHING`,
-        [
-          statusRows.map((r) => r.id),
-          statusRows.map((r) => r.accountId),
-          statusRows.map((r) => r.status),
-          statusRows.map((r) => r.reason),
-          statusRows.map((r) => r.key),
-          statusRows.map((r) => r.hash),
-          statusRows.map((r) => r.version),
-          statusRows.map((r) => r.at),
-        ],
-      );
-      // The users row mirrors the ledger's status; copying it (not the event's) keeps a replayed
-      // older event from undoing a newer one.
-      await client.query(
-        `UPDATE users u SET status = l.status, updated_at = now() FROM ledger l
+          [
+            statusRows.map((r) => r.id),
+            statusRows.map((r) => r.accountId),
+            statusRows.map((r) => r.status),
+            statusRows.map((r) => r.reason),
+            statusRows.map((r) => r.key),
+            statusRows.map((r) => r.hash),
+            statusRows.map((r) => r.version),
+            statusRows.map((r) => r.at),
+          ],
+        );
+        // The users row mirrors the ledger's status; copying it (not the event's) keeps a replayed
+        // older event from undoing a newer one.
+        await client.query(
+          `UPDATE users u SET status = l.status, updated_at = now() FROM ledger l
           WHERE l.id = u.id AND u.id = ANY($1::uuid[]) AND u.status <> l.status`,
-        [[...statusAccounts]],
-      );
+          [[...statusAccounts]],
+        );
+      }
+      await client.query("COMMIT");
+      lap("commit");
+    } catch (err) {
+      await client.query("ROLLBACK").catch(() => {});
+      throw err;
     }
-    await client.query("COMMIT");
-    lap("commit");
-  } catch (err) {
-    await client.query("ROLLBACK").catch(() => {});
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 async function applyAccounts(client: pg.PoolClient, accounts: Map<string, AccountUpdate>): Promise<void> {

@@ -30,7 +30,7 @@ afterAll(async () => {
   await env?.cleanup();
 });
 
-const tip = (c: Core, from: string, to: string, amountCents: number, k = key()) =>
+const tip = (c: Core, from: string, to: string, amountCents: number, k: string = key()) =>
   c.ledger.submit({
     kind: "tip",
     key: k,
@@ -212,5 +212,33 @@ describe("failures", () => {
     await env.pool.query("UPDATE ledger SET version = version + 1, balance_cents = 900 WHERE id = $1", [
       viewer,
     ]);
+  });
+});
+
+describe("memory bounds", () => {
+  it("evicts idle, fully persisted accounts beyond ACCOUNT_CACHE_MAX and reloads them intact", async () => {
+    const a = await startTestCore(env, { ACCOUNT_CACHE_MAX: "16" });
+    cores.push(a);
+    const users = await createUsers(env.pool, 40);
+    const [busy] = await createUsers(env.pool, 1);
+    for (const u of users)
+      await a.ledger.submit({ kind: "deposit", key: key(), accountId: u, amountCents: 500 });
+    const [first] = users;
+    const firstTip = await tip(a, first!, users[1]!, 100, "evict-key");
+    // Age everything: accounts unchanged for 100 flushes count as idle.
+    for (let i = 0; i < 101; i++)
+      await a.ledger.submit({ kind: "deposit", key: key(), accountId: busy!, amountCents: 1 });
+    await settle(a);
+    const before = a.ledger.snapshot().size;
+    const evicted = await a.ledger.evictIdle();
+    expect(evicted).toBeGreaterThan(0);
+    expect(a.ledger.snapshot().size).toBe(before - evicted);
+    expect(a.ledger.snapshot().has(first!)).toBe(false);
+    // Reloaded from Postgres: same balance, same idempotency answer, same velocity window.
+    expect((await a.ledger.getAccount(first!)).balanceCents).toBe(400);
+    expect(await tip(a, first!, users[1]!, 100, "evict-key")).toEqual({ ...firstTip, replayed: true });
+    await settle(a);
+    expect(await reconcileLedger(env.pool, a.ledger.snapshot())).toMatchObject({ ok: true });
+    await stop(a);
   });
 });
