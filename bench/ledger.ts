@@ -35,7 +35,12 @@ dbUrl.pathname = `/${dbName}`;
 const prefix = `bench:${process.pid}:`;
 const log = pino({ level: "warn" });
 
-const config = loadConfig({ ...process.env, DATABASE_URL: dbUrl.toString(), REDIS_PREFIX: prefix, NODE_ENV: "test" });
+const config = loadConfig({
+  ...process.env,
+  DATABASE_URL: dbUrl.toString(),
+  REDIS_PREFIX: prefix,
+  NODE_ENV: "test",
+});
 
 async function seedUsers(pool: pg.Pool, n: number): Promise<string[]> {
   const ids = Array.from({ length: n }, () => randomUUID());
@@ -46,9 +51,10 @@ async function seedUsers(pool: pg.Pool, n: number): Promise<string[]> {
          FROM unnest($1::uuid[]) AS t(id)`,
       [chunk],
     );
-    await pool.query("INSERT INTO ledger (id, user_id, kind) SELECT id, id, 'user' FROM unnest($1::uuid[]) AS t(id)", [
-      chunk,
-    ]);
+    await pool.query(
+      "INSERT INTO ledger (id, user_id, kind) SELECT id, id, 'user' FROM unnest($1::uuid[]) AS t(id)",
+      [chunk],
+    );
   }
   return ids;
 }
@@ -73,7 +79,10 @@ async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T> {
 }
 
 /** Submits `count` commands keeping `IN_FLIGHT` outstanding; returns acknowledged per second. */
-async function drive(count: number, make: (i: number) => Promise<unknown>): Promise<{ perSec: number; failed: number }> {
+async function drive(
+  count: number,
+  make: (i: number) => Promise<unknown>,
+): Promise<{ perSec: number; failed: number }> {
   let next = 0;
   let failed = 0;
   const t0 = performance.now();
@@ -105,35 +114,70 @@ async function main() {
   {
     const ledger = new Ledger({ config, redis, store, logger: log, wal: nullWal });
     await ledger.start();
-    await drive(VIEWERS, (i) => ledger.submit({ kind: "deposit", key: randomUUID(), accountId: viewers[i]!, amountCents: 100_000 }));
-    for (let i = 0; i < CREATORS; i += 1000) await Promise.all(creators.slice(i, i + 1000).map((c) => ledger.getAccount(c)));
+    await drive(VIEWERS, (i) =>
+      ledger.submit({ kind: "deposit", key: randomUUID(), accountId: viewers[i]!, amountCents: 100_000 }),
+    );
+    for (let i = 0; i < CREATORS; i += 1000)
+      await Promise.all(creators.slice(i, i + 1000).map((c) => ledger.getAccount(c)));
     const r = await profiled("no-wal", () =>
       drive(TIPS, (i) =>
-        ledger.submit({ kind: "tip", key: randomUUID(), fromAccountId: viewers[i % VIEWERS]!, toAccountId: creators[i % CREATORS]!, amountCents: 100 }),
+        ledger.submit({
+          kind: "tip",
+          key: randomUUID(),
+          fromAccountId: viewers[i % VIEWERS]!,
+          toAccountId: creators[i % CREATORS]!,
+          amountCents: 100,
+        }),
       ),
     );
-    rows.push({ scenario: "tips through the actors, no WAL", value: r.perSec, unit: "tips/s", note: `${r.failed} refused` });
+    rows.push({
+      scenario: "tips through the actors, no WAL",
+      value: r.perSec,
+      unit: "tips/s",
+      note: `${r.failed} refused`,
+    });
     await ledger.stop();
   }
 
   // 2. Through the Redis WAL, persister paused so the WAL alone is measured.
   const ledger = new Ledger({ config, redis, store, logger: log });
   const persister = new Persister({
-    redis, pool, logger: log, prefix, shards: config.SHARDS, readCount: config.PERSIST_READ_COUNT,
-    blockMs: config.PERSIST_BLOCK_MS, retryMs: config.PERSIST_RETRY_MS,
-    lanes: config.PERSIST_LANES, trimFloor: (s) => ledger.trimFloor(s),
+    redis,
+    pool,
+    logger: log,
+    prefix,
+    shards: config.SHARDS,
+    readCount: config.PERSIST_READ_COUNT,
+    blockMs: config.PERSIST_BLOCK_MS,
+    retryMs: config.PERSIST_RETRY_MS,
+    lanes: config.PERSIST_LANES,
+    trimFloor: (s) => ledger.trimFloor(s),
   });
   await persister.init();
   await ledger.start();
-  await drive(VIEWERS, (i) => ledger.submit({ kind: "deposit", key: randomUUID(), accountId: viewers[i]!, amountCents: 100_000 }));
-  for (let i = 0; i < CREATORS; i += 1000) await Promise.all(creators.slice(i, i + 1000).map((c) => ledger.getAccount(c)));
+  await drive(VIEWERS, (i) =>
+    ledger.submit({ kind: "deposit", key: randomUUID(), accountId: viewers[i]!, amountCents: 100_000 }),
+  );
+  for (let i = 0; i < CREATORS; i += 1000)
+    await Promise.all(creators.slice(i, i + 1000).map((c) => ledger.getAccount(c)));
   await persister.drain();
   const walRun = await profiled("wal", () =>
     drive(TIPS, (i) =>
-      ledger.submit({ kind: "tip", key: randomUUID(), fromAccountId: viewers[i % VIEWERS]!, toAccountId: creators[i % CREATORS]!, amountCents: 100 }),
+      ledger.submit({
+        kind: "tip",
+        key: randomUUID(),
+        fromAccountId: viewers[i % VIEWERS]!,
+        toAccountId: creators[i % CREATORS]!,
+        amountCents: 100,
+      }),
     ),
   );
-  rows.push({ scenario: "tips acknowledged through the Redis WAL", value: walRun.perSec, unit: "tips/s", note: `${walRun.failed} refused` });
+  rows.push({
+    scenario: "tips acknowledged through the Redis WAL",
+    value: walRun.perSec,
+    unit: "tips/s",
+    note: `${walRun.failed} refused`,
+  });
   while (!ledger.quiescent()) await new Promise((r) => setTimeout(r, 5));
 
   // 3. The persister drains that backlog into Postgres.
@@ -143,16 +187,39 @@ async function main() {
   const secs = (performance.now() - t0) / 1000;
   const events = persister.stats.events - before.events;
   const tipsPersisted = TIPS - walRun.failed;
-  rows.push({ scenario: "persister: WAL events into Postgres", value: Math.round(events / secs), unit: "events/s", note: `${events} events (tips + credit batches)` });
-  rows.push({ scenario: "persister: tips into Postgres", value: Math.round(tipsPersisted / secs), unit: "tips/s", note: `${tipsPersisted} tips in ${secs.toFixed(2)} s` });
+  rows.push({
+    scenario: "persister: WAL events into Postgres",
+    value: Math.round(events / secs),
+    unit: "events/s",
+    note: `${events} events (tips + credit batches)`,
+  });
+  rows.push({
+    scenario: "persister: tips into Postgres",
+    value: Math.round(tipsPersisted / secs),
+    unit: "tips/s",
+    note: `${tipsPersisted} tips in ${secs.toFixed(2)} s`,
+  });
 
   const report = await reconcileLedger(pool, ledger.snapshot());
   console.table(rows);
-  console.log(`reconcile after drain: ${report.ok ? "ok" : "FAILED"} (total ${report.totalBalanceCents} cents)`);
+  console.log(
+    `reconcile after drain: ${report.ok ? "ok" : "FAILED"} (total ${report.totalBalanceCents} cents)`,
+  );
   mkdirSync(new URL("./results/", import.meta.url), { recursive: true });
   writeFileSync(
     new URL(`./results/ledger-${new Date().toISOString().replace(/[:.]/g, "-")}.json`, import.meta.url),
-    JSON.stringify({ at: new Date().toISOString(), tips: TIPS, inFlight: IN_FLIGHT, shards: config.SHARDS, rows, reconcileOk: report.ok }, null, 2),
+    JSON.stringify(
+      {
+        at: new Date().toISOString(),
+        tips: TIPS,
+        inFlight: IN_FLIGHT,
+        shards: config.SHARDS,
+        rows,
+        reconcileOk: report.ok,
+      },
+      null,
+      2,
+    ),
   );
 
   await ledger.stop();

@@ -64,7 +64,7 @@ export class Persister {
   readonly stats: PersistStats = { entries: 0, events: 0, rounds: 0 };
   private readonly lanes: PersistLane[];
 
-  constructor(private readonly o: PersisterOptions) {
+  constructor(o: PersisterOptions) {
     const n = Math.max(1, Math.min(o.lanes ?? 1, o.shards));
     const base = o.consumer ?? "persister";
     this.lanes = Array.from({ length: n }, (_, i) => {
