@@ -39,7 +39,7 @@ export type Decision =
 export function requestHash(cmd: UserCommand): string {
   switch (cmd.kind) {
     case "tip":
-      return `tip|${cmd.fromAccountId}|${cmd.toAccountId}|${cmd.amountCents}|${stable(cmd.metadata)}`;
+      return tipHash(cmd.fromAccountId, cmd.toAccountId, cmd.amountCents, cmd.metadata ?? {});
     case "deposit":
       return `deposit|${cmd.accountId}|${cmd.amountCents}|${cmd.stripePaymentId ?? ""}|${stable(cmd.metadata)}`;
     case "reserve_payout":
@@ -53,6 +53,16 @@ export function requestHash(cmd: UserCommand): string {
     case "set_status":
       return `status|${cmd.accountId}|${cmd.status}`;
   }
+}
+
+/** A tip's fingerprint; absent metadata counts as empty, so the WAL can re-derive it from the tx. */
+export function tipHash(
+  from: string,
+  to: string,
+  amountCents: number,
+  metadata: Record<string, unknown>,
+): string {
+  return `tip|${from}|${to}|${amountCents}|${stable(metadata)}`;
 }
 
 function stable(v: unknown): string {
@@ -389,7 +399,7 @@ function decideStatus(
     reason: cmd.reason ?? null,
     key: cmd.key,
     hash,
-    at: new Date(ctx.nowMs).toISOString(),
+    at: isoAt(ctx.nowMs),
   };
   return { ok: true, event, result: { account: viewOf(state), replayed: false } };
 }
@@ -404,7 +414,7 @@ export function decideCredit(cmd: CreditCommand, mem: AccountMem, nowMs: number)
     accountId: mem.state.id,
     items: cmd.items,
     state,
-    at: new Date(nowMs).toISOString(),
+    at: isoAt(nowMs),
   };
 }
 
@@ -439,7 +449,8 @@ function fraudLogs(
   ctx: DecideContext,
   extra: Record<string, unknown>,
 ): FraudLogRecord[] {
-  const at = new Date(ctx.nowMs).toISOString();
+  if (hits.length === 0) return NO_FRAUD;
+  const at = isoAt(ctx.nowMs);
   return hits.map((h) => ({
     id: ctx.newId(),
     userId,
@@ -452,8 +463,15 @@ function fraudLogs(
   }));
 }
 
+const sysIds = new Map<string, string>();
 function sysAccount(ctx: DecideContext, kind: SystemAccountKind): AccountMem {
-  const mem = ctx.get(systemAccountId(kind, ctx.shard));
+  const k = `${kind}:${ctx.shard}`;
+  let id = sysIds.get(k);
+  if (id === undefined) {
+    id = systemAccountId(kind, ctx.shard);
+    sysIds.set(k, id);
+  }
+  const mem = ctx.get(id);
   if (!mem) throw new Error(`ledger invariant: system account ${kind}:${ctx.shard} not loaded`);
   return mem;
 }
@@ -483,8 +501,20 @@ function txRecord(
     currency: "USD",
     stripePaymentId: f.stripePaymentId ?? null,
     metadata: f.metadata ?? {},
-    createdAt: new Date(ctx.nowMs).toISOString(),
+    createdAt: isoAt(ctx.nowMs),
   };
+}
+
+const NO_FRAUD: FraudLogRecord[] = Object.freeze([]) as unknown as FraudLogRecord[];
+let lastIsoMs = -1;
+let lastIso = "";
+/** Timestamps repeat within a millisecond thousands of times under load; format each once. */
+function isoAt(ms: number): string {
+  if (ms !== lastIsoMs) {
+    lastIsoMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
 }
 
 function txDecision(

@@ -38,7 +38,6 @@ interface PendingCredit extends CreditItem {
 
 interface Shard {
   id: number;
-  accounts: Map<string, AccountMem>;
   mailbox: Array<{ cmd: UserCommand; waiter: Waiter }>;
   draining: boolean;
   /** Events decided but not yet handed to a flush, and who waits on them. */
@@ -76,6 +75,9 @@ export interface WalSink {
 
 export class Ledger {
   readonly shards: Shard[];
+  /** Every account in memory. Placement is by shard; one map makes the hot lookups one probe. */
+  private readonly accounts = new Map<string, AccountMem>();
+  private readonly lookup = (id: string): AccountMem | undefined => this.accounts.get(id);
   private readonly limits: FraudLimits;
   private readonly wal: WalSink;
   private readonly loading = new Map<string, Promise<void>>();
@@ -90,7 +92,6 @@ export class Ledger {
     const n = opts.config.SHARDS;
     this.shards = Array.from({ length: n }, (_, id) => ({
       id,
-      accounts: new Map(),
       mailbox: [],
       draining: false,
       events: [],
@@ -151,17 +152,21 @@ export class Ledger {
   async getAccount(accountId: string): Promise<AccountView> {
     if (!isUuid(accountId)) throw new AppError("not_found", "account not found");
     if (this.recovering) await this.recovering;
-    const shard = this.shards[this.shardOf(accountId)]!;
-    if (!shard.accounts.has(accountId)) await this.ensureLoaded([accountId]);
-    const mem = shard.accounts.get(accountId);
+    if (!this.accounts.has(accountId)) await this.ensureLoaded([accountId]);
+    const mem = this.accounts.get(accountId);
     if (!mem) throw new AppError("not_found", "account not found");
     return viewOf(mem.state);
+  }
+
+  /** An account's memory, if loaded: for diagnostics and tests, never to change it. */
+  memoryOf(accountId: string): Readonly<AccountMem> | undefined {
+    return this.accounts.get(accountId);
   }
 
   /** The in-memory state of every loaded account (for reconciliation against Postgres). */
   snapshot(): Map<string, AccountView> {
     const out = new Map<string, AccountView>();
-    for (const s of this.shards) for (const [id, m] of s.accounts) out.set(id, viewOf(m.state));
+    for (const [id, m] of this.accounts) out.set(id, viewOf(m.state));
     return out;
   }
 
@@ -186,29 +191,24 @@ export class Ledger {
    */
   async evictIdle(): Promise<number> {
     const max = this.opts.config.ACCOUNT_CACHE_MAX;
-    let total = 0;
-    for (const s of this.shards) total += s.accounts.size;
+    const total = this.accounts.size;
     if (total <= max || this.recovering) return 0;
     const idleBefore = this.flushCount - 100;
     const candidates: AccountMem[] = [];
     const target = total - Math.floor(max * 0.9);
-    for (const s of this.shards) {
-      for (const [id, m] of s.accounts) {
-        if (m.system || m.lastFlushSeq > idleBefore || s.credits.has(id)) continue;
-        if ([...m.payouts.values()].some((p) => p.status === "pending")) continue;
-        candidates.push(m);
-        if (candidates.length >= target) break;
-      }
+    for (const [id, m] of this.accounts) {
+      if (m.system || m.lastFlushSeq > idleBefore || this.shards[this.shardOf(id)]!.credits.has(id)) continue;
+      if ([...m.payouts.values()].some((p) => p.status === "pending")) continue;
+      candidates.push(m);
       if (candidates.length >= target) break;
     }
     if (candidates.length === 0) return 0;
     const versions = await this.opts.store.versions(candidates.map((m) => m.state.id));
     let evicted = 0;
     for (const m of candidates) {
-      const shard = this.shards[this.shardOf(m.state.id)]!;
       // Re-checked after the await: only an account still identical to Postgres may go.
-      if (versions.get(m.state.id) === m.state.version && shard.accounts.get(m.state.id) === m) {
-        shard.accounts.delete(m.state.id);
+      if (versions.get(m.state.id) === m.state.version && this.accounts.get(m.state.id) === m) {
+        this.accounts.delete(m.state.id);
         evicted++;
       }
     }
@@ -226,7 +226,7 @@ export class Ledger {
   }
 
   private isLoaded(id: string): boolean {
-    return this.shards[this.shardOf(id)]!.accounts.has(id);
+    return this.accounts.has(id);
   }
 
   /** Processes the mailbox in order, loading missing accounts for the next commands in batches. */
@@ -241,7 +241,7 @@ export class Ledger {
         }
         try {
           if (missing.size > 0) await this.ensureLoaded([...missing]);
-          await this.checkDurableKey(shard, shard.mailbox[0]!.cmd);
+          await this.checkDurableKey(shard.mailbox[0]!.cmd);
         } catch (err) {
           this.opts.logger.error({ err }, "reading accounts from Postgres failed");
           for (const m of shard.mailbox.splice(0)) {
@@ -268,9 +268,9 @@ export class Ledger {
   }
 
   /** A money-in or payout key not in memory may still be in Postgres from long ago. */
-  private async checkDurableKey(shard: Shard, cmd: UserCommand): Promise<void> {
+  private async checkDurableKey(cmd: UserCommand): Promise<void> {
     if (!needsDurableKeyCheck(cmd)) return;
-    const mem = shard.accounts.get(ownerOf(cmd));
+    const mem = this.accounts.get(ownerOf(cmd));
     if (!mem || mem.keys.has(cmd.key)) return;
     const found = await this.opts.store.findKey(mem.state.id, cmd.key);
     if (found && !mem.keys.has(cmd.key)) mem.keys.set(cmd.key, { ...found, atMs: Date.now() });
@@ -280,7 +280,7 @@ export class Ledger {
     let d: Decision;
     try {
       d = decide(cmd, {
-        get: (id) => this.shards[this.shardOf(id)]!.accounts.get(id),
+        get: this.lookup,
         shard: shard.id,
         nowMs: Date.now(),
         newId: randomUUID,
@@ -302,7 +302,7 @@ export class Ledger {
     } else {
       waiter.result = d.result;
       if (d.event) {
-        applyEvent((id) => this.shards[this.shardOf(id)]!.accounts.get(id), d.event, shard.flushSeq + 1);
+        applyEvent(this.lookup, d.event, shard.flushSeq + 1);
         shard.events.push(d.event);
       }
     }
@@ -315,7 +315,7 @@ export class Ledger {
     if (shard.credits.size === 0) return;
     const now = Date.now();
     for (const [accountId, items] of shard.credits) {
-      const mem = shard.accounts.get(accountId);
+      const mem = this.accounts.get(accountId);
       if (!mem) {
         // Recipients are loaded when a tip is decided, but may have been evicted since.
         void this.ensureLoaded([accountId]).then(
@@ -326,7 +326,7 @@ export class Ledger {
       }
       shard.credits.delete(accountId);
       const ev = decideCredit({ kind: "credit", accountId, items }, mem, now);
-      applyEvent((id) => shard.accounts.get(id), ev, shard.flushSeq + 1);
+      applyEvent(this.lookup, ev, shard.flushSeq + 1);
       shard.events.push(ev);
       for (const it of items) if (it.hold) shard.creditHolds.push(it.hold);
     }
@@ -354,9 +354,8 @@ export class Ledger {
         .load(toLoad, Date.now(), this.opts.config.IDEMPOTENCY_TTL_MS)
         .then((loaded) => {
           for (const [id, mem] of loaded) {
-            const accounts = this.shards[this.shardOf(id)]!.accounts;
             // Never overwrite memory: once loaded, memory is ahead of Postgres.
-            if (!accounts.has(id)) accounts.set(id, mem);
+            if (!this.accounts.has(id)) this.accounts.set(id, mem);
           }
         });
       const done = p.finally(() => {
@@ -481,7 +480,7 @@ export class Ledger {
       s.credits.clear();
       s.creditHolds = [];
       s.holds = [];
-      s.accounts.clear();
+      this.accounts.clear();
     }
     for (let attempt = 0; ; attempt++) {
       try {
@@ -490,7 +489,7 @@ export class Ledger {
       } catch (err) {
         this.opts.logger.error({ err, attempt }, "ledger recovery attempt failed; retrying");
         for (const s of this.shards) {
-          s.accounts.clear();
+          this.accounts.clear();
           s.holds = [];
           s.credits.clear();
           s.events = [];
@@ -530,8 +529,8 @@ export class Ledger {
       }
     }
     const loaded = await store.load([...ids], Date.now(), config.IDEMPOTENCY_TTL_MS);
-    for (const [id, mem] of loaded) this.shards[this.shardOf(id)]!.accounts.set(id, mem);
-    const get = (id: string) => this.shards[this.shardOf(id)]!.accounts.get(id);
+    for (const [id, mem] of loaded) this.accounts.set(id, mem);
+    const get = this.lookup;
     let replayed = 0;
     const owed: Array<{ shard: Shard; entryId: string; ev: TxEvent }> = [];
     const delivered = new Set<string>();

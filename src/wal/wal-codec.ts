@@ -1,16 +1,178 @@
 // Owns the WAL's wire format: one Redis stream entry per shard flush, field "e" holding the JSON
 // array of that flush's events. One XADD carrying many events is what makes group commit cheap.
-import type { WalEvent } from "../ledger/events.ts";
+import type { CreditEvent, TxEvent, WalEvent } from "../ledger/events.ts";
+import { tipHash } from "../ledger/decide.ts";
+import type { AccountState, TransactionRecord } from "../ledger/types.ts";
 
 export const WAL_FIELD = "e";
 
+// Transactions and credits, the bulk of the WAL, travel as positional arrays: no repeated key
+// names, which makes encoding about twice as fast and entries about half the size. Rarer events
+// (status changes, refused commands' fraud logs) stay plain objects.
+type StateTuple = [string, number, number, number, AccountState["status"], number];
+type TxTuple = [
+  string,
+  TransactionRecord["type"],
+  TransactionRecord["status"],
+  string | null,
+  string | null,
+  string | null,
+  number,
+  number,
+  number,
+  number,
+  string | null,
+  Record<string, unknown>,
+  string,
+];
+type PackedTx = [
+  "x",
+  TxTuple,
+  number[] | Array<[string, number]>,
+  StateTuple[],
+  string | null,
+  string | null,
+  Array<[string, string, number]> | number,
+  TxEvent["fraud"],
+];
+type PackedCredit = ["c", string, Array<[string, number]>, StateTuple, string];
+type Packed = PackedTx | PackedCredit | WalEvent;
+
+const packState = (s: AccountState): StateTuple => [
+  s.id,
+  s.balanceCents,
+  s.reservedCents,
+  s.debtCents,
+  s.status,
+  s.version,
+];
+const unpackState = (t: StateTuple): AccountState => ({
+  id: t[0],
+  balanceCents: t[1],
+  reservedCents: t[2],
+  debtCents: t[3],
+  status: t[4],
+  version: t[5],
+});
+
+function pack(ev: WalEvent): Packed {
+  if (ev.t === "tx") {
+    const x = ev.tx;
+    // What a tip repeats is left out and re-derived on decode (null marks "derived"): the owner
+    // (the sender), the postings' accounts (the states' accounts, in order), the credit (to the
+    // recipient, for this tx) and the request fingerprint.
+    const derivable = x.type === "tip" && x.accountId === x.fromAccountId && x.toAccountId !== null;
+    const postingsFollowStates =
+      derivable &&
+      ev.postings.length === ev.states.length &&
+      ev.postings.every((p, i) => p.accountId === ev.states[i]!.id);
+    const creditDerived =
+      derivable &&
+      ev.credits.length === 1 &&
+      ev.credits[0]!.accountId === x.toAccountId &&
+      ev.credits[0]!.txId === x.id;
+    const hashDerived =
+      derivable && ev.hash === tipHash(x.fromAccountId!, x.toAccountId!, x.amountCents, x.metadata);
+    return [
+      "x",
+      [
+        x.id,
+        x.type,
+        x.status,
+        derivable ? null : x.accountId,
+        x.fromAccountId,
+        x.toAccountId,
+        x.amountCents,
+        x.platformFeeCents,
+        x.charityFeeCents,
+        x.netAmountCents,
+        x.stripePaymentId,
+        x.metadata,
+        x.createdAt,
+      ],
+      postingsFollowStates
+        ? ev.postings.map((p) => p.amountCents)
+        : ev.postings.map((p): [string, number] => [p.accountId, p.amountCents]),
+      ev.states.map(packState),
+      ev.key,
+      hashDerived ? null : ev.hash,
+      creditDerived
+        ? ev.credits[0]!.amountCents
+        : ev.credits.map((c): [string, string, number] => [c.accountId, c.txId, c.amountCents]),
+      ev.fraud,
+    ];
+  }
+  if (ev.t === "credit") {
+    return [
+      "c",
+      ev.accountId,
+      ev.items.map((i): [string, number] => [i.txId, i.amountCents]),
+      packState(ev.state),
+      ev.at,
+    ];
+  }
+  return ev;
+}
+
+function unpack(p: Packed): WalEvent {
+  if (!Array.isArray(p)) return p;
+  if (p[0] === "x") {
+    const [, t, postings, states, key, hash, credits, fraud] = p;
+    const tx: TransactionRecord = {
+      id: t[0],
+      type: t[1],
+      status: t[2],
+      accountId: t[3] ?? t[4]!,
+      fromAccountId: t[4],
+      toAccountId: t[5],
+      amountCents: t[6],
+      platformFeeCents: t[7],
+      charityFeeCents: t[8],
+      netAmountCents: t[9],
+      currency: "USD",
+      stripePaymentId: t[10],
+      metadata: t[11],
+      createdAt: t[12],
+    };
+    const st = states.map(unpackState);
+    return {
+      t: "tx",
+      tx,
+      postings: (postings as Array<number | [string, number]>).map((p, i) =>
+        typeof p === "number"
+          ? { accountId: st[i]!.id, amountCents: p }
+          : { accountId: p[0], amountCents: p[1] },
+      ),
+      states: st,
+      key,
+      hash:
+        hash ??
+        (t[3] === null ? tipHash(tx.fromAccountId!, tx.toAccountId!, tx.amountCents, tx.metadata) : null),
+      credits:
+        typeof credits === "number"
+          ? [{ accountId: tx.toAccountId!, txId: tx.id, amountCents: credits }]
+          : credits.map(([accountId, txId, amountCents]) => ({ accountId, txId, amountCents })),
+      fraud,
+    };
+  }
+  const [, accountId, items, state, at] = p;
+  const ev: CreditEvent = {
+    t: "credit",
+    accountId,
+    items: items.map(([txId, amountCents]) => ({ txId, amountCents })),
+    state: unpackState(state),
+    at,
+  };
+  return ev;
+}
+
 export function encodeEntry(events: WalEvent[]): string {
-  return JSON.stringify(events);
+  return JSON.stringify(events.map(pack));
 }
 
 export function decodeEntry(fields: string[]): WalEvent[] {
   for (let i = 0; i + 1 < fields.length; i += 2) {
-    if (fields[i] === WAL_FIELD) return JSON.parse(fields[i + 1]!) as WalEvent[];
+    if (fields[i] === WAL_FIELD) return (JSON.parse(fields[i + 1]!) as Packed[]).map(unpack);
   }
   throw new Error("WAL entry without an events field");
 }
