@@ -7,6 +7,7 @@ import type { Config } from "./config.ts";
 import { createPool, ensureDatabase } from "./db/pool.ts";
 import { migrate } from "./db/migrate.ts";
 import { Ledger } from "./ledger/ledger.ts";
+import { OwnershipLease } from "./ledger/ownership.ts";
 import { AccountStore } from "./persist/account-store.ts";
 import { Persister } from "./persist/persister.ts";
 
@@ -58,6 +59,22 @@ export async function startCore(
         "`docker compose up -d redis` or the Debian package redis-server, or set REDIS_URL",
     );
   }
+  const lease = new OwnershipLease(
+    redis,
+    `${config.REDIS_PREFIX}ledger:owner`,
+    config.LEDGER_LEASE_MS,
+    () => {
+      logger.fatal("lost the ledger ownership lease to another process; stopping");
+      process.exit(1);
+    },
+  );
+  try {
+    await lease.acquire();
+  } catch (err) {
+    redis.disconnect();
+    await pool.end();
+    throw new DependencyError((err as Error).message);
+  }
   const store = new AccountStore(pool);
   const ledger = new Ledger({ config, redis, store, logger });
   const persister = new Persister({
@@ -90,6 +107,7 @@ export async function startCore(
       clearInterval(evictTimer);
       await ledger.stop();
       await persister.stop();
+      await lease.release();
       redis.disconnect();
       await pool.end();
     },

@@ -30,6 +30,8 @@ export const configSchema = z.object({
   /** How long a completed command's idempotency key answers from memory (Stripe keeps 24 h). */
   IDEMPOTENCY_TTL_MS: int(24 * 3600 * 1000, 60_000),
 
+  /** Lifetime of the single-owner lease on the ledger; a crashed owner blocks a restart this long. */
+  LEDGER_LEASE_MS: int(10_000, 200),
   /** Persister: most stream entries read per shard per round, and the idle block time. */
   PERSIST_READ_COUNT: int(200, 1),
   PERSIST_BLOCK_MS: int(50, 1),

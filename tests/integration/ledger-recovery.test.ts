@@ -242,3 +242,17 @@ describe("memory bounds", () => {
     await stop(a);
   });
 });
+
+describe("single owner", () => {
+  it("refuses to start a second ledger on the same WAL while the first one runs", async () => {
+    const a = await startTestCore(env, { LEDGER_LEASE_MS: "300" });
+    cores.push(a);
+    await expect(startTestCore(env, { LEDGER_LEASE_MS: "300" })).rejects.toThrow(
+      /another process owns the ledger/,
+    );
+    await stop(a);
+    const b = await startTestCore(env, { LEDGER_LEASE_MS: "300" });
+    cores.push(b);
+    await stop(b);
+  });
+});
