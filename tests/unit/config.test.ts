@@ -1,0 +1,25 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, fraudLimits, loadConfig } from "../../src/config.ts";
+
+describe("configuration", () => {
+  it("runs on local defaults with an empty environment", () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({ PORT: 4000, SHARDS: 64, REDIS_URL: "redis://127.0.0.1:6379" });
+    expect(fraudLimits(c)).toEqual({ largeTxCents: 50_000, maxTxPerHour: 10, maxVolumePerHourCents: 100_000 });
+  });
+
+  it("names the variable in one error when a value is bad", () => {
+    expect(() => loadConfig({ SHARDS: "zero" })).toThrow(ConfigError);
+    expect(() => loadConfig({ SHARDS: "zero" })).toThrow(/SHARDS/);
+    expect(() => loadConfig({ DATABASE_URL: "not a url" })).toThrow(/DATABASE_URL/);
+    expect(() => loadConfig({ TIP_AMOUNTS_USD: "1,abc" })).toThrow(/TIP_AMOUNTS_USD/);
+  });
+
+  it("keeps .env.example in step with the schema", async () => {
+    const { readFileSync } = await import("node:fs");
+    const { configSchema } = await import("../../src/config.ts");
+    const example = readFileSync(new URL("../../.env.example", import.meta.url), "utf8");
+    const listed = new Set([...example.matchAll(/^([A-Z_]+)=/gm)].map((m) => m[1]));
+    expect([...Object.keys(configSchema.shape)].filter((k) => !listed.has(k))).toEqual([]);
+  });
+});
