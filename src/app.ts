@@ -47,10 +47,15 @@ export async function startCore(
     maxRetriesPerRequest: 1,
     enableAutoPipelining: false,
   });
-  redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
+  let connected = false;
+  // Before the first connect the failure is reported once, below; after it, every drop is logged.
+  redis.on("error", (err) => {
+    if (connected) logger.warn({ err: err.message }, "redis connection error");
+  });
   try {
     await redis.connect();
     await redis.ping();
+    connected = true;
   } catch (err) {
     await pool.end();
     redis.disconnect();

@@ -1,0 +1,77 @@
+// Owns writing responses: JSON bodies, the security headers every answer carries (the same set
+// Helmet sets by default), and mapping any thrown error to the one error shape.
+import type { HttpResponse } from "uWebSockets.js";
+import { ZodError } from "zod";
+import { AppError } from "../errors.ts";
+
+/** Helmet's default headers (v7/v8), set in one place for every response. */
+export const SECURITY_HEADERS: ReadonlyArray<readonly [string, string]> = [
+  [
+    "Content-Security-Policy",
+    "default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests",
+  ],
+  ["Cross-Origin-Opener-Policy", "same-origin"],
+  ["Cross-Origin-Resource-Policy", "same-origin"],
+  ["Origin-Agent-Cluster", "?1"],
+  ["Referrer-Policy", "no-referrer"],
+  ["Strict-Transport-Security", "max-age=31536000; includeSubDomains"],
+  ["X-Content-Type-Options", "nosniff"],
+  ["X-DNS-Prefetch-Control", "off"],
+  ["X-Download-Options", "noopen"],
+  ["X-Frame-Options", "SAMEORIGIN"],
+  ["X-Permitted-Cross-Domain-Policies", "none"],
+  ["X-XSS-Protection", "0"],
+];
+
+const STATUS_TEXT: Record<number, string> = {
+  200: "200 OK",
+  201: "201 Created",
+  204: "204 No Content",
+  400: "400 Bad Request",
+  401: "401 Unauthorized",
+  403: "403 Forbidden",
+  404: "404 Not Found",
+  405: "405 Method Not Allowed",
+  409: "409 Conflict",
+  413: "413 Payload Too Large",
+  422: "422 Unprocessable Entity",
+  429: "429 Too Many Requests",
+  500: "500 Internal Server Error",
+  503: "503 Service Unavailable",
+};
+
+export interface Reply {
+  res: HttpResponse;
+  /** Set by onAborted: the client is gone and res must not be touched. */
+  aborted: boolean;
+  headers?: Array<[string, string]>;
+}
+
+export function sendJson(r: Reply, status: number, body: unknown): void {
+  if (r.aborted) return;
+  const text = JSON.stringify(body);
+  r.res.cork(() => {
+    r.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
+    for (const [k, v] of SECURITY_HEADERS) r.res.writeHeader(k, v);
+    if (r.headers) for (const [k, v] of r.headers) r.res.writeHeader(k, v);
+    r.res.writeHeader("Content-Type", "application/json; charset=utf-8");
+    r.res.end(text);
+  });
+  r.aborted = true; // ended: nothing more may be written
+}
+
+export interface ErrorLogger {
+  error(obj: object, msg: string): void;
+}
+
+/** The one place an error becomes a response: expected errors by code, anything else a 500. */
+export function sendError(r: Reply, err: unknown, logger: ErrorLogger): void {
+  if (err instanceof AppError) return sendJson(r, err.status, err.toJSON());
+  if (err instanceof ZodError) {
+    return sendJson(r, 400, {
+      error: { code: "validation_error", message: "the request is not valid", details: err.issues },
+    });
+  }
+  logger.error({ err }, "unexpected error handling a request");
+  sendJson(r, 500, { error: { code: "internal", message: "internal error" } });
+}

@@ -1,0 +1,40 @@
+// Process entry point (`npm start`): configuration, the ledger core (Postgres, Redis WAL,
+// persister), then the HTTP server. Exits with one clear line when a dependency is missing.
+import pino from "pino";
+import { DependencyError, startCore } from "./app.ts";
+import { ConfigError, loadConfig } from "./config.ts";
+import { createHttpServer } from "./http/server.ts";
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = pino({ level: config.LOG_LEVEL });
+  const core = await startCore(config, logger);
+  const http = createHttpServer({ config, logger, core });
+  const port = await http.listen(config.PORT, config.HOST);
+  logger.info({ port, shards: config.SHARDS }, "3AM backend listening");
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "shutting down: closing HTTP, flushing the ledger, draining the WAL");
+    await http.close();
+    await core.ledger.stop();
+    await core.persister
+      .drain()
+      .catch((err) => logger.warn({ err }, "WAL not fully drained; it is persisted on the next start"));
+    await core.stop();
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+}
+
+main().catch((err) => {
+  if (err instanceof ConfigError || err instanceof DependencyError) {
+    console.error(`3am: ${err.message}`);
+  } else {
+    console.error("3am: failed to start:", err);
+  }
+  process.exit(1);
+});
