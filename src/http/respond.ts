@@ -66,12 +66,14 @@ export interface ErrorLogger {
 
 /** The one place an error becomes a response: expected errors by code, anything else a 500. */
 export function sendError(r: Reply, err: unknown, logger: ErrorLogger): void {
-  if (err instanceof AppError) return sendJson(r, err.status, err.toJSON());
-  if (err instanceof ZodError) {
-    return sendJson(r, 400, {
+  if (err instanceof AppError) {
+    sendJson(r, err.status, err.toJSON());
+  } else if (err instanceof ZodError) {
+    sendJson(r, 400, {
       error: { code: "validation_error", message: "the request is not valid", details: err.issues },
     });
+  } else {
+    logger.error({ err }, "unexpected error handling a request");
+    sendJson(r, 500, { error: { code: "internal", message: "internal error" } });
   }
-  logger.error({ err }, "unexpected error handling a request");
-  sendJson(r, 500, { error: { code: "internal", message: "internal error" } });
 }

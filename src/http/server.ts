@@ -82,7 +82,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
 
   app.any(
     "/*",
-    route(logger, (reply, req) => {
+    route(logger, (_reply, req) => {
       throw new AppError("not_found", `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`);
     }),
   );
