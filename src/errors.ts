@@ -7,6 +7,8 @@ export type ErrorCode =
   | "forbidden"
   | "not_found"
   | "conflict"
+  | "email_taken"
+  | "username_taken"
   | "idempotency_conflict"
   | "insufficient_funds"
   | "fraud_blocked"
@@ -22,6 +24,8 @@ const STATUS: Record<ErrorCode, number> = {
   forbidden: 403,
   not_found: 404,
   conflict: 409,
+  email_taken: 409,
+  username_taken: 409,
   idempotency_conflict: 409,
   insufficient_funds: 422,
   fraud_blocked: 422,

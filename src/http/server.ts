@@ -1,12 +1,22 @@
-// Owns the HTTP server: uWebSockets.js (native only), routes, and starting/stopping it. Every
-// route answers JSON; unknown routes answer 404 in the common error shape.
-import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "uWebSockets.js";
+// Owns the HTTP server: uWebSockets.js (native only), the services routes need, every route,
+// and starting/stopping it.
 import type { Logger } from "pino";
+import type { TemplatedApp, us_listen_socket } from "uWebSockets.js";
+import { adminRoutes } from "../admin/routes.ts";
 import type { Core } from "../app.ts";
+import { type IdentityProvider, LocalIdentity, SupabaseIdentity } from "../auth/identity.ts";
+import { PasswordHasher } from "../auth/passwords.ts";
+import { DEV_JWT_SECRET, TokenService } from "../auth/tokens.ts";
 import type { Config } from "../config.ts";
-import { AppError } from "../errors.ts";
+import { ConfigError } from "../config.ts";
+import { paymentRoutes } from "../payments/routes.ts";
+import { userRoutes } from "../users/routes.ts";
+import { UserStore } from "../users/user-store.ts";
+import { corsPolicy } from "./cors.ts";
 import { nativeUws } from "./native.ts";
-import { type Reply, sendError, sendJson } from "./respond.ts";
+import { RateLimits } from "./rate-limit.ts";
+import { type Reply, sendJson } from "./respond.ts";
+import { type RouteDef, type RouterDeps, registerFallbacks, registerRoute } from "./router.ts";
 
 export interface HttpDeps {
   config: Config;
@@ -18,77 +28,69 @@ export interface HttpServer {
   /** Listens; port 0 picks a free one. Resolves to the port. */
   listen(port: number, host?: string): Promise<number>;
   close(): Promise<void>;
+  readonly tokens: TokenService;
+  readonly users: UserStore;
 }
 
-type Handler = (reply: Reply, req: HttpRequest) => Promise<void> | void;
+/** The JWT secret: configured, or in development a fixed one with a loud warning. */
+export function jwtSecret(config: Config, logger: Logger): string {
+  if (config.SUPABASE_JWT_SECRET) return config.SUPABASE_JWT_SECRET;
+  if (config.NODE_ENV === "production") {
+    throw new ConfigError("invalid configuration: SUPABASE_JWT_SECRET is required when NODE_ENV=production");
+  }
+  logger.warn(
+    "SUPABASE_JWT_SECRET is not set: signing tokens with a DEVELOPMENT secret; never run like this in production",
+  );
+  return DEV_JWT_SECRET;
+}
 
-/** Wraps an async handler: abort tracking, and every failure through the one error mapper. */
-function route(logger: Logger, handler: Handler) {
-  return (res: HttpResponse, req: HttpRequest) => {
+export function createHttpServer(deps: HttpDeps): HttpServer {
+  const { config, logger, core } = deps;
+  const uws = nativeUws();
+  const app: TemplatedApp = uws.App();
+  const tokens = new TokenService({
+    secret: jwtSecret(config, logger),
+    expiresInS: config.JWT_EXPIRES_IN_S,
+    ...(config.SUPABASE_URL ? { supabaseUrl: config.SUPABASE_URL } : {}),
+  });
+  const hasher = new PasswordHasher(config.PASSWORD_HASH_THREADS);
+  const identity: IdentityProvider =
+    config.SUPABASE_URL && config.SUPABASE_SERVICE_KEY
+      ? new SupabaseIdentity(config.SUPABASE_URL, config.SUPABASE_SERVICE_KEY)
+      : new LocalIdentity(hasher);
+  const users = new UserStore(core.pool);
+  const routerDeps: RouterDeps = {
+    logger,
+    tokens,
+    limits: new RateLimits(core.redis, config),
+    cors: corsPolicy(config.CORS_ORIGINS),
+    bodyLimitBytes: config.BODY_LIMIT_BYTES,
+  };
+
+  app.get("/healthz", (res) => {
+    const reply: Reply = { res, aborted: false };
+    sendJson(reply, 200, { status: "ok" });
+  });
+  app.get("/readyz", (res) => {
     const reply: Reply = { res, aborted: false };
     res.onAborted(() => {
       reply.aborted = true;
     });
-    try {
-      const p = handler(reply, req);
-      if (p) p.catch((err) => sendError(reply, err, logger));
-    } catch (err) {
-      sendError(reply, err, logger);
-    }
-  };
-}
+    void readiness(core).then((r) => sendJson(reply, r.status === "ready" ? 200 : 503, r));
+  });
 
-export function createHttpServer(deps: HttpDeps): HttpServer {
-  const uws = nativeUws();
-  const app: TemplatedApp = uws.App();
-  const { logger, core } = deps;
-
-  app.get(
-    "/healthz",
-    route(logger, (reply) => sendJson(reply, 200, { status: "ok" })),
-  );
-
-  app.get(
-    "/readyz",
-    route(logger, async (reply) => {
-      const timeout = <T>(p: Promise<T>) =>
-        Promise.race([p, new Promise<never>((_, rej) => setTimeout(() => rej(new Error("timeout")), 2000))]);
-      const [pg, redis] = await Promise.all([
-        timeout(core.pool.query("SELECT 1")).then(
-          () => true,
-          () => false,
-        ),
-        timeout(core.redis.ping()).then(
-          () => true,
-          () => false,
-        ),
-      ]);
-      const ledger = core.ledger.health();
-      const persist = core.persister.health();
-      const ready = pg && redis && !ledger.recovering && persist.halted.length === 0;
-      sendJson(reply, ready ? 200 : 503, {
-        status: ready ? "ready" : "not_ready",
-        postgres: pg ? "up" : "down",
-        redis: redis ? "up" : "down",
-        ledger: { recovering: ledger.recovering },
-        wal: {
-          lag_ms: persist.walLagMs,
-          unpersisted_entries: persist.unpersistedEntries,
-          halted_shards: persist.halted,
-        },
-      });
-    }),
-  );
-
-  app.any(
-    "/*",
-    route(logger, (_reply, req) => {
-      throw new AppError("not_found", `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`);
-    }),
-  );
+  const routes: RouteDef[] = [
+    ...userRoutes({ users, identity, tokens, ledger: core.ledger }),
+    ...paymentRoutes({ ledger: core.ledger, users, tipAmountsUsd: config.TIP_AMOUNTS_USD }),
+    ...adminRoutes({ ledger: core.ledger, users, pool: core.pool }),
+  ];
+  for (const r of routes) registerRoute(app, r, routerDeps);
+  registerFallbacks(app, routerDeps);
 
   let token: us_listen_socket | null = null;
   return {
+    tokens,
+    users,
     listen(port, host = "0.0.0.0") {
       return new Promise((resolve, reject) => {
         app.listen(host, port, (t) => {
@@ -101,6 +103,30 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     async close() {
       if (token) uws.us_listen_socket_close(token);
       token = null;
+      await hasher.close();
+    },
+  };
+}
+
+async function readiness(core: Core) {
+  const within = <T>(p: Promise<T>) =>
+    Promise.race([p, new Promise<never>((_, rej) => setTimeout(() => rej(new Error("timeout")), 2000))]).then(
+      () => true,
+      () => false,
+    );
+  const [pg, redis] = await Promise.all([within(core.pool.query("SELECT 1")), within(core.redis.ping())]);
+  const ledger = core.ledger.health();
+  const persist = core.persister.health();
+  const ready = pg && redis && !ledger.recovering && persist.halted.length === 0;
+  return {
+    status: ready ? "ready" : "not_ready",
+    postgres: pg ? "up" : "down",
+    redis: redis ? "up" : "down",
+    ledger: { recovering: ledger.recovering },
+    wal: {
+      lag_ms: persist.walLagMs,
+      unpersisted_entries: persist.unpersistedEntries,
+      halted_shards: persist.halted,
     },
   };
 }

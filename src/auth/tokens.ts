@@ -1,0 +1,93 @@
+// Owns access tokens: Supabase-shaped JWTs (sub, email, role "authenticated", aud
+// "authenticated", exp) signed HS256 with SUPABASE_JWT_SECRET, or Supabase's own tokens checked
+// against the project's JWKS. Verified tokens are cached (bounded, until they expire), because
+// verifying an HMAC on every tip is measurable at thousands of tips a second.
+import { createRemoteJWKSet, type JWTPayload, jwtVerify, SignJWT } from "jose";
+import { AppError } from "../errors.ts";
+
+export interface TokenClaims {
+  sub: string;
+  email: string;
+  exp: number;
+}
+
+export interface TokenServiceOptions {
+  secret: string;
+  expiresInS: number;
+  /** Supabase project URL: tokens signed with its asymmetric keys are checked against its JWKS. */
+  supabaseUrl?: string;
+  cacheMax?: number;
+}
+
+export class TokenService {
+  private readonly key: Uint8Array;
+  private readonly jwks: ReturnType<typeof createRemoteJWKSet> | null;
+  private readonly cache = new Map<string, TokenClaims>();
+  private readonly cacheMax: number;
+
+  constructor(private readonly o: TokenServiceOptions) {
+    this.key = new TextEncoder().encode(o.secret);
+    this.jwks = o.supabaseUrl
+      ? createRemoteJWKSet(new URL("/auth/v1/.well-known/jwks.json", o.supabaseUrl))
+      : null;
+    this.cacheMax = o.cacheMax ?? 100_000;
+  }
+
+  async issue(user: {
+    id: string;
+    email: string;
+  }): Promise<{ access_token: string; token_type: "bearer"; expires_in: number }> {
+    const token = await new SignJWT({ email: user.email, role: "authenticated" })
+      .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+      .setSubject(user.id)
+      .setAudience("authenticated")
+      .setIssuedAt()
+      .setExpirationTime(`${this.o.expiresInS}s`)
+      .sign(this.key);
+    return { access_token: token, token_type: "bearer", expires_in: this.o.expiresInS };
+  }
+
+  /** Verifies a bearer token; AppError unauthorized if it is missing, forged or expired. */
+  async verify(token: string): Promise<TokenClaims> {
+    const nowS = Math.floor(Date.now() / 1000);
+    const hit = this.cache.get(token);
+    if (hit) {
+      if (hit.exp > nowS) return hit;
+      this.cache.delete(token);
+    }
+    let payload: JWTPayload;
+    try {
+      const header = JSON.parse(Buffer.from(token.split(".")[0] ?? "", "base64url").toString("utf8")) as {
+        alg?: string;
+      };
+      if (header.alg === "HS256" || !this.jwks) {
+        ({ payload } = await jwtVerify(token, this.key, {
+          algorithms: ["HS256"],
+          audience: "authenticated",
+        }));
+      } else {
+        ({ payload } = await jwtVerify(token, this.jwks, { audience: "authenticated" }));
+      }
+    } catch {
+      throw new AppError("unauthorized", "the access token is invalid or expired");
+    }
+    if (
+      typeof payload.sub !== "string" ||
+      typeof payload.exp !== "number" ||
+      payload.role !== "authenticated"
+    ) {
+      throw new AppError("unauthorized", "the access token is not a user token");
+    }
+    const claims: TokenClaims = { sub: payload.sub, email: String(payload.email ?? ""), exp: payload.exp };
+    if (this.cache.size >= this.cacheMax) {
+      // Drop the oldest entry (Map keeps insertion order): a bounded cache, not an LRU, is enough here.
+      const first = this.cache.keys().next();
+      if (!first.done) this.cache.delete(first.value);
+    }
+    this.cache.set(token, claims);
+    return claims;
+  }
+}
+
+/** Development secret for `npm start` without SUPABASE_JWT_SECRET; production refuses to use it. */
+export const DEV_JWT_SECRET = "3am-development-secret-do-not-use-in-production-0000";

@@ -1,0 +1,78 @@
+// Owns turning a uWS request into a plain object. uWS requests are only valid synchronously
+// inside the handler, so everything a route may need is copied out before the first await; the
+// body is then streamed with a hard size limit.
+import type { HttpRequest, HttpResponse } from "uWebSockets.js";
+import { AppError } from "../errors.ts";
+
+export interface Req {
+  method: string;
+  url: string;
+  query: URLSearchParams;
+  params: string[];
+  headers: Map<string, string>;
+  ip: string;
+}
+
+export function snapshotRequest(res: HttpResponse, req: HttpRequest, paramCount: number): Req {
+  const headers = new Map<string, string>();
+  req.forEach((k, v) => headers.set(k, v));
+  const params: string[] = [];
+  for (let i = 0; i < paramCount; i++) params.push(decodeURIComponent(req.getParameter(i) ?? ""));
+  return {
+    method: req.getMethod().toUpperCase(),
+    url: req.getUrl(),
+    query: new URLSearchParams(req.getQuery() ?? ""),
+    params,
+    headers,
+    ip: Buffer.from(res.getRemoteAddressAsText()).toString(),
+  };
+}
+
+/**
+ * Reads the body, refusing more than `limitBytes` as soon as it is exceeded (413) instead of
+ * buffering it. Resolves with null if the client went away.
+ */
+export function readBody(
+  res: HttpResponse,
+  limitBytes: number,
+  isAborted: () => boolean,
+): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    res.onData((chunk, isLast) => {
+      if (done) return;
+      if (isAborted()) {
+        done = true;
+        return resolve(null);
+      }
+      size += chunk.byteLength;
+      if (size > limitBytes) {
+        done = true;
+        return reject(new AppError("payload_too_large", `request body is larger than ${limitBytes} bytes`));
+      }
+      // uWS reuses the chunk's memory after this callback returns: copy it.
+      chunks.push(Buffer.from(new Uint8Array(chunk).slice()));
+      if (isLast) {
+        done = true;
+        resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+      }
+    });
+  });
+}
+
+/** Parses a JSON object body; anything else is a clear 400. */
+export function parseJsonObject(body: Buffer | null): Record<string, unknown> {
+  if (!body || body.length === 0) return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString("utf8"));
+  } catch {
+    throw new AppError("validation_error", "the request body is not valid JSON");
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new AppError("validation_error", "the request body must be a JSON object");
+  }
+  return value as Record<string, unknown>;
+}

@@ -1,0 +1,132 @@
+// Owns what every API request goes through, in one place: abort tracking, the body size limit,
+// JSON parsing, CORS headers, rate limits, bearer-token authentication, and the error shape.
+// Routes only see a plain request and return a status and a body.
+import type { HttpRequest, HttpResponse, TemplatedApp } from "uWebSockets.js";
+import type { Logger } from "pino";
+import type { TokenClaims, TokenService } from "../auth/tokens.ts";
+import { AppError } from "../errors.ts";
+import type { CorsPolicy } from "./cors.ts";
+import type { RateLimits } from "./rate-limit.ts";
+import { parseJsonObject, type Req, readBody, snapshotRequest } from "./request.ts";
+import { type Reply, sendError, sendJson } from "./respond.ts";
+
+export interface RouteContext {
+  req: Req;
+  body: Record<string, unknown>;
+  /** The verified token's claims; set on routes with auth "user". */
+  user: TokenClaims | null;
+  /** Extra response headers (e.g. Idempotency-Key). */
+  headers: Array<[string, string]>;
+}
+
+export interface RouteResult {
+  status: number;
+  body: unknown;
+}
+
+export interface RouteDef {
+  method: "get" | "post" | "put" | "del";
+  path: string;
+  auth: "none" | "user";
+  /** "auth" routes (login, register) get the strict per-IP budget against password guessing. */
+  limit?: "auth";
+  handler(ctx: RouteContext): Promise<RouteResult> | RouteResult;
+}
+
+export interface RouterDeps {
+  logger: Logger;
+  tokens: TokenService;
+  limits: RateLimits;
+  cors: CorsPolicy;
+  bodyLimitBytes: number;
+}
+
+export function registerRoute(app: TemplatedApp, route: RouteDef, deps: RouterDeps): void {
+  const paramCount = (route.path.match(/\/:/g) ?? []).length;
+  const hasBody = route.method === "post" || route.method === "put";
+  app[route.method](route.path, (res: HttpResponse, uReq: HttpRequest) => {
+    const reply: Reply = { res, aborted: false, headers: [] };
+    res.onAborted(() => {
+      reply.aborted = true;
+    });
+    const req = snapshotRequest(res, uReq, paramCount);
+    reply.headers = deps.cors.headersFor(req.headers.get("origin"));
+    const declared = Number(req.headers.get("content-length") ?? "0");
+    if (hasBody && declared > deps.bodyLimitBytes) {
+      sendError(
+        reply,
+        new AppError("payload_too_large", `request body is larger than ${deps.bodyLimitBytes} bytes`),
+        deps.logger,
+      );
+      return;
+    }
+    // The body must be subscribed to before this handler returns, or uWS drops it.
+    const bodyP = hasBody ? readBody(res, deps.bodyLimitBytes, () => reply.aborted) : Promise.resolve(null);
+    bodyP.catch(() => {}); // handled below; avoid an unhandled rejection while we await other things
+    handle(route, req, bodyP, reply, deps).catch((err) => sendError(reply, err, deps.logger));
+  });
+}
+
+async function handle(
+  route: RouteDef,
+  req: Req,
+  bodyP: Promise<Buffer | null>,
+  reply: Reply,
+  deps: RouterDeps,
+) {
+  await deps.limits.consume(route.limit === "auth" ? "auth" : "ip", req.ip);
+  if (route.limit === "auth") await deps.limits.consume("ip", req.ip);
+  let user: TokenClaims | null = null;
+  if (route.auth === "user") {
+    const h = req.headers.get("authorization") ?? "";
+    const m = /^Bearer\s+(\S+)$/i.exec(h);
+    if (!m) throw new AppError("unauthorized", "an Authorization: Bearer <token> header is required");
+    user = await deps.tokens.verify(m[1]!);
+    await deps.limits.consume("user", user.sub);
+  }
+  const raw = await bodyP;
+  if (reply.aborted) return;
+  if (
+    raw &&
+    raw.length > 0 &&
+    !/^application\/json\b/i.test(req.headers.get("content-type") ?? "application/json")
+  ) {
+    throw new AppError("validation_error", "the request body must be application/json");
+  }
+  const body = parseJsonObject(raw);
+  const ctx: RouteContext = { req, body, user, headers: [] };
+  const out = await route.handler(ctx);
+  reply.headers = [...(reply.headers ?? []), ...ctx.headers];
+  sendJson(reply, out.status, out.body);
+}
+
+/** Preflight answers for every path, and JSON 404s for anything no route matched. */
+export function registerFallbacks(app: TemplatedApp, deps: RouterDeps): void {
+  app.options("/*", (res, uReq) => {
+    const reply: Reply = { res, aborted: false };
+    res.onAborted(() => {
+      reply.aborted = true;
+    });
+    const origin = uReq.getHeader("origin");
+    if (!origin || !deps.cors.allowed(origin)) {
+      sendError(reply, new AppError("forbidden", "this origin may not call the API"), deps.logger);
+      return;
+    }
+    reply.headers = deps.cors.preflightHeaders(origin);
+    reply.aborted = false;
+    res.cork(() => {
+      res.writeStatus("204 No Content");
+      for (const [k, v] of reply.headers!) res.writeHeader(k, v);
+      res.end();
+    });
+  });
+  app.any("/*", (res, uReq) => {
+    const reply: Reply = { res, aborted: false };
+    res.onAborted(() => {
+      reply.aborted = true;
+    });
+    reply.headers = deps.cors.headersFor(uReq.getHeader("origin") || undefined);
+    const what = `${uReq.getMethod().toUpperCase()} ${uReq.getUrl()}`;
+    sendError(reply, new AppError("not_found", `no route for ${what}`), deps.logger);
+  });
+}
