@@ -15,7 +15,9 @@ export interface Req {
 
 export function snapshotRequest(res: HttpResponse, req: HttpRequest, paramCount: number): Req {
   const headers = new Map<string, string>();
-  req.forEach((k, v) => headers.set(k, v));
+  req.forEach((k, v) => {
+    headers.set(k, v);
+  });
   const params: string[] = [];
   for (let i = 0; i < paramCount; i++) params.push(decodeURIComponent(req.getParameter(i) ?? ""));
   return {

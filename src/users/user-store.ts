@@ -80,7 +80,7 @@ export class UserStore {
     const hit = this.creators.get(k);
     if (hit) return hit;
     const row = await this.byUsername(username);
-    if (!row || row.role !== "creator") return null;
+    if (row?.role !== "creator") return null;
     if (this.creators.size >= 100_000) this.creators.delete(this.creators.keys().next().value!);
     const v = { id: row.id, role: row.role };
     this.creators.set(k, v);
