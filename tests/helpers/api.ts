@@ -1,0 +1,79 @@
+// A started core plus HTTP server on a random port, and small helpers to call it.
+import { randomUUID } from "node:crypto";
+import type { Core } from "../../src/app.ts";
+import { createHttpServer, type HttpServer } from "../../src/http/server.ts";
+import type { TestEnv } from "./env.ts";
+import { silentLogger, startTestCore } from "./ledger.ts";
+
+export interface Api {
+  core: Core;
+  http: HttpServer;
+  base: string;
+  call(
+    method: string,
+    path: string,
+    opts?: CallOptions,
+  ): Promise<{ status: number; body: any; headers: Headers }>;
+  register(
+    role?: "viewer" | "creator",
+  ): Promise<{ id: string; token: string; username: string; email: string }>;
+  fund(userId: string, cents: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface CallOptions {
+  token?: string;
+  body?: unknown;
+  raw?: string;
+  headers?: Record<string, string>;
+}
+
+export const TEST_JWT_SECRET = "test-secret-test-secret-test-secret-0123456789";
+
+export async function startApi(env: TestEnv, overrides: Record<string, string> = {}): Promise<Api> {
+  const core = await startTestCore(env, {
+    RATE_LIMIT_IP_PER_MIN: "0",
+    RATE_LIMIT_USER_PER_MIN: "0",
+    SUPABASE_JWT_SECRET: TEST_JWT_SECRET,
+    PASSWORD_HASH_THREADS: "1",
+    ...overrides,
+  });
+  const http = createHttpServer({ config: core.config, logger: silentLogger, core });
+  const port = await http.listen(0, "127.0.0.1");
+  const base = `http://127.0.0.1:${port}`;
+  const call: Api["call"] = async (method, path, opts = {}) => {
+    const headers: Record<string, string> = { ...(opts.headers ?? {}) };
+    if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+    let body: string | undefined;
+    if (opts.raw !== undefined) body = opts.raw;
+    else if (opts.body !== undefined) body = JSON.stringify(opts.body);
+    if (body !== undefined && !headers["content-type"]) headers["content-type"] = "application/json";
+    const r = await fetch(base + path, { method, headers, ...(body !== undefined ? { body } : {}) });
+    const text = await r.text();
+    return { status: r.status, body: text ? JSON.parse(text) : null, headers: r.headers };
+  };
+  let n = 0;
+  return {
+    core,
+    http,
+    base,
+    call,
+    async register(role = "viewer") {
+      const tag = `${randomUUID().slice(0, 8)}${n++}`;
+      const username = `u_${tag}`;
+      const email = `${username}@example.test`;
+      const r = await call("POST", "/api/users/register", {
+        body: { email, username, display_name: `User ${tag}`, password: "securepass123", role },
+      });
+      if (r.status !== 201) throw new Error(`register failed: ${r.status} ${JSON.stringify(r.body)}`);
+      return { id: r.body.user.id, token: r.body.session.access_token, username, email };
+    },
+    async fund(userId, cents) {
+      await core.ledger.submit({ kind: "deposit", key: randomUUID(), accountId: userId, amountCents: cents });
+    },
+    async close() {
+      await http.close();
+      await core.stop();
+    },
+  };
+}
