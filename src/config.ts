@@ -9,6 +9,9 @@ const bool = (def: boolean) =>
     .default(def ? "true" : "false")
     .transform((v) => v === "true" || v === "1");
 
+/** An empty value (`NAME=` as in .env.example) means unset. */
+const optional = <T extends z.ZodType>(t: T) => z.preprocess((v) => (v === "" ? undefined : v), t.optional());
+
 export const configSchema = z.object({
   NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
   PORT: int(4000),
@@ -65,9 +68,9 @@ export const configSchema = z.object({
       return xs;
     }),
   /** HS256 secret of Supabase-shaped JWTs. Unset: a development secret (refused in production). */
-  SUPABASE_JWT_SECRET: z.string().min(32).optional(),
-  SUPABASE_URL: z.string().url().optional(),
-  SUPABASE_SERVICE_KEY: z.string().optional(),
+  SUPABASE_JWT_SECRET: optional(z.string().min(32)),
+  SUPABASE_URL: optional(z.string().url()),
+  SUPABASE_SERVICE_KEY: optional(z.string()),
   /** Access token lifetime. */
   JWT_EXPIRES_IN_S: int(3600, 60),
   /** Worker threads hashing passwords (scrypt) off the event loop. */
@@ -86,6 +89,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
     throw new ConfigError(`invalid configuration: ${lines.join("; ")}`);
+  }
+  if (parsed.data.NODE_ENV === "production" && !parsed.data.SUPABASE_JWT_SECRET) {
+    throw new ConfigError(
+      "invalid configuration: SUPABASE_JWT_SECRET is required when NODE_ENV=production (the development secret is public)",
+    );
   }
   return parsed.data;
 }

@@ -5,6 +5,7 @@
 // API accepts the tokens Supabase issues.
 import { randomUUID } from "node:crypto";
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
+import ws from "ws";
 import { AppError } from "../errors.ts";
 import type { PasswordHasher } from "./passwords.ts";
 
@@ -39,7 +40,11 @@ export class SupabaseIdentity implements IdentityProvider {
   private readonly client: SupabaseClient;
 
   constructor(url: string, serviceKey: string) {
-    this.client = createClient(url, serviceKey, { auth: { autoRefreshToken: false, persistSession: false } });
+    this.client = createClient(url, serviceKey, {
+      auth: { autoRefreshToken: false, persistSession: false },
+      // supabase-js builds a realtime client eagerly, and Node 20 has no global WebSocket.
+      realtime: { transport: ws as never },
+    });
   }
 
   async create(email: string, password: string, meta: Record<string, unknown>): Promise<NewIdentity> {

@@ -67,6 +67,10 @@ export interface ErrorLogger {
 /** The one place an error becomes a response: expected errors by code, anything else a 500. */
 export function sendError(r: Reply, err: unknown, logger: ErrorLogger): void {
   if (err instanceof AppError) {
+    const retry = (err.details as { retry_after_s?: number } | undefined)?.retry_after_s;
+    if (err.code === "rate_limited" && retry) {
+      r.headers = [...(r.headers ?? []), ["Retry-After", String(retry)]];
+    }
     sendJson(r, err.status, err.toJSON());
   } else if (err instanceof ZodError) {
     sendJson(r, 400, {
