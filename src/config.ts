@@ -76,6 +76,21 @@ export const configSchema = z.object({
   /** Worker threads hashing passwords (scrypt) off the event loop. */
   PASSWORD_HASH_THREADS: int(2, 1),
 
+  // --- Money in: Stripe (issue 4). ---
+  /** Unset: the local Stripe stand-in is started in-process and no real money moves. */
+  STRIPE_SECRET_KEY: optional(
+    z.string().regex(/^(sk|rk)_(test|live)_/, "a Stripe secret key (sk_test_... or sk_live_...)"),
+  ),
+  /** Signing secret of webhook events (whsec_...); required with STRIPE_SECRET_KEY. */
+  STRIPE_WEBHOOK_SECRET: optional(z.string().min(8)),
+  /** Where the Stripe SDK sends requests (default Stripe's own API); e.g. a stand-in's URL. */
+  STRIPE_API_URL: optional(z.string().url()),
+  /** Port of the in-process stand-in when STRIPE_SECRET_KEY is unset (0: any free port). */
+  STRIPE_STANDIN_PORT: int(12111),
+  /** Smallest and largest credit purchase, in dollars. */
+  PURCHASE_MIN_USD: z.coerce.number().positive().default(1),
+  PURCHASE_MAX_USD: z.coerce.number().positive().default(500),
+
   /** Apply migrations in sql/ on start. */
   MIGRATE_ON_START: bool(true),
 });
@@ -95,7 +110,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       "invalid configuration: SUPABASE_JWT_SECRET is required when NODE_ENV=production (the development secret is public)",
     );
   }
-  return parsed.data;
+  const c = parsed.data;
+  if (c.STRIPE_SECRET_KEY && !c.STRIPE_WEBHOOK_SECRET) {
+    throw new ConfigError(
+      "invalid configuration: STRIPE_WEBHOOK_SECRET is required with STRIPE_SECRET_KEY (webhooks are verified with it)",
+    );
+  }
+  if (c.NODE_ENV === "production" && !c.STRIPE_SECRET_KEY) {
+    throw new ConfigError(
+      "invalid configuration: STRIPE_SECRET_KEY is required when NODE_ENV=production (without it a local stand-in takes payments)",
+    );
+  }
+  if (c.PURCHASE_MIN_USD > c.PURCHASE_MAX_USD) {
+    throw new ConfigError("invalid configuration: PURCHASE_MIN_USD is larger than PURCHASE_MAX_USD");
+  }
+  return c;
 }
 
 /** Ledger thresholds in cents, derived once from the dollar settings. */

@@ -12,6 +12,9 @@ export type ErrorCode =
   | "idempotency_conflict"
   | "insufficient_funds"
   | "fraud_blocked"
+  | "card_declined"
+  | "payment_failed"
+  | "invalid_signature"
   | "account_suspended"
   | "payload_too_large"
   | "rate_limited"
@@ -29,6 +32,9 @@ const STATUS: Record<ErrorCode, number> = {
   idempotency_conflict: 409,
   insufficient_funds: 422,
   fraud_blocked: 422,
+  card_declined: 402,
+  payment_failed: 402,
+  invalid_signature: 400,
   account_suspended: 422,
   payload_too_large: 413,
   rate_limited: 429,

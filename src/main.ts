@@ -4,13 +4,16 @@ import pino from "pino";
 import { DependencyError, startCore } from "./app.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createHttpServer } from "./http/server.ts";
+import { setUpStripe } from "./payments/stripe.ts";
 
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = pino({ level: config.LOG_LEVEL });
   const core = await startCore(config, logger);
-  const http = createHttpServer({ config, logger, core });
+  const stripe = await setUpStripe(config, logger);
+  const http = createHttpServer({ config, logger, core, stripe });
   const port = await http.listen(config.PORT, config.HOST);
+  stripe.setWebhookUrl(`http://127.0.0.1:${port}/api/payments/webhook`);
   logger.info({ port, shards: config.SHARDS }, "3AM backend listening");
 
   let stopping = false;
@@ -19,6 +22,7 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info({ signal }, "shutting down: closing HTTP, flushing the ledger, draining the WAL");
     await http.close();
+    await stripe.close();
     await core.ledger.stop();
     await core.persister
       .drain()

@@ -17,6 +17,8 @@ export interface RouteContext {
   user: TokenClaims | null;
   /** Extra response headers (e.g. Idempotency-Key). */
   headers: Array<[string, string]>;
+  /** The body exactly as received; set on routes with body "raw" (signed webhooks). */
+  raw: Buffer | null;
 }
 
 export interface RouteResult {
@@ -30,6 +32,8 @@ export interface RouteDef {
   auth: "none" | "user";
   /** "auth" routes (login, register) get the strict per-IP budget against password guessing. */
   limit?: "auth";
+  /** "raw": the handler gets the unparsed bytes in ctx.raw (signature checks need them). */
+  body?: "json" | "raw";
   handler(ctx: RouteContext): Promise<RouteResult> | RouteResult;
 }
 
@@ -86,6 +90,13 @@ async function handle(
   }
   const raw = await bodyP;
   if (reply.aborted) return;
+  if (route.body === "raw") {
+    const ctx: RouteContext = { req, body: {}, user, headers: [], raw: raw ?? Buffer.alloc(0) };
+    const out = await route.handler(ctx);
+    reply.headers = [...(reply.headers ?? []), ...ctx.headers];
+    sendJson(reply, out.status, out.body);
+    return;
+  }
   if (
     raw &&
     raw.length > 0 &&
@@ -94,7 +105,7 @@ async function handle(
     throw new AppError("validation_error", "the request body must be application/json");
   }
   const body = parseJsonObject(raw);
-  const ctx: RouteContext = { req, body, user, headers: [] };
+  const ctx: RouteContext = { req, body, user, headers: [], raw: null };
   const out = await route.handler(ctx);
   reply.headers = [...(reply.headers ?? []), ...ctx.headers];
   sendJson(reply, out.status, out.body);

@@ -9,7 +9,10 @@ import { PasswordHasher } from "../auth/passwords.ts";
 import { DEV_JWT_SECRET, TokenService } from "../auth/tokens.ts";
 import type { Config } from "../config.ts";
 import { ConfigError } from "../config.ts";
+import { MoneyIn } from "../payments/money-in.ts";
+import { moneyInRoutes } from "../payments/money-in-routes.ts";
 import { paymentRoutes } from "../payments/routes.ts";
+import type { StripeSetup } from "../payments/stripe.ts";
 import { userRoutes } from "../users/routes.ts";
 import { UserStore } from "../users/user-store.ts";
 import { corsPolicy } from "./cors.ts";
@@ -22,6 +25,7 @@ export interface HttpDeps {
   config: Config;
   logger: Logger;
   core: Core;
+  stripe: StripeSetup;
 }
 
 export interface HttpServer {
@@ -30,6 +34,7 @@ export interface HttpServer {
   close(): Promise<void>;
   readonly tokens: TokenService;
   readonly users: UserStore;
+  readonly moneyIn: MoneyIn;
 }
 
 /** The JWT secret: configured, or in development a fixed one with a loud warning. */
@@ -45,7 +50,7 @@ export function jwtSecret(config: Config, logger: Logger): string {
 }
 
 export function createHttpServer(deps: HttpDeps): HttpServer {
-  const { config, logger, core } = deps;
+  const { config, logger, core, stripe } = deps;
   const uws = nativeUws();
   const app: TemplatedApp = uws.App();
   const tokens = new TokenService({
@@ -59,6 +64,14 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       ? new SupabaseIdentity(config.SUPABASE_URL, config.SUPABASE_SERVICE_KEY)
       : new LocalIdentity(hasher);
   const users = new UserStore(core.pool);
+  const moneyIn = new MoneyIn({
+    stripe: stripe.stripe,
+    webhookSecret: stripe.webhookSecret,
+    ledger: core.ledger,
+    pool: core.pool,
+    logger,
+    drainWal: () => core.persister.drain(),
+  });
   const routerDeps: RouterDeps = {
     logger,
     tokens,
@@ -82,6 +95,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   const routes: RouteDef[] = [
     ...userRoutes({ users, identity, tokens, ledger: core.ledger }),
     ...paymentRoutes({ ledger: core.ledger, users, tipAmountsUsd: config.TIP_AMOUNTS_USD }),
+    ...moneyInRoutes({ moneyIn, users, minUsd: config.PURCHASE_MIN_USD, maxUsd: config.PURCHASE_MAX_USD }),
     ...adminRoutes({ ledger: core.ledger, users, pool: core.pool }),
   ];
   for (const r of routes) registerRoute(app, r, routerDeps);
@@ -91,6 +105,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   return {
     tokens,
     users,
+    moneyIn,
     listen(port, host = "0.0.0.0") {
       return new Promise((resolve, reject) => {
         app.listen(host, port, (t) => {

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Core } from "../../src/app.ts";
 import { createHttpServer, type HttpServer } from "../../src/http/server.ts";
 import { SECURITY_HEADERS } from "../../src/http/respond.ts";
+import { stripeClient } from "../../src/payments/stripe.ts";
 import { createTestEnv, type TestEnv } from "../helpers/env.ts";
 import { silentLogger, startTestCore } from "../helpers/ledger.ts";
 
@@ -14,7 +15,14 @@ let base: string;
 beforeAll(async () => {
   env = await createTestEnv("health");
   core = await startTestCore(env);
-  http = createHttpServer({ config: core.config, logger: silentLogger, core });
+  // Health needs no payments: a Stripe client that is never called.
+  const stripe = {
+    stripe: stripeClient("sk_test_unused", "http://127.0.0.1:9"),
+    webhookSecret: "whsec_unused",
+    setWebhookUrl: () => {},
+    close: async () => {},
+  };
+  http = createHttpServer({ config: core.config, logger: silentLogger, core, stripe });
   base = `http://127.0.0.1:${await http.listen(0, "127.0.0.1")}`;
 });
 afterAll(async () => {

@@ -2,12 +2,14 @@
 import { randomUUID } from "node:crypto";
 import type { Core } from "../../src/app.ts";
 import { createHttpServer, type HttpServer } from "../../src/http/server.ts";
+import { type StripeSetup, setUpStripe } from "../../src/payments/stripe.ts";
 import type { TestEnv } from "./env.ts";
 import { silentLogger, startTestCore } from "./ledger.ts";
 
 export interface Api {
   core: Core;
   http: HttpServer;
+  stripe: StripeSetup;
   base: string;
   call(
     method: string,
@@ -35,12 +37,16 @@ export async function startApi(env: TestEnv, overrides: Record<string, string> =
     RATE_LIMIT_IP_PER_MIN: "0",
     RATE_LIMIT_USER_PER_MIN: "0",
     SUPABASE_JWT_SECRET: TEST_JWT_SECRET,
+    STRIPE_STANDIN_PORT: "0",
     PASSWORD_HASH_THREADS: "1",
     ...overrides,
   });
-  const http = createHttpServer({ config: core.config, logger: silentLogger, core });
+  // Without a STRIPE_SECRET_KEY override, the in-process Stripe stand-in on a free port.
+  const stripe = await setUpStripe(core.config, silentLogger);
+  const http = createHttpServer({ config: core.config, logger: silentLogger, core, stripe });
   const port = await http.listen(0, "127.0.0.1");
   const base = `http://127.0.0.1:${port}`;
+  stripe.setWebhookUrl(`${base}/api/payments/webhook`);
   const call: Api["call"] = async (method, path, opts = {}) => {
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
     if (opts.token) headers.authorization = `Bearer ${opts.token}`;
@@ -56,6 +62,7 @@ export async function startApi(env: TestEnv, overrides: Record<string, string> =
   return {
     core,
     http,
+    stripe,
     base,
     call,
     async register(role = "viewer") {
@@ -73,6 +80,7 @@ export async function startApi(env: TestEnv, overrides: Record<string, string> =
     },
     async close() {
       await http.close();
+      await stripe.close();
       await core.stop();
     },
   };

@@ -19,6 +19,30 @@ describe("configuration", () => {
     expect(() => loadConfig({ TIP_AMOUNTS_USD: "1,abc" })).toThrow(/TIP_AMOUNTS_USD/);
   });
 
+  it("treats NAME= as unset, and refuses what production or Stripe cannot run without", () => {
+    expect(
+      loadConfig({ SUPABASE_JWT_SECRET: "", STRIPE_SECRET_KEY: "" }).SUPABASE_JWT_SECRET,
+    ).toBeUndefined();
+    const secret = "x".repeat(32);
+    expect(() => loadConfig({ NODE_ENV: "production" })).toThrow(/SUPABASE_JWT_SECRET is required/);
+    expect(() => loadConfig({ NODE_ENV: "production", SUPABASE_JWT_SECRET: secret })).toThrow(
+      /STRIPE_SECRET_KEY is required/,
+    );
+    expect(() => loadConfig({ STRIPE_SECRET_KEY: "sk_test_abc" })).toThrow(
+      /STRIPE_WEBHOOK_SECRET is required/,
+    );
+    expect(() => loadConfig({ STRIPE_SECRET_KEY: "pk_test_abc" })).toThrow(/STRIPE_SECRET_KEY/);
+    expect(() => loadConfig({ PURCHASE_MIN_USD: "600" })).toThrow(/PURCHASE_MIN_USD/);
+    expect(
+      loadConfig({
+        NODE_ENV: "production",
+        SUPABASE_JWT_SECRET: secret,
+        STRIPE_SECRET_KEY: "sk_live_abc",
+        STRIPE_WEBHOOK_SECRET: "whsec_abcdefgh",
+      }).STRIPE_SECRET_KEY,
+    ).toBe("sk_live_abc");
+  });
+
   it("keeps .env.example in step with the schema", async () => {
     const { readFileSync } = await import("node:fs");
     const { configSchema } = await import("../../src/config.ts");

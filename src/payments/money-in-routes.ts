@@ -1,0 +1,132 @@
+// Owns the money-in endpoints: payment intents, server-side credit purchases, Stripe's signed
+// webhook, and the admin reconciliation. They check who asks and what they sent; MoneyIn talks
+// to Stripe and the ledger.
+import { z } from "zod";
+import { AppError } from "../errors.ts";
+import { requireAdmin } from "../http/access.ts";
+import { balanceJson } from "../http/present.ts";
+import type { RouteDef } from "../http/router.ts";
+import { centsToDollars, dollarsToCents } from "../ledger/money.ts";
+import type { UserStore } from "../users/user-store.ts";
+import type { MoneyIn } from "./money-in.ts";
+import { idempotencyKey } from "./routes.ts";
+
+export interface MoneyInRouteDeps {
+  moneyIn: MoneyIn;
+  users: UserStore;
+  minUsd: number;
+  maxUsd: number;
+}
+
+const DAY_MS = 86_400_000;
+
+export function moneyInRoutes(d: MoneyInRouteDeps): RouteDef[] {
+  const minCents = dollarsToCents(d.minUsd)!;
+  const maxCents = dollarsToCents(d.maxUsd)!;
+  const amount = z.number().superRefine((a, ctx) => {
+    const cents = dollarsToCents(a);
+    if (cents === null)
+      ctx.addIssue({ code: "custom", message: "amount is dollars with at most two decimals" });
+    else if (cents < minCents || cents > maxCents) {
+      ctx.addIssue({
+        code: "custom",
+        message: `a purchase is between ${centsToDollars(minCents)} and ${centsToDollars(maxCents)} dollars`,
+      });
+    }
+  });
+  const key = z.string().min(1).max(255).optional();
+  const intentBody = z.strictObject({ user_id: z.uuid(), amount, idempotency_key: key });
+  const purchaseBody = z.strictObject({
+    user_id: z.uuid(),
+    amount,
+    payment_method_id: z.string().regex(/^pm_[A-Za-z0-9_]{1,250}$/, "a Stripe PaymentMethod id (pm_...)"),
+    idempotency_key: key,
+  });
+  const reconcileBody = z.strictObject({
+    from: z.iso.datetime({ offset: true }).optional(),
+    to: z.iso.datetime({ offset: true }).optional(),
+    fix: z.boolean().default(false),
+  });
+
+  /** Only the account's owner buys credits into it (an admin does not buy for others). */
+  const requireOwner = (sub: string, userId: string) => {
+    if (sub !== userId) throw new AppError("forbidden", "you may only buy credits for your own account");
+  };
+
+  return [
+    {
+      method: "post",
+      path: "/api/payments/intent",
+      auth: "user",
+      async handler(ctx) {
+        const b = intentBody.parse(ctx.body);
+        const userId = b.user_id.toLowerCase();
+        requireOwner(ctx.user!.sub, userId);
+        const pi = await d.moneyIn.createIntent(
+          userId,
+          dollarsToCents(b.amount)!,
+          idempotencyKey(ctx, b.idempotency_key),
+        );
+        return {
+          status: 201,
+          body: {
+            payment_intent_id: pi.id,
+            client_secret: pi.client_secret,
+            status: pi.status,
+            amount: centsToDollars(pi.amount),
+            currency: pi.currency.toUpperCase(),
+          },
+        };
+      },
+    },
+    {
+      method: "post",
+      path: "/api/payments/credits/purchase",
+      auth: "user",
+      async handler(ctx) {
+        const b = purchaseBody.parse(ctx.body);
+        const userId = b.user_id.toLowerCase();
+        requireOwner(ctx.user!.sub, userId);
+        const r = await d.moneyIn.purchase(
+          userId,
+          dollarsToCents(b.amount)!,
+          b.payment_method_id,
+          idempotencyKey(ctx, b.idempotency_key),
+        );
+        return {
+          status: r.paymentIntent.status === "succeeded" ? 201 : 202,
+          body: {
+            payment_intent_id: r.paymentIntent.id,
+            status: r.paymentIntent.status,
+            amount: centsToDollars(r.paymentIntent.amount),
+            balance: balanceJson(r.account),
+          },
+        };
+      },
+    },
+    {
+      method: "post",
+      path: "/api/payments/webhook",
+      auth: "none",
+      body: "raw",
+      async handler(ctx) {
+        const r = await d.moneyIn.handleWebhook(ctx.raw!, ctx.req.headers.get("stripe-signature"));
+        return { status: 200, body: { received: true, duplicate: r.duplicate, outcome: r.outcome } };
+      },
+    },
+    {
+      method: "post",
+      path: "/api/payments/reconcile",
+      auth: "user",
+      async handler(ctx) {
+        await requireAdmin(ctx, d.users);
+        const b = reconcileBody.parse(ctx.body);
+        const to = b.to ? new Date(b.to) : new Date();
+        const from = b.from ? new Date(b.from) : new Date(to.getTime() - 7 * DAY_MS);
+        if (from >= to) throw new AppError("validation_error", "from must be before to");
+        const report = await d.moneyIn.reconcile({ from, to, fix: b.fix, requestedBy: ctx.user!.sub });
+        return { status: 200, body: { report } };
+      },
+    },
+  ];
+}
