@@ -94,7 +94,7 @@ export class MoneyIn {
     } catch (err) {
       if (err instanceof Stripe.errors.StripeCardError) {
         const failed = err.payment_intent;
-        if (failed) await this.recordIntent(failed, userId, err.code ?? "card_declined");
+        if (failed) await this.recordIntent(failed, userId, err.decline_code ?? err.code ?? "card_declined");
         throw new AppError("card_declined", err.message || "the card was declined", {
           decline_code: err.decline_code ?? err.code ?? null,
           stripe_code: err.code ?? null,
