@@ -1,0 +1,103 @@
+// Owns the servers under test as child processes: started with their own environment and log
+// file, optionally CPU-profiled, waited for until they answer, and stopped the way production
+// stops them (SIGTERM, so the real server drains its WAL), killed only if that takes too long.
+import { type ChildProcess, spawn } from "node:child_process";
+import { closeSync, mkdirSync, openSync } from "node:fs";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+
+export const REPO_ROOT = fileURLToPath(new URL("../", import.meta.url));
+
+export interface ChildServer {
+  name: string;
+  base: string;
+  port: number;
+  logFile: string;
+  proc: ChildProcess;
+  /** Resolves with the exit code once the process is gone. */
+  exited: Promise<number | null>;
+  stop(timeoutMs?: number): Promise<number | null>;
+}
+
+/** A free TCP port on 127.0.0.1 (asked of the kernel, then released for the child to take). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface StartOptions {
+  name: string;
+  /** Script relative to the repository root, run with tsx. */
+  script: string;
+  env: Record<string, string>;
+  logDir: string;
+  profileDir: string | null;
+  /** Path answering 200 once the server is ready to be measured. */
+  readyPath: string;
+  readyTimeoutMs?: number;
+}
+
+export async function startServer(o: StartOptions): Promise<ChildServer> {
+  const port = await freePort();
+  mkdirSync(o.logDir, { recursive: true });
+  const logFile = `${o.logDir}${o.name}.log`;
+  const fd = openSync(logFile, "w");
+  const nodeArgs = ["--import", "tsx"];
+  if (o.profileDir) {
+    // One directory per server: every thread (tsx runs its loader in one) writes its own profile.
+    const dir = `${o.profileDir.replace(/\/$/, "")}/${o.name}`;
+    mkdirSync(dir, { recursive: true });
+    nodeArgs.unshift("--cpu-prof", "--cpu-prof-dir", dir);
+  }
+  const proc = spawn(process.execPath, [...nodeArgs, o.script], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...o.env, PORT: String(port) },
+    stdio: ["ignore", fd, fd],
+  });
+  closeSync(fd);
+  const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
+  const base = `http://127.0.0.1:${port}`;
+  const child: ChildServer = {
+    name: o.name,
+    base,
+    port,
+    logFile,
+    proc,
+    exited,
+    async stop(timeoutMs = 60_000) {
+      if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+      proc.kill("SIGTERM");
+      const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+  const deadline = Date.now() + (o.readyTimeoutMs ?? 60_000);
+  let gone = false;
+  void exited.then(() => {
+    gone = true;
+  });
+  for (;;) {
+    if (gone) throw new Error(`${o.name} exited before it was ready; see ${logFile}`);
+    try {
+      const r = await fetch(base + o.readyPath);
+      await r.arrayBuffer();
+      if (r.ok) return child;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await child.stop(5000);
+      throw new Error(`${o.name} was not ready within ${o.readyTimeoutMs ?? 60_000} ms; see ${logFile}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

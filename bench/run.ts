@@ -1,0 +1,578 @@
+// The benchmark suite (`npm run bench`): each scenario for a fixed time against a server running
+// alone as a child process (a bare uWS echo, the 3AM server, the seed's architecture as a peer),
+// then the checks that nothing acknowledged went missing and that money is conserved. Prints a
+// table, ratios, targets and checks; writes JSON and an SVG chart to bench/results/.
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { Redis } from "ioredis";
+import pg from "pg";
+import { TokenService } from "../src/auth/tokens.ts";
+import { loadConfig } from "../src/config.ts";
+import { createPool } from "../src/db/pool.ts";
+import { migrate } from "../src/db/migrate.ts";
+import { type Check, creatorBalancesCheck, ledgerChecks, peerChecks, type TipAccounting } from "./checks.ts";
+import { balanceRequests, type LoadStats, runLoad, type Tally, tipRequests, ViewerCursor } from "./load.ts";
+import {
+  type BenchOptions,
+  MIN_VIEWERS,
+  parseOptions,
+  type ScenarioName,
+  TIPS_PER_VIEWER_MAX,
+  viewersNeeded,
+} from "./options.ts";
+import {
+  adminUrl,
+  databaseUrl,
+  dropDatabase,
+  makePopulation,
+  type Population,
+  recreateDatabase,
+  seedLedger,
+  seedPeer,
+} from "./population.ts";
+import { runPaced } from "./paced.ts";
+import { type ChildServer, startServer } from "./processes.ts";
+import {
+  type BenchReport,
+  computeRatios,
+  computeTargets,
+  formatReport,
+  type ScenarioResult,
+  writeResults,
+} from "./report.ts";
+import { WalMonitor } from "./wal-monitor.ts";
+
+const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+/** Tokens outlive any run; the server checks exp, and a run must not see them expire. */
+const TOKEN_TTL_S = 6 * 3600;
+/** Longest the WAL may take to drain after a tip scenario before the run calls it a failure. */
+const DRAIN_TIMEOUT_MS = 60_000;
+/** Other processes' CPU (percent of a core) above which a scenario's figures are flagged noisy. */
+const NOISY_OTHERS_PCT = 15;
+
+const log = (msg: string) => console.log(`[bench] ${msg}`);
+const secondsSince = (t0: number) => ((performance.now() - t0) / 1000).toFixed(1);
+
+/** Every child still running, so an interrupted run stops them (and only them). */
+const children = new Set<ChildServer>();
+
+async function start(o: Parameters<typeof startServer>[0]): Promise<ChildServer> {
+  const child = await startServer(o);
+  children.add(child);
+  return child;
+}
+
+async function stop(child: ChildServer): Promise<number | null> {
+  const code = await child.stop();
+  children.delete(child);
+  return code;
+}
+
+async function deleteRedisKeys(redis: Redis, prefix: string): Promise<number> {
+  let cursor = "0";
+  let n = 0;
+  do {
+    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+    cursor = next;
+    if (keys.length > 0) n += await redis.unlink(...keys);
+  } while (cursor !== "0");
+  return n;
+}
+
+/** Pino lines at warn (40) and above in a server's log: a clean run logs none. */
+function logProblems(file: string): { warn: number; error: number; first: string | null } {
+  let warn = 0;
+  let error = 0;
+  let first: string | null = null;
+  for (const line of readFileSync(file, "utf8").split("\n")) {
+    if (!line.startsWith("{")) continue;
+    try {
+      const e = JSON.parse(line) as { level?: number; msg?: string };
+      if ((e.level ?? 0) >= 50) {
+        error++;
+        first ??= e.msg ?? line.slice(0, 200);
+      } else if ((e.level ?? 0) >= 40) warn++;
+    } catch {
+      // not a pino line
+    }
+  }
+  return { warn, error, first };
+}
+
+function scenarioResult(
+  name: ScenarioName,
+  server: string,
+  stats: LoadStats,
+  tally: Tally | null,
+  notes: string[],
+): ScenarioResult {
+  const out: ScenarioResult = {
+    name,
+    server,
+    ...stats,
+    okPerSec: Math.round(stats.status2xx / Math.max(stats.durationS, 1e-3)),
+    notes: [...notes],
+  };
+  if (tally && tally.overCap > 0) {
+    out.notes.push(
+      `${tally.overCap} tips from viewers past ${TIPS_PER_VIEWER_MAX}/hour: seed more with --viewers`,
+    );
+  }
+  if (stats.cpu) {
+    const c = stats.cpu;
+    out.notes.push(
+      `cpu % of a core: ${server} ${c.serverPct}, client ${c.loadGeneratorPct}, pg+redis ${c.databasesPct}, others ${c.othersPct}`,
+    );
+    if (c.othersPct > NOISY_OTHERS_PCT)
+      out.notes.push(`NOISY: other processes took ${c.othersPct}% of a core`);
+  }
+  const codes = Object.entries(stats.errorCodes);
+  if (codes.length > 0) out.notes.push(`non-2xx: ${codes.map(([c, n]) => `${c} ${n}`).join(", ")}`);
+  if (stats.timeouts > 0) out.notes.push(`${stats.timeouts} timeouts`);
+  return out;
+}
+
+interface RunState {
+  o: BenchOptions;
+  results: ScenarioResult[];
+  checks: Check[];
+  failures: string[];
+  setup: string[];
+  redis: Redis;
+  secret: string;
+}
+
+async function runEcho(s: RunState, pop: Population): Promise<void> {
+  const echo = await start({
+    name: "echo",
+    script: "bench/echo-server.ts",
+    env: { NODE_ENV: "production" },
+    logDir: `${s.o.outDir}logs/`,
+    profileDir: s.o.profileDir,
+    readyPath: "/healthz",
+  });
+  try {
+    log(`echo: ${s.o.durationS} s, ${s.o.connections} connections`);
+    // The very requests tip-uniform sends (own cursor: echo spends no viewer's fraud budget).
+    const source = tipRequests({
+      cursor: new ViewerCursor(pop.viewers),
+      creators: pop.creators,
+      hot: false,
+      amountUsd: s.o.tipUsd,
+    });
+    const stats = await runLoad({
+      url: echo.base,
+      source,
+      serverPid: echo.proc.pid!,
+      connections: s.o.connections,
+      durationS: s.o.durationS,
+    });
+    s.results.push(
+      scenarioResult("echo", "echo", stats, null, [
+        "bare uWS parsing the tip body: this client's ceiling here",
+      ]),
+    );
+  } finally {
+    await stop(echo);
+  }
+}
+
+async function runLedgerServer(s: RunState, pop: Population): Promise<void> {
+  const { o } = s;
+  const prefix = `${o.dbName}:`;
+  const serverEnv: Record<string, string> = {
+    // production would demand real Stripe keys; nothing a tip or a balance read does depends on it.
+    NODE_ENV: "development",
+    LOG_LEVEL: "warn",
+    HOST: "127.0.0.1",
+    DATABASE_URL: databaseUrl(o.dbName),
+    REDIS_URL,
+    REDIS_PREFIX: prefix,
+    SUPABASE_JWT_SECRET: s.secret,
+    // Any free port for the in-process Stripe stand-in, so a running dev server is no obstacle.
+    STRIPE_STANDIN_PORT: "0",
+    // All load comes from one IP, which the per-IP limit would refuse; see the setup notes.
+    RATE_LIMIT_IP_PER_MIN: "0",
+    RATE_LIMIT_USER_PER_MIN: "0",
+  };
+  const config = loadConfig({ ...process.env, ...serverEnv });
+  s.setup.push(
+    `3AM server: SHARDS=${config.SHARDS}, PERSIST_LANES=${config.PERSIST_LANES}, WAL_BATCH_MAX=${config.WAL_BATCH_MAX}, fraud rules at their defaults (${config.FRAUD_MAX_TX_PER_HOUR} tips/hour, $${config.FRAUD_MAX_VOLUME_PER_HOUR_USD}/hour), NODE_ENV=development (production insists on real Stripe keys)`,
+    "rate limits disabled (RATE_LIMIT_IP_PER_MIN=0, RATE_LIMIT_USER_PER_MIN=0): every request comes from one IP, which the per-IP limit would refuse; in production each limit is one Redis round trip per request, not measured here",
+  );
+
+  const t0 = performance.now();
+  await recreateDatabase(o.dbName);
+  await deleteRedisKeys(s.redis, prefix);
+  const pool = createPool(databaseUrl(o.dbName), 4);
+  try {
+    await migrate(pool);
+    await seedLedger(pool, pop, config.SHARDS);
+    s.setup.push(
+      `ledger database ${o.dbName}: ${pop.viewers.length} viewers with a $${pop.depositCents / 100} deposit each, ${pop.creators.length} creators, seeded in ${secondsSince(t0)} s`,
+    );
+    log(`seeded ${o.dbName} in ${secondsSince(t0)} s`);
+    await runLedgerScenarios(s, pop, pool, serverEnv, config.SHARDS);
+  } finally {
+    await pool.end();
+  }
+}
+
+async function runLedgerScenarios(
+  s: RunState,
+  pop: Population,
+  pool: pg.Pool,
+  serverEnv: Record<string, string>,
+  shards: number,
+): Promise<void> {
+  const { o } = s;
+  const server = await start({
+    name: "server",
+    script: "src/main.ts",
+    env: serverEnv,
+    logDir: `${o.outDir}logs/`,
+    profileDir: o.profileDir,
+    readyPath: "/readyz",
+  });
+  const monitor = new WalMonitor(s.redis, serverEnv.REDIS_PREFIX!, shards, `${server.base}/readyz`);
+  const cursor = new ViewerCursor(pop.viewers);
+  const acc: TipAccounting = { ackedKeys: [], issued: 0, unansweredBound: 0 };
+  const want = (n: ScenarioName) => o.scenarios.includes(n);
+  let stopped = false;
+  try {
+    // Warm-up, not measured: every creator's and viewer's account and token loaded once, so the
+    // scenarios measure the steady state rather than first touches (reported as a setup line).
+    const tw = performance.now();
+    const everyone = [...pop.creators, ...pop.viewers];
+    const warm = balanceRequests(everyone);
+    const warmStats = await runLoad({
+      url: server.base,
+      source: warm,
+      serverPid: server.proc.pid!,
+      connections: o.connections,
+      amount: everyone.length,
+    });
+    s.setup.push(
+      `warm-up (not measured): one GET balance per creator and viewer, ${warmStats.status2xx} ok / ${warmStats.non2xx} non-2xx in ${secondsSince(tw)} s (${warmStats.reqPerSec} req/s, p99 ${warmStats.latencyMs.p99} ms: first touches load accounts from Postgres)`,
+    );
+    if (warmStats.non2xx > 0 || warmStats.errors > 0) {
+      s.failures.push(`warm-up: ${warmStats.non2xx} non-2xx, ${warmStats.errors} errors`);
+    }
+
+    if (want("balance")) {
+      log(`balance: ${o.durationS} s`);
+      const b = balanceRequests(pop.viewers);
+      const stats = await runLoad({
+        url: server.base,
+        source: b,
+        serverPid: server.proc.pid!,
+        connections: o.connections,
+        durationS: o.durationS,
+      });
+      s.results.push(
+        scenarioResult("balance", "3am", stats, b.tally, ["GET balance, each viewer with its own token"]),
+      );
+    }
+
+    const tipScenario = async (
+      name: ScenarioName,
+      hot: boolean,
+      rate: { perS: number; paced: boolean } | null,
+      notes: string[],
+    ): Promise<ScenarioResult> => {
+      log(`${name}: ${o.durationS} s${rate ? ` at ${rate.perS} req/s` : ""}`);
+      const t = tipRequests({ cursor, creators: pop.creators, hot, amountUsd: o.tipUsd });
+      if (name === "tip-uniform") monitor.start(250);
+      const load = {
+        url: server.base,
+        source: t,
+        serverPid: server.proc.pid!,
+        connections: o.connections,
+        durationS: o.durationS,
+      };
+      const stats = rate?.paced
+        ? await runPaced({ ...load, ratePerS: rate.perS })
+        : await runLoad({ ...load, ...(rate ? { overallRate: rate.perS } : {}) });
+      const endedAt = Date.now();
+      const wal = name === "tip-uniform" ? await monitor.stop() : null;
+      const drainMs = await monitor.waitDrained(endedAt, DRAIN_TIMEOUT_MS);
+      if (drainMs === null) s.failures.push(`${name}: the WAL did not drain within ${DRAIN_TIMEOUT_MS} ms`);
+      acc.ackedKeys.push(...t.tally.ackedKeys);
+      acc.issued += t.tally.issued;
+      // autocannon drops what is in flight when its time is up (one per connection); the paced
+      // load waits for every answer, so only its timeouts can be committed but unanswered.
+      acc.unansweredBound += (rate?.paced ? 0 : o.connections) + stats.timeouts;
+      const r = scenarioResult(name, "3am", stats, t.tally, notes);
+      if (wal) {
+        r.wal = { ...wal, drainMs };
+        r.notes.push(
+          `WAL lag max ${wal.lagMaxMs} ms (/readyz ${wal.readyzLagMaxMs ?? "n/a"} ms), ${wal.unpersistedMax} entries max, drained ${drainMs ?? "never"} ms after`,
+        );
+      } else {
+        r.notes.push(`WAL drained ${drainMs ?? "never"} ms after`);
+      }
+      s.results.push(r);
+      return r;
+    };
+
+    let uniform: ScenarioResult | null = null;
+    if (want("tip-uniform")) {
+      uniform = await tipScenario("tip-uniform", false, null, [
+        `${pop.viewers.length} viewers round-robin -> ${pop.creators.length} creators at random`,
+      ]);
+    }
+    const half = uniform ? Math.max(1, Math.floor(uniform.reqPerSec / 2)) : 0;
+    if (want("tip-uniform-half") && uniform) {
+      await tipScenario("tip-uniform-half", false, { perS: half, paced: false }, [
+        `autocannon overallRate ${half} req/s (half of tip-uniform): each connection sends its second's budget back to back, so this p99 is close to full load's`,
+      ]);
+    }
+    if (want("tip-uniform-half-paced") && uniform) {
+      await tipScenario("tip-uniform-half-paced", false, { perS: half, paced: true }, [
+        `${half} req/s evenly paced, open loop (bench/paced.ts), latency from when each request was due`,
+      ]);
+    }
+    if (want("tip-hot")) {
+      await tipScenario("tip-hot", true, null, [`every tip to ${pop.creators[0]!.username}`]);
+    }
+
+    const tipsRan = want("tip-uniform") || want("tip-hot");
+    if (tipsRan) s.checks.push(await creatorBalancesCheck(server.base, pool, pop));
+    const code = await stop(server);
+    stopped = true;
+    s.checks.push({
+      name: "ledger: server stopped cleanly on SIGTERM (HTTP closed, WAL drained)",
+      ok: code === 0,
+      detail: `exit code ${code}`,
+    });
+    const problems = logProblems(server.logFile);
+    s.checks.push({
+      name: "ledger: server logged no errors",
+      ok: problems.error === 0,
+      detail: `${problems.error} error and ${problems.warn} warning lines in ${server.logFile}${problems.first ? `; first error: ${problems.first}` : ""}`,
+    });
+    if (tipsRan) s.checks.push(...(await ledgerChecks(pool, acc, pop)));
+  } finally {
+    if (!stopped) await stop(server);
+  }
+}
+
+async function peerStats(base: string): Promise<{ conflicts: number; gaveUp: number; fraudBlocked: number }> {
+  const r = await fetch(`${base}/bench/stats`);
+  return (await r.json()) as { conflicts: number; gaveUp: number; fraudBlocked: number };
+}
+
+async function runPeer(s: RunState, pop: Population): Promise<void> {
+  const { o } = s;
+  const name = `${o.dbName}_peer`;
+  const t0 = performance.now();
+  await recreateDatabase(name);
+  const pool = createPool(databaseUrl(name), 4);
+  let peer: ChildServer | null = null;
+  try {
+    await seedPeer(pool, pop);
+    s.setup.push(
+      `peer-seed database ${name}: the seed brief's schema (DECIMAL dollars, version column), same people and deposits, seeded in ${secondsSince(t0)} s`,
+      "peer-seed: Express 5 + pg (default pool of 10), per tip: creator lookup, velocity/volume fraud query, then BEGIN; read sender balance+version; UPDATE ... WHERE version matches; same for the creator; INSERT transaction; COMMIT (a 0-row UPDATE rolls back and retries, up to 10 times, then 409); JWT verified with jose on every request",
+    );
+    log(`seeded ${name} in ${secondsSince(t0)} s`);
+    peer = await start({
+      name: "peer-seed",
+      script: "bench/peers/peer-seed.ts",
+      env: { NODE_ENV: "production", DATABASE_URL: databaseUrl(name), SUPABASE_JWT_SECRET: s.secret },
+      logDir: `${o.outDir}logs/`,
+      profileDir: o.profileDir,
+      readyPath: "/healthz",
+    });
+    const cursor = new ViewerCursor(pop.viewers);
+    const acc: TipAccounting = { ackedKeys: [], issued: 0, unansweredBound: 0 };
+    for (const [scenario, hot] of [
+      ["peer-seed-uniform", false],
+      ["peer-seed-hot", true],
+    ] as const) {
+      if (!o.scenarios.includes(scenario)) continue;
+      log(`${scenario}: ${o.durationS} s`);
+      const before = await peerStats(peer.base);
+      const t = tipRequests({ cursor, creators: pop.creators, hot, amountUsd: o.tipUsd });
+      const stats = await runLoad({
+        url: peer.base,
+        source: t,
+        serverPid: peer.proc.pid!,
+        connections: o.connections,
+        durationS: o.durationS,
+      });
+      const after = await peerStats(peer.base);
+      acc.ackedKeys.push(...t.tally.ackedKeys);
+      acc.issued += t.tally.issued;
+      acc.unansweredBound += o.connections + stats.timeouts;
+      const diff = {
+        conflicts: after.conflicts - before.conflicts,
+        gaveUp: after.gaveUp - before.gaveUp,
+        fraudBlocked: after.fraudBlocked - before.fraudBlocked,
+      };
+      const r = scenarioResult(scenario, "peer-seed", stats, t.tally, [
+        hot ? `every tip to ${pop.creators[0]!.username}` : `random creator of ${pop.creators.length}`,
+        `${diff.conflicts} version conflicts retried, ${diff.gaveUp} gave up`,
+      ]);
+      r.peer = diff;
+      s.results.push(r);
+    }
+    const code = await stop(peer);
+    peer = null;
+    s.checks.push({ name: "peer-seed: stopped cleanly", ok: code === 0, detail: `exit code ${code}` });
+    if (acc.issued > 0) s.checks.push(...(await peerChecks(pool, acc, pop)));
+  } finally {
+    if (peer) await stop(peer);
+    await pool.end();
+  }
+}
+
+async function machineInfo(redis: Redis): Promise<Record<string, unknown>> {
+  const cfg = async (k: string) => ((await redis.config("GET", k)) as string[])[1] ?? "?";
+  const info = await redis.info("server");
+  return {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? "?",
+    node: process.version,
+    redisVersion: /redis_version:(\S+)/.exec(info)?.[1] ?? "?",
+    redisAppendonly: await cfg("appendonly").catch(() => "?"),
+    redisAppendfsync: await cfg("appendfsync").catch(() => "?"),
+  };
+}
+
+/** Postgres and Redis must be there before anything starts; one line says which is not. */
+async function preflight(redis: Redis): Promise<void> {
+  const admin = new pg.Client({ connectionString: adminUrl() });
+  try {
+    await admin.connect();
+    await admin.query("SELECT 1");
+  } catch (err) {
+    throw new Error(
+      `cannot reach Postgres at ${adminUrl()} (${(err as Error).message}); set BENCH_PG_ADMIN_URL`,
+    );
+  } finally {
+    await admin.end().catch(() => {});
+  }
+  try {
+    await redis.connect();
+    await redis.ping();
+  } catch (err) {
+    throw new Error(`cannot reach Redis at ${REDIS_URL} (${(err as Error).message}); set REDIS_URL`);
+  }
+}
+
+async function main(): Promise<number> {
+  const o = parseOptions(process.argv.slice(2));
+  const redis = new Redis(REDIS_URL, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 2,
+    retryStrategy: (attempt) => (attempt > 3 ? null : 200),
+  });
+  redis.on("error", () => {}); // failures surface from the commands that hit them
+  try {
+    await preflight(redis);
+  } catch (err) {
+    redis.disconnect();
+    throw err;
+  }
+  const s: RunState = {
+    o,
+    results: [],
+    checks: [],
+    failures: [],
+    setup: [],
+    redis,
+    secret: randomBytes(32).toString("hex"),
+  };
+  const machine = await machineInfo(redis);
+  const at = new Date().toISOString();
+  const needServer = o.scenarios.some((n) => n === "balance" || n.startsWith("tip-"));
+  const needPeer = o.scenarios.some((n) => n.startsWith("peer-seed"));
+  const viewers = needServer || needPeer ? viewersNeeded(o) : 1000;
+
+  log(`scenarios: ${o.scenarios.join(", ")}; ${o.durationS} s each, ${o.connections} connections`);
+  s.setup.push(
+    `machine: ${machine.cpus} cores (${machine.cpuModel}), ${machine.node}; load generator (autocannon, in this process), server, Postgres and Redis share them`,
+    machine.redisAppendonly === "yes"
+      ? `Redis ${machine.redisVersion} with appendonly yes, appendfsync ${machine.redisAppendfsync}`
+      : `Redis ${machine.redisVersion} has no AOF (appendonly ${machine.redisAppendonly}): "acknowledged" here means Redis-acknowledged (in memory), not on disk`,
+  );
+  if (viewers < MIN_VIEWERS && (needServer || needPeer)) {
+    s.setup.push(`only ${viewers} viewers (--viewers): fewer than the ${MIN_VIEWERS} the issue asks for`);
+  }
+
+  const t0 = performance.now();
+  const pop = makePopulation(viewers, o.creators, o.depositCents, s.secret, TOKEN_TTL_S);
+  // The tokens must be ones the server accepts; a mismatch would measure 401s.
+  await new TokenService({ secret: s.secret, expiresInS: 3600 }).verify(pop.viewers[0]!.token);
+  log(`${viewers} viewers and ${o.creators} creators with tokens in ${secondsSince(t0)} s`);
+
+  const interrupted = () => {
+    for (const c of children) c.proc.kill("SIGKILL");
+    process.exit(130);
+  };
+  process.once("SIGINT", interrupted);
+  // A phase that fails is reported and the next one still runs.
+  const phase = async (name: string, fn: () => Promise<void>) => {
+    try {
+      await fn();
+    } catch (err) {
+      s.failures.push(`${name} aborted: ${(err as Error).stack ?? String(err)}`);
+    }
+  };
+  try {
+    if (o.scenarios.includes("echo")) await phase("echo", () => runEcho(s, pop));
+    if (needServer) await phase("3AM server", () => runLedgerServer(s, pop));
+    if (needPeer) await phase("peer-seed", () => runPeer(s, pop));
+  } finally {
+    for (const c of [...children]) await stop(c);
+    if (!o.keep) {
+      await dropDatabase(o.dbName).catch(() => {});
+      await dropDatabase(`${o.dbName}_peer`).catch(() => {});
+      await deleteRedisKeys(redis, `${o.dbName}:`).catch(() => {});
+    }
+    redis.disconnect();
+    process.off("SIGINT", interrupted);
+  }
+
+  for (const r of s.results) {
+    if (r.status2xx === 0) s.failures.push(`${r.name}: no 2xx answers`);
+  }
+  const report: BenchReport = {
+    at,
+    command: ["npm run bench", ...(process.argv.length > 2 ? ["--", ...process.argv.slice(2)] : [])].join(
+      " ",
+    ),
+    machine,
+    options: {
+      durationS: o.durationS,
+      connections: o.connections,
+      scenarios: o.scenarios,
+      quick: o.quick,
+      viewers,
+      creators: o.creators,
+      tipUsd: o.tipUsd,
+      depositCents: o.depositCents,
+    },
+    setup: s.setup,
+    scenarios: s.results,
+    ratios: computeRatios(s.results),
+    targets: computeTargets(s.results),
+    checks: s.checks,
+    failures: s.failures,
+  };
+  console.log(`\nsetup:\n${s.setup.map((l) => `  - ${l}`).join("\n")}`);
+  console.log(formatReport(report));
+  const files = writeResults(o.outDir, report);
+  console.log(`\nwrote ${files.json}, ${o.outDir}latest.json and ${files.svg}`);
+  const ok = s.failures.length === 0 && s.checks.every((c) => c.ok);
+  return ok ? 0 : 1;
+}
+
+try {
+  process.exitCode = await main();
+} catch (err) {
+  console.error(`bench: ${(err as Error).message}`);
+  process.exitCode = 1;
+}

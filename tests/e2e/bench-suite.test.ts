@@ -1,0 +1,168 @@
+// The benchmark suite checks itself: `bench/run.ts --quick` runs every scenario against real
+// servers (echo, 3AM, the peer) with a small population, writes its JSON and chart, passes its own
+// after-run checks, and leaves no database or Redis key behind. Speed is not judged here.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Redis } from "ioredis";
+import pg from "pg";
+import { afterAll, describe, expect, it } from "vitest";
+import { TokenService } from "../../src/auth/tokens.ts";
+import {
+  MIN_VIEWERS,
+  parseOptions,
+  SCENARIOS,
+  TIPS_PER_VIEWER_MAX,
+  viewersNeeded,
+} from "../../bench/options.ts";
+import { makePopulation } from "../../bench/population.ts";
+import { PG_ADMIN_URL, REDIS_URL } from "../helpers/env.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+const db = `bench_test_${randomBytes(4).toString("hex")}`;
+const out = `${mkdtempSync(join(tmpdir(), "bench-suite-"))}/`;
+
+async function databasesNamed(prefix: string): Promise<string[]> {
+  const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await admin.connect();
+  try {
+    const r = await admin.query<{ datname: string }>(
+      "SELECT datname FROM pg_database WHERE datname LIKE $1",
+      [`${prefix}%`],
+    );
+    return r.rows.map((x) => x.datname);
+  } finally {
+    await admin.end();
+  }
+}
+
+async function redisKeys(prefix: string): Promise<string[]> {
+  const redis = new Redis(REDIS_URL);
+  try {
+    return await redis.keys(`${prefix}*`);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+afterAll(async () => {
+  // Only if the run died before its own cleanup.
+  const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await admin.connect();
+  for (const name of await databasesNamed(db))
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await admin.end();
+  const keys = await redisKeys(`${db}:`);
+  if (keys.length > 0) {
+    const redis = new Redis(REDIS_URL);
+    await redis.del(...keys);
+    redis.disconnect();
+  }
+  rmSync(out, { recursive: true, force: true });
+});
+
+function runBench(args: string[]): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", "bench/run.ts", ...args], {
+      cwd: ROOT,
+      env: { ...process.env, BENCH_PG_ADMIN_URL: PG_ADMIN_URL, REDIS_URL },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout.on("data", (d) => {
+      output += d;
+    });
+    child.stderr.on("data", (d) => {
+      output += d;
+    });
+    child.on("exit", (code) => resolve({ code, output }));
+  });
+}
+
+describe("bench population", () => {
+  it("mints tokens the server's TokenService accepts as the viewer", async () => {
+    const secret = "bench-suite-test-secret-0123456789abcdef";
+    const pop = makePopulation(3, 2, 100_000, secret, 3600);
+    const tokens = new TokenService({ secret, expiresInS: 3600 });
+    for (const p of [...pop.viewers, ...pop.creators]) {
+      await expect(tokens.verify(p.token)).resolves.toMatchObject({
+        sub: p.id,
+        email: `${p.username}@bench.test`,
+      });
+    }
+    const other = new TokenService({ secret: "another-secret-another-secret-0123456789", expiresInS: 3600 });
+    await expect(other.verify(pop.viewers[0]!.token)).rejects.toMatchObject({ code: "unauthorized" });
+  });
+
+  it("seeds at least 100,000 viewers, and enough that none passes 10 tips an hour at 20k tips/s", () => {
+    expect(viewersNeeded(parseOptions([]))).toBe(MIN_VIEWERS);
+    const long = parseOptions(["--duration", "60"]);
+    // tip-uniform 60 s + both half-rate runs 30 s each + tip-hot 60 s, at 20k/s, 20% to spare.
+    expect(viewersNeeded(long)).toBe(Math.ceil((180 * 20_000 * 1.2) / TIPS_PER_VIEWER_MAX));
+    expect(viewersNeeded(parseOptions(["--viewers", "2000"]))).toBe(2000);
+    expect(parseOptions(["--scenario", "tip-uniform-half"]).scenarios).toEqual([
+      "tip-uniform",
+      "tip-uniform-half",
+    ]);
+    expect(parseOptions(["--scenario", "peer-seed,echo"]).scenarios).toEqual([
+      "echo",
+      "peer-seed-uniform",
+      "peer-seed-hot",
+    ]);
+  });
+});
+
+describe("npm run bench -- --quick", () => {
+  it("runs every scenario, checks acknowledged tips and conservation, writes JSON and SVG, cleans up", async () => {
+    const r = await runBench([
+      "--quick",
+      "--duration",
+      "1",
+      "--viewers",
+      "2000",
+      "--creators",
+      "100",
+      "--out",
+      out,
+      "--db",
+      db,
+    ]);
+    expect(r.code, r.output).toBe(0);
+    const report = JSON.parse(readFileSync(`${out}latest.json`, "utf8"));
+    expect(report.scenarios.map((s: { name: string }) => s.name)).toEqual([...SCENARIOS]);
+    for (const s of report.scenarios) {
+      expect(s.requests, s.name).toBeGreaterThan(0);
+      expect(s.status2xx, s.name).toBeGreaterThan(0);
+      expect(s.latencyMs.p99, s.name).toBeGreaterThan(0);
+    }
+    expect(report.failures).toEqual([]);
+    const checks = report.checks as Array<{ name: string; ok: boolean; detail: string }>;
+    expect(checks.filter((c) => !c.ok)).toEqual([]);
+    for (const name of [
+      "ledger: every acknowledged tip is in Postgres exactly once",
+      "ledger: reconcile (balances sum to zero, each equals its entries, every transaction's entries sum to zero)",
+      "ledger: money conserved (deposits = viewers + creators + platform + charity, as the tips say)",
+      "peer-seed: every acknowledged tip is in Postgres exactly once",
+      "peer-seed: money conserved (deposits = viewers + creators + fees of the tips)",
+    ]) {
+      expect(checks.map((c) => c.name)).toContain(name);
+    }
+    expect(
+      report.ratios.map((x: { name: string; value: number | null }) => [x.name, x.value !== null]),
+    ).toEqual([
+      ["tip-uniform / echo", true],
+      ["tip-hot / tip-uniform", true],
+      ["tip-uniform / peer-seed-uniform", true],
+      ["tip-hot / peer-seed-hot", true],
+    ]);
+    const uniform = report.scenarios.find((s: { name: string }) => s.name === "tip-uniform");
+    expect(uniform.wal.drainMs).not.toBeNull();
+    const svg = readFileSync(`${out}latest.svg`, "utf8");
+    for (const name of SCENARIOS) expect(svg).toContain(`>${name}</text>`);
+    expect(existsSync(`${out}logs/server.log`)).toBe(true);
+    expect(await databasesNamed(db)).toEqual([]);
+    expect(await redisKeys(`${db}:`)).toEqual([]);
+  });
+});
