@@ -10,13 +10,14 @@ import { Ledger } from "./ledger/ledger.ts";
 import { OwnershipLease } from "./ledger/ownership.ts";
 import { AccountStore } from "./persist/account-store.ts";
 import { Persister } from "./persist/persister.ts";
+import { type PersisterLike, PersisterThread } from "./persist/persister-thread.ts";
 
 export interface Core {
   config: Config;
   pool: pg.Pool;
   redis: Redis;
   ledger: Ledger;
-  persister: Persister;
+  persister: PersisterLike;
   stop(): Promise<void>;
 }
 
@@ -82,18 +83,29 @@ export async function startCore(
   }
   const store = new AccountStore(pool);
   const ledger = new Ledger({ config, redis, store, logger });
-  const persister = new Persister({
-    redis,
-    pool,
-    logger,
+  const persistOptions = {
     prefix: config.REDIS_PREFIX,
     shards: config.SHARDS,
     readCount: config.PERSIST_READ_COUNT,
     blockMs: config.PERSIST_BLOCK_MS,
     retryMs: config.PERSIST_RETRY_MS,
     lanes: config.PERSIST_LANES,
-    trimFloor: (s) => ledger.trimFloor(s),
-  });
+  };
+  const trimFloor = (s: number) => ledger.trimFloor(s);
+  const persister: PersisterLike = config.PERSIST_THREAD
+    ? new PersisterThread({
+        logger,
+        trimFloor,
+        data: {
+          redisUrl: config.REDIS_URL,
+          databaseUrl: config.DATABASE_URL,
+          logLevel: config.LOG_LEVEL,
+          lanes: config.PERSIST_LANES,
+          reportMs: 100,
+          options: persistOptions,
+        },
+      })
+    : new Persister({ ...persistOptions, redis, pool, logger, trimFloor });
   ledger.persistHealth = () => persister.health();
   await persister.init();
   await ledger.start();

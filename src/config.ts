@@ -41,6 +41,8 @@ export const configSchema = z.object({
   PERSIST_RETRY_MS: int(500, 10),
   /** Persister lanes writing to Postgres in parallel, each over its own subset of shards. */
   PERSIST_LANES: int(2, 1),
+  /** Run the persister in a worker thread (its own core) instead of the event loop's thread. */
+  PERSIST_THREAD: bool(true),
 
   FRAUD_LARGE_TX_USD: z.coerce.number().positive().default(500),
   FRAUD_MAX_TX_PER_HOUR: int(10, 1),

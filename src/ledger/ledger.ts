@@ -8,7 +8,7 @@ import type { Config, FraudLimits } from "../config.ts";
 import { fraudLimits } from "../config.ts";
 import { AppError } from "../errors.ts";
 import type { AccountStore } from "../persist/account-store.ts";
-import { compareStreamIds, decodeEntry } from "../wal/wal-codec.ts";
+import { compareStreamIds, decodeEntry, nextStreamId } from "../wal/wal-codec.ts";
 import { readWholeStream, type WalAppend, type WalAppendResult, WalWriter } from "../wal/wal-writer.ts";
 import { isUuid, SYSTEM_ACCOUNT_KINDS, shardOf, systemAccountId } from "./accounts.ts";
 import { type Decision, decide, decideCredit, ownerOf } from "./decide.ts";
@@ -50,6 +50,8 @@ interface Shard {
   /** Sequence of the last flush that confirmed an entry of this shard. */
   flushSeq: number;
   holds: CreditHold[];
+  /** The newest WAL entry id whose XADD reply (or replay) this ledger has processed. */
+  lastEntryId: string | null;
 }
 
 export interface LedgerHealth {
@@ -100,6 +102,7 @@ export class Ledger {
       creditHolds: [],
       flushSeq: 0,
       holds: [],
+      lastEntryId: null,
     }));
     this.limits = fraudLimits(opts.config);
     this.wal = opts.wal ?? new WalWriter(opts.redis, opts.config.REDIS_PREFIX);
@@ -172,8 +175,12 @@ export class Ledger {
 
   /** The lowest WAL entry id of a shard that must not be trimmed yet, if any. */
   trimFloor(shard: number): string | null {
-    const holds = this.shards[shard]!.holds;
-    return holds.length > 0 ? holds[0]!.entryId : null;
+    const s = this.shards[shard]!;
+    // An entry newer than the last one whose XADD reply we processed may be a tip whose credit
+    // hold is not registered yet (the persister reads on its own connection, maybe first).
+    const unseen = s.lastEntryId === null ? "0-1" : nextStreamId(s.lastEntryId);
+    const hold = s.holds.length > 0 ? s.holds[0]!.entryId : null;
+    return hold !== null && compareStreamIds(hold, unseen) < 0 ? hold : unseen;
   }
 
   /** True once every decided event has been flushed and every owed credit is durable. */
@@ -415,6 +422,7 @@ export class Ledger {
           continue;
         }
         b.shard.flushSeq = seq;
+        if (mine.length > 0) b.shard.lastEntryId = (mine[mine.length - 1] as { ok: true; id: string }).id;
         for (const h of b.holds) this.releaseHold(h);
         for (const w of b.waiters) {
           if (w.error) w.reject(w.error);
@@ -530,6 +538,9 @@ export class Ledger {
     }
     const loaded = await store.load([...ids], Date.now(), config.IDEMPOTENCY_TTL_MS);
     for (const [id, mem] of loaded) this.accounts.set(id, mem);
+    for (const { shard, entries } of streams) {
+      if (entries.length > 0) shard.lastEntryId = entries[entries.length - 1]!.id;
+    }
     const get = this.lookup;
     let replayed = 0;
     const owed: Array<{ shard: Shard; entryId: string; ev: TxEvent }> = [];

@@ -20,8 +20,12 @@ export interface PersisterOptions {
   readCount: number;
   blockMs: number;
   retryMs: number;
-  /** Lowest entry id of a shard that must stay in the stream (tip credits not yet durable). */
-  trimFloor?: (shard: number) => string | null;
+  /**
+   * Lowest entry id of a shard that must stay in the stream (tip credits not yet durable, or
+   * entries the ledger has not yet seen confirmed). Asynchronous when the ledger is in another
+   * thread.
+   */
+  trimFloor?: (shard: number) => string | null | Promise<string | null>;
   /** Parallel writers, each over its own subset of shards (PERSIST_LANES). */
   lanes?: number;
   consumer?: string;
@@ -281,13 +285,16 @@ class PersistLane {
       if (list) list.push(e.id);
       else byShard.set(e.shard, [e.id]);
     }
+    const shards = [...byShard.keys()];
+    const floors = await Promise.all(shards.map((s) => this.o.trimFloor?.(s) ?? null));
     const pipe = this.o.redis.pipeline();
-    for (const [shard, ids] of byShard) {
+    for (const [i, shard] of shards.entries()) {
+      const ids = byShard.get(shard)!;
       pipe.xack(this.key(shard), PERSIST_GROUP, ...ids);
       let last = ids[0]!;
       for (const id of ids) if (compareStreamIds(id, last) > 0) last = id;
       let minId = nextStreamId(last);
-      const floor = this.o.trimFloor?.(shard) ?? null;
+      const floor = floors[i] ?? null;
       if (floor && compareStreamIds(floor, minId) < 0) minId = floor;
       pipe.xtrim(this.key(shard), "MINID", minId);
     }

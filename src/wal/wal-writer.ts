@@ -1,5 +1,7 @@
-// Owns making events durable: each shard's pending events go out as one XADD on its stream, all
-// shards of a flush in one pipeline (one round trip). A reply per entry says whether Redis took it.
+// Owns making events durable: each shard's pending events go out as one entry on its stream,
+// all shards of a flush in ONE Redis command (a Lua function running XADD per stream), so a
+// flush costs one command however many shards it touches. A result per entry says whether Redis
+// took it; with appendfsync always, Redis answers only once the entries are in its AOF.
 import type { Redis } from "ioredis";
 import type { WalEvent } from "../ledger/events.ts";
 import { encodeEntry, WAL_FIELD, walStreamKey } from "./wal-codec.ts";
@@ -11,26 +13,49 @@ export interface WalAppend {
 
 export type WalAppendResult = { ok: true; id: string } | { ok: false; error: Error };
 
+/**
+ * XADD to every key, each independently: pcall keeps one refused stream (say, a key of the wrong
+ * type) from failing the others, exactly as separate commands in a pipeline would.
+ */
+const APPEND_SCRIPT = `
+local out = {}
+for i = 1, #KEYS do
+  local r = redis.pcall('XADD', KEYS[i], '*', ARGV[1], ARGV[i + 1])
+  if type(r) == 'table' and r.err then out[i] = {0, r.err} else out[i] = {1, r} end
+end
+return out`;
+
+type AppendingRedis = Redis & {
+  walAppend(numKeys: number, ...args: Array<string | Buffer>): Promise<Array<[number, string]>>;
+};
+
 export class WalWriter {
+  private readonly redis: AppendingRedis;
+
   constructor(
-    private readonly redis: Redis,
+    redis: Redis,
     private readonly prefix: string,
-  ) {}
+  ) {
+    // defineCommand sends EVALSHA and falls back to EVAL once if Redis lost the script.
+    if (!("walAppend" in redis)) redis.defineCommand("walAppend", { lua: APPEND_SCRIPT });
+    this.redis = redis as AppendingRedis;
+  }
 
   async append(batch: WalAppend[]): Promise<WalAppendResult[]> {
-    const pipe = this.redis.pipeline();
-    for (const b of batch)
-      pipe.xadd(walStreamKey(this.prefix, b.shard), "*", WAL_FIELD, encodeEntry(b.events));
-    let replies: Array<[Error | null, unknown]> | null;
+    const args: Array<string | Buffer> = [];
+    for (const b of batch) args.push(walStreamKey(this.prefix, b.shard));
+    args.push(WAL_FIELD);
+    for (const b of batch) args.push(encodeEntry(b.events));
+    let replies: Array<[number, string]>;
     try {
-      replies = await pipe.exec();
+      replies = await this.redis.walAppend(batch.length, ...args);
     } catch (err) {
       return batch.map(() => ({ ok: false, error: err as Error }));
     }
     return batch.map((_, i) => {
       const r = replies?.[i];
       if (!r) return { ok: false, error: new Error("no reply from Redis") };
-      if (r[0]) return { ok: false, error: r[0] };
+      if (Number(r[0]) !== 1) return { ok: false, error: new Error(String(r[1])) };
       return { ok: true, id: String(r[1]) };
     });
   }

@@ -120,7 +120,10 @@ describe("purchases", () => {
       "SELECT status, last_error_code FROM stripe_payment_intents WHERE id = $1",
       [r.body.error.details.payment_intent_id],
     );
-    expect(row.rows[0]).toMatchObject({ status: "requires_payment_method", last_error_code: "generic_decline" });
+    expect(row.rows[0]).toMatchObject({
+      status: "requires_payment_method",
+      last_error_code: "generic_decline",
+    });
     // Stripe's payment_intent.payment_failed arrives too; it is recorded and moves no money.
     const failed = await env.pool.query(
       "SELECT outcome FROM stripe_events WHERE type = 'payment_intent.payment_failed' AND payload->'data'->'object'->>'id' = $1",

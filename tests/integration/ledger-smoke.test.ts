@@ -1,22 +1,27 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Core } from "../../src/app.ts";
+import { PersisterThread } from "../../src/persist/persister-thread.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { createTestEnv, type TestEnv } from "../helpers/env.ts";
 import { createUsers, key, settle, startTestCore } from "../helpers/ledger.ts";
 
-let env: TestEnv;
-let core: Core;
+// The persister runs in a worker thread by default (PERSIST_THREAD), or on the main thread.
+describe.each([
+  { PERSIST_THREAD: "true", thread: true },
+  { PERSIST_THREAD: "false", thread: false },
+])("ledger end to end, PERSIST_THREAD=$PERSIST_THREAD", ({ PERSIST_THREAD, thread }) => {
+  let env: TestEnv;
+  let core: Core;
+  beforeAll(async () => {
+    env = await createTestEnv("smoke");
+    core = await startTestCore(env, { PERSIST_THREAD });
+    expect(core.persister instanceof PersisterThread).toBe(thread);
+  });
+  afterAll(async () => {
+    await core?.stop();
+    await env?.cleanup();
+  });
 
-beforeAll(async () => {
-  env = await createTestEnv("smoke");
-  core = await startTestCore(env);
-});
-afterAll(async () => {
-  await core?.stop();
-  await env?.cleanup();
-});
-
-describe("ledger end to end", () => {
   it("deposits, tips with the fee split, and persists balances that reconcile", async () => {
     const [viewer, creator] = await createUsers(env.pool, 2);
     const dep = await core.ledger.submit({
@@ -47,5 +52,13 @@ describe("ledger end to end", () => {
     expect(report).toMatchObject({ ok: true, totalBalanceCents: 0 });
     const row = await env.pool.query("SELECT balance_cents FROM ledger WHERE id = $1", [creator]);
     expect(row.rows[0].balance_cents).toBe(97);
+    // Persisted and past every credit hold: the WAL is trimmed behind the persister.
+    await settle(core);
+    const left = await Promise.all(
+      [...Array(core.config.SHARDS).keys()].map((s) => env.redis.xlen(`${env.redisPrefix}wal:${s}`)),
+    );
+    expect(core.persister.health()).toMatchObject({ unpersistedEntries: 0, halted: [] });
+    expect(core.persister.stats.entries).toBeGreaterThan(0);
+    expect(left.reduce((a, b) => a + b, 0)).toBe(0);
   });
 });
