@@ -20,10 +20,16 @@ export function snapshotRequest(res: HttpResponse, req: HttpRequest, paramCount:
   });
   const params: string[] = [];
   for (let i = 0; i < paramCount; i++) params.push(decodeURIComponent(req.getParameter(i) ?? ""));
+  const rawQuery = req.getQuery() ?? "";
+  let query: URLSearchParams | null = null;
   return {
     method: req.getMethod().toUpperCase(),
     url: req.getUrl(),
-    query: new URLSearchParams(req.getQuery() ?? ""),
+    // Parsed on first use: the tip path never reads a query string.
+    get query() {
+      query ??= new URLSearchParams(rawQuery);
+      return query;
+    },
     params,
     headers,
     ip: Buffer.from(res.getRemoteAddressAsText()).toString(),

@@ -47,14 +47,24 @@ export interface Reply {
   headers?: Array<[string, string]>;
 }
 
+/**
+ * The constant headers as one writeHeader call: uWS writes `name: value\r\n`, so the value of
+ * the first carries the others already formatted. One call into uWS per response instead of 13.
+ */
+const [FIRST_HEADER, ...REST_HEADERS] = [
+  ...SECURITY_HEADERS,
+  ["Content-Type", "application/json; charset=utf-8"],
+];
+const CONSTANT_HEADER_NAME = FIRST_HEADER![0];
+const CONSTANT_HEADER_VALUE = [FIRST_HEADER![1], ...REST_HEADERS.map(([k, v]) => `${k}: ${v}`)].join("\r\n");
+
 export function sendJson(r: Reply, status: number, body: unknown): void {
   if (r.aborted) return;
   const text = JSON.stringify(body);
   r.res.cork(() => {
     r.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
-    for (const [k, v] of SECURITY_HEADERS) r.res.writeHeader(k, v);
+    r.res.writeHeader(CONSTANT_HEADER_NAME, CONSTANT_HEADER_VALUE);
     if (r.headers) for (const [k, v] of r.headers) r.res.writeHeader(k, v);
-    r.res.writeHeader("Content-Type", "application/json; charset=utf-8");
     r.res.end(text);
   });
   r.aborted = true; // ended: nothing more may be written

@@ -83,6 +83,7 @@ export class Ledger {
   private readonly limits: FraudLimits;
   private readonly wal: WalSink;
   private readonly loading = new Map<string, Promise<void>>();
+  private loadBatch: { ids: string[]; promise: Promise<void> } | null = null;
   private flushScheduled = false;
   private flushing: Promise<void> | null = null;
   private flushCount = 0;
@@ -349,29 +350,43 @@ export class Ledger {
 
   private async ensureLoaded(ids: string[]): Promise<void> {
     const waits: Promise<void>[] = [];
-    const toLoad: string[] = [];
     for (const id of ids) {
       if (this.isLoaded(id)) continue;
       const p = this.loading.get(id);
       if (p) waits.push(p);
-      else if (isUuid(id)) toLoad.push(id);
-    }
-    if (toLoad.length > 0) {
-      const p = this.opts.store
-        .load(toLoad, Date.now(), this.opts.config.IDEMPOTENCY_TTL_MS)
-        .then((loaded) => {
-          for (const [id, mem] of loaded) {
-            // Never overwrite memory: once loaded, memory is ahead of Postgres.
-            if (!this.accounts.has(id)) this.accounts.set(id, mem);
-          }
+      else if (isUuid(id)) {
+        const done = this.queueLoad(id).finally(() => {
+          if (this.loading.get(id) === done) this.loading.delete(id);
         });
-      const done = p.finally(() => {
-        for (const id of toLoad) if (this.loading.get(id) === done) this.loading.delete(id);
-      });
-      for (const id of toLoad) this.loading.set(id, done);
-      waits.push(done);
+        this.loading.set(id, done);
+        waits.push(done);
+      }
     }
     await Promise.all(waits);
+  }
+
+  /**
+   * Loads are coalesced: every account asked for in the same event-loop turn (up to 1,000) is
+   * read from Postgres in one go, so a burst of first touches costs a few queries, not three
+   * per account.
+   */
+  private queueLoad(id: string): Promise<void> {
+    let batch = this.loadBatch;
+    if (!batch || batch.ids.length >= 1000) {
+      const ids: string[] = [];
+      const promise = new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+        if (this.loadBatch?.ids === ids) this.loadBatch = null;
+        const loaded = await this.opts.store.load(ids, Date.now(), this.opts.config.IDEMPOTENCY_TTL_MS);
+        for (const [loadedId, mem] of loaded) {
+          // Never overwrite memory: once loaded, memory is ahead of Postgres.
+          if (!this.accounts.has(loadedId)) this.accounts.set(loadedId, mem);
+        }
+      });
+      batch = { ids, promise };
+      this.loadBatch = batch;
+    }
+    batch.ids.push(id);
+    return batch.promise;
   }
 
   // --- group commit ------------------------------------------------------------------------

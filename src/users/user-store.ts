@@ -24,6 +24,7 @@ const COLUMNS = "id, email, username, display_name, bio, avatar_url, role, statu
 export class UserStore {
   /** username (lower case) -> id and role, for the tip path; bounded, creators only. */
   private readonly creators = new Map<string, { id: string; role: Role }>();
+  private readonly creatorLookups = new Map<string, Promise<{ id: string; role: Role } | null>>();
 
   constructor(private readonly pool: pg.Pool) {}
 
@@ -79,12 +80,22 @@ export class UserStore {
     const k = username.toLowerCase();
     const hit = this.creators.get(k);
     if (hit) return hit;
-    const row = await this.byUsername(username);
-    if (row?.role !== "creator") return null;
-    if (this.creators.size >= 100_000) this.creators.delete(this.creators.keys().next().value!);
-    const v = { id: row.id, role: row.role };
-    this.creators.set(k, v);
-    return v;
+    // A live stream's first second brings many tips to one creator: one query serves them all.
+    const pending = this.creatorLookups.get(k);
+    if (pending) return pending;
+    const lookup = this.byUsername(username).then((row) => {
+      if (row?.role !== "creator") return null;
+      if (this.creators.size >= 100_000) this.creators.delete(this.creators.keys().next().value!);
+      const v = { id: row.id, role: row.role };
+      this.creators.set(k, v);
+      return v;
+    });
+    this.creatorLookups.set(k, lookup);
+    try {
+      return await lookup;
+    } finally {
+      this.creatorLookups.delete(k);
+    }
   }
 
   async setRole(id: string, role: Role): Promise<UserRow | null> {
