@@ -2,6 +2,7 @@
 // commit of all shards' batches to the Redis WAL, crediting tip recipients once the debit is
 // durable, and recovery (start-up, or after a flush Redis did not confirm) from Postgres + WAL.
 import { randomUUID } from "node:crypto";
+import { v7 as uuidv7 } from "uuid";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Config, FraudLimits } from "../config.ts";
@@ -291,7 +292,7 @@ export class Ledger {
         get: this.lookup,
         shard: shard.id,
         nowMs: Date.now(),
-        newId: randomUUID,
+        newId: uuidv7,
         limits: this.limits,
         idempotencyTtlMs: this.opts.config.IDEMPOTENCY_TTL_MS,
       });
