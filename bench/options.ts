@@ -60,7 +60,8 @@ const USAGE = `npm run bench -- [options]
   --out DIR          where results go (default bench/results)
   --db NAME          database / Redis prefix base name (default threeam_bench)
   --profile DIR      run the servers with node --cpu-prof, profiles into DIR
-  --keep             keep the bench databases and Redis keys afterwards`;
+  --keep             keep the bench databases and Redis keys afterwards
+environment: BENCH_NODE_FLAGS="--trace-gc ..." adds node flags to the servers it starts`;
 
 export function parseOptions(argv: string[]): BenchOptions {
   const { values } = parseArgs({

@@ -49,7 +49,7 @@ export async function startServer(o: StartOptions): Promise<ChildServer> {
   mkdirSync(o.logDir, { recursive: true });
   const logFile = `${o.logDir}${o.name}.log`;
   const fd = openSync(logFile, "w");
-  const nodeArgs = ["--import", "tsx"];
+  const nodeArgs = ["--import", "tsx", ...(process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter(Boolean)];
   if (o.profileDir) {
     // One directory per server: every thread (tsx runs its loader in one) writes its own profile.
     const dir = `${o.profileDir.replace(/\/$/, "")}/${o.name}`;
