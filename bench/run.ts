@@ -206,6 +206,7 @@ async function runLedgerServer(s: RunState, pop: Population): Promise<void> {
   await recreateDatabase(o.dbName);
   await deleteRedisKeys(s.redis, prefix);
   const pool = createPool(databaseUrl(o.dbName), 4);
+  pool.on("error", (err) => log(`bench pool (${o.dbName}): idle connection lost: ${err.message}`));
   try {
     await migrate(pool);
     await seedLedger(pool, pop, config.SHARDS);
@@ -369,6 +370,7 @@ async function runPeer(s: RunState, pop: Population): Promise<void> {
   const t0 = performance.now();
   await recreateDatabase(name);
   const pool = createPool(databaseUrl(name), 4);
+  pool.on("error", (err) => log(`bench pool (${name}): idle connection lost: ${err.message}`));
   let peer: ChildServer | null = null;
   try {
     await seedPeer(pool, pop);

@@ -53,6 +53,8 @@ export const configSchema = z.object({
   BODY_LIMIT_BYTES: int(16 * 1024, 256),
   /** Comma-separated allowed CORS origins; "*" allows any. */
   CORS_ORIGINS: z.string().default("*"),
+  /** When set, GET /metrics (Prometheus) asks for it as a bearer token; unset, it is open. */
+  METRICS_TOKEN: optional(z.string().min(16, "at least 16 characters")),
   /** Requests per minute per client IP and per authenticated user; both 0 disables every limit. */
   RATE_LIMIT_IP_PER_MIN: int(6000),
   RATE_LIMIT_USER_PER_MIN: int(600),

@@ -45,6 +45,8 @@ export interface Reply {
   /** Set by onAborted: the client is gone and res must not be touched. */
   aborted: boolean;
   headers?: Array<[string, string]>;
+  /** The status written, once answered (metrics count it). */
+  status?: number;
 }
 
 /**
@@ -61,6 +63,7 @@ const CONSTANT_HEADER_VALUE = [FIRST_HEADER![1], ...REST_HEADERS.map(([k, v]) =>
 export function sendJson(r: Reply, status: number, body: unknown): void {
   if (r.aborted) return;
   const text = JSON.stringify(body);
+  r.status = status;
   r.res.cork(() => {
     r.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
     r.res.writeHeader(CONSTANT_HEADER_NAME, CONSTANT_HEADER_VALUE);
@@ -68,6 +71,19 @@ export function sendJson(r: Reply, status: number, body: unknown): void {
     r.res.end(text);
   });
   r.aborted = true; // ended: nothing more may be written
+}
+
+/** A non-JSON answer (the Prometheus text format), with the same security headers. */
+export function sendText(r: Reply, status: number, contentType: string, text: string): void {
+  if (r.aborted) return;
+  r.status = status;
+  r.res.cork(() => {
+    r.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
+    for (const [k, v] of SECURITY_HEADERS) r.res.writeHeader(k, v);
+    r.res.writeHeader("Content-Type", contentType);
+    r.res.end(text);
+  });
+  r.aborted = true;
 }
 
 export interface ErrorLogger {

@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import type { TokenClaims, TokenService } from "../auth/tokens.ts";
 import { AppError } from "../errors.ts";
 import type { CorsPolicy } from "./cors.ts";
+import type { Metrics } from "./metrics.ts";
 import type { RateLimits } from "./rate-limit.ts";
 import { parseJsonObject, type Req, readBody, snapshotRequest } from "./request.ts";
 import { type Reply, sendError, sendJson } from "./respond.ts";
@@ -43,12 +44,17 @@ export interface RouterDeps {
   limits: RateLimits;
   cors: CorsPolicy;
   bodyLimitBytes: number;
+  metrics?: Metrics;
 }
+
+const METHOD_NAMES = { get: "GET", post: "POST", put: "PUT", del: "DELETE" } as const;
 
 export function registerRoute(app: TemplatedApp, route: RouteDef, deps: RouterDeps): void {
   const paramCount = (route.path.match(/\/:/g) ?? []).length;
   const hasBody = route.method === "post" || route.method === "put";
+  const meter = deps.metrics?.route(`${METHOD_NAMES[route.method]} ${route.path}`);
   app[route.method](route.path, (res: HttpResponse, uReq: HttpRequest) => {
+    const started = meter ? performance.now() : 0;
     const reply: Reply = { res, aborted: false, headers: [] };
     res.onAborted(() => {
       reply.aborted = true;
@@ -67,7 +73,10 @@ export function registerRoute(app: TemplatedApp, route: RouteDef, deps: RouterDe
     // The body must be subscribed to before this handler returns, or uWS drops it.
     const bodyP = hasBody ? readBody(res, deps.bodyLimitBytes, () => reply.aborted) : Promise.resolve(null);
     bodyP.catch(() => {}); // handled below; avoid an unhandled rejection while we await other things
-    handle(route, req, bodyP, reply, deps).catch((err) => sendError(reply, err, deps.logger));
+    const answered = handle(route, req, bodyP, reply, deps).catch((err) =>
+      sendError(reply, err, deps.logger),
+    );
+    if (meter) void answered.then(() => meter.done(reply.status, (performance.now() - started) / 1000));
   });
 }
 
@@ -113,6 +122,7 @@ async function handle(
 
 /** Preflight answers for every path, and JSON 404s for anything no route matched. */
 export function registerFallbacks(app: TemplatedApp, deps: RouterDeps): void {
+  const unmatched = deps.metrics?.route("unmatched");
   app.options("/*", (res, uReq) => {
     const reply: Reply = { res, aborted: false };
     res.onAborted(() => {
@@ -132,6 +142,7 @@ export function registerFallbacks(app: TemplatedApp, deps: RouterDeps): void {
     });
   });
   app.any("/*", (res, uReq) => {
+    const started = performance.now();
     const reply: Reply = { res, aborted: false };
     res.onAborted(() => {
       reply.aborted = true;
@@ -139,5 +150,6 @@ export function registerFallbacks(app: TemplatedApp, deps: RouterDeps): void {
     reply.headers = deps.cors.headersFor(uReq.getHeader("origin") || undefined);
     const what = `${uReq.getMethod().toUpperCase()} ${uReq.getUrl()}`;
     sendError(reply, new AppError("not_found", `no route for ${what}`), deps.logger);
+    unmatched?.done(reply.status, (performance.now() - started) / 1000);
   });
 }

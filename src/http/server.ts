@@ -1,5 +1,6 @@
 // Owns the HTTP server: uWebSockets.js (native only), the services routes need, every route,
 // and starting/stopping it.
+import { timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
 import type { TemplatedApp, us_listen_socket } from "uWebSockets.js";
 import { adminRoutes } from "../admin/routes.ts";
@@ -9,6 +10,7 @@ import { PasswordHasher } from "../auth/passwords.ts";
 import { DEV_JWT_SECRET, TokenService } from "../auth/tokens.ts";
 import type { Config } from "../config.ts";
 import { ConfigError } from "../config.ts";
+import { AppError } from "../errors.ts";
 import { MoneyIn } from "../payments/money-in.ts";
 import { moneyInRoutes } from "../payments/money-in-routes.ts";
 import { paymentRoutes } from "../payments/routes.ts";
@@ -16,9 +18,10 @@ import type { StripeSetup } from "../payments/stripe.ts";
 import { userRoutes } from "../users/routes.ts";
 import { UserStore } from "../users/user-store.ts";
 import { corsPolicy } from "./cors.ts";
+import { Metrics } from "./metrics.ts";
 import { nativeUws } from "./native.ts";
 import { RateLimits } from "./rate-limit.ts";
-import { type Reply, sendJson } from "./respond.ts";
+import { type Reply, sendError, sendJson, sendText } from "./respond.ts";
 import { type RouteDef, type RouterDeps, registerFallbacks, registerRoute } from "./router.ts";
 
 export interface HttpDeps {
@@ -72,12 +75,21 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     logger,
     drainWal: () => core.persister.drain(),
   });
+  const metrics = new Metrics({
+    persist: () => core.persister.health(),
+    ledger: () => ({
+      recovering: core.ledger.health().recovering,
+      accountsInMemory: core.ledger.accountsInMemory,
+    }),
+  });
+  core.ledger.onFlush = (seconds, events, ok) => metrics.walFlush(seconds, events, ok);
   const routerDeps: RouterDeps = {
     logger,
     tokens,
     limits: new RateLimits(core.redis, config),
     cors: corsPolicy(config.CORS_ORIGINS),
     bodyLimitBytes: config.BODY_LIMIT_BYTES,
+    metrics,
   };
 
   app.get("/healthz", (res) => {
@@ -90,6 +102,27 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       reply.aborted = true;
     });
     void readiness(core).then((r) => sendJson(reply, r.status === "ready" ? 200 : 503, r));
+  });
+
+  // Prometheus scrapes this; with METRICS_TOKEN set it must send it as a bearer token.
+  const metricsAuth = config.METRICS_TOKEN ? `Bearer ${config.METRICS_TOKEN}` : null;
+  app.get("/metrics", (res, req) => {
+    const reply: Reply = { res, aborted: false };
+    res.onAborted(() => {
+      reply.aborted = true;
+    });
+    if (metricsAuth && !safeEqual(req.getHeader("authorization"), metricsAuth)) {
+      sendError(
+        reply,
+        new AppError("unauthorized", "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>"),
+        logger,
+      );
+      return;
+    }
+    metrics.text().then(
+      (text) => sendText(reply, 200, metrics.contentType, text),
+      (err) => sendError(reply, err, logger),
+    );
   });
 
   const routes: RouteDef[] = [
@@ -144,4 +177,10 @@ async function readiness(core: Core) {
       halted_shards: persist.halted,
     },
   };
+}
+
+function safeEqual(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
 }

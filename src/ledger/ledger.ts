@@ -76,6 +76,9 @@ export interface WalSink {
   append(batch: WalAppend[]): Promise<WalAppendResult[]>;
 }
 
+/** Told about every group commit: how long Redis took, how many events, whether it confirmed. */
+export type FlushObserver = (seconds: number, events: number, ok: boolean) => void;
+
 export class Ledger {
   readonly shards: Shard[];
   /** Every account in memory. Placement is by shard; one map makes the hot lookups one probe. */
@@ -91,6 +94,8 @@ export class Ledger {
   private recovering: Promise<void> | null = null;
   private stopped = false;
   persistHealth: () => { walLagMs: number; unpersistedEntries: number };
+  /** Metrics hook: called after every group commit. */
+  onFlush: FlushObserver | null = null;
 
   constructor(private readonly opts: LedgerOptions) {
     const n = opts.config.SHARDS;
@@ -128,6 +133,10 @@ export class Ledger {
 
   health(): LedgerHealth {
     return { recovering: this.recovering !== null, ...this.persistHealth() };
+  }
+
+  get accountsInMemory(): number {
+    return this.accounts.size;
   }
 
   /** Submits a command to the shard owning its account; resolves once its effect is durable. */
@@ -420,7 +429,17 @@ export class Ledger {
       if (batch.length === 0) return;
       const seq = ++this.flushCount;
       const appends = batch.flatMap((b) => b.append);
+      const started = performance.now();
       const results = appends.length > 0 ? await this.wal.append(appends) : [];
+      if (this.onFlush && appends.length > 0) {
+        let events = 0;
+        for (const a of appends) events += a.events.length;
+        this.onFlush(
+          (performance.now() - started) / 1000,
+          events,
+          results.every((r) => r.ok),
+        );
+      }
       let failed = false;
       let k = 0;
       for (const b of batch) {

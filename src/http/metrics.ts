@@ -1,0 +1,130 @@
+// Owns the Prometheus metrics served at GET /metrics (prom-client, one registry per server): the
+// process's own (event-loop lag, GC pauses, heap), every API request by route and status with
+// its duration, the WAL's group commits, and the ledger's and persister's state read at scrape
+// time. Counting costs no lookup per request: each route keeps its labelled children.
+import client from "prom-client";
+
+export interface MetricsSources {
+  /** WAL persistence, as /readyz reports it. */
+  persist(): { walLagMs: number; unpersistedEntries: number; halted: number[] };
+  ledger(): { recovering: boolean; accountsInMemory: number };
+}
+
+/** Counts one route's requests; `done` once the answer is written (or the client went away). */
+export interface RouteMeter {
+  done(status: number | undefined, seconds: number): void;
+}
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  private readonly requests: client.Counter<"route" | "status">;
+  private readonly duration: client.Histogram<"route">;
+  private readonly flushSeconds: client.Histogram;
+  private readonly flushEvents: client.Counter;
+  private readonly flushFailures: client.Counter;
+
+  constructor(sources: MetricsSources) {
+    const registers = [this.registry];
+    client.collectDefaultMetrics({ register: this.registry });
+    this.requests = new client.Counter({
+      name: "threeam_http_requests_total",
+      help: "API requests answered, by route and status (status 0: the client went away first)",
+      labelNames: ["route", "status"],
+      registers,
+    });
+    this.duration = new client.Histogram({
+      name: "threeam_http_request_duration_seconds",
+      help: "Time from a request's arrival to its answer, by route",
+      labelNames: ["route"],
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+    this.flushSeconds = new client.Histogram({
+      name: "threeam_wal_flush_duration_seconds",
+      help: "One group commit: every shard's pending events appended to the Redis WAL in one command",
+      buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+      registers,
+    });
+    this.flushEvents = new client.Counter({
+      name: "threeam_wal_events_total",
+      help: "Ledger events made durable in the Redis WAL",
+      registers,
+    });
+    this.flushFailures = new client.Counter({
+      name: "threeam_wal_flush_failures_total",
+      help: "Group commits Redis did not confirm (the ledger answered unavailable and recovered)",
+      registers,
+    });
+    new client.Gauge({
+      name: "threeam_wal_lag_seconds",
+      help: "Age of the oldest WAL entry not yet persisted to Postgres",
+      registers,
+      collect() {
+        this.set(sources.persist().walLagMs / 1000);
+      },
+    });
+    new client.Gauge({
+      name: "threeam_wal_unpersisted_entries",
+      help: "WAL entries not yet persisted to Postgres",
+      registers,
+      collect() {
+        this.set(sources.persist().unpersistedEntries);
+      },
+    });
+    new client.Gauge({
+      name: "threeam_persist_halted_streams",
+      help: "WAL streams whose persistence stopped on a version conflict (an alarm: never overwritten)",
+      registers,
+      collect() {
+        this.set(sources.persist().halted.length);
+      },
+    });
+    new client.Gauge({
+      name: "threeam_ledger_recovering",
+      help: "1 while the ledger rebuilds memory from Postgres and the WAL (commands answer unavailable)",
+      registers,
+      collect() {
+        this.set(sources.ledger().recovering ? 1 : 0);
+      },
+    });
+    new client.Gauge({
+      name: "threeam_ledger_accounts_in_memory",
+      help: "Accounts held by the shard actors",
+      registers,
+      collect() {
+        this.set(sources.ledger().accountsInMemory);
+      },
+    });
+  }
+
+  route(name: string): RouteMeter {
+    const timer = this.duration.labels(name);
+    const byStatus = new Map<number, client.Counter.Internal>();
+    return {
+      done: (status, seconds) => {
+        const s = status ?? 0;
+        let c = byStatus.get(s);
+        if (!c) {
+          c = this.requests.labels(name, String(s));
+          byStatus.set(s, c);
+        }
+        c.inc();
+        timer.observe(seconds);
+      },
+    };
+  }
+
+  walFlush(seconds: number, events: number, ok: boolean): void {
+    this.flushSeconds.observe(seconds);
+    if (ok) this.flushEvents.inc(events);
+    else this.flushFailures.inc();
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
