@@ -77,6 +77,8 @@ export const configSchema = z.object({
   SUPABASE_SERVICE_KEY: optional(z.string()),
   /** Access token lifetime. */
   JWT_EXPIRES_IN_S: int(3600, 60),
+  /** Verified tokens remembered until they expire (about 0.5 KB each); sized like ACCOUNT_CACHE_MAX. */
+  TOKEN_CACHE_MAX: int(200_000, 0),
   /** Worker threads hashing passwords (scrypt) off the event loop. */
   PASSWORD_HASH_THREADS: int(2, 1),
 

@@ -40,7 +40,7 @@ export class TokenService {
     this.jwks = o.supabaseUrl
       ? createRemoteJWKSet(new URL("/auth/v1/.well-known/jwks.json", o.supabaseUrl))
       : null;
-    this.cacheMax = o.cacheMax ?? 100_000;
+    this.cacheMax = o.cacheMax ?? 200_000;
   }
 
   async issue(user: {
@@ -89,6 +89,7 @@ export class TokenService {
       throw new AppError("unauthorized", "the access token is not a user token");
     }
     const claims: TokenClaims = { sub: payload.sub, email: String(payload.email ?? ""), exp: payload.exp };
+    if (this.cacheMax === 0) return claims;
     if (this.cache.size >= this.cacheMax) {
       // Drop the oldest entry (Map keeps insertion order): a bounded cache, not an LRU, is enough here.
       const first = this.cache.keys().next();

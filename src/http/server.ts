@@ -59,6 +59,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   const tokens = new TokenService({
     secret: jwtSecret(config, logger),
     expiresInS: config.JWT_EXPIRES_IN_S,
+    cacheMax: config.TOKEN_CACHE_MAX,
     ...(config.SUPABASE_URL ? { supabaseUrl: config.SUPABASE_URL } : {}),
   });
   const hasher = new PasswordHasher(config.PASSWORD_HASH_THREADS);
