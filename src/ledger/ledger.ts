@@ -1,8 +1,6 @@
 // Owns the running ledger: shard actors (mailbox, accounts in memory, pending WAL batch), group
 // commit of all shards' batches to the Redis WAL, crediting tip recipients once the debit is
 // durable, and recovery (start-up, or after a flush Redis did not confirm) from Postgres + WAL.
-import { randomUUID } from "node:crypto";
-import { v7 as uuidv7 } from "uuid";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Config, FraudLimits } from "../config.ts";
@@ -12,6 +10,7 @@ import type { AccountStore } from "../persist/account-store.ts";
 import { compareStreamIds, decodeEntry, nextStreamId } from "../wal/wal-codec.ts";
 import { readWholeStream, type WalAppend, type WalAppendResult, WalWriter } from "../wal/wal-writer.ts";
 import { isUuid, SYSTEM_ACCOUNT_KINDS, shardOf, systemAccountId } from "./accounts.ts";
+import { newLedgerId } from "./ids.ts";
 import { type Decision, decide, decideCredit, ownerOf } from "./decide.ts";
 import type { CreditEvent, TxEvent, WalEvent } from "./events.ts";
 import { type AccountMem, applyEvent, viewOf } from "./state.ts";
@@ -301,7 +300,7 @@ export class Ledger {
         get: this.lookup,
         shard: shard.id,
         nowMs: Date.now(),
-        newId: uuidv7,
+        newId: newLedgerId,
         limits: this.limits,
         idempotencyTtlMs: this.opts.config.IDEMPOTENCY_TTL_MS,
       });
