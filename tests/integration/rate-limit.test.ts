@@ -1,0 +1,107 @@
+// Rate limits against the real Redis: every check of one event-loop turn is one Redis command,
+// budgets hold exactly under concurrency, a spent key is refused from memory until its window
+// ends, windows expire in Redis, and a Redis failure answers unavailable.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RateLimits } from "../../src/http/rate-limit.ts";
+import { createTestEnv, type TestEnv } from "../helpers/env.ts";
+
+let env: TestEnv;
+beforeAll(async () => {
+  env = await createTestEnv("ratelimit_unit");
+});
+afterAll(async () => {
+  await env?.cleanup();
+});
+
+/** Counts the Redis commands limiters send through env.redis (the real command still runs). */
+function countCommands(): { n: number; restore(): void } {
+  const redis = env.redis as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  const original = redis.rateLimitConsume!;
+  const counter = {
+    n: 0,
+    restore: () => {
+      redis.rateLimitConsume = original;
+    },
+  };
+  redis.rateLimitConsume = (...a: unknown[]) => {
+    counter.n++;
+    return original.apply(env.redis, a);
+  };
+  return counter;
+}
+
+const outcome = (p: Promise<void>) =>
+  p.then(
+    () => "ok",
+    (e: { code: string; details: { limit: string; retry_after_s: number } }) => e,
+  );
+
+describe("rate limits", () => {
+  it("spends budgets exactly under concurrency, in one Redis command per event-loop turn", async () => {
+    const limits = new RateLimits(
+      env.redis,
+      env.config({ RATE_LIMIT_IP_PER_MIN: "30", RATE_LIMIT_USER_PER_MIN: "5" }),
+    );
+    const sent = countCommands();
+    const ip = Array.from({ length: 50 }, () => outcome(limits.consume("ip", "203.0.113.7")));
+    const user = Array.from({ length: 8 }, () => outcome(limits.consume("user", "u-1")));
+    const other = outcome(limits.consume("ip", "203.0.113.8"));
+    const [ipR, userR, otherR] = await Promise.all([Promise.all(ip), Promise.all(user), other]);
+    expect(sent.n).toBe(1);
+    expect(ipR.filter((r) => r === "ok")).toHaveLength(30);
+    expect(userR.filter((r) => r === "ok")).toHaveLength(5);
+    expect(otherR).toBe("ok");
+    const refused = ipR.find((r) => r !== "ok") as {
+      code: string;
+      details: { limit: string; retry_after_s: number };
+    };
+    expect(refused.code).toBe("rate_limited");
+    expect(refused.details.limit).toBe("ip");
+    expect(refused.details.retry_after_s).toBeGreaterThanOrEqual(1);
+    expect(refused.details.retry_after_s).toBeLessThanOrEqual(60);
+
+    // The window lives in Redis with the minute's expiry.
+    const ttl = await env.redis.pttl(`${env.redisPrefix}rl:ip:203.0.113.7`);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(60_000);
+    expect(await env.redis.get(`${env.redisPrefix}rl:ip:203.0.113.7`)).toBe("50");
+
+    // Spent: refused from memory, without another command, until the window ends.
+    const again = await outcome(limits.consume("ip", "203.0.113.7"));
+    expect(again).toMatchObject({ code: "rate_limited", details: { limit: "ip" } });
+    expect(sent.n).toBe(1);
+    sent.restore();
+  });
+
+  it("holds across limiter instances (another process) because the count is in Redis", async () => {
+    const config = env.config({ RATE_LIMIT_IP_PER_MIN: "3", RATE_LIMIT_USER_PER_MIN: "3" });
+    const a = new RateLimits(env.redis, config);
+    const b = new RateLimits(env.redis, config);
+    expect(await outcome(a.consume("user", "shared"))).toBe("ok");
+    expect(await outcome(b.consume("user", "shared"))).toBe("ok");
+    expect(await outcome(a.consume("user", "shared"))).toBe("ok");
+    expect(await outcome(b.consume("user", "shared"))).toMatchObject({ code: "rate_limited" });
+  });
+
+  it("checks nothing when both per-minute limits are 0, the auth limit included", async () => {
+    const limits = new RateLimits(
+      env.redis,
+      env.config({ RATE_LIMIT_IP_PER_MIN: "0", RATE_LIMIT_USER_PER_MIN: "0", RATE_LIMIT_AUTH_PER_MIN: "1" }),
+    );
+    for (let i = 0; i < 5; i++) expect(await outcome(limits.consume("auth", "198.51.100.1"))).toBe("ok");
+    expect(await env.redis.exists(`${env.redisPrefix}rl:auth:198.51.100.1`)).toBe(0);
+  });
+
+  it("answers unavailable when Redis cannot be asked", async () => {
+    const { Redis } = await import("ioredis");
+    const dead = new Redis("redis://127.0.0.1:1", {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
+    dead.on("error", () => {});
+    const limits = new RateLimits(dead, env.config({ RATE_LIMIT_IP_PER_MIN: "10" }));
+    expect(await outcome(limits.consume("ip", "192.0.2.1"))).toMatchObject({ code: "unavailable" });
+    dead.disconnect();
+  });
+});
