@@ -108,7 +108,10 @@ export class RateLimits {
     const now = Date.now();
     batch.forEach((c, i) => {
       const [count, waitMs] = replies[i] ?? [Number.POSITIVE_INFINITY, WINDOW_MS];
-      if (Number(count) <= c.budget) return c.resolve();
+      if (Number(count) <= c.budget) {
+        c.resolve();
+        return;
+      }
       if (this.blockedUntil.size >= 100_000) this.blockedUntil.clear();
       this.blockedUntil.set(c.key, now + Number(waitMs));
       c.reject(limited(c.kind, Number(waitMs)));

@@ -13,5 +13,7 @@ export function newLedgerId(): string {
     randomFillSync(pool);
     at = 0;
   }
-  return v7({ random: pool.subarray(at, (at += 16)) });
+  const random = pool.subarray(at, at + 16);
+  at += 16;
+  return v7({ random });
 }
