@@ -77,6 +77,14 @@ function stable(v: unknown): string {
 }
 
 /** The account whose shard decides a command: the one whose money leaves or is changed. */
+/**
+ * Commands whose key must never be honoured twice (money in, payouts): a key older than the
+ * in-memory TTL is looked up in Postgres before deciding, and one in memory always replays.
+ */
+export function keyNeverExpires(cmd: UserCommand): boolean {
+  return cmd.kind === "deposit" || cmd.kind === "reversal" || cmd.kind === "reserve_payout";
+}
+
 export function ownerOf(cmd: UserCommand | CreditCommand): string {
   return cmd.kind === "tip" ? cmd.fromAccountId : cmd.accountId;
 }
@@ -86,7 +94,8 @@ export function decide(cmd: UserCommand, ctx: DecideContext): Decision {
   if (!owner || owner.system) return fail(new AppError("not_found", "account not found"));
   const hash = requestHash(cmd);
   const seen = owner.keys.get(cmd.key);
-  if (seen && ctx.nowMs - seen.atMs < ctx.idempotencyTtlMs) {
+  // Money in and payouts never repeat, however old their key: only other keys expire.
+  if (seen && (keyNeverExpires(cmd) || ctx.nowMs - seen.atMs < ctx.idempotencyTtlMs)) {
     if (seen.hash !== hash) {
       return fail(
         new AppError(

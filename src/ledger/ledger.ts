@@ -11,9 +11,9 @@ import { compareStreamIds, decodeEntry, nextStreamId } from "../wal/wal-codec.ts
 import { readWholeStream, type WalAppend, type WalAppendResult, WalWriter } from "../wal/wal-writer.ts";
 import { isUuid, SYSTEM_ACCOUNT_KINDS, shardOf, systemAccountId } from "./accounts.ts";
 import { newLedgerId } from "./ids.ts";
-import { type Decision, decide, decideCredit, ownerOf } from "./decide.ts";
+import { type Decision, decide, decideCredit, keyNeverExpires, ownerOf } from "./decide.ts";
 import type { CreditEvent, TxEvent, WalEvent } from "./events.ts";
-import { type AccountMem, applyEvent, viewOf } from "./state.ts";
+import { type AccountMem, applyEvent, pruneKeys, viewOf } from "./state.ts";
 import type { AccountView, CreditItem, StatusResult, TxResult, UserCommand } from "./types.ts";
 
 type Result = TxResult | StatusResult;
@@ -152,7 +152,7 @@ export class Ledger {
     return new Promise<Result>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject, result: null, error: null };
       // Fast path: nothing queued ahead and every account needed is in memory.
-      const ready = this.missingFor(cmd).length === 0 && !needsDurableKeyCheck(cmd);
+      const ready = this.missingFor(cmd).length === 0 && !keyNeverExpires(cmd);
       if (!shard.draining && shard.mailbox.length === 0 && ready) {
         this.process(shard, cmd, waiter);
         return;
@@ -273,7 +273,7 @@ export class Ledger {
         this.process(shard, head.cmd, head.waiter);
         while (shard.mailbox.length > 0) {
           const next = shard.mailbox[0]!;
-          if (this.missingFor(next.cmd).length > 0 || needsDurableKeyCheck(next.cmd)) break;
+          if (this.missingFor(next.cmd).length > 0 || keyNeverExpires(next.cmd)) break;
           shard.mailbox.shift();
           this.process(shard, next.cmd, next.waiter);
         }
@@ -286,7 +286,7 @@ export class Ledger {
 
   /** A money-in or payout key not in memory may still be in Postgres from long ago. */
   private async checkDurableKey(cmd: UserCommand): Promise<void> {
-    if (!needsDurableKeyCheck(cmd)) return;
+    if (!keyNeverExpires(cmd)) return;
     const mem = this.accounts.get(ownerOf(cmd));
     if (!mem || mem.keys.has(cmd.key)) return;
     const found = await this.opts.store.findKey(mem.state.id, cmd.key);
@@ -295,11 +295,12 @@ export class Ledger {
 
   private process(shard: Shard, cmd: UserCommand, waiter: Waiter): void {
     let d: Decision;
+    const nowMs = Date.now();
     try {
       d = decide(cmd, {
         get: this.lookup,
         shard: shard.id,
-        nowMs: Date.now(),
+        nowMs,
         newId: newLedgerId,
         limits: this.limits,
         idempotencyTtlMs: this.opts.config.IDEMPOTENCY_TTL_MS,
@@ -321,6 +322,8 @@ export class Ledger {
       if (d.event) {
         applyEvent(this.lookup, d.event, shard.flushSeq + 1);
         shard.events.push(d.event);
+        const owner = this.accounts.get(ownerOf(cmd));
+        if (owner) pruneKeys(owner, nowMs, this.opts.config.IDEMPOTENCY_TTL_MS);
       }
     }
     shard.waiters.push(waiter);
@@ -623,11 +626,6 @@ export class Ledger {
       "ledger recovered from WAL",
     );
   }
-}
-
-/** Money-in and payout commands never repeat, even after their key left memory: check Postgres. */
-function needsDurableKeyCheck(cmd: UserCommand): boolean {
-  return cmd.kind === "deposit" || cmd.kind === "reversal" || cmd.kind === "reserve_payout";
 }
 
 function validateCommand(cmd: UserCommand): AppError | null {

@@ -27,6 +27,18 @@ export function newAccountMem(state: AccountState, system: boolean): AccountMem 
   return { state, system, window: emptyWindow(), keys: new Map(), payouts: new Map(), lastFlushSeq: 0 };
 }
 
+/**
+ * Forgets keys older than the TTL. The map is in the order keys were used, so expired ones sit at
+ * its front: memory stays bounded by the traffic of one TTL however long the account stays loaded.
+ * A money-in or payout key forgotten here is found again in Postgres if it is ever reused.
+ */
+export function pruneKeys(mem: AccountMem, nowMs: number, ttlMs: number): void {
+  for (const [key, record] of mem.keys) {
+    if (nowMs - record.atMs < ttlMs) return;
+    mem.keys.delete(key);
+  }
+}
+
 export function viewOf(s: AccountState): AccountView {
   return {
     id: s.id,
@@ -63,6 +75,7 @@ export function applyEvent(get: AccountLookup, ev: WalEvent, flushSeq: number): 
       mem.state = ev.state;
       mem.lastFlushSeq = flushSeq;
       if (ev.t === "status") {
+        mem.keys.delete(ev.key); // re-inserted at the end: the map stays in order of use
         mem.keys.set(ev.key, {
           hash: ev.hash,
           atMs: Date.parse(ev.at),
@@ -91,6 +104,7 @@ export function applyEvent(get: AccountLookup, ev: WalEvent, flushSeq: number): 
       if (tx.type === "payout") owner.payouts.set(tx.id, tx);
       if (ev.key !== null && ev.hash !== null) {
         const ownerState = ev.states.find((s) => s.id === owner.state.id) ?? owner.state;
+        owner.keys.delete(ev.key); // re-inserted at the end: the map stays in order of use
         owner.keys.set(ev.key, {
           hash: ev.hash,
           atMs,

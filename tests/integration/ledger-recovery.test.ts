@@ -40,6 +40,41 @@ const tip = (c: Core, from: string, to: string, amountCents: number, k: string =
   }) as Promise<TxResult>;
 
 describe("idempotency", () => {
+  it("keeps only the keys of the last TTL in memory, and a money-in key replays past it", async () => {
+    const c = await startTestCore(env, { IDEMPOTENCY_TTL_MS: "60000" });
+    cores.push(c);
+    try {
+      const [viewer, creator] = await createUsers(env.pool, 2);
+      const depositKey = key();
+      await c.ledger.submit({ kind: "deposit", key: depositKey, accountId: viewer!, amountCents: 1000 });
+      for (let i = 0; i < 3; i++) await tip(c, viewer!, creator!, 100, `old-${i}`);
+      const mem = (c.ledger as unknown as { accounts: Map<string, { keys: Map<string, unknown> }> }).accounts;
+      expect([...mem.get(viewer!)!.keys.keys()]).toEqual([depositKey, "old-0", "old-1", "old-2"]);
+
+      const realNow = Date.now;
+      const later = realNow() + 61_000;
+      Date.now = () => later;
+      try {
+        await tip(c, viewer!, creator!, 100, "new");
+        expect([...mem.get(viewer!)!.keys.keys()]).toEqual(["new"]);
+        // The deposit's key left memory, but money in never repeats: Postgres still knows it.
+        await settle(c);
+        const replay = await c.ledger.submit({
+          kind: "deposit",
+          key: depositKey,
+          accountId: viewer!,
+          amountCents: 1000,
+        });
+        expect(replay).toMatchObject({ replayed: true });
+        expect((await c.ledger.getAccount(viewer!)).balanceCents).toBe(600);
+      } finally {
+        Date.now = realNow;
+      }
+    } finally {
+      await stop(c);
+    }
+  });
+
   it("answers a repeated key with the original result, before and after a restart, persisted or not", async () => {
     for (const persisted of [true, false]) {
       const a = await start(persisted);

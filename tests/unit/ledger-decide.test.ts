@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { SYSTEM_ACCOUNT_KINDS, systemAccountId } from "../../src/ledger/accounts.ts";
 import { type DecideContext, decide } from "../../src/ledger/decide.ts";
 import type { TxEvent } from "../../src/ledger/events.ts";
-import { type AccountMem, applyEvent, newAccountMem } from "../../src/ledger/state.ts";
+import { type AccountMem, applyEvent, newAccountMem, pruneKeys } from "../../src/ledger/state.ts";
 import type { UserCommand } from "../../src/ledger/types.ts";
 
 const limits = { largeTxCents: 50_000, maxTxPerHour: 10, maxVolumePerHourCents: 100_000 };
@@ -238,5 +238,45 @@ describe("payouts and reversals", () => {
     expect(mem.state).toMatchObject({ balanceCents: 1500, debtCents: 0 });
     const recv = w.accounts.get(systemAccountId("receivables", 0))!;
     expect(recv.state.balanceCents).toBe(0);
+  });
+});
+
+describe("idempotency keys over time", () => {
+  const DAY = 86_400_000;
+
+  it("replays a money-in key however old it is, but treats a tip key past the TTL as new", () => {
+    const w = world({ viewer: 1000, creator: 0 });
+    const deposit = {
+      kind: "deposit",
+      key: "stripe:pi:old",
+      accountId: w.ids.viewer!,
+      amountCents: 500,
+    } as const;
+    expect(w.run(deposit).ok).toBe(true);
+    expect(w.tip("viewer", "creator", 100, "tip-old").ok).toBe(true);
+    expect(w.bal("viewer")).toBe(1400);
+
+    w.advance(DAY + 1);
+    const again = w.run(deposit);
+    expect(again).toMatchObject({ ok: true, event: null, result: { replayed: true } });
+    expect(w.bal("viewer")).toBe(1400);
+    const tipAgain = w.tip("viewer", "creator", 100, "tip-old");
+    expect(tipAgain).toMatchObject({ ok: true, result: { replayed: false } });
+    expect(w.bal("viewer")).toBe(1300);
+  });
+
+  it("forgets keys past the TTL from memory, oldest first, keeping the recent ones", () => {
+    const w = world({ viewer: 100_000, creator: 0 });
+    const viewer = w.accounts.get(w.ids.viewer!)!;
+    for (let i = 0; i < 5; i++) {
+      w.tip("viewer", "creator", 100, `early-${i}`);
+      w.advance(60_000);
+    }
+    // At NOW + DAY + 150 s, early-0..2 (used at +0, +60 s, +120 s) are past the TTL; early-3
+    // (+180 s) and early-4 (+240 s) are not.
+    w.advance(DAY - 150_000);
+    w.tip("viewer", "creator", 100, "late");
+    pruneKeys(viewer, NOW + DAY + 150_000, DAY);
+    expect([...viewer.keys.keys()]).toEqual(["early-3", "early-4", "late"]);
   });
 });
