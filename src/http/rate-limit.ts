@@ -15,6 +15,7 @@ import { AppError } from "../errors.ts";
 export type LimitKind = "ip" | "user" | "auth";
 
 const WINDOW_MS = 60_000;
+const MAX_KEYS_PER_COMMAND = 4096;
 
 /**
  * KEYS: the counters. ARGV[1]: the window in ms; ARGV[i + 1]: KEYS[i]'s budget. Returns, per key,
@@ -84,15 +85,22 @@ export class RateLimits {
       this.pending.push({ key: redisKey, kind, budget, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(() => void this.flush());
+        setImmediate(() => this.flush());
       }
     });
   }
 
-  private async flush(): Promise<void> {
-    const batch = this.pending;
+  private flush(): void {
+    const all = this.pending;
     this.pending = [];
     this.scheduled = false;
+    // A bounded number of keys per command keeps the argument list far from the engine's limits.
+    for (let i = 0; i < all.length; i += MAX_KEYS_PER_COMMAND) {
+      void this.send(all.slice(i, i + MAX_KEYS_PER_COMMAND));
+    }
+  }
+
+  private async send(batch: Check[]): Promise<void> {
     let replies: Array<[number, number]>;
     try {
       replies = await this.redis.rateLimitConsume(

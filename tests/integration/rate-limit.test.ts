@@ -73,6 +73,18 @@ describe("rate limits", () => {
     sent.restore();
   });
 
+  it("splits a very large turn into bounded commands and still counts every check", async () => {
+    const limits = new RateLimits(env.redis, env.config({ RATE_LIMIT_IP_PER_MIN: "9000" }));
+    const sent = countCommands();
+    const results = await Promise.all(
+      Array.from({ length: 10_000 }, (_, i) => outcome(limits.consume("ip", `10.0.${i % 50}.1`))),
+    );
+    expect(sent.n).toBe(3); // 4096 + 4096 + 1808
+    expect(results.every((r) => r === "ok")).toBe(true);
+    expect(await env.redis.get(`${env.redisPrefix}rl:ip:10.0.7.1`)).toBe("200");
+    sent.restore();
+  });
+
   it("holds across limiter instances (another process) because the count is in Redis", async () => {
     const config = env.config({ RATE_LIMIT_IP_PER_MIN: "3", RATE_LIMIT_USER_PER_MIN: "3" });
     const a = new RateLimits(env.redis, config);
