@@ -48,7 +48,6 @@ interface Check {
 }
 
 export class RateLimits {
-  readonly enabled: boolean;
   private readonly budgets: Record<LimitKind, number>;
   private readonly redis: ConsumingRedis;
   private readonly prefix: string;
@@ -58,11 +57,12 @@ export class RateLimits {
   private readonly blockedUntil = new Map<string, number>();
 
   constructor(redis: Redis, config: Config) {
-    this.enabled = config.RATE_LIMIT_IP_PER_MIN > 0 || config.RATE_LIMIT_USER_PER_MIN > 0;
+    // Both per-minute limits at 0 switch every limit off, the stricter auth one included.
+    const on = config.RATE_LIMIT_IP_PER_MIN > 0 || config.RATE_LIMIT_USER_PER_MIN > 0;
     this.budgets = {
-      ip: this.enabled ? config.RATE_LIMIT_IP_PER_MIN : 0,
-      user: this.enabled ? config.RATE_LIMIT_USER_PER_MIN : 0,
-      auth: this.enabled ? config.RATE_LIMIT_AUTH_PER_MIN : 0,
+      ip: on ? config.RATE_LIMIT_IP_PER_MIN : 0,
+      user: on ? config.RATE_LIMIT_USER_PER_MIN : 0,
+      auth: on ? config.RATE_LIMIT_AUTH_PER_MIN : 0,
     };
     this.prefix = `${config.REDIS_PREFIX}rl:`;
     // defineCommand sends EVALSHA and falls back to EVAL once if Redis lost the script.

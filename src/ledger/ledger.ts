@@ -433,15 +433,7 @@ export class Ledger {
       const appends = batch.flatMap((b) => b.append);
       const started = performance.now();
       const results = appends.length > 0 ? await this.wal.append(appends) : [];
-      if (this.onFlush && appends.length > 0) {
-        let events = 0;
-        for (const a of appends) events += a.events.length;
-        this.onFlush(
-          (performance.now() - started) / 1000,
-          events,
-          results.every((r) => r.ok),
-        );
-      }
+      const flushSeconds = (performance.now() - started) / 1000;
       let failed = false;
       let k = 0;
       for (const b of batch) {
@@ -471,6 +463,11 @@ export class Ledger {
           const entryId = (mine[i] as { ok: true; id: string }).id;
           this.creditRecipients(b.shard, entryId, a.events);
         });
+      }
+      if (this.onFlush && appends.length > 0) {
+        let events = 0;
+        for (const a of appends) events += a.events.length;
+        this.onFlush(flushSeconds, events, !failed);
       }
       if (failed) {
         void this.recover().catch((err) => this.opts.logger.fatal({ err }, "ledger recovery failed"));

@@ -230,7 +230,8 @@ describe("Stripe stand-in: payment intents", () => {
       .catch((e: unknown) => e);
     expect(tooSmall).toMatchObject({ code: "amount_too_small", param: "amount" });
 
-    const live = new Stripe("sk_live_abcdefghijklmnop", { ...standin.sdkOptions, telemetry: false });
+    // Not a key: any live-mode key must be refused, so the value only needs Stripe's prefix.
+    const live = new Stripe(`sk_live_${"0".repeat(24)}`, { ...standin.sdkOptions, telemetry: false });
     const denied = await live.paymentIntents.list().catch((e: unknown) => e);
     expect(denied).toBeInstanceOf(Stripe.errors.StripeAuthenticationError);
     expect((denied as Stripe.errors.StripeError).statusCode).toBe(401);
