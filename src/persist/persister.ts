@@ -1,8 +1,11 @@
 // Owns moving the WAL into Postgres: a consumer group over every shard's stream, each round's
-// entries written in one Postgres transaction (unnest batches), balances applied only on top of
-// the version they follow, then XACK and trim. Postgres being down only makes the WAL grow.
+// entries written in one Postgres transaction (tips and postings by COPY, the rest in batched
+// statements), balances applied only on top of the version they follow, then XACK and trim. Postgres being down only makes the WAL grow.
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import type { Redis } from "ioredis";
 import type pg from "pg";
+import { from as copyFrom } from "pg-copy-streams";
 import type { Logger } from "pino";
 import { withClient } from "../db/pool.ts";
 import type { WalEvent } from "../ledger/events.ts";
@@ -45,7 +48,7 @@ export class VersionGapError extends Error {
   }
 }
 
-interface Entry {
+export interface Entry {
   shard: number;
   id: string;
   events: WalEvent[];
@@ -308,6 +311,24 @@ interface AccountUpdate {
   last: AccountState;
 }
 
+interface Leg {
+  txId: string;
+  accountId: string;
+  amountCents: number;
+  at: string;
+}
+
+interface StatusRow {
+  id: string;
+  accountId: string;
+  status: string;
+  reason: string | null;
+  key: string;
+  hash: string;
+  version: number;
+  at: string;
+}
+
 interface TxRow {
   tx: TransactionRecord;
   key: string | null;
@@ -322,18 +343,9 @@ interface TxRow {
 export async function writeEntries(pool: pg.Pool, entries: Entry[]): Promise<void> {
   const accounts = new Map<string, AccountUpdate>();
   const txs = new Map<string, TxRow>();
-  const legs = new Map<string, { txId: string; accountId: string; amountCents: number; at: string }>();
+  const legs = new Map<string, Leg>();
   const fraud: FraudLogRecord[] = [];
-  const statusRows: Array<{
-    id: string;
-    accountId: string;
-    status: string;
-    reason: string | null;
-    key: string;
-    hash: string;
-    version: number;
-    at: string;
-  }> = [];
+  const statusRows: StatusRow[] = [];
   const statusAccounts = new Set<string>();
   const setState = (shard: number, s: AccountState) => {
     const cur = accounts.get(s.id);
@@ -382,77 +394,112 @@ export async function writeEntries(pool: pg.Pool, entries: Entry[]): Promise<voi
       }
     }
   }
+  const batch: Batch = {
+    accounts,
+    txs: [...txs.values()],
+    legs: [...legs.values()],
+    fraud,
+    statusRows,
+    statusAccounts,
+  };
   await withClient(pool, async (client) => {
-    const T = process.env.PERSIST_TRACE ? performance.now() : 0;
-    const lap = (what: string) => {
-      if (T) console.log(what, (performance.now() - T).toFixed(1), accounts.size, txs.size, legs.size);
-    };
     try {
-      await client.query("BEGIN");
-      await applyAccounts(client, accounts);
-      lap("accounts");
-      if (txs.size > 0) await insertTransactions(client, [...txs.values()]);
-      lap("txs");
-      if (legs.size > 0) {
-        const l = [...legs.values()];
-        await client.query(
-          // Rows travel as one JSON text: V8 serializes it natively, where pg's array literals
-          // are built element by element in JavaScript (measured: the persister's top cost).
-          `INSERT INTO ledger_entries (transaction_id, account_id, amount_cents, created_at)
-           SELECT t, a, c, at FROM json_to_recordset($1::json) AS x(t uuid, a uuid, c bigint, at timestamptz)
-           ON CONFLICT DO NOTHING`,
-          [JSON.stringify(l.map((x) => ({ t: x.txId, a: x.accountId, c: x.amountCents, at: x.at })))],
-        );
-      }
-      lap("legs");
-      if (fraud.length > 0) {
-        await client.query(
-          `INSERT INTO fraud_logs (id, user_id, rule, severity, amount_cents, action, context, created_at)
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::jsonb[], $8::timestamptz[])
-         ON CONFLICT (id) DO NOTHING`,
-          [
-            fraud.map((f) => f.id),
-            fraud.map((f) => f.userId),
-            fraud.map((f) => f.rule),
-            fraud.map((f) => f.severity),
-            fraud.map((f) => f.amountCents),
-            fraud.map((f) => f.action),
-            fraud.map((f) => JSON.stringify(f.context)),
-            fraud.map((f) => f.createdAt),
-          ],
-        );
-      }
-      if (statusRows.length > 0) {
-        await client.query(
-          `INSERT INTO account_status_changes (id, account_id, status, reason, idempotency_key, request_hash, version, created_at)
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::timestamptz[])
-         ON CONFLICT (id) DO NOTHING`,
-          [
-            statusRows.map((r) => r.id),
-            statusRows.map((r) => r.accountId),
-            statusRows.map((r) => r.status),
-            statusRows.map((r) => r.reason),
-            statusRows.map((r) => r.key),
-            statusRows.map((r) => r.hash),
-            statusRows.map((r) => r.version),
-            statusRows.map((r) => r.at),
-          ],
-        );
-        // The users row mirrors the ledger's status; copying it (not the event's) keeps a replayed
-        // older event from undoing a newer one.
-        await client.query(
-          `UPDATE users u SET status = l.status, updated_at = now() FROM ledger l
-          WHERE l.id = u.id AND u.id = ANY($1::uuid[]) AND u.status <> l.status`,
-          [[...statusAccounts]],
-        );
-      }
-      await client.query("COMMIT");
-      lap("commit");
+      await writeBatch(client, batch, true);
     } catch (err) {
-      await client.query("ROLLBACK").catch(() => {});
-      throw err;
+      if ((err as { code?: string }).code !== UNIQUE_VIOLATION) throw err;
+      // Some rows are in Postgres already: this round is a re-read of entries committed before a
+      // crash took the XACK. COPY cannot skip rows, so write the batch again with the statements
+      // that can (every one of them is idempotent).
+      await writeBatch(client, batch, false);
     }
   });
+}
+
+const UNIQUE_VIOLATION = "23505";
+
+interface Batch {
+  accounts: Map<string, AccountUpdate>;
+  txs: TxRow[];
+  legs: Leg[];
+  fraud: FraudLogRecord[];
+  statusRows: StatusRow[];
+  statusAccounts: Set<string>;
+}
+
+/**
+ * One Postgres transaction for the batch. With `bulk`, tips and postings go in by COPY (measured
+ * on this schema: 43 -> 26 us of Postgres CPU per tip against INSERT ... ON CONFLICT), which
+ * fails on a row already there; the caller then retries without it.
+ */
+async function writeBatch(client: pg.PoolClient, b: Batch, bulk: boolean): Promise<void> {
+  const T = process.env.PERSIST_TRACE ? performance.now() : 0;
+  const lap = (what: string) => {
+    if (T)
+      console.log(what, (performance.now() - T).toFixed(1), b.accounts.size, b.txs.length, b.legs.length);
+  };
+  try {
+    await client.query("BEGIN");
+    await applyAccounts(client, b.accounts);
+    lap("accounts");
+    // Only a payout's row is written twice (reserved, then posted or voided): it needs the upsert.
+    const copied = bulk ? b.txs.filter((r) => r.tx.type === "tip") : [];
+    const upserted = bulk ? b.txs.filter((r) => r.tx.type !== "tip") : b.txs;
+    if (copied.length > 0) await copyTransactions(client, copied);
+    if (upserted.length > 0) await insertTransactions(client, upserted);
+    lap("txs");
+    if (b.legs.length > 0) {
+      if (bulk) await copyLegs(client, b.legs);
+      else await insertLegs(client, b.legs);
+    }
+    lap("legs");
+    const { fraud, statusRows, statusAccounts } = b;
+    if (fraud.length > 0) {
+      await client.query(
+        `INSERT INTO fraud_logs (id, user_id, rule, severity, amount_cents, action, context, created_at)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::jsonb[], $8::timestamptz[])
+         ON CONFLICT (id) DO NOTHING`,
+        [
+          fraud.map((f) => f.id),
+          fraud.map((f) => f.userId),
+          fraud.map((f) => f.rule),
+          fraud.map((f) => f.severity),
+          fraud.map((f) => f.amountCents),
+          fraud.map((f) => f.action),
+          fraud.map((f) => JSON.stringify(f.context)),
+          fraud.map((f) => f.createdAt),
+        ],
+      );
+    }
+    if (statusRows.length > 0) {
+      await client.query(
+        `INSERT INTO account_status_changes (id, account_id, status, reason, idempotency_key, request_hash, version, created_at)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::timestamptz[])
+         ON CONFLICT (id) DO NOTHING`,
+        [
+          statusRows.map((r) => r.id),
+          statusRows.map((r) => r.accountId),
+          statusRows.map((r) => r.status),
+          statusRows.map((r) => r.reason),
+          statusRows.map((r) => r.key),
+          statusRows.map((r) => r.hash),
+          statusRows.map((r) => r.version),
+          statusRows.map((r) => r.at),
+        ],
+      );
+      // The users row mirrors the ledger's status; copying it (not the event's) keeps a replayed
+      // older event from undoing a newer one.
+      await client.query(
+        `UPDATE users u SET status = l.status, updated_at = now() FROM ledger l
+          WHERE l.id = u.id AND u.id = ANY($1::uuid[]) AND u.status <> l.status`,
+        [[...statusAccounts]],
+      );
+    }
+    await client.query("COMMIT");
+    lap("commit");
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => {});
+    throw err;
+  }
 }
 
 async function applyAccounts(client: pg.PoolClient, accounts: Map<string, AccountUpdate>): Promise<void> {
@@ -531,4 +578,52 @@ async function insertTransactions(client: pg.PoolClient, rows: TxRow[]): Promise
        WHERE transactions.status IS DISTINCT FROM EXCLUDED.status`,
     [json],
   );
+}
+
+async function insertLegs(client: pg.PoolClient, legs: Leg[]): Promise<void> {
+  await client.query(
+    // Rows travel as one JSON text: V8 serializes it natively, where pg's array literals are built
+    // element by element in JavaScript (measured: the persister's top cost).
+    `INSERT INTO ledger_entries (transaction_id, account_id, amount_cents, created_at)
+     SELECT t, a, c, at FROM json_to_recordset($1::json) AS x(t uuid, a uuid, c bigint, at timestamptz)
+     ON CONFLICT DO NOTHING`,
+    [JSON.stringify(legs.map((x) => ({ t: x.txId, a: x.accountId, c: x.amountCents, at: x.at })))],
+  );
+}
+
+async function copyLegs(client: pg.PoolClient, legs: Leg[]): Promise<void> {
+  let text = "";
+  for (const l of legs) text += `${l.txId}\t${l.accountId}\t${l.amountCents}\t${l.at}\n`;
+  await copyIn(
+    client,
+    "COPY ledger_entries (transaction_id, account_id, amount_cents, created_at) FROM STDIN",
+    text,
+  );
+}
+
+async function copyTransactions(client: pg.PoolClient, rows: TxRow[]): Promise<void> {
+  let text = "";
+  for (const { tx, key, hash, after } of rows) {
+    text += `${tx.id}\t${tx.type}\t${tx.status}\t${tx.accountId}\t${copyField(tx.fromAccountId)}\t${copyField(tx.toAccountId)}\t${tx.amountCents}\t${tx.platformFeeCents}\t${tx.charityFeeCents}\t${tx.netAmountCents}\t${tx.currency}\t${copyField(tx.stripePaymentId)}\t${copyField(key)}\t${copyField(hash)}\t${copyField(after?.balanceCents)}\t${copyField(after?.reservedCents)}\t${copyField(after?.debtCents)}\t${copyField(JSON.stringify(tx.metadata))}\t${tx.createdAt}\n`;
+  }
+  await copyIn(
+    client,
+    `COPY transactions (id, type, status, account_id, from_user_id, to_user_id, amount_cents, platform_fee_cents,
+       charity_fee_cents, net_amount_cents, currency, stripe_payment_id, idempotency_key, request_hash,
+       balance_after_cents, reserved_after_cents, debt_after_cents, metadata, created_at) FROM STDIN`,
+    text,
+  );
+}
+
+async function copyIn(client: pg.PoolClient, sql: string, text: string): Promise<void> {
+  await pipeline(Readable.from([text]), client.query(copyFrom(sql)));
+}
+
+const COPY_ESCAPES: Record<string, string> = { "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r" };
+
+/** A value in COPY's text format: \N for null, and backslash, tab and line breaks escaped. */
+export function copyField(v: string | number | null | undefined): string {
+  if (v === null || v === undefined) return "\\N";
+  if (typeof v === "number") return String(v);
+  return v.replace(/[\\\t\n\r]/g, (c) => COPY_ESCAPES[c]!);
 }
