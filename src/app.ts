@@ -88,6 +88,7 @@ export async function startCore(
     shards: config.SHARDS,
     readCount: config.PERSIST_READ_COUNT,
     blockMs: config.PERSIST_BLOCK_MS,
+    lingerMs: config.PERSIST_LINGER_MS,
     retryMs: config.PERSIST_RETRY_MS,
     lanes: config.PERSIST_LANES,
   };

@@ -39,6 +39,11 @@ export const configSchema = z.object({
   PERSIST_READ_COUNT: int(200, 1),
   PERSIST_BLOCK_MS: int(50, 1),
   PERSIST_RETRY_MS: int(500, 10),
+  /**
+   * Least time between the starts of two persister rounds while it keeps up: small rounds cost
+   * Postgres nearly as much as full ones, so lingering lets each carry more (0: no wait).
+   */
+  PERSIST_LINGER_MS: int(20, 0),
   /** Persister lanes writing to Postgres in parallel, each over its own subset of shards. */
   PERSIST_LANES: int(2, 1),
   /** Run the persister in a worker thread (its own core) instead of the event loop's thread. */

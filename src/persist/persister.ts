@@ -22,6 +22,8 @@ export interface PersisterOptions {
   shards: number;
   readCount: number;
   blockMs: number;
+  /** Least time between round starts unless the last round was full (PERSIST_LINGER_MS). */
+  lingerMs?: number;
   retryMs: number;
   /**
    * Lowest entry id of a shard that must stay in the stream (tip credits not yet durable, or
@@ -115,6 +117,8 @@ class PersistLane {
   private oldestUnpersistedMs = 0;
   private backlog = 0;
   private pendingFirst = true;
+  /** Some stream gave the last round all the entries it asked for: there may be more waiting. */
+  private lastRoundFull = false;
   private blocker: Redis | null = null;
   private roundLock: Promise<unknown> = Promise.resolve();
 
@@ -194,7 +198,12 @@ class PersistLane {
   private async run(): Promise<void> {
     while (this.running) {
       try {
-        await this.serialized(true);
+        const started = Date.now();
+        const persisted = await this.serialized(true);
+        // A round short of a full read means it keeps up: wait out the linger so the next round
+        // carries more. A full one means a backlog: go again at once.
+        const wait = (this.o.lingerMs ?? 0) - (Date.now() - started);
+        if (persisted > 0 && !this.lastRoundFull && wait > 0) await new Promise((r) => setTimeout(r, wait));
       } catch (err) {
         if (!this.running) return;
         this.o.logger.error({ err }, "persisting the WAL failed; retrying");
@@ -227,7 +236,9 @@ class PersistLane {
       return this.round(block);
     }
     const entries: Entry[] = [];
+    this.lastRoundFull = false;
     for (const [key, list] of reply ?? []) {
+      if (list.length >= this.o.readCount) this.lastRoundFull = true;
       const shard = Number(key.slice(key.lastIndexOf(":") + 1));
       for (const [id, fields] of list) {
         if (!fields) continue; // deleted while pending
