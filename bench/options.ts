@@ -47,6 +47,11 @@ export interface BenchOptions {
   profileDir: string | null;
   /** Leave the databases and Redis keys in place after the run, to look at them. */
   keep: boolean;
+  /**
+   * durable: the bench starts its own redis-server with appendfsync always, so an acknowledged
+   * tip is on disk; shared: the Redis at REDIS_URL, however it is configured.
+   */
+  redis: "durable" | "shared";
 }
 
 const USAGE = `npm run bench -- [options]
@@ -61,6 +66,8 @@ const USAGE = `npm run bench -- [options]
   --db NAME          database / Redis prefix base name (default threeam_bench)
   --profile DIR      run the servers with node --cpu-prof, profiles into DIR
   --keep             keep the bench databases and Redis keys afterwards
+  --redis MODE       durable (default): the bench's own redis-server, appendonly yes, appendfsync
+                     always, so every acknowledged tip is on disk; shared: the Redis at REDIS_URL
 environment: BENCH_NODE_FLAGS="--trace-gc ..." adds node flags to the servers it starts`;
 
 export function parseOptions(argv: string[]): BenchOptions {
@@ -77,6 +84,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       db: { type: "string", default: "threeam_bench" },
       profile: { type: "string" },
       keep: { type: "boolean", default: false },
+      redis: { type: "string", default: "durable" },
       help: { type: "boolean", default: false },
     },
   });
@@ -100,6 +108,9 @@ export function parseOptions(argv: string[]): BenchOptions {
   }
   // The half-rate runs are defined by the full-rate run's measured throughput.
   if (picked.has("tip-uniform-half") || picked.has("tip-uniform-half-paced")) picked.add("tip-uniform");
+  if (values.redis !== "durable" && values.redis !== "shared") {
+    throw new Error(`--redis must be durable or shared, got ${values.redis}`);
+  }
   if (!/^[a-z_][a-z0-9_]*$/.test(values.db)) throw new Error("--db must be a lower-case SQL identifier");
   return {
     durationS: values.duration ? positive("duration", values.duration) : values.quick ? 3 : 10,
@@ -114,6 +125,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     dbName: values.db,
     profileDir: values.profile ?? null,
     keep: values.keep,
+    redis: values.redis,
   };
 }
 

@@ -3,7 +3,7 @@
 // stops them (SIGTERM, so the real server drains its WAL), killed only if that takes too long.
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, mkdirSync, openSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 
 export const REPO_ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -100,4 +100,72 @@ export async function startServer(o: StartOptions): Promise<ChildServer> {
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+export interface DurableRedis {
+  url: string;
+  dir: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * A redis-server of the bench's own with the WAL's production durability (`appendonly yes`,
+ * `appendfsync always`: Redis answers a write only once it is fsynced in its AOF), on a free port,
+ * its AOF in `dir`. The machine's shared Redis usually runs without persistence, where "the tip
+ * is in the WAL" would only mean "in Redis memory".
+ */
+export async function startDurableRedis(dir: string, logFile: string): Promise<DurableRedis> {
+  const port = await freePort();
+  const args = ["--port", String(port), "--bind", "127.0.0.1", "--appendonly", "yes"];
+  args.push("--appendfsync", "always", "--save", "", "--dir", dir, "--logfile", logFile);
+  const proc = spawn("redis-server", args, { stdio: "ignore" });
+  const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
+  const spawnError = new Promise<never>((_, reject) =>
+    proc.once("error", (err) =>
+      reject(
+        new Error(
+          `cannot start redis-server for the bench's durable Redis (${err.message}); install it, or run with --redis shared`,
+        ),
+      ),
+    ),
+  );
+  const url = `redis://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    proc.kill("SIGTERM");
+    const timer = setTimeout(() => proc.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const ready = await Promise.race([spawnError, pingOnce(port)]);
+    if (ready) return { url, dir, stop };
+    if (proc.exitCode !== null)
+      throw new Error(`the bench's redis-server exited (code ${proc.exitCode}); see ${logFile}`);
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`the bench's redis-server did not answer within 10 s; see ${logFile}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** True once something on the port answers PING with PONG. */
+function pingOnce(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect(port, "127.0.0.1");
+    let reply = "";
+    const done = (ok: boolean) => {
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.setTimeout(1000, () => done(false));
+    sock.once("error", () => done(false));
+    sock.once("connect", () => sock.write("PING\r\n"));
+    sock.on("data", (d) => {
+      reply += d.toString();
+      if (reply.includes("\r\n")) done(reply.startsWith("+PONG"));
+    });
+  });
 }

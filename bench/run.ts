@@ -3,8 +3,9 @@
 // then the checks that nothing acknowledged went missing and that money is conserved. Prints a
 // table, ratios, targets and checks; writes JSON and an SVG chart to bench/results/.
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { cpus } from "node:os";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { Redis } from "ioredis";
 import pg from "pg";
@@ -33,7 +34,7 @@ import {
   seedPeer,
 } from "./population.ts";
 import { runPaced } from "./paced.ts";
-import { type ChildServer, startServer } from "./processes.ts";
+import { type ChildServer, type DurableRedis, startDurableRedis, startServer } from "./processes.ts";
 import {
   type BenchReport,
   computeRatios,
@@ -44,7 +45,8 @@ import {
 } from "./report.ts";
 import { WalMonitor } from "./wal-monitor.ts";
 
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+/** The Redis of `--redis shared`. */
+const SHARED_REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const RATE_LIMIT_BENCH = "1000000000";
 /** Tokens outlive any run; the server checks exp, and a run must not see them expire. */
 const TOKEN_TTL_S = 6 * 3600;
@@ -142,6 +144,7 @@ interface RunState {
   failures: string[];
   setup: string[];
   redis: Redis;
+  redisUrl: string;
   secret: string;
 }
 
@@ -189,7 +192,7 @@ async function runLedgerServer(s: RunState, pop: Population): Promise<void> {
     LOG_LEVEL: "warn",
     HOST: "127.0.0.1",
     DATABASE_URL: databaseUrl(o.dbName),
-    REDIS_URL,
+    REDIS_URL: s.redisUrl,
     REDIS_PREFIX: prefix,
     SUPABASE_JWT_SECRET: s.secret,
     // Any free port for the in-process Stripe stand-in, so a running dev server is no obstacle.
@@ -458,7 +461,7 @@ async function machineInfo(redis: Redis): Promise<Record<string, unknown>> {
 }
 
 /** Postgres and Redis must be there before anything starts; one line says which is not. */
-async function preflight(redis: Redis): Promise<void> {
+async function preflight(redis: Redis, redisUrl: string): Promise<void> {
   const admin = new pg.Client({ connectionString: adminUrl() });
   try {
     await admin.connect();
@@ -474,20 +477,43 @@ async function preflight(redis: Redis): Promise<void> {
     await redis.connect();
     await redis.ping();
   } catch (err) {
-    throw new Error(`cannot reach Redis at ${REDIS_URL} (${(err as Error).message}); set REDIS_URL`);
+    throw new Error(`cannot reach Redis at ${redisUrl} (${(err as Error).message}); set REDIS_URL`);
   }
 }
 
 async function main(): Promise<number> {
   const o = parseOptions(process.argv.slice(2));
-  const redis = new Redis(REDIS_URL, {
+  const durable = o.redis === "durable" ? await startBenchRedis(o) : null;
+  try {
+    return await runAll(o, durable);
+  } finally {
+    await durable?.stop();
+    if (durable && !o.keep) rmSync(durable.dir, { recursive: true, force: true });
+    else if (durable) log(`kept the bench Redis's AOF in ${durable.dir}`);
+  }
+}
+
+async function startBenchRedis(o: BenchOptions): Promise<DurableRedis> {
+  mkdirSync(`${o.outDir}logs/`, { recursive: true });
+  const dir = mkdtempSync(join(tmpdir(), "3am-bench-redis-"));
+  try {
+    return await startDurableRedis(dir, `${o.outDir}logs/redis.log`);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function runAll(o: BenchOptions, durable: DurableRedis | null): Promise<number> {
+  const redisUrl = durable?.url ?? SHARED_REDIS_URL;
+  const redis = new Redis(redisUrl, {
     lazyConnect: true,
     maxRetriesPerRequest: 2,
     retryStrategy: (attempt) => (attempt > 3 ? null : 200),
   });
   redis.on("error", () => {}); // failures surface from the commands that hit them
   try {
-    await preflight(redis);
+    await preflight(redis, redisUrl);
   } catch (err) {
     redis.disconnect();
     throw err;
@@ -499,6 +525,7 @@ async function main(): Promise<number> {
     failures: [],
     setup: [],
     redis,
+    redisUrl,
     secret: randomBytes(32).toString("hex"),
   };
   const machine = await machineInfo(redis);
@@ -511,7 +538,7 @@ async function main(): Promise<number> {
   s.setup.push(
     `machine: ${machine.cpus} cores (${machine.cpuModel}), ${machine.node}; load generator (autocannon, in this process), server, Postgres and Redis share them`,
     machine.redisAppendonly === "yes"
-      ? `Redis ${machine.redisVersion} with appendonly yes, appendfsync ${machine.redisAppendfsync}`
+      ? `Redis ${machine.redisVersion} with appendonly yes, appendfsync ${machine.redisAppendfsync}${durable ? ` (the bench's own redis-server, --redis durable: an acknowledged tip is fsynced in its AOF)` : " (--redis shared)"}`
       : `Redis ${machine.redisVersion} has no AOF (appendonly ${machine.redisAppendonly}): "acknowledged" here means Redis-acknowledged (in memory), not on disk`,
   );
   if (viewers < MIN_VIEWERS && (needServer || needPeer)) {
@@ -526,6 +553,7 @@ async function main(): Promise<number> {
 
   const interrupted = () => {
     for (const c of children) c.proc.kill("SIGKILL");
+    void durable?.stop();
     process.exit(130);
   };
   process.once("SIGINT", interrupted);
@@ -570,6 +598,7 @@ async function main(): Promise<number> {
       creators: o.creators,
       tipUsd: o.tipUsd,
       depositCents: o.depositCents,
+      redis: o.redis,
     },
     setup: s.setup,
     scenarios: s.results,

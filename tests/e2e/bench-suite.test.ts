@@ -1,9 +1,9 @@
 // The benchmark suite checks itself: `bench/run.ts --quick` runs every scenario against real
 // servers (echo, 3AM, the peer) with a small population, writes its JSON and chart, passes its own
 // after-run checks, and leaves no database or Redis key behind. Speed is not judged here.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
@@ -23,6 +23,10 @@ import { PG_ADMIN_URL, REDIS_URL } from "../helpers/env.ts";
 const ROOT = new URL("../../", import.meta.url).pathname;
 const db = `bench_test_${randomBytes(4).toString("hex")}`;
 const out = `${mkdtempSync(join(tmpdir(), "bench-suite-"))}/`;
+// --redis durable (the default) starts a redis-server of the bench's own.
+const hasRedisServer = spawnSync("redis-server", ["--version"]).status === 0;
+// The bench's TMPDIR, where its Redis keeps the AOF: empty again once the run is over.
+const benchTmp = mkdtempSync(join(tmpdir(), "bench-suite-tmp-"));
 
 async function databasesNamed(prefix: string): Promise<string[]> {
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
@@ -61,13 +65,14 @@ afterAll(async () => {
     redis.disconnect();
   }
   rmSync(out, { recursive: true, force: true });
+  rmSync(benchTmp, { recursive: true, force: true });
 });
 
 function runBench(args: string[]): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ["--import", "tsx", "bench/run.ts", ...args], {
       cwd: ROOT,
-      env: { ...process.env, BENCH_PG_ADMIN_URL: PG_ADMIN_URL, REDIS_URL },
+      env: { ...process.env, BENCH_PG_ADMIN_URL: PG_ADMIN_URL, REDIS_URL, TMPDIR: benchTmp },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let output = "";
@@ -106,6 +111,9 @@ describe("bench population", () => {
       "tip-uniform",
       "tip-uniform-half",
     ]);
+    expect(parseOptions([]).redis).toBe("durable");
+    expect(parseOptions(["--redis", "shared"]).redis).toBe("shared");
+    expect(() => parseOptions(["--redis", "memory"])).toThrow(/--redis must be durable or shared/);
     expect(parseOptions(["--scenario", "peer-seed,echo"]).scenarios).toEqual([
       "echo",
       "peer-seed-uniform",
@@ -128,9 +136,17 @@ describe("npm run bench -- --quick", () => {
       out,
       "--db",
       db,
+      "--redis",
+      hasRedisServer ? "durable" : "shared",
     ]);
     expect(r.code, r.output).toBe(0);
     const report = JSON.parse(readFileSync(`${out}latest.json`, "utf8"));
+    if (hasRedisServer) {
+      // Every acknowledged tip was fsynced: the bench's Redis ran with the WAL's durability.
+      expect(report.machine).toMatchObject({ redisAppendonly: "yes", redisAppendfsync: "always" });
+      expect(report.options.redis).toBe("durable");
+      expect(readdirSync(benchTmp).filter((f) => f.startsWith("3am-bench-redis-"))).toEqual([]);
+    }
     expect(report.scenarios.map((s: { name: string }) => s.name)).toEqual([...SCENARIOS]);
     for (const s of report.scenarios) {
       expect(s.requests, s.name).toBeGreaterThan(0);
@@ -164,5 +180,33 @@ describe("npm run bench -- --quick", () => {
     expect(existsSync(`${out}logs/server.log`)).toBe(true);
     expect(await databasesNamed(db)).toEqual([]);
     expect(await redisKeys(`${db}:`)).toEqual([]);
+  });
+
+  it("--redis shared runs against REDIS_URL and leaves no key there", async () => {
+    const r = await runBench([
+      "--quick",
+      "--scenario",
+      "tip-hot",
+      "--duration",
+      "1",
+      "--viewers",
+      "2000",
+      "--creators",
+      "10",
+      "--out",
+      `${out}shared/`,
+      "--db",
+      db,
+      "--redis",
+      "shared",
+    ]);
+    expect(r.code, r.output).toBe(0);
+    const report = JSON.parse(readFileSync(`${out}shared/latest.json`, "utf8"));
+    expect(report.options.redis).toBe("shared");
+    expect(report.scenarios.map((s: { name: string }) => s.name)).toEqual(["tip-hot"]);
+    expect(report.scenarios[0].status2xx).toBeGreaterThan(0);
+    expect((report.checks as Array<{ ok: boolean }>).every((c) => c.ok)).toBe(true);
+    expect(await redisKeys(`${db}:`)).toEqual([]);
+    expect(await databasesNamed(db)).toEqual([]);
   });
 });
