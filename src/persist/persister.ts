@@ -197,6 +197,13 @@ class PersistLane {
 
   private async run(): Promise<void> {
     while (this.running) {
+      if (this.shards.every((s) => this.halted.has(s))) {
+        // Every stream of this lane is stopped until an operator restarts the process. A round
+        // would return at once without touching Redis, and a loop of those never yields the
+        // thread: no health report, no timer, no HTTP if the persister runs on the main thread.
+        await new Promise((r) => setTimeout(r, this.o.retryMs));
+        continue;
+      }
       try {
         const started = Date.now();
         const persisted = await this.serialized(true);

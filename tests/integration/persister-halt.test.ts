@@ -1,0 +1,81 @@
+import { afterEach, beforeAll, afterAll, describe, expect, it } from "vitest";
+import type { Core } from "../../src/app.ts";
+import { walStreamKey } from "../../src/wal/wal-codec.ts";
+import { createTestEnv, type TestEnv } from "../helpers/env.ts";
+import { createUsers, key, settle, startTestCore } from "../helpers/ledger.ts";
+
+// A version conflict stops persisting its shard. When that leaves a persister lane with no shard
+// at all (here: one shard, one lane), the lane must idle, not spin: a spinning loop of rounds that
+// return at once never yields its thread, so the halt would never be reported (thread) or the
+// whole server would stop answering (main thread).
+// The thread variant first: without the fix it fails cleanly; the main-thread one hangs.
+describe.each([{ PERSIST_THREAD: "true" }, { PERSIST_THREAD: "false" }])(
+  "persister with every shard halted, PERSIST_THREAD=$PERSIST_THREAD",
+  ({ PERSIST_THREAD }) => {
+    let env: TestEnv;
+    let core: Core | null = null;
+    beforeAll(async () => {
+      env = await createTestEnv("persist_halt");
+    });
+    afterEach(async () => {
+      await core?.stop();
+      core = null;
+    });
+    afterAll(async () => {
+      await env?.cleanup();
+    });
+
+    it("reports the halt and keeps the process responsive", async () => {
+      core = await startTestCore(env, {
+        PERSIST_THREAD,
+        SHARDS: "1",
+        PERSIST_LANES: "1",
+        PERSIST_RETRY_MS: "50",
+      });
+      const [viewer, creator] = await createUsers(env.pool, 2);
+      await core.ledger.submit({ kind: "deposit", key: key(), accountId: viewer!, amountCents: 1000 });
+      await core.ledger.submit({
+        kind: "tip",
+        key: key(),
+        fromAccountId: viewer!,
+        toAccountId: creator!,
+        amountCents: 100,
+      });
+      await settle(core);
+      // Postgres one version behind what the WAL follows: the next write to it halts shard 0.
+      await env.pool.query("UPDATE ledger SET version = version - 1 WHERE id = $1", [viewer]);
+      await core.ledger.submit({
+        kind: "tip",
+        key: key(),
+        fromAccountId: viewer!,
+        toAccountId: creator!,
+        amountCents: 100,
+      });
+      const deadline = Date.now() + 10_000;
+      while (core.persister.health().halted.length === 0) {
+        if (Date.now() > deadline) throw new Error("halt never reported");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(core.persister.health().halted).toEqual([0]);
+      // Timers still fire on time, and the process is not busy.
+      const cpu0 = process.cpuUsage();
+      const t0 = performance.now();
+      await new Promise((r) => setTimeout(r, 500));
+      const elapsed = performance.now() - t0;
+      const used = process.cpuUsage(cpu0);
+      expect(elapsed).toBeLessThan(2000);
+      expect((used.user + used.system) / 1000 / elapsed).toBeLessThan(0.5);
+      // Tips are still taken (they wait in the WAL for the operator).
+      const r = await core.ledger.submit({
+        kind: "tip",
+        key: key(),
+        fromAccountId: viewer!,
+        toAccountId: creator!,
+        amountCents: 100,
+      });
+      expect("transaction" in r).toBe(true);
+      expect(await env.redis.xlen(walStreamKey(env.redisPrefix, 0))).toBeGreaterThan(0);
+      await env.pool.query("UPDATE ledger SET version = version + 1 WHERE id = $1", [viewer]);
+    });
+  },
+);
