@@ -106,6 +106,8 @@ export interface DurableRedis {
   url: string;
   dir: string;
   stop(): Promise<void>;
+  /** Synchronous SIGKILL, for a bench process that is exiting anyway. */
+  kill(): void;
 }
 
 /**
@@ -140,7 +142,7 @@ export async function startDurableRedis(dir: string, logFile: string): Promise<D
   const deadline = Date.now() + 10_000;
   for (;;) {
     const ready = await Promise.race([spawnError, pingOnce(port)]);
-    if (ready) return { url, dir, stop };
+    if (ready) return { url, dir, stop, kill: () => proc.kill("SIGKILL") };
     if (proc.exitCode !== null)
       throw new Error(`the bench's redis-server exited (code ${proc.exitCode}); see ${logFile}`);
     if (Date.now() > deadline) {

@@ -484,12 +484,21 @@ async function preflight(redis: Redis, redisUrl: string): Promise<void> {
 async function main(): Promise<number> {
   const o = parseOptions(process.argv.slice(2));
   const durable = o.redis === "durable" ? await startBenchRedis(o) : null;
+  // However the bench ends (a crash, a closed stdout, a signal), no server or Redis it started
+  // outlives it.
+  const orphans = () => {
+    for (const c of children) c.proc.kill("SIGKILL");
+    durable?.kill();
+    if (durable && !o.keep) rmSync(durable.dir, { recursive: true, force: true });
+  };
+  process.once("exit", orphans);
   try {
     return await runAll(o, durable);
   } finally {
     await durable?.stop();
     if (durable && !o.keep) rmSync(durable.dir, { recursive: true, force: true });
     else if (durable) log(`kept the bench Redis's AOF in ${durable.dir}`);
+    process.off("exit", orphans);
   }
 }
 
@@ -552,11 +561,10 @@ async function runAll(o: BenchOptions, durable: DurableRedis | null): Promise<nu
   log(`${viewers} viewers and ${o.creators} creators with tokens in ${secondsSince(t0)} s`);
 
   const interrupted = () => {
-    for (const c of children) c.proc.kill("SIGKILL");
-    void durable?.stop();
-    process.exit(130);
+    process.exit(130); // the exit handler stops the servers and the bench's Redis
   };
   process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
   // A phase that fails is reported and the next one still runs.
   const phase = async (name: string, fn: () => Promise<void>) => {
     try {
@@ -578,6 +586,7 @@ async function runAll(o: BenchOptions, durable: DurableRedis | null): Promise<nu
     }
     redis.disconnect();
     process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
   }
 
   for (const r of s.results) {

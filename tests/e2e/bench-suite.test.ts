@@ -1,7 +1,7 @@
 // The benchmark suite checks itself: `bench/run.ts --quick` runs every scenario against real
 // servers (echo, 3AM, the peer) with a small population, writes its JSON and chart, passes its own
 // after-run checks, and leaves no database or Redis key behind. Speed is not judged here.
-import { spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -51,7 +51,14 @@ async function redisKeys(prefix: string): Promise<string[]> {
   }
 }
 
+/** Bench runs still going (a timed-out test): stopped first, so nothing outlives the file. */
+const running = new Set<ChildProcess>();
+
 afterAll(async () => {
+  for (const child of running) {
+    child.kill("SIGTERM"); // the bench kills its servers and its Redis on the way out
+    await new Promise((r) => child.once("exit", r));
+  }
   // Only if the run died before its own cleanup.
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
   await admin.connect();
@@ -75,6 +82,7 @@ function runBench(args: string[]): Promise<{ code: number | null; output: string
       env: { ...process.env, BENCH_PG_ADMIN_URL: PG_ADMIN_URL, REDIS_URL, TMPDIR: benchTmp },
       stdio: ["ignore", "pipe", "pipe"],
     });
+    running.add(child);
     let output = "";
     child.stdout.on("data", (d) => {
       output += d;
@@ -82,7 +90,10 @@ function runBench(args: string[]): Promise<{ code: number | null; output: string
     child.stderr.on("data", (d) => {
       output += d;
     });
-    child.on("exit", (code) => resolve({ code, output }));
+    child.on("exit", (code) => {
+      running.delete(child);
+      resolve({ code, output });
+    });
   });
 }
 
