@@ -48,8 +48,9 @@ export interface BenchOptions {
   /** Leave the databases and Redis keys in place after the run, to look at them. */
   keep: boolean;
   /**
-   * durable: the bench starts its own redis-server with appendfsync always, so an acknowledged
-   * tip is on disk; shared: the Redis at REDIS_URL, however it is configured.
+   * durable: the bench starts its own redis-servers, the WAL's with appendfsync always (an
+   * acknowledged tip is on disk) and the rate limiters' without persistence; shared: the Redis at
+   * REDIS_URL for both, however it is configured.
    */
   redis: "durable" | "shared";
 }
@@ -66,8 +67,10 @@ const USAGE = `npm run bench -- [options]
   --db NAME          database / Redis prefix base name (default threeam_bench)
   --profile DIR      run the servers with node --cpu-prof, profiles into DIR
   --keep             keep the bench databases and Redis keys afterwards
-  --redis MODE       durable (default): the bench's own redis-server, appendonly yes, appendfsync
-                     always, so every acknowledged tip is on disk; shared: the Redis at REDIS_URL
+  --redis MODE       durable (default): the WAL in the bench's own redis-server with appendonly yes,
+                     appendfsync always, so every acknowledged tip is on disk, and the rate limits
+                     in a second one without persistence (RATE_LIMIT_REDIS_URL);
+                     shared: both in the Redis at REDIS_URL, however it is configured
 environment: BENCH_NODE_FLAGS="--trace-gc ..." adds node flags to the servers it starts`;
 
 export function parseOptions(argv: string[]): BenchOptions {

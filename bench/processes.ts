@@ -102,7 +102,7 @@ export async function startServer(o: StartOptions): Promise<ChildServer> {
   }
 }
 
-export interface DurableRedis {
+export interface BenchRedis {
   url: string;
   dir: string;
   stop(): Promise<void>;
@@ -111,22 +111,33 @@ export interface DurableRedis {
 }
 
 /**
- * A redis-server of the bench's own with the WAL's production durability (`appendonly yes`,
- * `appendfsync always`: Redis answers a write only once it is fsynced in its AOF), on a free port,
- * its AOF in `dir`. The machine's shared Redis usually runs without persistence, where "the tip
- * is in the WAL" would only mean "in Redis memory".
+ * A redis-server of the bench's own on a free port. `aof`: the WAL's production durability
+ * (`appendonly yes`, `appendfsync always`: Redis answers a write only once it is fsynced in its
+ * AOF, kept in `dir`); otherwise no persistence at all, as the rate limiters' counters need none.
  */
-export async function startDurableRedis(dir: string, logFile: string): Promise<DurableRedis> {
+export async function startBenchRedisServer(dir: string, logFile: string, aof: boolean): Promise<BenchRedis> {
   const port = await freePort();
-  const args = ["--port", String(port), "--bind", "127.0.0.1", "--appendonly", "yes"];
-  args.push("--appendfsync", "always", "--save", "", "--dir", dir, "--logfile", logFile);
+  const args = [
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--save",
+    "",
+    "--dir",
+    dir,
+    "--logfile",
+    logFile,
+  ];
+  if (aof) args.push("--appendonly", "yes", "--appendfsync", "always");
+  else args.push("--appendonly", "no");
   const proc = spawn("redis-server", args, { stdio: "ignore" });
   const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
   const spawnError = new Promise<never>((_, reject) =>
     proc.once("error", (err) =>
       reject(
         new Error(
-          `cannot start redis-server for the bench's durable Redis (${err.message}); install it, or run with --redis shared`,
+          `cannot start redis-server for the bench's own Redis (${err.message}); install it, or run with --redis shared`,
         ),
       ),
     ),
@@ -143,8 +154,9 @@ export async function startDurableRedis(dir: string, logFile: string): Promise<D
   for (;;) {
     const ready = await Promise.race([spawnError, pingOnce(port)]);
     if (ready) return { url, dir, stop, kill: () => proc.kill("SIGKILL") };
-    if (proc.exitCode !== null)
+    if (proc.exitCode !== null) {
       throw new Error(`the bench's redis-server exited (code ${proc.exitCode}); see ${logFile}`);
+    }
     if (Date.now() > deadline) {
       await stop();
       throw new Error(`the bench's redis-server did not answer within 10 s; see ${logFile}`);

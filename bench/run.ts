@@ -34,7 +34,7 @@ import {
   seedPeer,
 } from "./population.ts";
 import { runPaced } from "./paced.ts";
-import { type ChildServer, type DurableRedis, startDurableRedis, startServer } from "./processes.ts";
+import { type BenchRedis, type ChildServer, startBenchRedisServer, startServer } from "./processes.ts";
 import {
   type BenchReport,
   computeRatios,
@@ -145,6 +145,8 @@ interface RunState {
   setup: string[];
   redis: Redis;
   redisUrl: string;
+  /** The rate limiters' own Redis (RATE_LIMIT_REDIS_URL), or null: they share the WAL's. */
+  limitsRedisUrl: string | null;
   secret: string;
 }
 
@@ -193,6 +195,7 @@ async function runLedgerServer(s: RunState, pop: Population): Promise<void> {
     HOST: "127.0.0.1",
     DATABASE_URL: databaseUrl(o.dbName),
     REDIS_URL: s.redisUrl,
+    ...(s.limitsRedisUrl ? { RATE_LIMIT_REDIS_URL: s.limitsRedisUrl } : {}),
     REDIS_PREFIX: prefix,
     SUPABASE_JWT_SECRET: s.secret,
     // Any free port for the in-process Stripe stand-in, so a running dev server is no obstacle.
@@ -205,7 +208,7 @@ async function runLedgerServer(s: RunState, pop: Population): Promise<void> {
   const config = loadConfig({ ...process.env, ...serverEnv });
   s.setup.push(
     `3AM server: SHARDS=${config.SHARDS}, PERSIST_LANES=${config.PERSIST_LANES}, WAL_BATCH_MAX=${config.WAL_BATCH_MAX}, fraud rules at their defaults (${config.FRAUD_MAX_TX_PER_HOUR} tips/hour, $${config.FRAUD_MAX_VOLUME_PER_HOUR_USD}/hour), NODE_ENV=development (production insists on real Stripe keys)`,
-    `rate limits on and counted in Redis (per IP and per user, RATE_LIMIT_IP_PER_MIN=RATE_LIMIT_USER_PER_MIN=${RATE_LIMIT_BENCH}): budgets too big to refuse the bench's single IP, so every request pays for both checks as in production`,
+    `rate limits on and counted in Redis (per IP and per user, RATE_LIMIT_IP_PER_MIN=RATE_LIMIT_USER_PER_MIN=${RATE_LIMIT_BENCH}): budgets too big to refuse the bench's single IP, so every request pays for both checks as in production; ${s.limitsRedisUrl ? "counters in a second redis-server of the bench's, without persistence (RATE_LIMIT_REDIS_URL), so no fsync is on their path" : "counters in the same Redis as the WAL"}`,
   );
 
   const t0 = performance.now();
@@ -483,38 +486,44 @@ async function preflight(redis: Redis, redisUrl: string): Promise<void> {
 
 async function main(): Promise<number> {
   const o = parseOptions(process.argv.slice(2));
-  const durable = o.redis === "durable" ? await startBenchRedis(o) : null;
+  const own = o.redis === "durable" ? await startBenchRedises(o) : null;
   // However the bench ends (a crash, a closed stdout, a signal), no server or Redis it started
   // outlives it.
   const orphans = () => {
     for (const c of children) c.proc.kill("SIGKILL");
-    durable?.kill();
-    if (durable && !o.keep) rmSync(durable.dir, { recursive: true, force: true });
+    own?.wal.kill();
+    own?.limits.kill();
+    if (own && !o.keep) rmSync(own.wal.dir, { recursive: true, force: true });
   };
   process.once("exit", orphans);
   try {
-    return await runAll(o, durable);
+    return await runAll(o, own);
   } finally {
-    await durable?.stop();
-    if (durable && !o.keep) rmSync(durable.dir, { recursive: true, force: true });
-    else if (durable) log(`kept the bench Redis's AOF in ${durable.dir}`);
+    await Promise.all([own?.wal.stop(), own?.limits.stop()]);
+    if (own && !o.keep) rmSync(own.wal.dir, { recursive: true, force: true });
+    else if (own) log(`kept the bench Redis's AOF in ${own.wal.dir}`);
     process.off("exit", orphans);
   }
 }
 
-async function startBenchRedis(o: BenchOptions): Promise<DurableRedis> {
+/** --redis durable: the WAL's redis-server (appendfsync always) and the rate limiters' (none). */
+async function startBenchRedises(o: BenchOptions): Promise<{ wal: BenchRedis; limits: BenchRedis }> {
   mkdirSync(`${o.outDir}logs/`, { recursive: true });
   const dir = mkdtempSync(join(tmpdir(), "3am-bench-redis-"));
+  let wal: BenchRedis | null = null;
   try {
-    return await startDurableRedis(dir, `${o.outDir}logs/redis.log`);
+    wal = await startBenchRedisServer(dir, `${o.outDir}logs/redis-wal.log`, true);
+    const limits = await startBenchRedisServer(dir, `${o.outDir}logs/redis-limits.log`, false);
+    return { wal, limits };
   } catch (err) {
+    await wal?.stop();
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
 }
 
-async function runAll(o: BenchOptions, durable: DurableRedis | null): Promise<number> {
-  const redisUrl = durable?.url ?? SHARED_REDIS_URL;
+async function runAll(o: BenchOptions, own: { wal: BenchRedis; limits: BenchRedis } | null): Promise<number> {
+  const redisUrl = own?.wal.url ?? SHARED_REDIS_URL;
   const redis = new Redis(redisUrl, {
     lazyConnect: true,
     maxRetriesPerRequest: 2,
@@ -535,6 +544,7 @@ async function runAll(o: BenchOptions, durable: DurableRedis | null): Promise<nu
     setup: [],
     redis,
     redisUrl,
+    limitsRedisUrl: own?.limits.url ?? null,
     secret: randomBytes(32).toString("hex"),
   };
   const machine = await machineInfo(redis);
@@ -547,7 +557,7 @@ async function runAll(o: BenchOptions, durable: DurableRedis | null): Promise<nu
   s.setup.push(
     `machine: ${machine.cpus} cores (${machine.cpuModel}), ${machine.node}; load generator (autocannon, in this process), server, Postgres and Redis share them`,
     machine.redisAppendonly === "yes"
-      ? `Redis ${machine.redisVersion} with appendonly yes, appendfsync ${machine.redisAppendfsync}${durable ? ` (the bench's own redis-server, --redis durable: an acknowledged tip is fsynced in its AOF)` : " (--redis shared)"}`
+      ? `Redis ${machine.redisVersion} with appendonly yes, appendfsync ${machine.redisAppendfsync}${own ? ` (the bench's own redis-server, --redis durable: an acknowledged tip is fsynced in its AOF)` : " (--redis shared)"}`
       : `Redis ${machine.redisVersion} has no AOF (appendonly ${machine.redisAppendonly}): "acknowledged" here means Redis-acknowledged (in memory), not on disk`,
   );
   if (viewers < MIN_VIEWERS && (needServer || needPeer)) {

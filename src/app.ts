@@ -16,6 +16,8 @@ export interface Core {
   config: Config;
   pool: pg.Pool;
   redis: Redis;
+  /** The rate limiters' Redis: `redis` itself unless RATE_LIMIT_REDIS_URL names another. */
+  limitsRedis: Redis;
   ledger: Ledger;
   persister: PersisterLike;
   stop(): Promise<void>;
@@ -43,28 +45,33 @@ export async function startCore(
     const applied = await migrate(pool);
     if (applied.length > 0) logger.info({ applied }, "migrations applied");
   }
-  const redis = new Redis(config.REDIS_URL, {
-    lazyConnect: true,
-    maxRetriesPerRequest: 1,
-    enableAutoPipelining: false,
-  });
-  let connected = false;
-  // Before the first connect the failure is reported once, below; after it, every drop is logged.
-  redis.on("error", (err) => {
-    if (connected) logger.warn({ err: err.message }, "redis connection error");
-  });
+  let redis: Redis;
+  let limitsRedis: Redis;
   try {
-    await redis.connect();
-    await redis.ping();
-    connected = true;
+    redis = await connectRedis(config.REDIS_URL, "REDIS_URL", "redis connection error", logger);
   } catch (err) {
     await pool.end();
-    redis.disconnect();
-    throw new DependencyError(
-      `cannot reach Redis at ${redactUrl(config.REDIS_URL)} (${(err as Error).message}); start one with ` +
-        "`docker compose up -d redis` or the Debian package redis-server, or set REDIS_URL",
-    );
+    throw err;
   }
+  try {
+    limitsRedis =
+      config.RATE_LIMIT_REDIS_URL && config.RATE_LIMIT_REDIS_URL !== config.REDIS_URL
+        ? await connectRedis(
+            config.RATE_LIMIT_REDIS_URL,
+            "RATE_LIMIT_REDIS_URL",
+            "rate-limit redis connection error",
+            logger,
+          )
+        : redis;
+  } catch (err) {
+    redis.disconnect();
+    await pool.end();
+    throw err;
+  }
+  const disconnectRedis = () => {
+    redis.disconnect();
+    if (limitsRedis !== redis) limitsRedis.disconnect();
+  };
   const lease = new OwnershipLease(
     redis,
     `${config.REDIS_PREFIX}ledger:owner`,
@@ -77,7 +84,7 @@ export async function startCore(
   try {
     await lease.acquire();
   } catch (err) {
-    redis.disconnect();
+    disconnectRedis();
     await pool.end();
     throw new DependencyError((err as Error).message);
   }
@@ -119,6 +126,7 @@ export async function startCore(
     config,
     pool,
     redis,
+    limitsRedis,
     ledger,
     persister,
     async stop() {
@@ -126,10 +134,37 @@ export async function startCore(
       await ledger.stop();
       await persister.stop();
       await lease.release();
-      redis.disconnect();
+      disconnectRedis();
       await pool.end();
     },
   };
+}
+
+/** Connects and pings, or says in one line which variable names the Redis that is not there. */
+async function connectRedis(
+  url: string,
+  variable: string,
+  dropMessage: string,
+  logger: Logger,
+): Promise<Redis> {
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, enableAutoPipelining: false });
+  let connected = false;
+  // Before the first connect the failure is reported once, below; after it, every drop is logged.
+  redis.on("error", (err) => {
+    if (connected) logger.warn({ err: err.message }, dropMessage);
+  });
+  try {
+    await redis.connect();
+    await redis.ping();
+    connected = true;
+    return redis;
+  } catch (err) {
+    redis.disconnect();
+    throw new DependencyError(
+      `cannot reach Redis at ${redactUrl(url)} (${(err as Error).message}); start one with ` +
+        `\`docker compose up -d redis\` or the Debian package redis-server, or set ${variable}`,
+    );
+  }
 }
 
 function redactUrl(u: string): string {

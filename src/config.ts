@@ -20,6 +20,12 @@ export const configSchema = z.object({
   REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
   /** Prefix for every Redis key this process writes (WAL streams, rate limits, queues). */
   REDIS_PREFIX: z.string().default(""),
+  /**
+   * Redis for the rate limiters' counters (default: REDIS_URL). They need no durability: on a Redis
+   * without AOF they keep an fsync off every request's path, since the WAL's Redis fsyncs every
+   * write before it answers.
+   */
+  RATE_LIMIT_REDIS_URL: optional(z.string().url()),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 
   /** Logical ledger shards; each owns its accounts, mailbox and WAL stream wal:{shard}. */

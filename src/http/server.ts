@@ -87,7 +87,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   const routerDeps: RouterDeps = {
     logger,
     tokens,
-    limits: new RateLimits(core.redis, config),
+    limits: new RateLimits(core.limitsRedis, config),
     cors: corsPolicy(config.CORS_ORIGINS),
     bodyLimitBytes: config.BODY_LIMIT_BYTES,
     metrics,
@@ -163,14 +163,20 @@ async function readiness(core: Core) {
       () => true,
       () => false,
     );
-  const [pg, redis] = await Promise.all([within(core.pool.query("SELECT 1")), within(core.redis.ping())]);
+  const separate = core.limitsRedis !== core.redis;
+  const [pg, redis, limits] = await Promise.all([
+    within(core.pool.query("SELECT 1")),
+    within(core.redis.ping()),
+    separate ? within(core.limitsRedis.ping()) : Promise.resolve(true),
+  ]);
   const ledger = core.ledger.health();
   const persist = core.persister.health();
-  const ready = pg && redis && !ledger.recovering && persist.halted.length === 0;
+  const ready = pg && redis && limits && !ledger.recovering && persist.halted.length === 0;
   return {
     status: ready ? "ready" : "not_ready",
     postgres: pg ? "up" : "down",
     redis: redis ? "up" : "down",
+    ...(separate ? { rate_limit_redis: limits ? "up" : "down" } : {}),
     ledger: { recovering: ledger.recovering },
     wal: {
       lag_ms: persist.walLagMs,

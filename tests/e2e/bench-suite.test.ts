@@ -156,6 +156,7 @@ describe("npm run bench -- --quick", () => {
       // Every acknowledged tip was fsynced: the bench's Redis ran with the WAL's durability.
       expect(report.machine).toMatchObject({ redisAppendonly: "yes", redisAppendfsync: "always" });
       expect(report.options.redis).toBe("durable");
+      expect(report.setup.join("\n")).toContain("without persistence (RATE_LIMIT_REDIS_URL)");
       expect(readdirSync(benchTmp).filter((f) => f.startsWith("3am-bench-redis-"))).toEqual([]);
     }
     expect(report.scenarios.map((s: { name: string }) => s.name)).toEqual([...SCENARIOS]);
