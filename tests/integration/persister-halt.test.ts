@@ -33,24 +33,21 @@ describe.each([{ PERSIST_THREAD: "true" }, { PERSIST_THREAD: "false" }])(
         PERSIST_RETRY_MS: "50",
       });
       const [viewer, creator] = await createUsers(env.pool, 2);
-      await core.ledger.submit({ kind: "deposit", key: key(), accountId: viewer!, amountCents: 1000 });
-      await core.ledger.submit({
-        kind: "tip",
-        key: key(),
-        fromAccountId: viewer!,
-        toAccountId: creator!,
-        amountCents: 100,
-      });
+      const c = core;
+      const tip = () =>
+        c.ledger.submit({
+          kind: "tip",
+          key: key(),
+          fromAccountId: viewer!,
+          toAccountId: creator!,
+          amountCents: 100,
+        });
+      await c.ledger.submit({ kind: "deposit", key: key(), accountId: viewer!, amountCents: 1000 });
+      await tip();
       await settle(core);
       // Postgres one version behind what the WAL follows: the next write to it halts shard 0.
       await env.pool.query("UPDATE ledger SET version = version - 1 WHERE id = $1", [viewer]);
-      await core.ledger.submit({
-        kind: "tip",
-        key: key(),
-        fromAccountId: viewer!,
-        toAccountId: creator!,
-        amountCents: 100,
-      });
+      await tip();
       const deadline = Date.now() + 10_000;
       while (core.persister.health().halted.length === 0) {
         if (Date.now() > deadline) throw new Error("halt never reported");
@@ -66,13 +63,7 @@ describe.each([{ PERSIST_THREAD: "true" }, { PERSIST_THREAD: "false" }])(
       expect(elapsed).toBeLessThan(2000);
       expect((used.user + used.system) / 1000 / elapsed).toBeLessThan(0.5);
       // Tips are still taken (they wait in the WAL for the operator).
-      const r = await core.ledger.submit({
-        kind: "tip",
-        key: key(),
-        fromAccountId: viewer!,
-        toAccountId: creator!,
-        amountCents: 100,
-      });
+      const r = await tip();
       expect("transaction" in r).toBe(true);
       expect(await env.redis.xlen(walStreamKey(env.redisPrefix, 0))).toBeGreaterThan(0);
       await env.pool.query("UPDATE ledger SET version = version + 1 WHERE id = $1", [viewer]);
