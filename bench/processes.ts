@@ -142,6 +142,8 @@ export async function startBenchRedisServer(dir: string, logFile: string, aof: b
       ),
     ),
   );
+  // Raced below while starting; an error after that (a failed kill) must not crash the bench.
+  spawnError.catch(() => {});
   const url = `redis://127.0.0.1:${port}`;
   const stop = async () => {
     if (proc.exitCode !== null || proc.signalCode !== null) return;
