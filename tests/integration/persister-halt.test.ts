@@ -1,7 +1,7 @@
 import { afterEach, beforeAll, afterAll, describe, expect, it } from "vitest";
 import type { Core } from "../../src/app.ts";
 import { walStreamKey } from "../../src/wal/wal-codec.ts";
-import { createTestEnv, type TestEnv } from "../helpers/env.ts";
+import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { createUsers, key, settle, startTestCore } from "../helpers/ledger.ts";
 
 // A version conflict stops persisting its shard. When that leaves a persister lane with no shard
@@ -48,11 +48,7 @@ describe.each([{ PERSIST_THREAD: "true" }, { PERSIST_THREAD: "false" }])(
       // Postgres one version behind what the WAL follows: the next write to it halts shard 0.
       await env.pool.query("UPDATE ledger SET version = version - 1 WHERE id = $1", [viewer]);
       await tip();
-      const deadline = Date.now() + 10_000;
-      while (core.persister.health().halted.length === 0) {
-        if (Date.now() > deadline) throw new Error("halt never reported");
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await waitFor(() => c.persister.health().halted.length > 0, 10_000, "the halt to be reported");
       expect(core.persister.health().halted).toEqual([0]);
       // Timers still fire on time, and the process is not busy.
       const cpu0 = process.cpuUsage();

@@ -1,6 +1,6 @@
 import { afterEach, beforeAll, afterAll, describe, expect, it } from "vitest";
 import type { Core } from "../../src/app.ts";
-import { createTestEnv, type TestEnv } from "../helpers/env.ts";
+import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { createUsers, key, settle, startTestCore } from "../helpers/ledger.ts";
 
 // PERSIST_LINGER_MS: while the persister keeps up it waits out the linger between rounds, so each
@@ -79,20 +79,12 @@ describe("persister linger", () => {
     await fund(core, viewer!);
     // A first tip makes a round that persists something, then the persister lingers 2 s.
     await tip(core, viewer!, creator!);
-    const deadline0 = Date.now() + 5000;
-    while ((await persistedTips(viewer!)) < 1) {
-      if (Date.now() > deadline0) throw new Error("first tip not persisted");
-      await sleep(10);
-    }
+    await waitFor(async () => (await persistedTips(viewer!)) >= 1, 5000, "the first tip in Postgres");
     // 40 more on the viewer's one stream: 8 full reads of 5. Lingering after each would take
     // 16 s; going again at once after full reads, about one linger.
     for (let i = 0; i < 40; i++) await tip(core, viewer!, creator!);
     const t0 = Date.now();
-    while ((await persistedTips(viewer!)) < 41) {
-      if (Date.now() - t0 > 8000)
-        throw new Error(`backlog not persisted: ${await persistedTips(viewer!)}/41`);
-      await sleep(20);
-    }
+    await waitFor(async () => (await persistedTips(viewer!)) >= 41, 8000, "the backlog in Postgres");
     expect(Date.now() - t0).toBeLessThan(8000);
   }, 20_000);
 });
