@@ -11,7 +11,7 @@ import pino from "pino";
 import { loadConfig } from "../src/config.ts";
 import { createPool, ensureDatabase } from "../src/db/pool.ts";
 import { migrate } from "../src/db/migrate.ts";
-import { Ledger, type WalSink } from "../src/ledger/ledger.ts";
+import { Ledger, type WalSink } from "../src/shards/ledger.ts";
 import { AccountStore } from "../src/persist/account-store.ts";
 import { Persister } from "../src/persist/persister.ts";
 import { reconcileLedger } from "../src/persist/reconcile.ts";

@@ -239,7 +239,7 @@ async function runLedgerScenarios(
   const { o } = s;
   const server = await start({
     name: "server",
-    script: "src/main.ts",
+    script: "src/main/main.ts",
     env: serverEnv,
     logDir: `${o.outDir}logs/`,
     profileDir: o.profileDir,

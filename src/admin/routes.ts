@@ -3,7 +3,7 @@
 import type pg from "pg";
 import { z } from "zod";
 import { AppError } from "../errors.ts";
-import type { Ledger } from "../ledger/ledger.ts";
+import type { Ledger } from "../shards/ledger.ts";
 import type { StatusResult } from "../ledger/types.ts";
 import { requireAdmin, uuidFrom } from "../http/access.ts";
 import { centsToDollars } from "../ledger/money.ts";

@@ -4,7 +4,7 @@ import { timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
 import type { TemplatedApp, us_listen_socket } from "uWebSockets.js";
 import { adminRoutes } from "../admin/routes.ts";
-import type { Core } from "../app.ts";
+import type { Core } from "../main/core.ts";
 import { type IdentityProvider, LocalIdentity, SupabaseIdentity } from "../auth/identity.ts";
 import { PasswordHasher } from "../auth/passwords.ts";
 import { DEV_JWT_SECRET, TokenService } from "../auth/tokens.ts";

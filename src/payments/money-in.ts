@@ -9,7 +9,7 @@ import type { Logger } from "pino";
 import Stripe from "stripe";
 import { AppError } from "../errors.ts";
 import { isUuid } from "../ledger/accounts.ts";
-import type { Ledger } from "../ledger/ledger.ts";
+import type { Ledger } from "../shards/ledger.ts";
 import type { AccountView, TxResult } from "../ledger/types.ts";
 import { reconcileLedger } from "../persist/reconcile.ts";
 

@@ -3,7 +3,7 @@
 import { randomUUID } from "node:crypto";
 import { z } from "zod";
 import { AppError } from "../errors.ts";
-import type { Ledger } from "../ledger/ledger.ts";
+import type { Ledger } from "../shards/ledger.ts";
 import { dollarsToCents } from "../ledger/money.ts";
 import type { TxResult } from "../ledger/types.ts";
 import { requireSelfOrAdmin, uuidFrom } from "../http/access.ts";

@@ -5,7 +5,7 @@ import type { IdentityProvider } from "../auth/identity.ts";
 import { checkPasswordPolicy } from "../auth/passwords.ts";
 import type { TokenService } from "../auth/tokens.ts";
 import { AppError } from "../errors.ts";
-import type { Ledger } from "../ledger/ledger.ts";
+import type { Ledger } from "../shards/ledger.ts";
 import { requireSelfOrAdmin, uuidFrom } from "../http/access.ts";
 import { publicUserJson, userJson } from "../http/present.ts";
 import type { RouteDef } from "../http/router.ts";

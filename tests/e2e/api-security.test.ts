@@ -193,7 +193,7 @@ describe("CORS with an origin list, and tokens", () => {
 
 describe("production", () => {
   it("refuses to start without SUPABASE_JWT_SECRET, saying which variable", async () => {
-    const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    const child = spawn(process.execPath, ["--import", "tsx", "src/main/main.ts"], {
       env: {
         ...process.env,
         NODE_ENV: "production",

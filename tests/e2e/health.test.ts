@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Core } from "../../src/app.ts";
+import type { Core } from "../../src/main/core.ts";
 import { createHttpServer, type HttpServer } from "../../src/http/server.ts";
 import { SECURITY_HEADERS } from "../../src/http/respond.ts";
 import { stripeClient } from "../../src/payments/stripe.ts";
@@ -61,7 +61,7 @@ describe("health endpoints", () => {
 
 describe("start-up", () => {
   const start = (env: Record<string, string>) =>
-    spawnSync(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    spawnSync(process.execPath, ["--import", "tsx", "src/main/main.ts"], {
       env: { ...process.env, LOG_LEVEL: "silent", ...env },
       encoding: "utf8",
       timeout: 30_000,

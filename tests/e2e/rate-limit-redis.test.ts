@@ -64,7 +64,7 @@ describe("RATE_LIMIT_REDIS_URL", () => {
   });
 
   it("exits with one line naming RATE_LIMIT_REDIS_URL when that Redis cannot be reached", () => {
-    const r = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    const r = spawnSync(process.execPath, ["--import", "tsx", "src/main/main.ts"], {
       env: {
         ...process.env,
         LOG_LEVEL: "silent",

@@ -3,7 +3,7 @@
 // ledger acknowledged. The parent kills it with SIGKILL at a random moment.
 import { readFileSync } from "node:fs";
 import pino from "pino";
-import { startCore } from "../../src/app.ts";
+import { startCore } from "../../src/main/core.ts";
 import { loadConfig } from "../../src/config.ts";
 
 const { viewers, creators, run } = JSON.parse(readFileSync(process.env.CRASH_PLAN!, "utf8")) as {

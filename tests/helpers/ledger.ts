@@ -3,7 +3,7 @@
 import { randomUUID } from "node:crypto";
 import pino from "pino";
 import type pg from "pg";
-import { type Core, startCore } from "../../src/app.ts";
+import { type Core, startCore } from "../../src/main/core.ts";
 import type { TestEnv } from "./env.ts";
 
 export const silentLogger = pino({ level: "silent" });

@@ -1,7 +1,7 @@
 // Concurrency against the real WAL and Postgres: conservation, exact balances, no double spend.
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Core } from "../../src/app.ts";
+import type { Core } from "../../src/main/core.ts";
 import type { TxResult } from "../../src/ledger/types.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { createTestEnv, type TestEnv } from "../helpers/env.ts";

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startCore } from "../../src/app.ts";
+import { startCore } from "../../src/main/core.ts";
 import { loadConfig } from "../../src/config.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";

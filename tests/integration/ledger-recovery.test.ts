@@ -1,7 +1,7 @@
 // Restarts, replays and failures: what was acknowledged survives, nothing is applied twice,
 // and fraud windows and idempotency keys outlive the process.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Core } from "../../src/app.ts";
+import type { Core } from "../../src/main/core.ts";
 import type { TxResult } from "../../src/ledger/types.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { decodeEntry, walStreamKey } from "../../src/wal/wal-codec.ts";

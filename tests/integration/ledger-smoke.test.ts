@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Core } from "../../src/app.ts";
+import type { Core } from "../../src/main/core.ts";
 import { PersisterThread } from "../../src/persist/persister-thread.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { createTestEnv, type TestEnv } from "../helpers/env.ts";

@@ -1,5 +1,5 @@
 import { afterEach, beforeAll, afterAll, describe, expect, it } from "vitest";
-import type { Core } from "../../src/app.ts";
+import type { Core } from "../../src/main/core.ts";
 import { walStreamKey } from "../../src/wal/wal-codec.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { createUsers, key, settle, startTestCore } from "../helpers/ledger.ts";

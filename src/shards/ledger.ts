@@ -9,12 +9,12 @@ import { AppError } from "../errors.ts";
 import type { AccountStore } from "../persist/account-store.ts";
 import { compareStreamIds, decodeEntry, nextStreamId } from "../wal/wal-codec.ts";
 import { readWholeStream, type WalAppend, type WalAppendResult, WalWriter } from "../wal/wal-writer.ts";
-import { isUuid, SYSTEM_ACCOUNT_KINDS, shardOf, systemAccountId } from "./accounts.ts";
-import { newLedgerId } from "./ids.ts";
-import { type Decision, decide, decideCredit, keyNeverExpires, ownerOf } from "./decide.ts";
-import type { CreditEvent, TxEvent, WalEvent } from "./events.ts";
-import { type AccountMem, applyEvent, pruneKeys, viewOf } from "./state.ts";
-import type { AccountView, CreditItem, StatusResult, TxResult, UserCommand } from "./types.ts";
+import { isUuid, SYSTEM_ACCOUNT_KINDS, shardOf, systemAccountId } from "../ledger/accounts.ts";
+import { newLedgerId } from "../ledger/ids.ts";
+import { type Decision, decide, decideCredit, keyNeverExpires, ownerOf } from "../ledger/decide.ts";
+import type { CreditEvent, TxEvent, WalEvent } from "../ledger/events.ts";
+import { type AccountMem, applyEvent, pruneKeys, viewOf } from "../ledger/state.ts";
+import type { AccountView, CreditItem, StatusResult, TxResult, UserCommand } from "../ledger/types.ts";
 
 type Result = TxResult | StatusResult;
 

@@ -3,14 +3,14 @@
 import { Redis } from "ioredis";
 import type pg from "pg";
 import type { Logger } from "pino";
-import type { Config } from "./config.ts";
-import { createPool, ensureDatabase } from "./db/pool.ts";
-import { migrate } from "./db/migrate.ts";
-import { Ledger } from "./ledger/ledger.ts";
-import { OwnershipLease } from "./ledger/ownership.ts";
-import { AccountStore } from "./persist/account-store.ts";
-import { Persister } from "./persist/persister.ts";
-import { type PersisterLike, PersisterThread } from "./persist/persister-thread.ts";
+import type { Config } from "../config.ts";
+import { createPool, ensureDatabase } from "../db/pool.ts";
+import { migrate } from "../db/migrate.ts";
+import { Ledger } from "../shards/ledger.ts";
+import { OwnershipLease } from "../wal/lease.ts";
+import { AccountStore } from "../persist/account-store.ts";
+import { Persister } from "../persist/persister.ts";
+import { type PersisterLike, PersisterThread } from "../persist/persister-thread.ts";
 
 export interface Core {
   config: Config;

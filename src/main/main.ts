@@ -1,10 +1,10 @@
 // Process entry point (`npm start`): configuration, the ledger core (Postgres, Redis WAL,
 // persister), then the HTTP server. Exits with one clear line when a dependency is missing.
 import pino from "pino";
-import { DependencyError, startCore } from "./app.ts";
-import { ConfigError, loadConfig } from "./config.ts";
-import { createHttpServer } from "./http/server.ts";
-import { setUpStripe } from "./payments/stripe.ts";
+import { DependencyError, startCore } from "./core.ts";
+import { ConfigError, loadConfig } from "../config.ts";
+import { createHttpServer } from "../http/server.ts";
+import { setUpStripe } from "../payments/stripe.ts";
 
 async function main(): Promise<void> {
   const config = loadConfig();
