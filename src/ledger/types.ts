@@ -5,14 +5,19 @@
 export type AccountStatus = "active" | "suspended";
 export type TxType = "purchase" | "tip" | "payout" | "refund" | "chargeback";
 export type TxStatus = "pending" | "completed" | "failed";
-export type Severity = "low" | "medium" | "high" | "critical";
-export type FraudRule =
-  | "large_transaction"
-  | "high_velocity"
-  | "high_volume"
-  | "self_transfer"
-  | "suspended_account"
-  | "chargeback_debt";
+/** Severities of fraud rules, mildest first: high and critical block. */
+export const SEVERITIES = ["low", "medium", "high", "critical"] as const;
+export type Severity = (typeof SEVERITIES)[number];
+/** The seed's fraud rules, plus chargeback_debt (a reversal that left the account owing). */
+export const FRAUD_RULES = [
+  "large_transaction",
+  "high_velocity",
+  "high_volume",
+  "self_transfer",
+  "suspended_account",
+  "chargeback_debt",
+] as const;
+export type FraudRule = (typeof FRAUD_RULES)[number];
 
 /** Commands: every mutating command carries the caller's idempotency key. */
 export interface TipCommand {
