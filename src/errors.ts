@@ -1,5 +1,7 @@
-// Owns the one error type for expected failures: a stable code, the HTTP status it maps to, and
-// details for the client. Anything else thrown is a bug and is answered as a bare 500.
+// Owns the one error type for expected failures: a stable code and details for the client. The
+// HTTP status of each code is chosen at the HTTP edge (src/http/errors.ts), not here, so the
+// ledger core can reject with the same codes without knowing about HTTP. Anything else thrown is
+// a bug and is answered as a bare 500.
 
 export type ErrorCode =
   | "validation_error"
@@ -21,29 +23,7 @@ export type ErrorCode =
   | "unavailable"
   | "internal";
 
-const STATUS: Record<ErrorCode, number> = {
-  validation_error: 400,
-  unauthorized: 401,
-  forbidden: 403,
-  not_found: 404,
-  conflict: 409,
-  email_taken: 409,
-  username_taken: 409,
-  idempotency_conflict: 409,
-  insufficient_funds: 422,
-  fraud_blocked: 422,
-  card_declined: 402,
-  payment_failed: 402,
-  invalid_signature: 400,
-  account_suspended: 422,
-  payload_too_large: 413,
-  rate_limited: 429,
-  unavailable: 503,
-  internal: 500,
-};
-
 export class AppError extends Error {
-  readonly status: number;
   constructor(
     readonly code: ErrorCode,
     message: string,
@@ -51,7 +31,6 @@ export class AppError extends Error {
   ) {
     super(message);
     this.name = "AppError";
-    this.status = STATUS[code];
   }
 
   toJSON(): { error: { code: ErrorCode; message: string; details?: unknown } } {

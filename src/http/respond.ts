@@ -3,6 +3,7 @@
 import type { HttpResponse } from "uWebSockets.js";
 import { ZodError } from "zod";
 import { AppError } from "../errors.ts";
+import { httpStatusOf } from "./errors.ts";
 
 /** Helmet's default headers (v7/v8), set in one place for every response. */
 export const SECURITY_HEADERS: ReadonlyArray<readonly [string, string]> = [
@@ -97,7 +98,7 @@ export function sendError(r: Reply, err: unknown, logger: ErrorLogger): void {
     if (err.code === "rate_limited" && retry) {
       r.headers = [...(r.headers ?? []), ["Retry-After", String(retry)]];
     }
-    sendJson(r, err.status, err.toJSON());
+    sendJson(r, httpStatusOf(err.code), err.toJSON());
   } else if (err instanceof ZodError) {
     sendJson(r, 400, {
       error: { code: "validation_error", message: "the request is not valid", details: err.issues },
