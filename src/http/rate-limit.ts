@@ -7,33 +7,18 @@
 // Checks are group-committed like the WAL: every check made in one event-loop turn goes to Redis
 // as ONE command. rate-limiter-flexible sent one command per check, and with two checks per tip
 // those writes cost about a quarter of tip throughput (bench, limits on vs off); a library that
-// batches across requests does not exist, and the window logic is the four lines of Lua below.
+// batches across requests does not exist, and the window logic is a few lines of Lua
+// (src/redis/lua/rate-limit-consume.lua).
 import type { Redis } from "ioredis";
 import type { Config } from "../config.ts";
 import { AppError } from "../errors.ts";
+import { type RedisKeys, redisKeys } from "../redis/keys.ts";
+import { defineScript } from "../redis/scripts.ts";
 
 export type LimitKind = "ip" | "user" | "auth";
 
 const WINDOW_MS = 60_000;
 const MAX_KEYS_PER_COMMAND = 4096;
-
-/**
- * KEYS: the counters. ARGV[1]: the window in ms; ARGV[i + 1]: KEYS[i]'s budget. Returns, per key,
- * {count, ms until the window ends} (the second only when over budget, else 0).
- */
-const CONSUME_SCRIPT = `
-local out = {}
-for i = 1, #KEYS do
-  local n = redis.call('INCR', KEYS[i])
-  if n == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
-  local wait = 0
-  if n > tonumber(ARGV[i + 1]) then
-    wait = redis.call('PTTL', KEYS[i])
-    if wait < 0 then redis.call('PEXPIRE', KEYS[i], ARGV[1]); wait = tonumber(ARGV[1]) end
-  end
-  out[i] = {n, wait}
-end
-return out`;
 
 type ConsumingRedis = Redis & {
   rateLimitConsume(numKeys: number, ...args: Array<string | number>): Promise<Array<[number, number]>>;
@@ -50,7 +35,7 @@ interface Check {
 export class RateLimits {
   private readonly budgets: Record<LimitKind, number>;
   private readonly redis: ConsumingRedis;
-  private readonly prefix: string;
+  private readonly keys: RedisKeys;
   private pending: Check[] = [];
   private scheduled = false;
   /** Keys known to be over budget, until their window ends: refused without asking Redis. */
@@ -64,9 +49,9 @@ export class RateLimits {
       user: on ? config.RATE_LIMIT_USER_PER_MIN : 0,
       auth: on ? config.RATE_LIMIT_AUTH_PER_MIN : 0,
     };
-    this.prefix = `${config.REDIS_PREFIX}rl:`;
-    // defineCommand sends EVALSHA and falls back to EVAL once if Redis lost the script.
-    if (!("rateLimitConsume" in redis)) redis.defineCommand("rateLimitConsume", { lua: CONSUME_SCRIPT });
+    this.keys = redisKeys(config.REDIS_PREFIX);
+    // Variadic: the number of counters is passed with each call.
+    defineScript(redis, "rateLimitConsume", "rate-limit-consume.lua");
     this.redis = redis as ConsumingRedis;
   }
 
@@ -74,7 +59,7 @@ export class RateLimits {
   consume(kind: LimitKind, key: string): Promise<void> {
     const budget = this.budgets[kind];
     if (budget <= 0) return Promise.resolve();
-    const redisKey = `${this.prefix}${kind}:${key}`;
+    const redisKey = this.keys.rateLimit(kind, key);
     const until = this.blockedUntil.get(redisKey);
     if (until !== undefined) {
       const waitMs = until - Date.now();
