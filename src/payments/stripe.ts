@@ -1,11 +1,11 @@
 // Owns the Stripe client: the official SDK with the configured key, or, when no key is
 // configured, the same SDK pointed at the local Stripe stand-in started in this process (and a
-// loud log line that no real money moves).
+// loud log line that no real money moves). The stand-in is imported only then, dynamically, so a
+// configured deployment never loads it.
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import Stripe from "stripe";
 import type { Config } from "../config.ts";
-import { startStripeStandin } from "../standins/stripe-standin.ts";
 
 export interface StripeSetup {
   stripe: Stripe;
@@ -43,6 +43,7 @@ export async function setUpStripe(config: Config, logger: Logger): Promise<Strip
     };
   }
   const webhookSecret = config.STRIPE_WEBHOOK_SECRET ?? `whsec_standin_${randomBytes(16).toString("hex")}`;
+  const { startStripeStandin } = await import("../standins/stripe-standin.ts");
   const standin = await startStripeStandin({
     port: config.STRIPE_STANDIN_PORT,
     host: "127.0.0.1",

@@ -8,7 +8,7 @@ import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Api, startApi, TEST_JWT_SECRET } from "../helpers/api.ts";
 import { createTestEnv, REDIS_URL, type TestEnv } from "../helpers/env.ts";
-import { type GoTrueStandin, startGoTrueStandin } from "../helpers/gotrue-standin.ts";
+import { type GoTrueStandin, startGoTrueStandin } from "../../src/standins/gotrue-standin.ts";
 
 const register = (api: Api, tag: string) =>
   api.call("POST", "/api/users/register", {

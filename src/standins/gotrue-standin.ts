@@ -11,13 +11,17 @@ export interface GoTrueStandin {
   url: string;
   serviceKey: string;
   /** Every create-user call as received (headers and parsed body). */
-  calls: Array<{ apikey: string | undefined; authorization: string | undefined; body: any }>;
+  calls: Array<{
+    apikey: string | undefined;
+    authorization: string | undefined;
+    body: Record<string, unknown>;
+  }>;
   /** An access token as Supabase would issue it for `userId`, signed ES256 with the JWKS key. */
   issueToken(userId: string, email: string, expiresInS?: number): Promise<string>;
   close(): Promise<void>;
 }
 
-async function readJson(req: IncomingMessage): Promise<any> {
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
   return JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}");
