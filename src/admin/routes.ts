@@ -4,11 +4,11 @@ import type pg from "pg";
 import { z } from "zod";
 import { AppError } from "../errors.ts";
 import type { Ledger } from "../shards/ledger.ts";
-import type { StatusResult } from "../ledger/types.ts";
+import { FRAUD_RULES, SEVERITIES, type StatusResult } from "../ledger/types.ts";
 import { requireAdmin, uuidFrom } from "../http/access.ts";
 import { centsToDollars } from "../ledger/money.ts";
+import { idempotencyKey, idempotencyKeySchema } from "../http/idempotency.ts";
 import type { RouteDef } from "../http/router.ts";
-import { idempotencyKey } from "../payments/routes.ts";
 import type { UserStore } from "../users/user-store.ts";
 
 export interface AdminRouteDeps {
@@ -19,22 +19,13 @@ export interface AdminRouteDeps {
 
 const statusBody = z.strictObject({
   reason: z.string().max(500).optional(),
-  idempotency_key: z.string().min(1).max(255).optional(),
+  idempotency_key: idempotencyKeySchema.optional(),
 });
 
 const fraudQuery = z.strictObject({
   user_id: z.uuid().optional(),
-  rule: z
-    .enum([
-      "large_transaction",
-      "high_velocity",
-      "high_volume",
-      "self_transfer",
-      "suspended_account",
-      "chargeback_debt",
-    ])
-    .optional(),
-  severity: z.enum(["low", "medium", "high", "critical"]).optional(),
+  rule: z.enum(FRAUD_RULES).optional(),
+  severity: z.enum(SEVERITIES).optional(),
   since: z.iso.datetime({ offset: true }).optional(),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
 });

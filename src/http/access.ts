@@ -2,8 +2,12 @@
 // (role in our users table, never in the token) may act on anyone's.
 import { z } from "zod";
 import { AppError } from "../errors.ts";
-import type { UserStore } from "../users/user-store.ts";
 import type { RouteContext } from "./router.ts";
+
+/** What the rules need to know about a user: their role and status as our users table has them. */
+export interface RoleSource {
+  byId(userId: string): Promise<{ role: string; status: string } | null>;
+}
 
 export const uuidParam = (name: string) => z.uuid({ message: `${name} must be a UUID` });
 
@@ -18,16 +22,20 @@ export function uuidFrom(ctx: RouteContext, index: number, name: string): string
   return parsed.data.toLowerCase();
 }
 
-export async function isAdmin(users: UserStore, userId: string): Promise<boolean> {
+export async function isAdmin(users: RoleSource, userId: string): Promise<boolean> {
   const u = await users.byId(userId);
   return u?.role === "admin" && u.status === "active";
 }
 
-export async function requireAdmin(ctx: RouteContext, users: UserStore): Promise<void> {
+export async function requireAdmin(ctx: RouteContext, users: RoleSource): Promise<void> {
   if (!ctx.user || !(await isAdmin(users, ctx.user.sub))) throw new AppError("forbidden", "admins only");
 }
 
-export async function requireSelfOrAdmin(ctx: RouteContext, users: UserStore, userId: string): Promise<void> {
+export async function requireSelfOrAdmin(
+  ctx: RouteContext,
+  users: RoleSource,
+  userId: string,
+): Promise<void> {
   if (ctx.user?.sub === userId) return;
   if (ctx.user && (await isAdmin(users, ctx.user.sub))) return;
   throw new AppError("forbidden", "you may only act on your own account");

@@ -4,12 +4,12 @@
 import { z } from "zod";
 import { AppError } from "../errors.ts";
 import { requireAdmin } from "../http/access.ts";
-import { balanceJson } from "../http/present.ts";
+import { idempotencyKey, idempotencyKeySchema } from "../http/idempotency.ts";
 import type { RouteDef } from "../http/router.ts";
 import { centsToDollars, dollarsToCents } from "../ledger/money.ts";
 import type { UserStore } from "../users/user-store.ts";
 import type { MoneyIn } from "./money-in.ts";
-import { idempotencyKey } from "./routes.ts";
+import { balanceJson } from "./present.ts";
 
 export interface MoneyInRouteDeps {
   moneyIn: MoneyIn;
@@ -34,7 +34,7 @@ export function moneyInRoutes(d: MoneyInRouteDeps): RouteDef[] {
       });
     }
   });
-  const key = z.string().min(1).max(255).optional();
+  const key = idempotencyKeySchema.optional();
   const intentBody = z.strictObject({ user_id: z.uuid(), amount, idempotency_key: key });
   const purchaseBody = z.strictObject({
     user_id: z.uuid(),

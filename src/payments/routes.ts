@@ -1,36 +1,20 @@
 // Owns the tipping and balance endpoints: HTTP in, a ledger command out. The ledger decides
 // (balance, fraud rules, idempotency); this checks who may ask and what they sent.
-import { randomUUID } from "node:crypto";
 import { z } from "zod";
 import { AppError } from "../errors.ts";
 import type { Ledger } from "../shards/ledger.ts";
 import { dollarsToCents } from "../ledger/money.ts";
 import type { TxResult } from "../ledger/types.ts";
 import { requireSelfOrAdmin, uuidFrom } from "../http/access.ts";
-import { balanceJson, transactionJson } from "../http/present.ts";
-import type { RouteContext, RouteDef } from "../http/router.ts";
+import { idempotencyKey, idempotencyKeySchema } from "../http/idempotency.ts";
+import type { RouteDef } from "../http/router.ts";
 import type { UserStore } from "../users/user-store.ts";
+import { balanceJson, transactionJson } from "./present.ts";
 
 export interface PaymentRouteDeps {
   ledger: Ledger;
   users: UserStore;
   tipAmountsUsd: number[];
-}
-
-const keySchema = z.string().min(1).max(255);
-
-/** The Idempotency-Key header or body field; one is generated (and returned) when neither is sent. */
-export function idempotencyKey(ctx: RouteContext, fromBody: string | undefined): string {
-  const header = ctx.req.headers.get("idempotency-key");
-  if (header !== undefined && !keySchema.safeParse(header).success) {
-    throw new AppError("validation_error", "Idempotency-Key must be 1 to 255 characters");
-  }
-  if (header !== undefined && fromBody !== undefined && header !== fromBody) {
-    throw new AppError("validation_error", "Idempotency-Key header and idempotency_key field differ");
-  }
-  const key = header ?? fromBody ?? randomUUID();
-  ctx.headers.push(["Idempotency-Key", key]);
-  return key;
 }
 
 export function paymentRoutes(d: PaymentRouteDeps): RouteDef[] {
@@ -45,7 +29,7 @@ export function paymentRoutes(d: PaymentRouteDeps): RouteDef[] {
         (a) => allowedCents.has(dollarsToCents(a) ?? -1),
         `a tip is one of these dollar amounts: ${allowedText}`,
       ),
-    idempotency_key: keySchema.optional(),
+    idempotency_key: idempotencyKeySchema.optional(),
   });
   return [
     {

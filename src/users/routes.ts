@@ -7,8 +7,8 @@ import type { TokenService } from "../auth/tokens.ts";
 import { AppError } from "../errors.ts";
 import type { Ledger } from "../shards/ledger.ts";
 import { requireSelfOrAdmin, uuidFrom } from "../http/access.ts";
-import { publicUserJson, userJson } from "../http/present.ts";
 import type { RouteDef } from "../http/router.ts";
+import { publicUserJson, userJson } from "./present.ts";
 import type { UserRow, UserStore } from "./user-store.ts";
 
 const registerBody = z.strictObject({

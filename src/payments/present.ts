@@ -1,8 +1,7 @@
-// Owns the API's JSON shapes: money as decimal strings ("12.34"), snake_case fields as in the
-// seed brief. One function per shape, used by every route that shows it.
+// Owns the JSON shapes of money on the API: transactions and balances, money as decimal strings
+// ("12.34"), snake_case fields as in the seed brief. Used by every route that shows them.
 import { centsToDollars } from "../ledger/money.ts";
 import type { AccountView, TransactionRecord } from "../ledger/types.ts";
-import type { UserRow } from "../users/user-store.ts";
 
 export function transactionJson(tx: TransactionRecord) {
   return {
@@ -27,24 +26,4 @@ export function balanceJson(a: AccountView) {
     available_balance: centsToDollars(a.availableCents),
     currency: a.currency,
   };
-}
-
-/** A user as its owner sees it (with email); `publicUserJson` is what anyone may see. */
-export function userJson(u: UserRow, status: string = u.status) {
-  return {
-    id: u.id,
-    email: u.email,
-    username: u.username,
-    display_name: u.display_name,
-    bio: u.bio,
-    avatar_url: u.avatar_url,
-    role: u.role,
-    status,
-    created_at: u.created_at.toISOString(),
-  };
-}
-
-export function publicUserJson(u: UserRow, status: string = u.status) {
-  const { email: _email, ...rest } = userJson(u, status);
-  return rest;
 }
