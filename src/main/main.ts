@@ -3,7 +3,7 @@
 import pino from "pino";
 import { DependencyError, startCore } from "./core.ts";
 import { ConfigError, loadConfig } from "../config.ts";
-import { createHttpServer } from "../http/server.ts";
+import { createHttpServer } from "./http-app.ts";
 import { setUpStripe } from "../payments/stripe.ts";
 
 async function main(): Promise<void> {

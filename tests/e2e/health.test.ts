@@ -1,7 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Core } from "../../src/main/core.ts";
-import { createHttpServer, type HttpServer } from "../../src/http/server.ts";
+import { createHttpServer, type HttpServer } from "../../src/main/http-app.ts";
 import { SECURITY_HEADERS } from "../../src/http/respond.ts";
 import { stripeClient } from "../../src/payments/stripe.ts";
 import { createTestEnv, type TestEnv } from "../helpers/env.ts";

@@ -1,7 +1,7 @@
 // A started core plus HTTP server on a random port, and small helpers to call it.
 import { randomUUID } from "node:crypto";
 import type { Core } from "../../src/main/core.ts";
-import { createHttpServer, type HttpServer } from "../../src/http/server.ts";
+import { createHttpServer, type HttpServer } from "../../src/main/http-app.ts";
 import { type StripeSetup, setUpStripe } from "../../src/payments/stripe.ts";
 import type { TestEnv } from "./env.ts";
 import { silentLogger, startTestCore } from "./ledger.ts";

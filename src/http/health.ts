@@ -1,0 +1,101 @@
+// Owns the operational endpoints outside the API pipeline: /healthz (the process answers),
+// /readyz (its dependencies, as the probes it is given report them) and /metrics (Prometheus,
+// behind a bearer token when one is configured).
+import { timingSafeEqual } from "node:crypto";
+import type { TemplatedApp } from "uWebSockets.js";
+import { AppError } from "../errors.ts";
+import type { Metrics } from "./metrics.ts";
+import { type ErrorLogger, type Reply, sendError, sendJson, sendText } from "./respond.ts";
+
+/** What /readyz asks; the composition root answers from the running core. */
+export interface ReadinessProbes {
+  postgres(): Promise<unknown>;
+  redis(): Promise<unknown>;
+  /** Only when the rate limits use a Redis of their own. */
+  rateLimitRedis?: () => Promise<unknown>;
+  ledger(): { recovering: boolean };
+  persist(): { walLagMs: number; unpersistedEntries: number; halted: number[] };
+}
+
+/** A probe that does not answer within this is reported down. */
+const PROBE_TIMEOUT_MS = 2000;
+
+export function registerHealth(app: TemplatedApp, probes: ReadinessProbes): void {
+  app.get("/healthz", (res) => {
+    const reply: Reply = { res, aborted: false };
+    sendJson(reply, 200, { status: "ok" });
+  });
+  app.get("/readyz", (res) => {
+    const reply: Reply = { res, aborted: false };
+    res.onAborted(() => {
+      reply.aborted = true;
+    });
+    void readiness(probes).then((r) => sendJson(reply, r.status === "ready" ? 200 : 503, r));
+  });
+}
+
+/** GET /metrics; with `token` set, Prometheus must send it as a bearer token. */
+export function registerMetrics(
+  app: TemplatedApp,
+  metrics: Metrics,
+  token: string | undefined,
+  logger: ErrorLogger,
+): void {
+  const expected = token ? `Bearer ${token}` : null;
+  app.get("/metrics", (res, req) => {
+    const reply: Reply = { res, aborted: false };
+    res.onAborted(() => {
+      reply.aborted = true;
+    });
+    if (expected && !safeEqual(req.getHeader("authorization"), expected)) {
+      sendError(
+        reply,
+        new AppError("unauthorized", "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>"),
+        logger,
+      );
+      return;
+    }
+    metrics.text().then(
+      (text) => sendText(reply, 200, metrics.contentType, text),
+      (err) => sendError(reply, err, logger),
+    );
+  });
+}
+
+async function readiness(probes: ReadinessProbes) {
+  const within = <T>(p: Promise<T>) =>
+    Promise.race([
+      p,
+      new Promise<never>((_, rej) => setTimeout(() => rej(new Error("timeout")), PROBE_TIMEOUT_MS)),
+    ]).then(
+      () => true,
+      () => false,
+    );
+  const separate = probes.rateLimitRedis !== undefined;
+  const [pg, redis, limits] = await Promise.all([
+    within(probes.postgres()),
+    within(probes.redis()),
+    probes.rateLimitRedis ? within(probes.rateLimitRedis()) : Promise.resolve(true),
+  ]);
+  const ledger = probes.ledger();
+  const persist = probes.persist();
+  const ready = pg && redis && limits && !ledger.recovering && persist.halted.length === 0;
+  return {
+    status: ready ? "ready" : "not_ready",
+    postgres: pg ? "up" : "down",
+    redis: redis ? "up" : "down",
+    ...(separate ? { rate_limit_redis: limits ? "up" : "down" } : {}),
+    ledger: { recovering: ledger.recovering },
+    wal: {
+      lag_ms: persist.walLagMs,
+      unpersisted_entries: persist.unpersistedEntries,
+      halted_shards: persist.halted,
+    },
+  };
+}
+
+function safeEqual(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
