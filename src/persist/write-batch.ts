@@ -1,0 +1,232 @@
+// Owns the Postgres side of a round: one transaction writing a Batch to ledger (version-checked),
+// transactions, ledger_entries, fraud_logs and account_status_changes. Tips and legs go in by
+// COPY first; a unique violation means the round was written before, and the batch is written
+// again with statements that skip what is there.
+import type pg from "pg";
+import { withClient } from "../db/pool.ts";
+import type { FraudLogRecord } from "../ledger/types.ts";
+import { copyField, copyIn } from "./copy-text.ts";
+import {
+  type AccountUpdate,
+  type Batch,
+  buildBatch,
+  type Entry,
+  type Leg,
+  type StatusRow,
+  type TxRow,
+} from "./round-batch.ts";
+import { mirrorUserStatus } from "./user-status.ts";
+
+/** Raised when Postgres holds an older version than a WAL entry follows: a gap or a 2nd writer. */
+export class VersionGapError extends Error {
+  constructor(
+    readonly shard: number,
+    readonly accountId: string,
+    readonly pgVersion: number,
+    readonly walFromVersion: number,
+  ) {
+    super(
+      `account ${accountId} is at version ${pgVersion} in Postgres but shard ${shard}'s WAL continues from ${walFromVersion - 1}`,
+    );
+  }
+}
+
+const UNIQUE_VIOLATION = "23505";
+
+/**
+ * Writes a round's entries in one Postgres transaction. Re-writing entries already written is a
+ * no-op (ids and versions make every statement idempotent), so a crash before XACK is harmless.
+ */
+export async function writeEntries(pool: pg.Pool, entries: Entry[]): Promise<void> {
+  const batch = buildBatch(entries);
+  await withClient(pool, async (client) => {
+    try {
+      await writeBatch(client, batch, true);
+    } catch (err) {
+      if ((err as { code?: string }).code !== UNIQUE_VIOLATION) throw err;
+      // Some rows are in Postgres already: this round is a re-read of entries committed before a
+      // crash took the XACK. COPY cannot skip rows, so write the batch again with the statements
+      // that can (every one of them is idempotent).
+      await writeBatch(client, batch, false);
+    }
+  });
+}
+
+/**
+ * One Postgres transaction for the batch. With `bulk`, tips and postings go in by COPY (measured
+ * on this schema: 43 -> 26 us of Postgres CPU per tip against INSERT ... ON CONFLICT), which
+ * fails on a row already there; the caller then retries without it.
+ */
+async function writeBatch(client: pg.PoolClient, b: Batch, bulk: boolean): Promise<void> {
+  try {
+    await client.query("BEGIN");
+    await applyAccounts(client, b.accounts);
+    // Only a payout's row is written twice (reserved, then posted or voided): it needs the upsert.
+    const copied = bulk ? b.txs.filter((r) => r.tx.type === "tip") : [];
+    const upserted = bulk ? b.txs.filter((r) => r.tx.type !== "tip") : b.txs;
+    if (copied.length > 0) await copyTransactions(client, copied);
+    if (upserted.length > 0) await insertTransactions(client, upserted);
+    if (b.legs.length > 0) {
+      if (bulk) await copyLegs(client, b.legs);
+      else await insertLegs(client, b.legs);
+    }
+    if (b.fraud.length > 0) await insertFraudLogs(client, b.fraud);
+    if (b.statusRows.length > 0) {
+      await insertStatusChanges(client, b.statusRows);
+      await mirrorUserStatus(client, b.statusAccounts);
+    }
+    await client.query("COMMIT");
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => {});
+    throw err;
+  }
+}
+
+async function applyAccounts(client: pg.PoolClient, accounts: Map<string, AccountUpdate>): Promise<void> {
+  if (accounts.size === 0) return;
+  const list = [...accounts.values()];
+  // Apply the batch's final state where Postgres is at, or inside, the versions this batch covers.
+  const updated = await client.query<{ id: string }>(
+    `UPDATE ledger l SET balance_cents = u.bal, reserved_balance_cents = u.res, debt_cents = u.debt,
+            status = u.status, version = u.vto, updated_at = now()
+       FROM json_to_recordset($1::json) AS u(id uuid, vfrom bigint, bal bigint, res bigint, debt bigint, status text, vto bigint)
+      WHERE l.id = u.id AND l.version >= u.vfrom - 1 AND l.version < u.vto
+      RETURNING l.id`,
+    [
+      JSON.stringify(
+        list.map((a) => ({
+          id: a.last.id,
+          vfrom: a.fromVersion,
+          bal: a.last.balanceCents,
+          res: a.last.reservedCents,
+          debt: a.last.debtCents,
+          status: a.last.status,
+          vto: a.last.version,
+        })),
+      ),
+    ],
+  );
+  if (updated.rowCount === list.length) return;
+  const done = new Set(updated.rows.map((r) => r.id));
+  const rest = list.filter((a) => !done.has(a.last.id));
+  const cur = await client.query<{ id: string; version: number }>(
+    "SELECT id, version FROM ledger WHERE id = ANY($1::uuid[])",
+    [rest.map((a) => a.last.id)],
+  );
+  const versions = new Map(cur.rows.map((r) => [r.id, r.version]));
+  for (const a of rest) {
+    const v = versions.get(a.last.id);
+    if (v === undefined) throw new VersionGapError(a.shard, a.last.id, -1, a.fromVersion);
+    // Already at or past this batch's last version: a replay, nothing to do. Behind: refuse.
+    if (v < a.fromVersion - 1) throw new VersionGapError(a.shard, a.last.id, v, a.fromVersion);
+  }
+}
+
+async function insertTransactions(client: pg.PoolClient, rows: TxRow[]): Promise<void> {
+  const json = JSON.stringify(
+    rows.map((r) => ({
+      id: r.tx.id,
+      ty: r.tx.type,
+      st: r.tx.status,
+      ac: r.tx.accountId,
+      fr: r.tx.fromAccountId,
+      to: r.tx.toAccountId,
+      am: r.tx.amountCents,
+      pf: r.tx.platformFeeCents,
+      cf: r.tx.charityFeeCents,
+      na: r.tx.netAmountCents,
+      cu: r.tx.currency,
+      sp: r.tx.stripePaymentId,
+      ik: r.key,
+      rh: r.hash,
+      ba: r.after?.balanceCents ?? null,
+      ra: r.after?.reservedCents ?? null,
+      da: r.after?.debtCents ?? null,
+      md: r.tx.metadata,
+      at: r.tx.createdAt,
+    })),
+  );
+  await client.query(
+    `INSERT INTO transactions (id, type, status, account_id, from_user_id, to_user_id, amount_cents,
+        platform_fee_cents, charity_fee_cents, net_amount_cents, currency, stripe_payment_id, idempotency_key,
+        request_hash, balance_after_cents, reserved_after_cents, debt_after_cents, metadata, created_at)
+     SELECT id, ty, st, ac, fr, "to", am, pf, cf, na, cu, sp, ik, rh, ba, ra, da, md, at
+       FROM json_to_recordset($1::json) AS x(id uuid, ty text, st text, ac uuid, fr uuid, "to" uuid, am bigint,
+            pf bigint, cf bigint, na bigint, cu text, sp text, ik text, rh text, ba bigint, ra bigint, da bigint,
+            md jsonb, at timestamptz)
+     ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, metadata = EXCLUDED.metadata, updated_at = now()
+       WHERE transactions.status IS DISTINCT FROM EXCLUDED.status`,
+    [json],
+  );
+}
+
+async function copyTransactions(client: pg.PoolClient, rows: TxRow[]): Promise<void> {
+  let text = "";
+  for (const { tx, key, hash, after } of rows) {
+    text += `${tx.id}\t${tx.type}\t${tx.status}\t${tx.accountId}\t${copyField(tx.fromAccountId)}\t${copyField(tx.toAccountId)}\t${tx.amountCents}\t${tx.platformFeeCents}\t${tx.charityFeeCents}\t${tx.netAmountCents}\t${tx.currency}\t${copyField(tx.stripePaymentId)}\t${copyField(key)}\t${copyField(hash)}\t${copyField(after?.balanceCents)}\t${copyField(after?.reservedCents)}\t${copyField(after?.debtCents)}\t${copyField(JSON.stringify(tx.metadata))}\t${tx.createdAt}\n`;
+  }
+  await copyIn(
+    client,
+    `COPY transactions (id, type, status, account_id, from_user_id, to_user_id, amount_cents, platform_fee_cents,
+       charity_fee_cents, net_amount_cents, currency, stripe_payment_id, idempotency_key, request_hash,
+       balance_after_cents, reserved_after_cents, debt_after_cents, metadata, created_at) FROM STDIN`,
+    text,
+  );
+}
+
+async function insertLegs(client: pg.PoolClient, legs: Leg[]): Promise<void> {
+  await client.query(
+    // Rows travel as one JSON text: V8 serializes it natively, where pg's array literals are built
+    // element by element in JavaScript (measured: the persister's top cost).
+    `INSERT INTO ledger_entries (transaction_id, account_id, amount_cents, created_at)
+     SELECT t, a, c, at FROM json_to_recordset($1::json) AS x(t uuid, a uuid, c bigint, at timestamptz)
+     ON CONFLICT DO NOTHING`,
+    [JSON.stringify(legs.map((x) => ({ t: x.txId, a: x.accountId, c: x.amountCents, at: x.at })))],
+  );
+}
+
+async function copyLegs(client: pg.PoolClient, legs: Leg[]): Promise<void> {
+  let text = "";
+  for (const l of legs) text += `${l.txId}\t${l.accountId}\t${l.amountCents}\t${l.at}\n`;
+  await copyIn(
+    client,
+    "COPY ledger_entries (transaction_id, account_id, amount_cents, created_at) FROM STDIN",
+    text,
+  );
+}
+
+async function insertFraudLogs(client: pg.PoolClient, fraud: FraudLogRecord[]): Promise<void> {
+  await client.query(
+    `INSERT INTO fraud_logs (id, user_id, rule, severity, amount_cents, action, context, created_at)
+     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::jsonb[], $8::timestamptz[])
+     ON CONFLICT (id) DO NOTHING`,
+    [
+      fraud.map((f) => f.id),
+      fraud.map((f) => f.userId),
+      fraud.map((f) => f.rule),
+      fraud.map((f) => f.severity),
+      fraud.map((f) => f.amountCents),
+      fraud.map((f) => f.action),
+      fraud.map((f) => JSON.stringify(f.context)),
+      fraud.map((f) => f.createdAt),
+    ],
+  );
+}
+
+async function insertStatusChanges(client: pg.PoolClient, rows: StatusRow[]): Promise<void> {
+  await client.query(
+    `INSERT INTO account_status_changes (id, account_id, status, reason, idempotency_key, request_hash, version, created_at)
+     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::timestamptz[])
+     ON CONFLICT (id) DO NOTHING`,
+    [
+      rows.map((r) => r.id),
+      rows.map((r) => r.accountId),
+      rows.map((r) => r.status),
+      rows.map((r) => r.reason),
+      rows.map((r) => r.key),
+      rows.map((r) => r.hash),
+      rows.map((r) => r.version),
+      rows.map((r) => r.at),
+    ],
+  );
+}
