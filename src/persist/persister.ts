@@ -5,8 +5,8 @@
 import type { Redis } from "ioredis";
 import type pg from "pg";
 import type { Logger } from "pino";
-import { PERSIST_GROUP } from "../redis/keys.ts";
-import { compareStreamIds, decodeEntry, nextStreamId, streamIdMs, walStreamKey } from "../wal/wal-codec.ts";
+import { PERSIST_GROUP, type RedisKeys, redisKeys, shardOfWalStream } from "../redis/keys.ts";
+import { compareStreamIds, decodeEntry, nextStreamId, streamIdMs } from "../wal/wal-codec.ts";
 import type { Entry } from "./round-batch.ts";
 import { VersionGapError, writeEntries } from "./write-batch.ts";
 
@@ -102,6 +102,7 @@ class PersistLane {
   private lastRoundFull = false;
   private blocker: Redis | null = null;
   private roundLock: Promise<unknown> = Promise.resolve();
+  private readonly keys: RedisKeys;
 
   constructor(
     private readonly o: PersisterOptions,
@@ -109,10 +110,12 @@ class PersistLane {
     private readonly consumer: string,
     private readonly halted: Map<number, string>,
     private readonly stats: PersistStats,
-  ) {}
+  ) {
+    this.keys = redisKeys(o.prefix);
+  }
 
   private key(shard: number): string {
-    return walStreamKey(this.o.prefix, shard);
+    return this.keys.walStream(shard);
   }
 
   async init(): Promise<void> {
@@ -227,7 +230,7 @@ class PersistLane {
     this.lastRoundFull = false;
     for (const [key, list] of reply ?? []) {
       if (list.length >= this.o.readCount) this.lastRoundFull = true;
-      const shard = Number(key.slice(key.lastIndexOf(":") + 1));
+      const shard = shardOfWalStream(key);
       for (const [id, fields] of list) {
         if (!fields) continue; // deleted while pending
         entries.push({ shard, id, events: decodeEntry(fields) });
