@@ -2,7 +2,8 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TxEvent, WalEvent } from "../../src/ledger/events.ts";
 import type { AccountState, TransactionRecord } from "../../src/ledger/types.ts";
-import { type Entry, writeEntries } from "../../src/persist/persister.ts";
+import type { Entry } from "../../src/persist/round-batch.ts";
+import { writeEntries } from "../../src/persist/write-batch.ts";
 import { createTestEnv, type TestEnv } from "../helpers/env.ts";
 import { createUsers } from "../helpers/ledger.ts";
 
