@@ -11,7 +11,12 @@ import pino from "pino";
 import { loadConfig } from "../src/config.ts";
 import { createPool, ensureDatabase } from "../src/db/pool.ts";
 import { migrate } from "../src/db/migrate.ts";
-import { Ledger, type WalSink } from "../src/shards/ledger.ts";
+import { ledgerSettings } from "../src/main/core.ts";
+import { Ledger } from "../src/shards/ledger.ts";
+import type { WalLog } from "../src/shards/ports.ts";
+import { OwnershipLease } from "../src/wal/lease.ts";
+import { WAL_FIELD } from "../src/wal/wal-codec.ts";
+import { RedisWal } from "../src/wal/wal-writer.ts";
 import { AccountStore } from "../src/persist/account-store.ts";
 import { Persister } from "../src/persist/persister.ts";
 import { reconcileLedger } from "../src/persist/reconcile.ts";
@@ -110,9 +115,21 @@ async function main() {
   const rows: Array<{ scenario: string; value: number; unit: string; note: string }> = [];
 
   // 1. Decisions only: the WAL sink confirms at once.
-  const nullWal: WalSink = { append: async (b) => b.map(() => ({ ok: true as const, id: "0-1" })) };
+  const lease = new OwnershipLease(redis, prefix, config.LEDGER_LEASE_MS, () => {
+    throw new Error("bench lost its ledger lease");
+  });
+  await lease.acquire();
+  const redisWal = new RedisWal(redis, prefix, lease.value);
+  const nullWal: WalLog = {
+    append: async (b) => b.map(() => ({ ok: true as const, id: "0-1" })),
+    readPage: async () => [],
+    compareIds: (a, b) => redisWal.compareIds(a, b),
+    idAfter: (id) => redisWal.idAfter(id),
+    idTimeMs: (id) => redisWal.idTimeMs(id),
+  };
+  const settings = ledgerSettings(config);
   {
-    const ledger = new Ledger({ config, redis, store, logger: log, wal: nullWal });
+    const ledger = new Ledger({ settings, wal: nullWal, store, logger: log });
     await ledger.start();
     await drive(VIEWERS, (i) =>
       ledger.submit({ kind: "deposit", key: randomUUID(), accountId: viewers[i]!, amountCents: 100_000 }),
@@ -140,7 +157,7 @@ async function main() {
   }
 
   // 2. Through the Redis WAL, persister paused so the WAL alone is measured.
-  const ledger = new Ledger({ config, redis, store, logger: log });
+  const ledger = new Ledger({ settings, wal: redisWal, store, logger: log });
   const persister = new Persister({
     redis,
     pool,
@@ -179,8 +196,9 @@ async function main() {
       [string, string[]]
     >;
     for (const [, f] of entries) {
-      walBytes += f[1]!.length;
-      walEvents += (JSON.parse(f[1]!) as unknown[]).length;
+      const payload = f[f.indexOf(WAL_FIELD) + 1]!;
+      walBytes += payload.length;
+      walEvents += (JSON.parse(payload) as unknown[]).length;
     }
   }
   rows.push({
@@ -189,7 +207,7 @@ async function main() {
     unit: "tips/s",
     note: `${walRun.failed} refused`,
   });
-  while (!ledger.quiescent()) await new Promise((r) => setTimeout(r, 5));
+  while (!ledger.probe().quiescent()) await new Promise((r) => setTimeout(r, 5));
 
   // 3. The persister drains that backlog into Postgres.
   const before = { ...persister.stats };
@@ -278,6 +296,7 @@ async function main() {
 
   await ledger.stop();
   await persister.stop();
+  await lease.release();
   redis.disconnect();
   await pool.end();
   const admin = new pg.Client({ connectionString: pgAdmin });

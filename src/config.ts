@@ -1,6 +1,7 @@
 // Owns the process configuration: every setting comes from the environment, parsed once with
 // zod at start. A bad value is one error naming the variable, never a silent default.
 import { z } from "zod";
+import type { FraudLimits } from "./ledger/types.ts";
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 const bool = (def: boolean) =>
@@ -39,6 +40,8 @@ export const configSchema = z.object({
   /** How long a completed command's idempotency key answers from memory (Stripe keeps 24 h). */
   IDEMPOTENCY_TTL_MS: int(24 * 3600 * 1000, 60_000),
 
+  /** Most WAL entries per shard held in memory at once while recovery replays the WAL. */
+  RECOVERY_PAGE_ENTRIES: int(1000, 1),
   /** Lifetime of the single-owner lease on the ledger; a crashed owner blocks a restart this long. */
   LEDGER_LEASE_MS: int(10_000, 200),
   /** Persister: most stream entries read per shard per round, and the idle block time. */
@@ -145,12 +148,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 }
 
 /** Ledger thresholds in cents, derived once from the dollar settings. */
-export interface FraudLimits {
-  largeTxCents: number;
-  maxTxPerHour: number;
-  maxVolumePerHourCents: number;
-}
-
 export function fraudLimits(c: Config): FraudLimits {
   return {
     largeTxCents: Math.round(c.FRAUD_LARGE_TX_USD * 100),

@@ -1,13 +1,14 @@
 // Owns the seed's five fraud rules, evaluated inside the sender's shard so a velocity check never
-// races another command of the same sender. Pure: state in, verdict out.
-import type { FraudLimits } from "../config.ts";
-import type { AccountStatus, FraudRule, Severity } from "./types.ts";
+// races another command of the same sender. Pure: state in, verdict out; nothing is changed, and
+// the velocity window only moves when an event is applied (recordOutgoing).
+import type { AccountStatus, FraudLimits, FraudRule, Severity, TxType } from "./types.ts";
 
 export const VELOCITY_WINDOW_MS = 3600_000;
 
 /**
  * Outgoing transactions (tips, payouts) of the last hour, oldest first. Only allowed ones enter,
- * and the count rule refuses more than maxTxPerHour, so it never holds more than that many.
+ * the count rule refuses more than maxTxPerHour, and each entry drops out the next time one is
+ * recorded an hour later, so it holds about that many.
  */
 export interface VelocityWindow {
   atMs: number[];
@@ -16,22 +17,33 @@ export interface VelocityWindow {
 
 export const emptyWindow = (): VelocityWindow => ({ atMs: [], amountCents: [] });
 
-export function pruneWindow(w: VelocityWindow, nowMs: number): void {
-  let drop = 0;
-  while (drop < w.atMs.length && w.atMs[drop]! <= nowMs - VELOCITY_WINDOW_MS) drop++;
+/** Index of the first entry still inside the hour before `nowMs`. */
+function firstInWindow(w: VelocityWindow, nowMs: number): number {
+  let i = 0;
+  while (i < w.atMs.length && w.atMs[i]! <= nowMs - VELOCITY_WINDOW_MS) i++;
+  return i;
+}
+
+/** Records an applied outgoing transaction, dropping what fell out of the hour before it. */
+export function recordOutgoing(w: VelocityWindow, atMs: number, amountCents: number): void {
+  const drop = firstInWindow(w, atMs);
   if (drop > 0) {
     w.atMs.splice(0, drop);
     w.amountCents.splice(0, drop);
   }
-}
-
-export function recordOutgoing(w: VelocityWindow, atMs: number, amountCents: number): void {
   // Replay may deliver entries slightly out of time order across restarts; keep the list sorted.
   let i = w.atMs.length;
   while (i > 0 && w.atMs[i - 1]! > atMs) i--;
   w.atMs.splice(i, 0, atMs);
   w.amountCents.splice(i, 0, amountCents);
 }
+
+/**
+ * Which transactions count toward the velocity and volume rules: outgoing ones (tips, payouts; not
+ * money in). A transaction counts once, when it is created (a payout when reserved, whatever
+ * becomes of it), in memory and when rebuilt from Postgres alike.
+ */
+export const countsForVelocity = (type: TxType): boolean => type === "tip" || type === "payout";
 
 export interface FraudHit {
   rule: FraudRule;
@@ -52,7 +64,7 @@ export interface FraudInput {
   recipientId: string | null;
   senderId: string;
   recipientStatus: AccountStatus | null;
-  window: VelocityWindow;
+  window: Readonly<VelocityWindow>;
   nowMs: number;
   limits: FraudLimits;
 }
@@ -72,9 +84,9 @@ export function evaluateFraud(input: FraudInput): FraudVerdict {
     };
     return { hits: [hit], block: hit };
   }
-  pruneWindow(window, input.nowMs);
+  const first = firstInWindow(window, input.nowMs);
   const hits: FraudHit[] = [];
-  const count = window.atMs.length;
+  const count = window.atMs.length - first;
   if (count + 1 > limits.maxTxPerHour) {
     hits.push({
       rule: "high_velocity",
@@ -83,7 +95,7 @@ export function evaluateFraud(input: FraudInput): FraudVerdict {
     });
   }
   let volume = 0;
-  for (const a of window.amountCents) volume += a;
+  for (let i = first; i < window.amountCents.length; i++) volume += window.amountCents[i]!;
   if (volume + amountCents > limits.maxVolumePerHourCents) {
     hits.push({
       rule: "high_volume",

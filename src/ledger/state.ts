@@ -1,7 +1,7 @@
 // Owns what a shard keeps in memory per account, and applyEvent: the one way that memory
 // changes. The live path and crash recovery both go through applyEvent, so a replayed WAL
 // rebuilds exactly the state that was acknowledged.
-import { recordOutgoing, type VelocityWindow, emptyWindow } from "./fraud.ts";
+import { countsForVelocity, emptyWindow, recordOutgoing, type VelocityWindow } from "./fraud.ts";
 import type { WalEvent } from "./events.ts";
 import type { AccountState, AccountView, StatusResult, TransactionRecord, TxResult } from "./types.ts";
 
@@ -30,7 +30,7 @@ export function newAccountMem(state: AccountState, system: boolean): AccountMem 
 /**
  * Forgets keys older than the TTL. The map is in the order keys were used, so expired ones sit at
  * its front: memory stays bounded by the traffic of one TTL however long the account stays loaded.
- * A money-in or payout key forgotten here is found again in Postgres if it is ever reused.
+ * A key that must never expire (money in, payouts) is found again in Postgres if it is reused.
  */
 export function pruneKeys(mem: AccountMem, nowMs: number, ttlMs: number): void {
   for (const [key, record] of mem.keys) {
@@ -52,15 +52,18 @@ export function viewOf(s: AccountState): AccountView {
   };
 }
 
-/** Outgoing transactions that count toward the velocity rules (deposits do not). */
-export const countsForVelocity = (tx: TransactionRecord): boolean =>
-  tx.type === "tip" || (tx.type === "payout" && tx.status === "pending");
-
 export type AccountLookup = (id: string) => AccountMem | undefined;
 
+/** Raised when an event would break an invariant: the ledger must stop, never carry on. */
+export class LedgerInvariantError extends Error {
+  override name = "LedgerInvariantError";
+}
+
 /**
- * Applies an event to memory. States carry versions: a state at or below the version in memory
- * is already there (replay) and is skipped. Returns false if some account is missing.
+ * Applies an event to the memory of the accounts it names, all or nothing: every state is
+ * checked before any is written, so a failed assertion throws LedgerInvariantError and leaves
+ * memory exactly as it was. States carry versions: a state at or below the version in memory is
+ * already there (replay) and is skipped. Returns false, changing nothing, if an account is missing.
  */
 export function applyEvent(get: AccountLookup, ev: WalEvent, flushSeq: number): boolean {
   switch (ev.t) {
@@ -71,12 +74,11 @@ export function applyEvent(get: AccountLookup, ev: WalEvent, flushSeq: number): 
       const mem = get(ev.state.id);
       if (!mem) return false;
       if (ev.state.version <= mem.state.version) return true;
-      assertNextVersion(mem, ev.state);
+      assertNextState(mem, ev.state);
       mem.state = ev.state;
       mem.lastFlushSeq = flushSeq;
       if (ev.t === "status") {
-        mem.keys.delete(ev.key); // re-inserted at the end: the map stays in order of use
-        mem.keys.set(ev.key, {
+        remember(mem, ev.key, {
           hash: ev.hash,
           atMs: Date.parse(ev.at),
           result: { account: viewOf(ev.state), replayed: false },
@@ -87,25 +89,28 @@ export function applyEvent(get: AccountLookup, ev: WalEvent, flushSeq: number): 
     case "tx": {
       const owner = get(ev.tx.accountId);
       if (!owner) return false;
-      let applied = false;
+      const changes: Array<{ mem: AccountMem; next: AccountState }> = [];
       for (const s of ev.states) {
         const mem = get(s.id);
         if (!mem) return false;
         if (s.version <= mem.state.version) continue;
-        assertNextVersion(mem, s);
-        mem.state = s;
-        mem.lastFlushSeq = flushSeq;
-        applied = true;
+        assertNextState(mem, s);
+        changes.push({ mem, next: s });
       }
-      if (!applied) return true; // the whole event was already in memory
+      if (changes.length === 0) return true; // the whole event was already in memory
+      // Checked; from here on nothing throws.
+      for (const c of changes) {
+        c.mem.state = c.next;
+        c.mem.lastFlushSeq = flushSeq;
+      }
       const tx = ev.tx;
       const atMs = Date.parse(tx.createdAt);
-      if (countsForVelocity(tx)) recordOutgoing(owner.window, atMs, tx.amountCents);
+      const created = tx.type !== "payout" || !owner.payouts.has(tx.id);
+      if (created && countsForVelocity(tx.type)) recordOutgoing(owner.window, atMs, tx.amountCents);
       if (tx.type === "payout") owner.payouts.set(tx.id, tx);
       if (ev.key !== null && ev.hash !== null) {
         const ownerState = ev.states.find((s) => s.id === owner.state.id) ?? owner.state;
-        owner.keys.delete(ev.key); // re-inserted at the end: the map stays in order of use
-        owner.keys.set(ev.key, {
+        remember(owner, ev.key, {
           hash: ev.hash,
           atMs,
           result: { transaction: tx, account: viewOf(ownerState), replayed: false },
@@ -116,16 +121,24 @@ export function applyEvent(get: AccountLookup, ev: WalEvent, flushSeq: number): 
   }
 }
 
-function assertNextVersion(mem: AccountMem, next: AccountState): void {
+function remember(mem: AccountMem, key: string, record: KeyRecord): void {
+  mem.keys.delete(key); // re-inserted at the end: the map stays in order of use
+  mem.keys.set(key, record);
+}
+
+function assertNextState(mem: AccountMem, next: AccountState): void {
   if (next.version !== mem.state.version + 1) {
-    throw new Error(
+    throw new LedgerInvariantError(
       `ledger invariant: account ${mem.state.id} version ${mem.state.version} -> ${next.version} skips a change`,
     );
   }
   if (
     !mem.system &&
-    (next.balanceCents < 0 || next.reservedCents > next.balanceCents || next.reservedCents < 0)
+    (next.balanceCents < 0 ||
+      next.reservedCents > next.balanceCents ||
+      next.reservedCents < 0 ||
+      next.debtCents < 0)
   ) {
-    throw new Error(`ledger invariant: account ${next.id} would hold an impossible balance`);
+    throw new LedgerInvariantError(`ledger invariant: account ${next.id} would hold an impossible balance`);
   }
 }

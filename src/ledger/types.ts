@@ -163,3 +163,34 @@ export interface StatusResult {
   account: AccountView;
   replayed: boolean;
 }
+
+/** What a shard may know of an account it does not own: read-only, kept by the directory. */
+export interface DirectoryEntry {
+  kind: "user" | "system";
+  status: AccountStatus;
+  /** The account's version this entry was taken at; a newer entry always wins. */
+  version: number;
+}
+
+/** Why the core refused a command: a stable code, a message and details for the caller. The
+ * HTTP edge maps codes to statuses; the core knows nothing of HTTP. */
+export type RefusalCode =
+  | "validation_error"
+  | "not_found"
+  | "conflict"
+  | "idempotency_conflict"
+  | "insufficient_funds"
+  | "fraud_blocked";
+
+export interface Refusal {
+  code: RefusalCode;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+/** The fraud rules' thresholds, in cents (derived from configuration by the entry point). */
+export interface FraudLimits {
+  largeTxCents: number;
+  maxTxPerHour: number;
+  maxVolumePerHourCents: number;
+}

@@ -6,7 +6,11 @@ import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import { createPool, ensureDatabase } from "../db/pool.ts";
 import { migrate } from "../db/migrate.ts";
+import { fraudLimits } from "../config.ts";
+import type { LedgerSettings } from "../shards/ports.ts";
 import { Ledger } from "../shards/ledger.ts";
+import { RedisWal } from "../wal/wal-writer.ts";
+import { checkShardCount, ShardCountError } from "./shard-count.ts";
 import { OwnershipLease } from "../wal/lease.ts";
 import { AccountStore } from "../persist/account-store.ts";
 import { Persister } from "../persist/persister.ts";
@@ -29,7 +33,11 @@ export class DependencyError extends Error {}
 export async function startCore(
   config: Config,
   logger: Logger,
-  opts: { persist?: boolean } = {},
+  opts: {
+    persist?: boolean;
+    /** Called once when this process stops owning the ledger (default: log and exit(1)). */
+    onOwnershipLost?: (why: string) => void;
+  } = {},
 ): Promise<Core> {
   try {
     await ensureDatabase(config.DATABASE_URL);
@@ -72,14 +80,15 @@ export async function startCore(
     redis.disconnect();
     if (limitsRedis !== redis) limitsRedis.disconnect();
   };
-  const lease = new OwnershipLease(
-    redis,
-    `${config.REDIS_PREFIX}ledger:owner`,
-    config.LEDGER_LEASE_MS,
-    () => {
-      logger.fatal("lost the ledger ownership lease to another process; stopping");
-      process.exit(1);
-    },
+  // Losing the lease (another process took over, or the WAL refused a stale token) stops the
+  // ledger first, so nothing more is acknowledged, then tells the entry point.
+  let ledger: Ledger | null = null;
+  const lost = (why: string) => {
+    ledger?.stopOwning(why);
+    (opts.onOwnershipLost ?? defaultOwnershipLost(logger))(why);
+  };
+  const lease = new OwnershipLease(redis, config.REDIS_PREFIX, config.LEDGER_LEASE_MS, () =>
+    lost("the ledger lease expired or was taken by another process"),
   );
   try {
     await lease.acquire();
@@ -88,8 +97,23 @@ export async function startCore(
     await pool.end();
     throw new DependencyError((err as Error).message);
   }
+  const wal = new RedisWal(redis, config.REDIS_PREFIX, lease.value);
+  try {
+    await checkShardCount(pool, wal, config.SHARDS);
+  } catch (err) {
+    await lease.release();
+    disconnectRedis();
+    await pool.end();
+    throw err instanceof ShardCountError ? new DependencyError(err.message) : err;
+  }
   const store = new AccountStore(pool);
-  const ledger = new Ledger({ config, redis, store, logger });
+  ledger = new Ledger({
+    settings: ledgerSettings(config),
+    wal,
+    store,
+    logger,
+    onFenced: () => lost("the WAL refused this process's fencing token"),
+  });
   const persistOptions = {
     prefix: config.REDIS_PREFIX,
     shards: config.SHARDS,
@@ -99,7 +123,8 @@ export async function startCore(
     retryMs: config.PERSIST_RETRY_MS,
     lanes: config.PERSIST_LANES,
   };
-  const trimFloor = (s: number) => ledger.trimFloor(s);
+  const owner = ledger;
+  const trimFloor = (s: number) => owner.trimFloor(s);
   const persister: PersisterLike = config.PERSIST_THREAD
     ? new PersisterThread({
         logger,
@@ -137,6 +162,27 @@ export async function startCore(
       disconnectRedis();
       await pool.end();
     },
+  };
+}
+
+/** The shard runtime's settings, from the process configuration. */
+export function ledgerSettings(config: Config): LedgerSettings {
+  return {
+    shards: config.SHARDS,
+    walBatchMax: config.WAL_BATCH_MAX,
+    mailboxMax: config.MAILBOX_MAX,
+    accountCacheMax: config.ACCOUNT_CACHE_MAX,
+    idempotencyTtlMs: config.IDEMPOTENCY_TTL_MS,
+    recoveryPageEntries: config.RECOVERY_PAGE_ENTRIES,
+    limits: fraudLimits(config),
+  };
+}
+
+function defaultOwnershipLost(logger: Logger): (why: string) => void {
+  return (why) => {
+    logger.fatal({ why }, "this process no longer owns the ledger; exiting");
+    // A moment for the log line and the refused callers' answers to go out.
+    setTimeout(() => process.exit(1), 100).unref();
   };
 }
 

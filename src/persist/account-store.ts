@@ -3,9 +3,11 @@
 // durable idempotency-key lookups. Writes go through the persister only.
 import type pg from "pg";
 import { SYSTEM_ACCOUNT_KINDS, systemAccountCode, systemAccountId } from "../ledger/accounts.ts";
-import { recordOutgoing, VELOCITY_WINDOW_MS } from "../ledger/fraud.ts";
-import { type AccountMem, newAccountMem, viewOf } from "../ledger/state.ts";
+import type { PayoutFinish } from "../ledger/decide-payout.ts";
+import { countsForVelocity, recordOutgoing, VELOCITY_WINDOW_MS } from "../ledger/fraud.ts";
+import { type AccountMem, type KeyRecord, newAccountMem, viewOf } from "../ledger/state.ts";
 import type { AccountState, AccountStatus, TransactionRecord, TxResult } from "../ledger/types.ts";
+import type { AccountSource } from "../shards/ports.ts";
 
 interface LedgerRow {
   id: string;
@@ -73,6 +75,26 @@ function resultFromRow(r: TxRow, current: AccountState): TxResult {
   return { transaction: txFromRow(r), account: viewOf(after), replayed: false };
 }
 
+/** A payout's outcome key (post or void) is kept on the payout row, not in idempotency_key. */
+function finishOf(r: TxRow): PayoutFinish | null {
+  const f = r.type === "payout" ? (r.metadata?.finish as PayoutFinish | undefined) : undefined;
+  return f && typeof f.key === "string" ? f : null;
+}
+
+function finishRecord(r: TxRow, f: PayoutFinish, current: AccountState): KeyRecord {
+  const after: AccountState = {
+    ...current,
+    balanceCents: f.balance_after_cents,
+    reservedCents: f.reserved_after_cents,
+    debtCents: f.debt_after_cents,
+  };
+  return {
+    hash: f.hash,
+    atMs: Date.parse(f.at),
+    result: { transaction: txFromRow(r), account: viewOf(after), replayed: false },
+  };
+}
+
 const stateFromRow = (r: LedgerRow): AccountState => ({
   id: r.id,
   balanceCents: r.balance_cents,
@@ -82,7 +104,7 @@ const stateFromRow = (r: LedgerRow): AccountState => ({
   version: r.version,
 });
 
-export class AccountStore {
+export class AccountStore implements AccountSource {
   constructor(private readonly pool: pg.Pool) {}
 
   /** Creates the per-shard system accounts that do not exist yet. */
@@ -140,12 +162,16 @@ export class AccountStore {
       const mem = out.get(r.account_id);
       if (!mem) continue;
       const atMs = r.created_at.getTime();
-      if ((r.type === "tip" || r.type === "payout") && atMs > nowMs - VELOCITY_WINDOW_MS) {
+      if (countsForVelocity(r.type) && atMs > nowMs - VELOCITY_WINDOW_MS) {
         recordOutgoing(mem.window, atMs, r.amount_cents);
       }
       if (r.type === "payout") mem.payouts.set(r.id, txFromRow(r));
       if (r.idempotency_key && r.request_hash && atMs > nowMs - idempotencyTtlMs) {
         mem.keys.set(r.idempotency_key, { hash: r.request_hash, atMs, result: resultFromRow(r, mem.state) });
+      }
+      const finish = finishOf(r);
+      if (finish && Date.parse(finish.at) > nowMs - idempotencyTtlMs) {
+        mem.keys.set(finish.key, finishRecord(r, finish, mem.state));
       }
     }
     for (const r of statuses.rows) {
@@ -160,24 +186,28 @@ export class AccountStore {
     return out;
   }
 
-  /** A key used longer ago than the in-memory TTL, for commands that must never repeat (money in). */
-  async findKey(
-    accountId: string,
-    key: string,
-  ): Promise<{ hash: string; atMs: number; result: TxResult } | null> {
+  /**
+   * A key used longer ago than the in-memory TTL, for commands that must never repeat (money in,
+   * payouts): the transaction it created, or the payout whose outcome it settled.
+   */
+  async findKey(accountId: string, key: string): Promise<KeyRecord | null> {
     const r = await this.pool.query<TxRow>(
-      `SELECT ${TX_COLUMNS} FROM transactions WHERE account_id = $1 AND idempotency_key = $2
+      `SELECT ${TX_COLUMNS} FROM transactions
+        WHERE account_id = $1 AND (idempotency_key = $2 OR (type = 'payout' AND metadata->'finish'->>'key' = $2))
         ORDER BY created_at LIMIT 1`,
       [accountId, key],
     );
     const row = r.rows[0];
-    if (!row?.request_hash) return null;
+    if (!row) return null;
     const acct = await this.pool.query<LedgerRow>(
       "SELECT id, kind, balance_cents, reserved_balance_cents, debt_cents, status, version FROM ledger WHERE id = $1",
       [accountId],
     );
     const state = acct.rows[0] ? stateFromRow(acct.rows[0]) : null;
     if (!state) return null;
+    const finish = finishOf(row);
+    if (row.idempotency_key !== key && finish?.key === key) return finishRecord(row, finish, state);
+    if (!row.request_hash) return null;
     return { hash: row.request_hash, atMs: row.created_at.getTime(), result: resultFromRow(row, state) };
   }
 

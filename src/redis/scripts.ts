@@ -21,5 +21,8 @@ export function defineScript(redis: Redis, name: string, file: string): void {
   if (name in redis) return;
   const m = /-(\d+)\.lua$/.exec(file);
   const numberOfKeys = m ? Number(m[1]) : undefined;
-  redis.defineCommand(name, numberOfKeys === undefined ? { lua: source(file) } : { lua: source(file), numberOfKeys });
+  redis.defineCommand(
+    name,
+    numberOfKeys === undefined ? { lua: source(file) } : { lua: source(file), numberOfKeys },
+  );
 }

@@ -1,34 +1,66 @@
 // Owns the single-writer guarantee at process level: one process at a time owns the ledger's
-// shards (a Redis lease, renewed). A second `npm start` on the same Redis waits for the lease and
-// then refuses to start, rather than writing the same WAL streams; Postgres' version checks stay
-// the last line of defence.
+// shards, through a Redis lease renewed well within its lifetime. Every new owner gets a fencing
+// token one above the last (lua/lease-acquire-2.lua), and the WAL append checks the lease value
+// it carries in the same script as its XADDs (wal-writer.ts): a process that stalls past its
+// lease (GC pause, SIGSTOP, a frozen VM) finds every later append refused, whatever it believes.
 import { randomUUID } from "node:crypto";
 import type { Redis } from "ioredis";
+import { redisKeys } from "../redis/keys.ts";
+import { defineScript } from "../redis/scripts.ts";
 
-const RENEW = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end`;
-const RELEASE = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;
+type LeaseRedis = Redis & {
+  leaseAcquire(lease: string, fence: string, owner: string, ttlMs: number): Promise<string | null>;
+  leaseRenew(lease: string, value: string, ttlMs: number): Promise<number>;
+  leaseRelease(lease: string, value: string): Promise<number>;
+};
 
 export class OwnershipLease {
-  private readonly token = randomUUID();
+  private readonly owner = randomUUID();
+  private readonly redis: LeaseRedis;
+  private readonly leaseKey: string;
+  private readonly fenceKey: string;
+  private held: string | null = null;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
-    private readonly redis: Redis,
-    private readonly key: string,
+    redis: Redis,
+    prefix: string,
     private readonly ttlMs: number,
     private readonly onLost: () => void,
-  ) {}
+  ) {
+    defineScript(redis, "leaseAcquire", "lease-acquire-2.lua");
+    defineScript(redis, "leaseRenew", "lease-renew-1.lua");
+    defineScript(redis, "leaseRelease", "lease-release-1.lua");
+    this.redis = redis as LeaseRedis;
+    const keys = redisKeys(prefix);
+    this.leaseKey = keys.ledgerLease;
+    this.fenceKey = keys.ledgerFence;
+  }
+
+  /** The lease value ("<fencing token>:<owner id>") the WAL append must carry. */
+  readonly value = (): string => {
+    if (this.held === null) throw new Error("the ledger lease is not held");
+    return this.held;
+  };
+
+  /** This owner's fencing token. */
+  get token(): number {
+    return Number(this.value().split(":")[0]);
+  }
 
   /** Takes the lease, waiting up to two lease lifetimes for a crashed owner's lease to expire. */
   async acquire(): Promise<void> {
     const deadline = Date.now() + 2 * this.ttlMs + 500;
     for (;;) {
-      const ok = await this.redis.set(this.key, this.token, "PX", this.ttlMs, "NX");
-      if (ok === "OK") break;
+      const got = await this.redis.leaseAcquire(this.leaseKey, this.fenceKey, this.owner, this.ttlMs);
+      if (got) {
+        this.held = got;
+        break;
+      }
       if (Date.now() > deadline) {
-        const holder = await this.redis.get(this.key);
+        const holder = await this.redis.get(this.leaseKey);
         throw new Error(
-          `another process owns the ledger (lease ${this.key} held by ${holder}); stop it first, or give this one its own REDIS_PREFIX`,
+          `another process owns the ledger (lease ${this.leaseKey} held by ${holder}); stop it first, or give this one its own REDIS_PREFIX`,
         );
       }
       await new Promise((r) => setTimeout(r, Math.min(200, this.ttlMs / 4)));
@@ -38,8 +70,9 @@ export class OwnershipLease {
   }
 
   private async renew(): Promise<void> {
+    if (this.held === null) return;
     try {
-      const ok = await this.redis.eval(RENEW, 1, this.key, this.token, String(this.ttlMs));
+      const ok = await this.redis.leaseRenew(this.leaseKey, this.held, this.ttlMs);
       if (ok !== 1) {
         this.stopRenewing();
         this.onLost();
@@ -56,6 +89,7 @@ export class OwnershipLease {
 
   async release(): Promise<void> {
     this.stopRenewing();
-    await this.redis.eval(RELEASE, 1, this.key, this.token).catch(() => {});
+    if (this.held === null) return;
+    await this.redis.leaseRelease(this.leaseKey, this.held).catch(() => {});
   }
 }

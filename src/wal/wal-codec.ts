@@ -1,10 +1,16 @@
-// Owns the WAL's wire format: one Redis stream entry per shard flush, field "e" holding the JSON
-// array of that flush's events. One XADD carrying many events is what makes group commit cheap.
+// Owns the WAL's wire format: one Redis stream entry per shard flush, with fields "v" (the
+// format version), "f" (the writer's fencing token) and "e" (the JSON array of that flush's
+// events). One XADD carrying many events is what makes group commit cheap.
 import type { CreditEvent, TxEvent, WalEvent } from "../ledger/events.ts";
 import { tipHash } from "../ledger/decide.ts";
 import type { AccountState, TransactionRecord } from "../ledger/types.ts";
+import { redisKeys } from "../redis/keys.ts";
 
 export const WAL_FIELD = "e";
+export const WAL_VERSION_FIELD = "v";
+/** Bumped when the encoding changes incompatibly; a reader refuses versions it does not know.
+ * Entries without a version field predate it and are version 1. */
+export const WAL_FORMAT_VERSION = "1";
 
 // Transactions and credits, the bulk of the WAL, travel as positional arrays: no repeated key
 // names, which makes encoding about twice as fast and entries about half the size. Rarer events
@@ -171,13 +177,21 @@ export function encodeEntry(events: WalEvent[]): string {
 }
 
 export function decodeEntry(fields: string[]): WalEvent[] {
+  let payload: string | null = null;
   for (let i = 0; i + 1 < fields.length; i += 2) {
-    if (fields[i] === WAL_FIELD) return (JSON.parse(fields[i + 1]!) as Packed[]).map(unpack);
+    if (fields[i] === WAL_VERSION_FIELD && fields[i + 1] !== WAL_FORMAT_VERSION) {
+      throw new Error(
+        `WAL entry of format version ${fields[i + 1]}; this build reads version ${WAL_FORMAT_VERSION} (run the build that wrote it until the WAL is persisted)`,
+      );
+    }
+    if (fields[i] === WAL_FIELD) payload = fields[i + 1]!;
   }
-  throw new Error("WAL entry without an events field");
+  if (payload === null) throw new Error("WAL entry without an events field");
+  return (JSON.parse(payload) as Packed[]).map(unpack);
 }
 
-export const walStreamKey = (prefix: string, shard: number): string => `${prefix}wal:${shard}`;
+/** @deprecated use redisKeys(prefix).walStream(shard) */
+export const walStreamKey = (prefix: string, shard: number): string => redisKeys(prefix).walStream(shard);
 
 /** Stream ids order as (ms, seq); the id right after `id`, for XTRIM MINID (which keeps >=). */
 export function nextStreamId(id: string): string {

@@ -1,80 +1,93 @@
-// Owns making events durable: each shard's pending events go out as one entry on its stream,
-// all shards of a flush in ONE Redis command (a Lua function running XADD per stream), so a
-// flush costs one command however many shards it touches. A result per entry says whether Redis
-// took it; with appendfsync always, Redis answers only once the entries are in its AOF.
+// Owns the Redis WAL behind the shard runtime's WalLog port. An append sends each shard's entry
+// to its stream, all shards of a flush in ONE Redis command (lua/wal-append.lua), and only while
+// this process holds the ledger lease: the script checks the lease value (with its fencing
+// token) atomically with the XADDs, so a process that stalled past its lease can never append.
+// With appendfsync always, Redis answers only once the entries are in its AOF. Reads page
+// through a stream with XRANGE, so recovery holds one page at a time.
 import type { Redis } from "ioredis";
-import type { WalEvent } from "../ledger/events.ts";
-import { encodeEntry, WAL_FIELD, walStreamKey } from "./wal-codec.ts";
-
-export interface WalAppend {
-  shard: number;
-  events: WalEvent[];
-}
-
-export type WalAppendResult = { ok: true; id: string } | { ok: false; error: Error };
-
-/**
- * XADD to every key, each independently: pcall keeps one refused stream (say, a key of the wrong
- * type) from failing the others, exactly as separate commands in a pipeline would.
- */
-const APPEND_SCRIPT = `
-local out = {}
-for i = 1, #KEYS do
-  local r = redis.pcall('XADD', KEYS[i], '*', ARGV[1], ARGV[i + 1])
-  if type(r) == 'table' and r.err then out[i] = {0, r.err} else out[i] = {1, r} end
-end
-return out`;
+import { redisKeys, type RedisKeys } from "../redis/keys.ts";
+import { defineScript } from "../redis/scripts.ts";
+import type { WalAppend, WalAppendResult, WalEntry, WalLog } from "../shards/ports.ts";
+import {
+  compareStreamIds,
+  decodeEntry,
+  encodeEntry,
+  nextStreamId,
+  streamIdMs,
+  WAL_FORMAT_VERSION,
+} from "./wal-codec.ts";
 
 type AppendingRedis = Redis & {
   walAppend(numKeys: number, ...args: Array<string | Buffer>): Promise<Array<[number, string]>>;
 };
 
-export class WalWriter {
-  private readonly redis: AppendingRedis;
+/** The error Redis answers when the lease the append carries is not the current one. */
+export const isFencedError = (err: unknown): boolean =>
+  String((err as Error)?.message ?? "").startsWith("FENCED");
 
+export class RedisWal implements WalLog {
+  private readonly redis: AppendingRedis;
+  private readonly keys: RedisKeys;
+
+  /** `lease()` is the lease value this process holds now (changes only on a new acquisition). */
   constructor(
     redis: Redis,
-    private readonly prefix: string,
+    prefix: string,
+    private readonly lease: () => string,
   ) {
-    // defineCommand sends EVALSHA and falls back to EVAL once if Redis lost the script.
-    if (!("walAppend" in redis)) redis.defineCommand("walAppend", { lua: APPEND_SCRIPT });
+    defineScript(redis, "walAppend", "wal-append.lua");
     this.redis = redis as AppendingRedis;
+    this.keys = redisKeys(prefix);
   }
 
   async append(batch: WalAppend[]): Promise<WalAppendResult[]> {
-    const args: Array<string | Buffer> = [];
-    for (const b of batch) args.push(walStreamKey(this.prefix, b.shard));
-    args.push(WAL_FIELD);
+    const args: Array<string | Buffer> = [this.keys.ledgerLease];
+    for (const b of batch) args.push(this.keys.walStream(b.shard));
+    args.push(this.lease(), WAL_FORMAT_VERSION);
     for (const b of batch) args.push(encodeEntry(b.events));
     let replies: Array<[number, string]>;
     try {
-      replies = await this.redis.walAppend(batch.length, ...args);
+      replies = await this.redis.walAppend(batch.length + 1, ...args);
     } catch (err) {
-      return batch.map(() => ({ ok: false, error: err as Error }));
+      const fenced = isFencedError(err);
+      return batch.map(() => ({ ok: false, error: err as Error, fenced }));
     }
     return batch.map((_, i) => {
       const r = replies?.[i];
-      if (!r) return { ok: false, error: new Error("no reply from Redis") };
-      if (Number(r[0]) !== 1) return { ok: false, error: new Error(String(r[1])) };
+      if (!r) return { ok: false, error: new Error("no reply from Redis"), fenced: false };
+      if (Number(r[0]) !== 1) return { ok: false, error: new Error(String(r[1])), fenced: false };
       return { ok: true, id: String(r[1]) };
     });
   }
-}
 
-/** Every entry in a shard's stream, oldest first: what recovery replays. */
-export async function readWholeStream(
-  redis: Redis,
-  prefix: string,
-  shard: number,
-  pageSize = 1000,
-): Promise<Array<{ id: string; fields: string[] }>> {
-  const key = walStreamKey(prefix, shard);
-  const out: Array<{ id: string; fields: string[] }> = [];
-  let start = "-";
-  for (;;) {
-    const page = (await redis.xrange(key, start, "+", "COUNT", pageSize)) as Array<[string, string[]]>;
-    for (const [id, fields] of page) out.push({ id, fields });
-    if (page.length < pageSize) return out;
-    start = `(${page[page.length - 1]![0]}`;
+  async readPage(shard: number, afterId: string | null, count: number): Promise<WalEntry[]> {
+    const start = afterId === null ? "-" : `(${afterId}`;
+    const page = (await this.redis.xrange(this.keys.walStream(shard), start, "+", "COUNT", count)) as Array<
+      [string, string[]]
+    >;
+    return page.map(([id, fields]) => ({ id, events: decodeEntry(fields) }));
+  }
+
+  /** How many entries each of the first `shards` streams holds (persisted ones are trimmed). */
+  async entryCounts(shards: number): Promise<number[]> {
+    const pipe = this.redis.pipeline();
+    for (let s = 0; s < shards; s++) pipe.xlen(this.keys.walStream(s));
+    const replies = (await pipe.exec()) ?? [];
+    return replies.map(([err, n]) => {
+      if (err) throw err;
+      return Number(n);
+    });
+  }
+
+  compareIds(a: string, b: string): number {
+    return compareStreamIds(a, b);
+  }
+
+  idAfter(id: string): string {
+    return nextStreamId(id);
+  }
+
+  idTimeMs(id: string): number {
+    return streamIdMs(id);
   }
 }

@@ -38,7 +38,7 @@ export async function startTestCore(
 /** Waits until the ledger has nothing in flight and the persister has written all of the WAL. */
 export async function settle(core: Core): Promise<void> {
   const deadline = Date.now() + 30_000;
-  while (!core.ledger.quiescent()) {
+  while (!core.ledger.probe().quiescent()) {
     if (Date.now() > deadline) throw new Error("ledger did not settle");
     await new Promise((r) => setTimeout(r, 5));
   }

@@ -48,15 +48,15 @@ describe("idempotency", () => {
       const depositKey = key();
       await c.ledger.submit({ kind: "deposit", key: depositKey, accountId: viewer!, amountCents: 1000 });
       for (let i = 0; i < 3; i++) await tip(c, viewer!, creator!, 100, `old-${i}`);
-      const mem = (c.ledger as unknown as { accounts: Map<string, { keys: Map<string, unknown> }> }).accounts;
-      expect([...mem.get(viewer!)!.keys.keys()]).toEqual([depositKey, "old-0", "old-1", "old-2"]);
+      const keysOf = (id: string) => [...c.ledger.probe().memoryOf(id)!.keys.keys()];
+      expect(keysOf(viewer!)).toEqual([depositKey, "old-0", "old-1", "old-2"]);
 
       const realNow = Date.now;
       const later = realNow() + 61_000;
       Date.now = () => later;
       try {
         await tip(c, viewer!, creator!, 100, "new");
-        expect([...mem.get(viewer!)!.keys.keys()]).toEqual(["new"]);
+        expect(keysOf(viewer!)).toEqual(["new"]);
         // The deposit's key left memory, but money in never repeats: Postgres still knows it.
         await settle(c);
         const replay = await c.ledger.submit({
@@ -109,7 +109,7 @@ describe("idempotency", () => {
     const first = await a.ledger.submit({ kind: "deposit", key: k, accountId: viewer!, amountCents: 5000 });
     await settle(a);
     // Forget every key in memory, as after IDEMPOTENCY_TTL_MS: the durable check must find it.
-    a.ledger.memoryOf(viewer!)!.keys.clear();
+    a.ledger.probe().memoryOf(viewer!)!.keys.clear();
     const again = await a.ledger.submit({ kind: "deposit", key: k, accountId: viewer!, amountCents: 5000 });
     expect(again).toMatchObject({ replayed: true, transaction: { id: (first as TxResult).transaction.id } });
     expect((await a.ledger.getAccount(viewer!)).balanceCents).toBe(5000);
@@ -148,7 +148,7 @@ describe("tip credits", () => {
     const [viewer, creator] = await createUsers(env.pool, 2);
     await a.ledger.submit({ kind: "deposit", key: key(), accountId: viewer!, amountCents: 1000 });
     const t = await tip(a, viewer!, creator!, 300);
-    await waitFor(() => a.ledger.quiescent(), 5000, "ledger quiescent");
+    await waitFor(() => a.ledger.probe().quiescent(), 5000, "ledger quiescent");
     await stop(a);
     // Remove the recipient's credit entry, as if the process died between the two writes.
     const stream = walStreamKey(env.redisPrefix, a.ledger.shardOf(creator!));
@@ -212,7 +212,7 @@ describe("failures", () => {
     ]);
     const acked = await Promise.all(viewers.map((v) => tip(a, v, creator!, 300)));
     expect(acked).toHaveLength(50);
-    await waitFor(() => a.ledger.quiescent(), 5000, "credits durable");
+    await waitFor(() => a.ledger.probe().quiescent(), 5000, "credits durable");
     // The persister (in its thread) reports every 100 ms: the lag shows up, and keeps growing.
     await waitFor(() => a.persister.health().walLagMs > 0, 5000, "WAL lag reported");
     await admin.query(`ALTER DATABASE ${env.name} ALLOW_CONNECTIONS true`);

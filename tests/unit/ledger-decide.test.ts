@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { SYSTEM_ACCOUNT_KINDS, systemAccountId } from "../../src/ledger/accounts.ts";
+import { SYSTEM_ACCOUNT_KINDS, type SystemAccountKind, systemAccountId } from "../../src/ledger/accounts.ts";
 import { type DecideContext, decide } from "../../src/ledger/decide.ts";
 import type { TxEvent } from "../../src/ledger/events.ts";
 import { type AccountMem, applyEvent, newAccountMem, pruneKeys } from "../../src/ledger/state.ts";
-import type { UserCommand } from "../../src/ledger/types.ts";
+import type { DirectoryEntry, UserCommand } from "../../src/ledger/types.ts";
 
 const limits = { largeTxCents: 50_000, maxTxPerHour: 10, maxVolumePerHourCents: 100_000 };
 const NOW = Date.parse("2026-11-25T12:00:00Z");
@@ -34,10 +34,21 @@ function world(balances: Record<string, number>) {
     );
   }
   let now = NOW;
+  const system = Object.fromEntries(SYSTEM_ACCOUNT_KINDS.map((k) => [k, systemAccountId(k, 0)])) as Record<
+    SystemAccountKind,
+    string
+  >;
+  /** The directory as a shard sees it: every account's kind and status, read-only. */
+  const directory = (id: string): DirectoryEntry | undefined => {
+    const m = accounts.get(id);
+    return m && { kind: m.system ? "system" : "user", status: m.state.status, version: m.state.version };
+  };
   const ctx = (): DecideContext => ({
     get: (id) => accounts.get(id),
-    shard: 0,
+    directory,
+    system,
     nowMs: now,
+    at: new Date(now).toISOString(),
     newId: randomUUID,
     limits,
     idempotencyTtlMs: 86_400_000,
@@ -78,7 +89,7 @@ describe("tip decisions", () => {
   it("refuses a tip larger than the available balance without any event", () => {
     const w = world({ viewer: 99, creator: 0 });
     const d = w.tip("viewer", "creator", 100);
-    expect(d).toMatchObject({ ok: false, event: null, error: { code: "insufficient_funds" } });
+    expect(d).toMatchObject({ ok: false, event: null, refusal: { code: "insufficient_funds" } });
     expect(w.bal("viewer")).toBe(99);
   });
 
@@ -94,14 +105,14 @@ describe("tip decisions", () => {
     expect(w.bal("viewer")).toBe(900);
     expect(w.tip("viewer", "other", 100, "k1")).toMatchObject({
       ok: false,
-      error: { code: "idempotency_conflict" },
+      refusal: { code: "idempotency_conflict" },
     });
   });
 });
 
 describe("fraud rules", () => {
   const blockedBy = (d: ReturnType<ReturnType<typeof world>["tip"]>) =>
-    d.ok ? null : (d.error.details as { rule: string; severity: string } | undefined);
+    d.ok ? null : (d.refusal.details as { rule: string; severity: string } | undefined);
 
   it("logs a tip of exactly $500 nothing, and one of $500.01 as medium while allowing it", () => {
     const w = world({ viewer: 200_000, viewer2: 200_000, creator: 0 });
@@ -188,26 +199,25 @@ describe("fraud rules", () => {
 
 describe("payouts and reversals", () => {
   it("reserves, then posts: balance and reserve drop together and legs balance", () => {
-    const w = world({ creator: 5000 });
+    const w = world({ creator: 5000, other: 0 });
     const payoutId = randomUUID();
     w.run({ kind: "reserve_payout", key: "r", accountId: w.ids.creator!, payoutId, amountCents: 2000 });
     const mem = w.accounts.get(w.ids.creator!)!;
     expect(mem.state).toMatchObject({ balanceCents: 5000, reservedCents: 2000 });
-    expect(
-      w.run({
-        kind: "tip",
-        key: "t",
-        fromAccountId: w.ids.creator!,
-        toAccountId: randomUUID(),
-        amountCents: 3001,
-      }),
-    ).toMatchObject({ ok: false });
+    // Reserved money is not available: 3000 of the 5000 may be tipped, 3001 may not.
+    const tipTo = (amountCents: number, key: string) =>
+      w.run({ kind: "tip", key, fromAccountId: w.ids.creator!, toAccountId: w.ids.other!, amountCents });
+    expect(tipTo(3001, "t1")).toMatchObject({
+      ok: false,
+      refusal: { code: "insufficient_funds", details: { available_cents: 3000, amount_cents: 3001 } },
+    });
+    expect(mem.state).toMatchObject({ balanceCents: 5000, reservedCents: 2000, version: 1 });
     const posted = w.run({ kind: "post_payout", key: "p", accountId: w.ids.creator!, payoutId });
     expect(posted.ok && (posted.event as TxEvent).postings.reduce((a, p) => a + p.amountCents, 0)).toBe(0);
     expect(mem.state).toMatchObject({ balanceCents: 3000, reservedCents: 0 });
     expect(w.run({ kind: "void_payout", key: "v", accountId: w.ids.creator!, payoutId })).toMatchObject({
       ok: false,
-      error: { code: "conflict" },
+      refusal: { code: "conflict" },
     });
   });
 

@@ -1,0 +1,13 @@
+// Owns the recipient shard's side of tips: one event crediting many tips at once, decided only
+// after the tips' debits are durable in their senders' WAL streams. Pure.
+import type { CreditEvent } from "./events.ts";
+import { bump } from "./decision.ts";
+import type { AccountMem } from "./state.ts";
+import type { CreditCommand } from "./types.ts";
+
+export function decideCredit(cmd: CreditCommand, mem: AccountMem, at: string): CreditEvent {
+  let total = 0;
+  for (const it of cmd.items) total += it.amountCents;
+  const state = bump(mem.state, { balanceCents: mem.state.balanceCents + total });
+  return { t: "credit", accountId: mem.state.id, items: cmd.items, state, at };
+}

@@ -1,0 +1,124 @@
+// Owns the two phases of a payout, in the creator's shard: reserve (available drops, balance
+// stays; counts toward the velocity rules) and finish (post: balance and reserve drop and the
+// money moves to payouts clearing; void: the reserve is released). Pure.
+import {
+  bump,
+  checkAmount,
+  type DecideContext,
+  type Decision,
+  fraudLogs,
+  refuse,
+  refuseIfBlocked,
+  sysAccount,
+  txDecision,
+  txRecord,
+} from "./decision.ts";
+import { evaluateFraud } from "./fraud.ts";
+import type { AccountMem } from "./state.ts";
+import type {
+  PostPayoutCommand,
+  Posting,
+  ReservePayoutCommand,
+  TransactionRecord,
+  VoidPayoutCommand,
+} from "./types.ts";
+
+export function decideReserve(
+  cmd: ReservePayoutCommand,
+  user: AccountMem,
+  hash: string,
+  ctx: DecideContext,
+): Decision {
+  const bad = checkAmount(cmd.amountCents);
+  if (bad) return bad;
+  if (user.payouts.has(cmd.payoutId)) {
+    return refuse("conflict", "a payout with this id already exists", { payout_id: cmd.payoutId });
+  }
+  const verdict = evaluateFraud({
+    amountCents: cmd.amountCents,
+    senderId: user.state.id,
+    senderStatus: user.state.status,
+    recipientId: null,
+    recipientStatus: null,
+    window: user.window,
+    nowMs: ctx.nowMs,
+    limits: ctx.limits,
+  });
+  const extra = { payout_id: cmd.payoutId };
+  const refused = refuseIfBlocked(verdict.block, verdict.hits, user, cmd.amountCents, ctx, extra);
+  if (refused) return refused;
+  const available = user.state.balanceCents - user.state.reservedCents;
+  if (available < cmd.amountCents) {
+    return refuse("insufficient_funds", "not enough available balance for this payout", {
+      available_cents: available,
+      amount_cents: cmd.amountCents,
+    });
+  }
+  const tx = txRecord(ctx, "payout", "pending", user.state.id, {
+    id: cmd.payoutId,
+    fromAccountId: user.state.id,
+    toAccountId: null,
+    amountCents: cmd.amountCents,
+    netAmountCents: cmd.amountCents,
+    metadata: cmd.metadata ?? {},
+  });
+  const state = bump(user.state, { reservedCents: user.state.reservedCents + cmd.amountCents });
+  const fraud = fraudLogs(verdict.hits, user.state.id, cmd.amountCents, "allowed", ctx, extra);
+  return txDecision(tx, [], [state], cmd.key, hash, fraud);
+}
+
+/**
+ * The outcome's key is kept on the payout itself (metadata.finish, with the account right after)
+ * so that it replays its first answer however long after: the payout row keeps the reserve's key.
+ */
+export interface PayoutFinish {
+  key: string;
+  hash: string;
+  at: string;
+  balance_after_cents: number;
+  reserved_after_cents: number;
+  debt_after_cents: number;
+}
+
+export function decideFinishPayout(
+  cmd: PostPayoutCommand | VoidPayoutCommand,
+  user: AccountMem,
+  hash: string,
+  ctx: DecideContext,
+): Decision {
+  const payout = user.payouts.get(cmd.payoutId);
+  if (!payout) return refuse("not_found", "payout not found", { payout_id: cmd.payoutId });
+  if (payout.status !== "pending") {
+    return refuse("conflict", `payout is already ${payout.status}`, {
+      payout_id: cmd.payoutId,
+      status: payout.status,
+    });
+  }
+  const amount = payout.amountCents;
+  const post = cmd.kind === "post_payout";
+  const state = post
+    ? bump(user.state, {
+        balanceCents: user.state.balanceCents - amount,
+        reservedCents: user.state.reservedCents - amount,
+      })
+    : bump(user.state, { reservedCents: user.state.reservedCents - amount });
+  const finish: PayoutFinish = {
+    key: cmd.key,
+    hash,
+    at: ctx.at,
+    balance_after_cents: state.balanceCents,
+    reserved_after_cents: state.reservedCents,
+    debt_after_cents: state.debtCents,
+  };
+  const metadata: Record<string, unknown> = { ...payout.metadata, finish };
+  if (cmd.kind === "void_payout" && cmd.reason) metadata.void_reason = cmd.reason;
+  const tx: TransactionRecord = { ...payout, status: post ? "completed" : "failed", metadata };
+  if (!post) return txDecision(tx, [], [state], cmd.key, hash, []);
+  const clearing = sysAccount(ctx, "payouts_clearing");
+  const postings: Posting[] = [
+    { accountId: user.state.id, amountCents: -amount },
+    { accountId: clearing.state.id, amountCents: amount },
+  ];
+  const states = [state, bump(clearing.state, { balanceCents: clearing.state.balanceCents + amount })];
+  return txDecision(tx, postings, states, cmd.key, hash, []);
+}

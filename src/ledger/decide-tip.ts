@@ -1,0 +1,78 @@
+// Owns a tip's decision, in the sender's shard: the fraud rules, the balance check, the fee legs
+// on this shard's system accounts, and the net amount owed to the recipient as a credit that the
+// recipient's shard applies once this event is durable. Pure.
+import {
+  bump,
+  checkAmount,
+  type DecideContext,
+  type Decision,
+  fraudLogs,
+  refuse,
+  refuseIfBlocked,
+  sysAccount,
+  txDecision,
+  txRecord,
+} from "./decision.ts";
+import { splitTip } from "./fee-split.ts";
+import { evaluateFraud } from "./fraud.ts";
+import type { AccountMem } from "./state.ts";
+import type { Posting, TipCommand } from "./types.ts";
+
+export function decideTip(cmd: TipCommand, sender: AccountMem, hash: string, ctx: DecideContext): Decision {
+  const bad = checkAmount(cmd.amountCents);
+  if (bad) return bad;
+  // The recipient belongs to another shard (or this one): its existence, kind and status come
+  // from the directory, never from its memory. In one process the directory learns a status
+  // change the moment the recipient's shard decides it, so a tip decided after a suspension is
+  // decided is refused; one decided just before is credited, as it was acknowledged first.
+  const self = cmd.toAccountId === sender.state.id;
+  const recipient = self ? undefined : ctx.directory(cmd.toAccountId);
+  if (!self && recipient?.kind !== "user") return refuse("not_found", "recipient account not found");
+  const verdict = evaluateFraud({
+    amountCents: cmd.amountCents,
+    senderId: sender.state.id,
+    senderStatus: sender.state.status,
+    recipientId: cmd.toAccountId,
+    recipientStatus: recipient?.status ?? sender.state.status,
+    window: sender.window,
+    nowMs: ctx.nowMs,
+    limits: ctx.limits,
+  });
+  const extra = { to_user_id: cmd.toAccountId };
+  const refused = refuseIfBlocked(verdict.block, verdict.hits, sender, cmd.amountCents, ctx, extra);
+  if (refused) return refused;
+  const available = sender.state.balanceCents - sender.state.reservedCents;
+  if (available < cmd.amountCents) {
+    return refuse("insufficient_funds", "not enough credits for this tip", {
+      available_cents: available,
+      amount_cents: cmd.amountCents,
+    });
+  }
+  const split = splitTip(cmd.amountCents);
+  const tx = txRecord(ctx, "tip", "completed", sender.state.id, {
+    fromAccountId: sender.state.id,
+    toAccountId: cmd.toAccountId,
+    amountCents: split.amountCents,
+    platformFeeCents: split.platformFeeCents,
+    charityFeeCents: split.charityFeeCents,
+    netAmountCents: split.netAmountCents,
+    metadata: cmd.metadata ?? {},
+  });
+  const postings: Posting[] = [{ accountId: sender.state.id, amountCents: -split.amountCents }];
+  const states = [bump(sender.state, { balanceCents: sender.state.balanceCents - split.amountCents })];
+  if (split.platformKeepsCents > 0) {
+    const platform = sysAccount(ctx, "platform_revenue");
+    postings.push({ accountId: platform.state.id, amountCents: split.platformKeepsCents });
+    states.push(
+      bump(platform.state, { balanceCents: platform.state.balanceCents + split.platformKeepsCents }),
+    );
+  }
+  if (split.charityFeeCents > 0) {
+    const charity = sysAccount(ctx, "charity");
+    postings.push({ accountId: charity.state.id, amountCents: split.charityFeeCents });
+    states.push(bump(charity.state, { balanceCents: charity.state.balanceCents + split.charityFeeCents }));
+  }
+  const fraud = fraudLogs(verdict.hits, sender.state.id, cmd.amountCents, "allowed", ctx, extra);
+  const credits = [{ accountId: cmd.toAccountId, txId: tx.id, amountCents: split.netAmountCents }];
+  return txDecision(tx, postings, states, cmd.key, hash, fraud, credits);
+}

@@ -1,0 +1,115 @@
+// Owns bringing accounts into their shard's memory and taking them out again: coalesced loads
+// from the account source (every account asked for in one event-loop turn, up to 1,000, in one
+// read), the durable lookup of keys that never expire, and eviction of idle accounts whose
+// state the source already holds. Every load also teaches the directory.
+import { isUuid } from "../ledger/accounts.ts";
+import type { AccountMem } from "../ledger/state.ts";
+import type { Directory } from "./directory.ts";
+import type { AccountSource } from "./ports.ts";
+import type { Shard } from "./shard.ts";
+
+export class AccountLoader {
+  private readonly loading = new Map<string, Promise<void>>();
+  private batch: { ids: string[]; promise: Promise<void> } | null = null;
+
+  constructor(
+    private readonly source: AccountSource,
+    private readonly shardFor: (id: string) => Shard,
+    private readonly directory: Directory,
+    private readonly idempotencyTtlMs: number,
+    private readonly now: () => number,
+  ) {}
+
+  isLoaded(id: string): boolean {
+    return this.shardFor(id).accounts.has(id);
+  }
+
+  /** Loads whichever of `ids` are not in memory yet; ids that do not exist stay absent. */
+  async ensureLoaded(ids: string[]): Promise<void> {
+    const waits: Promise<void>[] = [];
+    for (const id of ids) {
+      if (this.isLoaded(id)) continue;
+      const p = this.loading.get(id);
+      if (p) waits.push(p);
+      else if (isUuid(id)) {
+        const done = this.queue(id).finally(() => {
+          if (this.loading.get(id) === done) this.loading.delete(id);
+        });
+        this.loading.set(id, done);
+        waits.push(done);
+      }
+    }
+    await Promise.all(waits);
+  }
+
+  /** Puts loaded accounts into their shards, never over memory: once loaded, memory is ahead. */
+  install(loaded: Map<string, AccountMem>): void {
+    for (const [id, mem] of loaded) {
+      const shard = this.shardFor(id);
+      if (shard.accounts.has(id)) continue;
+      shard.accounts.set(id, mem);
+      const s = mem.state;
+      this.directory.learn(
+        id,
+        { kind: mem.system ? "system" : "user", status: s.status, version: s.version },
+        true,
+      );
+    }
+  }
+
+  /** A key that never expires, not in memory, may still be in the source from long ago. */
+  async checkDurableKey(mem: AccountMem, key: string): Promise<void> {
+    if (mem.keys.has(key)) return;
+    const found = await this.source.findKey(mem.state.id, key);
+    if (found && !mem.keys.has(key)) mem.keys.set(key, { ...found, atMs: this.now() });
+  }
+
+  private queue(id: string): Promise<void> {
+    let batch = this.batch;
+    if (!batch || batch.ids.length >= 1000) {
+      const ids: string[] = [];
+      const promise = new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+        if (this.batch?.ids === ids) this.batch = null;
+        this.install(await this.source.load(ids, this.now(), this.idempotencyTtlMs));
+      });
+      batch = { ids, promise };
+      this.batch = batch;
+    }
+    batch.ids.push(id);
+    return batch.promise;
+  }
+
+  /**
+   * Keeps memory bounded: evicts accounts unchanged since flush `idleBefore` whose state the
+   * source holds at the same version, so a later load reads exactly what memory had. Velocity
+   * windows and idempotency keys come back from the source on that load.
+   */
+  async evictIdle(shards: Shard[], max: number, idleBefore: number): Promise<number> {
+    let total = 0;
+    for (const s of shards) total += s.accounts.size;
+    if (total <= max) return 0;
+    const target = total - Math.floor(max * 0.9);
+    const candidates: Array<{ shard: Shard; mem: AccountMem }> = [];
+    outer: for (const shard of shards) {
+      for (const [id, m] of shard.accounts) {
+        if (m.system || m.lastFlushSeq > idleBefore || shard.credits.has(id)) continue;
+        if ([...m.payouts.values()].some((p) => p.status === "pending")) continue;
+        candidates.push({ shard, mem: m });
+        if (candidates.length >= target) break outer;
+      }
+    }
+    if (candidates.length === 0) return 0;
+    const versions = await this.source.versions(candidates.map((c) => c.mem.state.id));
+    let evicted = 0;
+    for (const { shard, mem } of candidates) {
+      const id = mem.state.id;
+      // Re-checked after the await: only an account still identical to the source may go.
+      if (versions.get(id) === mem.state.version && shard.accounts.get(id) === mem) {
+        shard.accounts.delete(id);
+        this.directory.released(id);
+        evicted++;
+      }
+    }
+    return evicted;
+  }
+}

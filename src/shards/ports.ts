@@ -1,0 +1,56 @@
+// Owns the small interfaces the shard runtime needs from the outside and nothing else: a WAL it
+// appends to and pages through, and a source of account state (Postgres). The adapters in
+// src/wal and src/persist implement them; the entry point wires them in.
+import type { WalEvent } from "../ledger/events.ts";
+import type { AccountMem, KeyRecord } from "../ledger/state.ts";
+
+export interface WalAppend {
+  shard: number;
+  events: WalEvent[];
+}
+
+/** `fenced`: the log refused the append because this process no longer holds the lease. */
+export type WalAppendResult = { ok: true; id: string } | { ok: false; error: Error; fenced: boolean };
+
+export interface WalEntry {
+  id: string;
+  events: WalEvent[];
+}
+
+export interface WalLog {
+  /** One entry per item, all in one round trip; a result per item, in order. */
+  append(batch: WalAppend[]): Promise<WalAppendResult[]>;
+  /** Up to `count` entries of a shard's log after `afterId` (null: from the start), oldest first. */
+  readPage(shard: number, afterId: string | null, count: number): Promise<WalEntry[]>;
+  /** Order of two entry ids (negative: a is older); ids of different shards compare by time. */
+  compareIds(a: string, b: string): number;
+  /** The smallest possible id after `id`. */
+  idAfter(id: string): string;
+  /** When the log stamped an entry (its clock, in ms). */
+  idTimeMs(id: string): number;
+}
+
+export interface AccountSource {
+  /** Creates the per-shard system accounts that do not exist yet. */
+  ensureSystemAccounts(shards: number): Promise<void>;
+  /** Accounts with what a shard needs to decide for them; ids that do not exist are absent. */
+  load(ids: string[], nowMs: number, idempotencyTtlMs: number): Promise<Map<string, AccountMem>>;
+  /** A key that must never expire, used longer ago than memory remembers. */
+  findKey(accountId: string, key: string): Promise<KeyRecord | null>;
+  /** The stored versions of these accounts. */
+  versions(ids: string[]): Promise<Map<string, number>>;
+  /** Which of these (transaction, account) legs are already stored, as "txId:accountId". */
+  postedLegs(legs: Array<{ txId: string; accountId: string }>): Promise<Set<string>>;
+}
+
+/** Settings of the shard runtime (the entry point derives them from configuration). */
+export interface LedgerSettings {
+  shards: number;
+  walBatchMax: number;
+  mailboxMax: number;
+  accountCacheMax: number;
+  idempotencyTtlMs: number;
+  /** Most WAL entries per shard read at once during recovery. */
+  recoveryPageEntries: number;
+  limits: import("../ledger/types.ts").FraudLimits;
+}
