@@ -83,8 +83,11 @@ export async function startCore(
   // Losing the lease (another process took over, or the WAL refused a stale token) stops the
   // ledger first, so nothing more is acknowledged, then tells the entry point.
   let ledger: Ledger | null = null;
+  let persister: PersisterLike | null = null;
   const lost = (why: string) => {
     ledger?.stopOwning(why);
+    // The new owner persists the WAL from here; this one's lanes would only compete with it.
+    void persister?.stop().catch(() => {});
     (opts.onOwnershipLost ?? defaultOwnershipLost(logger))(why);
   };
   const lease = new OwnershipLease(redis, config.REDIS_PREFIX, config.LEDGER_LEASE_MS, () =>
@@ -125,7 +128,7 @@ export async function startCore(
   };
   const owner = ledger;
   const trimFloor = (s: number) => owner.trimFloor(s);
-  const persister: PersisterLike = config.PERSIST_THREAD
+  persister = config.PERSIST_THREAD
     ? new PersisterThread({
         logger,
         trimFloor,

@@ -117,10 +117,20 @@ export class AccountStore implements AccountSource {
         codes.push(systemAccountCode(kind, s));
       }
     }
+    // Only the missing ones are inserted: an INSERT that meets an existing row waits for any
+    // transaction updating it, and a stalled previous owner's persister may hold exactly those
+    // rows; a new owner must not hang at start behind it (a plain read never waits).
+    const existing = await this.pool.query<{ id: string }>(
+      "SELECT id FROM ledger WHERE id = ANY($1::uuid[])",
+      [ids],
+    );
+    const have = new Set(existing.rows.map((r) => r.id));
+    const missing = ids.map((id, i) => ({ id, code: codes[i]! })).filter((x) => !have.has(x.id));
+    if (missing.length === 0) return;
     await this.pool.query(
       `INSERT INTO ledger (id, kind, code) SELECT id, 'system', code FROM unnest($1::uuid[], $2::text[]) AS t(id, code)
        ON CONFLICT (id) DO NOTHING`,
-      [ids, codes],
+      [missing.map((x) => x.id), missing.map((x) => x.code)],
     );
   }
 

@@ -92,6 +92,9 @@ export class Persister {
   }
 }
 
+/** How often a lane re-reads its pending list for entries another process read and dropped. */
+const PENDING_SWEEP_MS = 5000;
+
 class PersistLane {
   private running = false;
   private loop: Promise<void> | null = null;
@@ -169,6 +172,7 @@ class PersistLane {
   }
 
   async drain(): Promise<void> {
+    this.pendingFirst = true;
     while ((await this.serialized(false)) > 0) {}
   }
 
@@ -180,7 +184,15 @@ class PersistLane {
   }
 
   private async run(): Promise<void> {
+    let sweptAt = Date.now();
     while (this.running) {
+      if (Date.now() - sweptAt >= PENDING_SWEEP_MS) {
+        // Entries read under this consumer name but never acknowledged: a previous owner's lane
+        // (same name) that stalled or died after reading them. Re-reading them is harmless:
+        // every write is idempotent.
+        this.pendingFirst = true;
+        sweptAt = Date.now();
+      }
       if (this.shards.every((s) => this.halted.has(s))) {
         // Every stream of this lane is stopped until an operator restarts the process. A round
         // would return at once without touching Redis, and a loop of those never yields the
