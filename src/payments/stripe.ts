@@ -43,6 +43,7 @@ export async function setUpStripe(config: Config, logger: Logger): Promise<Strip
     };
   }
   const webhookSecret = config.STRIPE_WEBHOOK_SECRET ?? `whsec_standin_${randomBytes(16).toString("hex")}`;
+  // biome-ignore lint/style/noRestrictedImports: the one dynamic load of the stand-in, only without a key
   const { startStripeStandin } = await import("../standins/stripe-standin.ts");
   const standin = await startStripeStandin({
     port: config.STRIPE_STANDIN_PORT,
