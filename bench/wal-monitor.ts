@@ -3,7 +3,7 @@
 // independent of what the server reports), next to the server's own view on GET /readyz.
 import type { Redis } from "ioredis";
 import { PERSIST_GROUP } from "../src/persist/persister.ts";
-import { walStreamKey } from "../src/wal/wal-codec.ts";
+import { redisKeys } from "../src/redis/keys.ts";
 
 export interface WalSample {
   atMs: number;
@@ -58,7 +58,7 @@ export class WalMonitor {
   }
 
   async sample(): Promise<WalSample> {
-    const keys = Array.from({ length: this.shards }, (_, s) => walStreamKey(this.prefix, s));
+    const keys = Array.from({ length: this.shards }, (_, s) => redisKeys(this.prefix).walStream(s));
     const pipe = this.redis.pipeline();
     for (const k of keys) {
       pipe.xinfo("GROUPS", k);

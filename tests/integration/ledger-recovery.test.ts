@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Core } from "../../src/main/core.ts";
 import type { TxResult } from "../../src/ledger/types.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
-import { decodeEntry, walStreamKey } from "../../src/wal/wal-codec.ts";
+import { redisKeys } from "../../src/redis/keys.ts";
+import { decodeEntry } from "../../src/wal/wal-codec.ts";
 import pg from "pg";
 import { createTestEnv, PG_ADMIN_URL, type TestEnv, waitFor } from "../helpers/env.ts";
 import { createUsers, key, settle, startTestCore } from "../helpers/ledger.ts";
@@ -151,7 +152,7 @@ describe("tip credits", () => {
     await waitFor(() => a.ledger.probe().quiescent(), 5000, "ledger quiescent");
     await stop(a);
     // Remove the recipient's credit entry, as if the process died between the two writes.
-    const stream = walStreamKey(env.redisPrefix, a.ledger.shardOf(creator!));
+    const stream = redisKeys(env.redisPrefix).walStream(a.ledger.shardOf(creator!));
     const entries = (await env.redis.xrange(stream, "-", "+")) as Array<[string, string[]]>;
     const credit = entries.find(([, f]) =>
       decodeEntry(f).some((ev) => ev.t === "credit" && ev.items.some((i) => i.txId === t.transaction.id)),
@@ -178,7 +179,7 @@ describe("failures", () => {
     const [viewer, creator] = await createUsers(env.pool, 2);
     await a.ledger.submit({ kind: "deposit", key: key(), accountId: viewer!, amountCents: 1000 });
     await settle(a);
-    const stream = walStreamKey(env.redisPrefix, a.ledger.shardOf(viewer!));
+    const stream = redisKeys(env.redisPrefix).walStream(a.ledger.shardOf(viewer!));
     await env.redis.del(stream);
     await env.redis.set(stream, "not a stream"); // every XADD on it now fails with WRONGTYPE
     const k = key();
@@ -242,7 +243,7 @@ describe("failures", () => {
     const row = await env.pool.query("SELECT balance_cents FROM ledger WHERE id = $1", [viewer]);
     expect(row.rows[0].balance_cents).toBe(12345);
     // The WAL entry is kept for an operator, not acknowledged.
-    const len = await env.redis.xlen(walStreamKey(env.redisPrefix, a.ledger.shardOf(viewer!)));
+    const len = await env.redis.xlen(redisKeys(env.redisPrefix).walStream(a.ledger.shardOf(viewer!)));
     expect(len).toBeGreaterThan(0);
     await stop(a);
     await env.pool.query("UPDATE ledger SET version = version + 1, balance_cents = 900 WHERE id = $1", [

@@ -1,6 +1,6 @@
 import { afterEach, beforeAll, afterAll, describe, expect, it } from "vitest";
 import type { Core } from "../../src/main/core.ts";
-import { walStreamKey } from "../../src/wal/wal-codec.ts";
+import { redisKeys } from "../../src/redis/keys.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { createUsers, key, settle, startTestCore } from "../helpers/ledger.ts";
 
@@ -61,7 +61,7 @@ describe.each([{ PERSIST_THREAD: "true" }, { PERSIST_THREAD: "false" }])(
       // Tips are still taken (they wait in the WAL for the operator).
       const r = await tip();
       expect("transaction" in r).toBe(true);
-      expect(await env.redis.xlen(walStreamKey(env.redisPrefix, 0))).toBeGreaterThan(0);
+      expect(await env.redis.xlen(redisKeys(env.redisPrefix).walStream(0))).toBeGreaterThan(0);
       await env.pool.query("UPDATE ledger SET version = version + 1 WHERE id = $1", [viewer]);
     });
   },
