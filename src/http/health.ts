@@ -13,7 +13,8 @@ export interface ReadinessProbes {
   redis(): Promise<unknown>;
   /** Only when the rate limits use a Redis of their own. */
   rateLimitRedis?: () => Promise<unknown>;
-  ledger(): { recovering: boolean };
+  /** halted: why the ledger stopped for good (fenced by a newer owner, a broken invariant). */
+  ledger(): { recovering: boolean; halted: string | null };
   persist(): { walLagMs: number; unpersistedEntries: number; halted: number[] };
 }
 
@@ -79,13 +80,13 @@ async function readiness(probes: ReadinessProbes) {
   ]);
   const ledger = probes.ledger();
   const persist = probes.persist();
-  const ready = pg && redis && limits && !ledger.recovering && persist.halted.length === 0;
+  const ready = pg && redis && limits && !ledger.recovering && !ledger.halted && persist.halted.length === 0;
   return {
     status: ready ? "ready" : "not_ready",
     postgres: pg ? "up" : "down",
     redis: redis ? "up" : "down",
     ...(separate ? { rate_limit_redis: limits ? "up" : "down" } : {}),
-    ledger: { recovering: ledger.recovering },
+    ledger: { recovering: ledger.recovering, halted: ledger.halted },
     wal: {
       lag_ms: persist.walLagMs,
       unpersisted_entries: persist.unpersistedEntries,

@@ -47,7 +47,7 @@ describe("health endpoints", () => {
       status: "ready",
       postgres: "up",
       redis: "up",
-      ledger: { recovering: false },
+      ledger: { recovering: false, halted: null },
       wal: { halted_shards: [] },
     });
   });
