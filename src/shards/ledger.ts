@@ -123,7 +123,13 @@ export class Ledger {
   }
 
   health(): LedgerHealth {
-    return { recovering: this.recovering !== null, halted: this.halted, ...this.persistHealth() };
+    const p = this.persistHealth();
+    return {
+      recovering: this.recovering !== null,
+      halted: this.halted,
+      walLagMs: p.walLagMs,
+      unpersistedEntries: p.unpersistedEntries,
+    };
   }
 
   get accountsInMemory(): number {

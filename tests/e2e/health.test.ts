@@ -42,8 +42,9 @@ describe("health endpoints", () => {
 
   it("reports Postgres, Redis and WAL persistence on /readyz", async () => {
     const r = await fetch(`${base}/readyz`);
-    expect(r.status).toBe(200);
-    expect(await r.json()).toMatchObject({
+    const body = await r.json();
+    expect(r.status, JSON.stringify(body)).toBe(200);
+    expect(body).toMatchObject({
       status: "ready",
       postgres: "up",
       redis: "up",
