@@ -6,7 +6,7 @@ import { isUuid } from "../ledger/accounts.ts";
 import type { AccountMem } from "../ledger/state.ts";
 import type { Directory } from "./directory.ts";
 import type { AccountSource } from "./ports.ts";
-import type { Shard } from "./shard.ts";
+import type { ShardActor } from "./shard-actor.ts";
 
 export class AccountLoader {
   private readonly loading = new Map<string, Promise<void>>();
@@ -14,7 +14,7 @@ export class AccountLoader {
 
   constructor(
     private readonly source: AccountSource,
-    private readonly shardFor: (id: string) => Shard,
+    private readonly shardFor: (id: string) => ShardActor,
     private readonly directory: Directory,
     private readonly idempotencyTtlMs: number,
     private readonly now: () => number,
@@ -84,12 +84,12 @@ export class AccountLoader {
    * source holds at the same version, so a later load reads exactly what memory had. Velocity
    * windows and idempotency keys come back from the source on that load.
    */
-  async evictIdle(shards: Shard[], max: number, idleBefore: number): Promise<number> {
+  async evictIdle(shards: ShardActor[], max: number, idleBefore: number): Promise<number> {
     let total = 0;
     for (const s of shards) total += s.accounts.size;
     if (total <= max) return 0;
     const target = total - Math.floor(max * 0.9);
-    const candidates: Array<{ shard: Shard; mem: AccountMem }> = [];
+    const candidates: Array<{ shard: ShardActor; mem: AccountMem }> = [];
     outer: for (const shard of shards) {
       for (const [id, m] of shard.accounts) {
         if (m.system || m.lastFlushSeq > idleBefore || shard.credits.has(id)) continue;

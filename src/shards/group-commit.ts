@@ -6,17 +6,17 @@
 import type { WalEvent } from "../ledger/events.ts";
 import { AppError } from "../errors.ts";
 import type { WalAppend, WalLog } from "./ports.ts";
-import type { CreditHold, Shard, Waiter } from "./shard.ts";
+import type { CreditHold, ShardActor, Waiter } from "./shard-actor.ts";
 
 /** Told about every group commit: how long the WAL took, how many events, whether it confirmed. */
 export type FlushObserver = (seconds: number, events: number, ok: boolean) => void;
 
 export interface CommitHost {
-  readonly shards: Shard[];
+  readonly shards: ShardActor[];
   /** Turns a shard's credit inbox into credit events, before its batch is taken. */
-  processCredits(shard: Shard): void;
+  processCredits(shard: ShardActor): void;
   /** The debits of these events are durable: send their credits to the recipients' shards. */
-  creditRecipients(shard: Shard, entryId: string, events: WalEvent[]): void;
+  creditRecipients(shard: ShardActor, entryId: string, events: WalEvent[]): void;
   releaseHold(h: CreditHold): void;
   /** True while recovering: confirmed entries then send no credits (recovery re-derives them). */
   isRecovering(): boolean;
@@ -27,7 +27,7 @@ export interface CommitHost {
 }
 
 interface ShardBatch {
-  shard: Shard;
+  shard: ShardActor;
   append: WalAppend[];
   waiters: Waiter[];
   holds: CreditHold[];

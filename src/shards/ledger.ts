@@ -1,22 +1,20 @@
-// Owns the running ledger: routing each command to the shard that owns its account, each
-// shard's mailbox (one command at a time, in order), applying decisions to the shard's own
-// memory, sending tip credits to the recipients' shards once the debit is durable, and the
-// ledger's life (start, recovery, fencing, a halt on a broken invariant). The group commit,
-// account loading and recovery each live in a file of their own in this folder.
+// Owns the running ledger: routing each command to the shard actor that owns its account
+// (shard-actor.ts), sending tip credits to the recipients' shards once the debit is durable, and
+// the ledger's life (start, recovery, fencing, a halt on a broken invariant). The group commit,
+// account loading, the directory and recovery each live in a file of their own in this folder.
 import type { Logger } from "pino";
 import { AppError } from "../errors.ts";
 import { isUuid, shardOf } from "../ledger/accounts.ts";
-import { type Decision, decide, decideCredit, keyNeverExpires, ownerOf } from "../ledger/decide.ts";
+import { ownerOf } from "../ledger/decide.ts";
 import type { WalEvent } from "../ledger/events.ts";
-import { newLedgerId } from "../ledger/ids.ts";
-import { type AccountMem, applyEvent, LedgerInvariantError, pruneKeys, viewOf } from "../ledger/state.ts";
-import type { AccountView, Refusal, UserCommand } from "../ledger/types.ts";
+import { type AccountMem, LedgerInvariantError, viewOf } from "../ledger/state.ts";
+import type { AccountView, UserCommand } from "../ledger/types.ts";
 import { AccountLoader } from "./account-loader.ts";
 import { Directory } from "./directory.ts";
 import { type FlushObserver, GroupCommit } from "./group-commit.ts";
 import type { AccountSource, LedgerSettings, WalLog } from "./ports.ts";
 import { replayWal } from "./recovery.ts";
-import { type CreditHold, type Result, Shard, type Waiter } from "./shard.ts";
+import { type ActorEnv, type CreditHold, type Result, ShardActor, type Waiter } from "./shard-actor.ts";
 
 export type { FlushObserver };
 
@@ -49,7 +47,7 @@ export interface LedgerProbe {
 }
 
 export class Ledger {
-  readonly shards: Shard[];
+  readonly shards: ShardActor[];
   readonly directory: Directory;
   private readonly settings: LedgerSettings;
   private readonly wal: WalLog;
@@ -65,7 +63,6 @@ export class Ledger {
 
   constructor(private readonly opts: LedgerOptions) {
     this.settings = opts.settings;
-    this.shards = Array.from({ length: opts.settings.shards }, (_, id) => new Shard(id));
     this.directory = new Directory(Math.max(1024, 2 * opts.settings.accountCacheMax));
     this.wal = opts.wal;
     this.now = opts.now ?? (() => Date.now());
@@ -76,10 +73,23 @@ export class Ledger {
       opts.settings.idempotencyTtlMs,
       this.now,
     );
+    const env: ActorEnv = {
+      settings: this.settings,
+      loader: this.loader,
+      directory: this.directory,
+      logger: opts.logger,
+      now: this.now,
+      isoAt: (ms) => this.isoAt(ms),
+      schedule: () => this.commit.schedule(),
+      paused: () => this.recovering !== null || this.halted !== null,
+      halted: () => this.halted !== null,
+      halt: (err, waiter) => this.halt(err, waiter),
+    };
+    this.shards = Array.from({ length: opts.settings.shards }, (_, id) => new ShardActor(id, env));
     this.commit = new GroupCommit(
       {
         shards: this.shards,
-        processCredits: (s) => this.processCredits(s),
+        processCredits: (s) => s.processCredits(),
         creditRecipients: (s, entryId, events) => this.creditRecipients(s, entryId, events),
         releaseHold: (h) => this.shards[h.shard]!.releaseHold(h),
         isRecovering: () => this.recovering !== null,
@@ -102,7 +112,7 @@ export class Ledger {
     return shardOf(accountId, this.shards.length);
   }
 
-  private shardFor(accountId: string): Shard {
+  private shardFor(accountId: string): ShardActor {
     return this.shards[shardOf(accountId, this.shards.length)]!;
   }
 
@@ -149,14 +159,7 @@ export class Ledger {
       return Promise.reject(new AppError("unavailable", "ledger shard is overloaded; retry shortly"));
     }
     return new Promise<Result>((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, result: null, error: null };
-      // Fast path: nothing queued ahead and everything the decision reads is in memory.
-      if (!shard.draining && shard.mailbox.length === 0 && this.ready(cmd)) {
-        this.process(shard, cmd, waiter);
-        return;
-      }
-      shard.mailbox.push({ cmd, waiter });
-      void this.drain(shard);
+      shard.submit(cmd, { resolve, reject, result: null, error: null });
     });
   }
 
@@ -209,59 +212,6 @@ export class Ledger {
     return null;
   }
 
-  /** Everything the decision reads is in memory: the owner's account, a tip recipient's entry,
-   * and no durable-key lookup is owed first. */
-  private ready(cmd: UserCommand): boolean {
-    if (keyNeverExpires(cmd)) return false;
-    if (!this.loader.isLoaded(ownerOf(cmd))) return false;
-    return cmd.kind !== "tip" || this.directory.get(cmd.toAccountId) !== undefined;
-  }
-
-  private missingFor(cmd: UserCommand, out: Set<string>): void {
-    const owner = ownerOf(cmd);
-    if (!this.loader.isLoaded(owner)) out.add(owner);
-    // A recipient unknown to the directory is loaded into its own shard (where its credit lands
-    // shortly anyway), which teaches the directory.
-    if (cmd.kind === "tip" && this.directory.get(cmd.toAccountId) === undefined) out.add(cmd.toAccountId);
-  }
-
-  /** Processes the mailbox in order, loading missing accounts for the next commands in batches. */
-  private async drain(shard: Shard): Promise<void> {
-    if (shard.draining) return;
-    shard.draining = true;
-    try {
-      while (shard.mailbox.length > 0 && !this.recovering && !this.halted) {
-        const missing = new Set<string>();
-        for (let i = 0; i < shard.mailbox.length && i < 512; i++)
-          this.missingFor(shard.mailbox[i]!.cmd, missing);
-        try {
-          if (missing.size > 0) await this.loader.ensureLoaded([...missing]);
-          const head = shard.mailbox[0]!.cmd;
-          const owner = shard.accounts.get(ownerOf(head));
-          if (owner && keyNeverExpires(head)) await this.loader.checkDurableKey(owner, head.key);
-        } catch (err) {
-          this.opts.logger.error({ err }, "reading accounts from Postgres failed");
-          for (const m of shard.mailbox.splice(0)) {
-            m.waiter.reject(new AppError("unavailable", "account store unavailable; retry shortly"));
-          }
-          return;
-        }
-        if (this.recovering || this.halted) break;
-        // The head is ready (an account still missing does not exist: decide says not_found);
-        // after it, every command that needs no I/O goes through synchronously, in order.
-        const head = shard.mailbox.shift()!;
-        this.process(shard, head.cmd, head.waiter);
-        while (shard.mailbox.length > 0 && this.ready(shard.mailbox[0]!.cmd)) {
-          const next = shard.mailbox.shift()!;
-          this.process(shard, next.cmd, next.waiter);
-        }
-      }
-    } finally {
-      shard.draining = false;
-    }
-    if (shard.mailbox.length > 0 && !this.recovering && !this.halted) void this.drain(shard);
-  }
-
   private isoAt(ms: number): string {
     // Timestamps repeat within a millisecond thousands of times under load; format each once.
     if (ms !== this.isoMs) {
@@ -269,69 +219,6 @@ export class Ledger {
       this.iso = new Date(ms).toISOString();
     }
     return this.iso;
-  }
-
-  private process(shard: Shard, cmd: UserCommand, waiter: Waiter): void {
-    if (this.halted) {
-      waiter.reject(new AppError("unavailable", "ledger is stopped; see the operator log"));
-      return;
-    }
-    const nowMs = this.now();
-    let d: Decision;
-    try {
-      d = decide(cmd, {
-        get: shard.lookup,
-        directory: this.directory.get,
-        system: shard.system,
-        nowMs,
-        at: this.isoAt(nowMs),
-        newId: newLedgerId,
-        limits: this.settings.limits,
-        idempotencyTtlMs: this.settings.idempotencyTtlMs,
-      });
-    } catch (err) {
-      if (err instanceof LedgerInvariantError) {
-        this.halt(err, waiter);
-        return;
-      }
-      this.opts.logger.error({ err, cmd: cmd.kind }, "ledger decision failed");
-      waiter.reject(new AppError("internal", "internal error"));
-      return;
-    }
-    if (!d.ok) {
-      const error = refusalError(d.refusal);
-      if (!d.event) {
-        waiter.reject(error);
-        return;
-      }
-      waiter.error = error;
-      shard.events.push(d.event);
-    } else {
-      waiter.result = d.result;
-      if (d.event) {
-        try {
-          this.apply(shard, d.event, shard.flushSeq + 1);
-        } catch (err) {
-          this.halt(err as Error, waiter);
-          return;
-        }
-        shard.events.push(d.event);
-        const owner = shard.accounts.get(ownerOf(cmd));
-        if (owner) pruneKeys(owner, nowMs, this.settings.idempotencyTtlMs);
-      }
-    }
-    shard.waiters.push(waiter);
-    this.commit.schedule();
-  }
-
-  /** Applies an event to the shard's own memory; a status change also updates the directory. */
-  private apply(shard: Shard, ev: WalEvent, flushSeq: number): boolean {
-    if (!applyEvent(shard.lookup, ev, flushSeq)) return false;
-    if (ev.t === "status") {
-      const s = ev.state;
-      this.directory.learn(s.id, { kind: "user", status: s.status, version: s.version }, true);
-    }
-    return true;
   }
 
   /** An impossible state: memory is as it was before the event; nothing more is decided. */
@@ -359,7 +246,7 @@ export class Ledger {
   // --- credits between shards --------------------------------------------------------------
 
   /** The debits in `events` are durable: send each credit to its recipient's shard inbox. */
-  private creditRecipients(shard: Shard, entryId: string, events: WalEvent[]): void {
+  private creditRecipients(shard: ShardActor, entryId: string, events: WalEvent[]): void {
     let hold: CreditHold | null = null;
     for (const ev of events) {
       if (ev.t !== "tx" || ev.credits.length === 0) continue;
@@ -377,33 +264,6 @@ export class Ledger {
       }
     }
     if (hold) this.commit.schedule();
-  }
-
-  /** Turns a shard's inbox into one credit event per recipient. */
-  private processCredits(shard: Shard): void {
-    if (shard.credits.size === 0 || this.halted) return;
-    const at = this.isoAt(this.now());
-    for (const [accountId, items] of shard.credits) {
-      const mem = shard.accounts.get(accountId);
-      if (!mem) {
-        // The recipient was loaded when the tip was decided, but may have been evicted since.
-        void this.loader.ensureLoaded([accountId]).then(
-          () => this.commit.schedule(),
-          (err) => this.opts.logger.error({ err }, "loading a tip recipient failed"),
-        );
-        continue;
-      }
-      shard.credits.delete(accountId);
-      const ev = decideCredit({ kind: "credit", accountId, items }, mem, at);
-      try {
-        this.apply(shard, ev, shard.flushSeq + 1);
-      } catch (err) {
-        this.halt(err as Error, null);
-        return;
-      }
-      shard.events.push(ev);
-      for (const it of items) if (it.hold) shard.creditHolds.push(it.hold);
-    }
   }
 
   // --- recovery ----------------------------------------------------------------------------
@@ -435,7 +295,7 @@ export class Ledger {
           pageEntries: this.settings.recoveryPageEntries,
           idempotencyTtlMs: this.settings.idempotencyTtlMs,
           now: this.now,
-          apply: (shard, ev) => this.apply(shard, ev, 0),
+          apply: (shard, ev) => shard.apply(ev, 0),
         });
         if (report.redelivered > 0) {
           // Flush the re-delivered credits before taking traffic; a failure here retries recovery.
@@ -456,10 +316,6 @@ export class Ledger {
       }
     }
   }
-}
-
-function refusalError(r: Refusal): AppError {
-  return new AppError(r.code, r.message, r.details);
 }
 
 function validateCommand(cmd: UserCommand): AppError | null {

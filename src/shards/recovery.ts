@@ -9,10 +9,10 @@ import type { CreditItem } from "../ledger/types.ts";
 import type { WalEvent } from "../ledger/events.ts";
 import type { AccountLoader } from "./account-loader.ts";
 import type { AccountSource, WalEntry, WalLog } from "./ports.ts";
-import type { CreditHold, Shard } from "./shard.ts";
+import type { CreditHold, ShardActor } from "./shard-actor.ts";
 
 export interface RecoveryDeps {
-  shards: Shard[];
+  shards: ShardActor[];
   wal: WalLog;
   source: AccountSource;
   loader: AccountLoader;
@@ -20,7 +20,7 @@ export interface RecoveryDeps {
   idempotencyTtlMs: number;
   now: () => number;
   /** Applies a replayed event to its shard's memory (false: an account is missing). */
-  apply(shard: Shard, ev: WalEvent): boolean;
+  apply(shard: ShardActor, ev: WalEvent): boolean;
 }
 
 export interface RecoveryReport {
@@ -37,14 +37,14 @@ export interface RecoveryReport {
 const EARLY_CREDIT_SLACK_MS = 5_000;
 
 interface Cursor {
-  shard: Shard;
+  shard: ShardActor;
   after: string | null;
   page: WalEntry[];
   done: boolean;
 }
 
 interface Owed extends CreditItem {
-  shard: Shard;
+  shard: ShardActor;
   entryId: string;
   accountId: string;
 }
