@@ -18,6 +18,9 @@ import { type ActorEnv, type CreditHold, type Result, ShardActor, type Waiter } 
 
 export type { FlushObserver };
 
+/** A trim floor below every entry id: XTRIM MINID with it removes nothing. */
+const KEEP_EVERYTHING = "0-1";
+
 export interface LedgerHealth {
   recovering: boolean;
   /** Set when the ledger stopped for good: fenced by a newer owner, or a broken invariant. */
@@ -181,10 +184,13 @@ export class Ledger {
 
   /** The lowest WAL entry id of a shard that must not be trimmed yet, if any. */
   trimFloor(shard: number): string | null {
+    // Recovery reads the WAL page by page and rebuilds the credit holds as it goes: until it is
+    // done (or when the ledger stopped), no entry may leave, or an owed credit could go with it.
+    if (this.recovering || this.halted) return KEEP_EVERYTHING;
     const s = this.shards[shard]!;
     // An entry newer than the last one whose append reply we processed may be a tip whose credit
     // hold is not registered yet (the persister reads on its own connection, maybe first).
-    const unseen = s.lastEntryId === null ? "0-1" : this.wal.idAfter(s.lastEntryId);
+    const unseen = s.lastEntryId === null ? KEEP_EVERYTHING : this.wal.idAfter(s.lastEntryId);
     const hold = s.holds.length > 0 ? s.holds[0]!.entryId : null;
     return hold !== null && this.wal.compareIds(hold, unseen) < 0 ? hold : unseen;
   }
