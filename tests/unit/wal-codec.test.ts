@@ -7,6 +7,8 @@ import {
   encodeEntry,
   nextStreamId,
   WAL_FIELD,
+  WAL_FORMAT_VERSION,
+  WAL_VERSION_FIELD,
 } from "../../src/wal/wal-codec.ts";
 
 const state = (v: number) => ({
@@ -107,6 +109,34 @@ describe("WAL codec", () => {
       postings: [{ accountId: to, amountCents: -300 }],
     } as WalEvent;
     expect(decodeEntry([WAL_FIELD, encodeEntry([odd])])).toEqual([odd]);
+  });
+
+  describe("format version", () => {
+    const events: WalEvent[] = [
+      {
+        t: "credit",
+        accountId: "b",
+        items: [{ txId: "t", amountCents: 97 }],
+        state: state(2),
+        at: "2026-11-25T00:00:00.000Z",
+      },
+    ];
+
+    it("refuses an entry of a format version it does not know, naming the version", () => {
+      const fields = [WAL_VERSION_FIELD, "2", WAL_FIELD, encodeEntry(events)];
+      expect(() => decodeEntry(fields)).toThrow(/format version 2\b/);
+      // Whatever the field order: the version is checked before the events are trusted.
+      expect(() => decodeEntry([WAL_FIELD, encodeEntry(events), WAL_VERSION_FIELD, "2"])).toThrow(
+        /format version 2\b/,
+      );
+    });
+
+    it("decodes an entry of the current version and one written before the field existed", () => {
+      // Entries without "v" are version 1: they decode only while this build reads version 1.
+      expect(WAL_FORMAT_VERSION).toBe("1");
+      expect(decodeEntry([WAL_VERSION_FIELD, "1", "f", "7", WAL_FIELD, encodeEntry(events)])).toEqual(events);
+      expect(decodeEntry([WAL_FIELD, encodeEntry(events)])).toEqual(events);
+    });
   });
 
   it("orders stream ids numerically and finds the next one", () => {
