@@ -1,0 +1,734 @@
+// Model-based test of the ledger (issue 11, "A pure core, tested as a model"): random sequences of
+// commands go to the real ledger (real Redis WAL, real Postgres) and to the reference model in
+// tests/helpers/ledger-model.ts; after every step both must agree to the cent, and after a drain
+// Postgres must equal memory.
+//
+// A failure prints fast-check's seed and path. Replay it with
+//   LEDGER_MODEL_SEED=<seed> LEDGER_MODEL_PATH=<path> npx vitest run --config tests/vitest.config.ts \
+//     tests/integration/ledger-model.test.ts
+// (LEDGER_MODEL_SEED alone reruns every run of that seed; LEDGER_MODEL_RUNS changes how many;
+// LEDGER_MODEL_STRICT=all stops tolerating the known bugs, see "Known ledger bugs" below.)
+import { randomUUID } from "node:crypto";
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { isSystemAccount, SYSTEM_ACCOUNT_KINDS, systemAccountId } from "../../src/ledger/accounts.ts";
+import type { AccountView, TransactionRecord, UserCommand } from "../../src/ledger/types.ts";
+import type { Core } from "../../src/main/core.ts";
+import { createTestEnv, type TestEnv } from "../helpers/env.ts";
+import { createUsers, settle, startTestCore } from "../helpers/ledger.ts";
+import {
+  LedgerModel,
+  MODEL_LIMITS,
+  type ModelKey,
+  type Prediction,
+  type SystemKind,
+} from "../helpers/ledger-model.ts";
+
+const USERS = 5;
+// The persister on the main thread and without linger: the ledger decides the same, and a restart
+// or a drain takes milliseconds instead of a worker's start-up (shrinking restarts a lot).
+const CORE_CONFIG = { PERSIST_THREAD: "false", PERSIST_LINGER_MS: "0" };
+const NUM_RUNS = Number(process.env.LEDGER_MODEL_RUNS ?? 50);
+const SEED = process.env.LEDGER_MODEL_SEED === undefined ? undefined : Number(process.env.LEDGER_MODEL_SEED);
+const PATH = process.env.LEDGER_MODEL_PATH;
+
+// --- the commands, abstractly: users by index, earlier commands by position -------------------
+
+type Op =
+  | { t: "deposit"; user: number; amountCents: number }
+  | { t: "tip"; from: number; to: number; amountCents: number }
+  /** A tip to an account that is not a user: a random uuid, or a system account. */
+  | { t: "tip_nowhere"; from: number; amountCents: number; toSystem: boolean }
+  /** A deposit for an account that is not a user. */
+  | { t: "deposit_nowhere"; amountCents: number; toSystem: boolean }
+  | {
+      t: "invalid_amount";
+      user: number;
+      to: number;
+      amountCents: number;
+      kind: "tip" | "deposit" | "reserve";
+    }
+  | { t: "reserve"; user: number; amountCents: number }
+  /** Post or void a pending payout (or a finished one: conflict), by its owner or another user (not_found). */
+  | { t: "finish"; post: boolean; pick: number; byOther: boolean; reason: boolean; finished: boolean }
+  | { t: "finish_unknown"; post: boolean; user: number }
+  | { t: "reversal"; user: number; amountCents: number; chargeback: boolean }
+  | { t: "status"; user: number; suspend: boolean }
+  /** The pick-th earlier command again, same key: same body (a replay) or a changed one. */
+  | { t: "again"; pick: number; changed: boolean }
+  | { t: "restart"; drain: boolean };
+
+const userIx = fc.oneof(
+  // One busy sender, so the hourly count and volume rules come into play.
+  { arbitrary: fc.constant(0), weight: 2 },
+  { arbitrary: fc.nat(USERS - 1), weight: 3 },
+);
+const anyIx = fc.nat(USERS - 1);
+const otherIx = fc.nat(USERS - 2); // an offset that never lands on the same user
+const tipCents = fc.oneof(
+  { arbitrary: fc.integer({ min: 1, max: 200 }), weight: 3 }, // where the fee rounding bites
+  { arbitrary: fc.integer({ min: 201, max: 5_000 }), weight: 3 },
+  // Above largeTxCents: allowed but logged; two of them exceed the hourly volume.
+  { arbitrary: fc.integer({ min: MODEL_LIMITS.largeTxCents + 1, max: 60_000 }), weight: 1 },
+);
+const depositCents = fc.oneof(
+  { arbitrary: fc.integer({ min: 1_000, max: 30_000 }), weight: 3 },
+  { arbitrary: fc.integer({ min: 30_001, max: 150_000 }), weight: 1 },
+);
+const other = (from: number, offset: number) => (from + 1 + offset) % USERS;
+
+const singleOp: fc.Arbitrary<Op> = fc.oneof(
+  { arbitrary: fc.record({ t: fc.constant("deposit"), user: anyIx, amountCents: depositCents }), weight: 12 },
+  {
+    arbitrary: fc
+      .record({ from: userIx, offset: otherIx, amountCents: tipCents })
+      .map((r): Op => ({ t: "tip", from: r.from, to: other(r.from, r.offset), amountCents: r.amountCents })),
+    weight: 8,
+  },
+  // A tip to oneself: refused by the self_transfer rule.
+  {
+    arbitrary: fc
+      .record({ user: userIx, amountCents: tipCents })
+      .map((r): Op => ({ t: "tip", from: r.user, to: r.user, amountCents: r.amountCents })),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constant("tip_nowhere"),
+      from: userIx,
+      amountCents: tipCents,
+      toSystem: fc.boolean(),
+    }),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constant("deposit_nowhere"),
+      amountCents: depositCents,
+      toSystem: fc.boolean(),
+    }),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constant("invalid_amount"),
+      user: userIx,
+      to: otherIx,
+      amountCents: fc.constantFrom(0, -1, -500, 1.5),
+      kind: fc.constantFrom("tip", "deposit", "reserve"),
+    }),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constant("reserve"),
+      user: anyIx,
+      amountCents: fc.oneof(
+        { arbitrary: fc.integer({ min: 1, max: 3000 }), weight: 4 },
+        { arbitrary: tipCents, weight: 1 },
+      ),
+    }),
+    weight: 9,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constant("finish"),
+      post: fc.boolean(),
+      pick: fc.nat({ max: 63 }),
+      byOther: fc.oneof(
+        { arbitrary: fc.constant(false), weight: 4 },
+        { arbitrary: fc.constant(true), weight: 1 },
+      ),
+      reason: fc.boolean(),
+      finished: fc.oneof(
+        { arbitrary: fc.constant(false), weight: 4 },
+        { arbitrary: fc.constant(true), weight: 1 },
+      ),
+    }),
+    weight: 8,
+  },
+  { arbitrary: fc.record({ t: fc.constant("finish_unknown"), post: fc.boolean(), user: userIx }), weight: 1 },
+  {
+    arbitrary: fc.record({
+      t: fc.constant("reversal"),
+      user: anyIx,
+      amountCents: fc.integer({ min: 1, max: 40_000 }),
+      chargeback: fc.boolean(),
+    }),
+    weight: 2,
+  },
+  // Suspensions are rarer than reinstatements, so a suspended user does not sit out the whole run.
+  {
+    arbitrary: fc.record({
+      t: fc.constant("status"),
+      user: anyIx,
+      suspend: fc.oneof(
+        { arbitrary: fc.constant(true), weight: 1 },
+        { arbitrary: fc.constant(false), weight: 2 },
+      ),
+    }),
+    weight: 2,
+  },
+  {
+    arbitrary: fc.record({ t: fc.constant("again"), pick: fc.nat({ max: 63 }), changed: fc.boolean() }),
+    weight: 8,
+  },
+  { arbitrary: fc.record({ t: fc.constant("restart"), drain: fc.boolean() }), weight: 2 },
+);
+
+// A funded burst of small tips from one sender: enough of them to pass maxTxPerHour.
+const burst: fc.Arbitrary<Op[]> = fc
+  .record({
+    from: userIx,
+    offset: otherIx,
+    count: fc.integer({ min: MODEL_LIMITS.maxTxPerHour - 1, max: MODEL_LIMITS.maxTxPerHour + 3 }),
+    amountCents: fc.integer({ min: 1, max: 500 }),
+  })
+  .map(({ from, offset, count, amountCents }) => [
+    { t: "deposit", user: from, amountCents: count * amountCents } as Op,
+    ...Array.from({ length: count }, (): Op => ({ t: "tip", from, to: other(from, offset), amountCents })),
+  ]);
+
+const sequence = fc
+  .array(fc.oneof({ arbitrary: singleOp.map((op) => [op]), weight: 16 }, { arbitrary: burst, weight: 1 }), {
+    minLength: 1,
+    maxLength: 40,
+    size: "max", // fast-check's default size keeps arrays short; a model test needs long histories
+  })
+  .map((segments) => segments.flat().slice(0, 40));
+
+// --- one run: the real ledger and the model side by side --------------------------------------
+
+let env: TestEnv;
+let core: Core | null = null;
+const SYSTEM_IDS = new Map<string, SystemKind>();
+/** Outcomes seen over all runs ("tip:ok", "tip:fraud_blocked:high_velocity", ...): the coverage. */
+const seen = new Map<string, number>();
+
+beforeAll(async () => {
+  env = await createTestEnv("ledger_model");
+  core = await startTestCore(env, CORE_CONFIG);
+  for (let s = 0; s < core.config.SHARDS; s++) {
+    for (const kind of SYSTEM_ACCOUNT_KINDS) SYSTEM_IDS.set(systemAccountId(kind, s), kind);
+  }
+});
+afterAll(async () => {
+  await core?.stop().catch(() => {});
+  await env?.cleanup();
+});
+
+const live = (): Core => {
+  if (!core) throw new Error("no core running");
+  return core;
+};
+
+/** Every decided command answered and every tip credited (the model credits at once). */
+async function quiet(): Promise<void> {
+  // Polled every turn of the event loop rather than waitFor's 10 ms: it runs after every step.
+  const deadline = Date.now() + 10_000;
+  while (!live().ledger.probe().quiescent()) {
+    if (Date.now() > deadline) throw new Error("the ledger did not go quiet within 10 s");
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+interface Run {
+  model: LedgerModel;
+  users: string[];
+  /** Every command submitted in this run, refused ones included, for "again". */
+  history: UserCommand[];
+  /** Balances of every account this run must not touch (earlier runs' users), as they ended. */
+  resting: Map<string, number>;
+  /** Every transaction the ledger created in this run, as last answered. */
+  txs: Map<string, TransactionRecord>;
+  /** Restarts so far, and how many had happened when each key was first answered. */
+  restarts: number;
+  keyEpoch: WeakMap<ModelKey, number>;
+}
+
+/** Balances of the accounts earlier runs left behind, known while every run ended cleanly. */
+const resting = new Map<string, number>();
+let clean = false;
+
+async function startRun(): Promise<Run> {
+  if (!core) core = await startTestCore(env, CORE_CONFIG); // a failed run may have died mid-restart
+  if (!clean) {
+    // After a failed run, read what it left from Postgres once everything has landed there.
+    await quiet();
+    await settle(live());
+    const rows = await env.pool.query<{ id: string; balance_cents: string }>(
+      "SELECT id, balance_cents FROM ledger",
+    );
+    resting.clear();
+    for (const r of rows.rows) if (!SYSTEM_IDS.has(r.id)) resting.set(r.id, Number(r.balance_cents));
+    clean = true;
+  }
+  const users = await createUsers(env.pool, USERS, "model");
+  const model = new LedgerModel(systemTotals(live().ledger.snapshot()));
+  for (const u of users) model.addUser(u);
+  return {
+    model,
+    users,
+    history: [],
+    resting: new Map(resting),
+    txs: new Map(),
+    restarts: 0,
+    keyEpoch: new WeakMap(),
+  };
+}
+
+function systemTotals(snap: Map<string, AccountView>): Record<SystemKind, number> {
+  const totals = { platform_revenue: 0, charity: 0, stripe_clearing: 0, payouts_clearing: 0, receivables: 0 };
+  for (const [id, kind] of SYSTEM_IDS) {
+    const v = snap.get(id);
+    if (!v) throw new Error(`system account ${kind} ${id} is not in memory`);
+    totals[kind] += v.balanceCents;
+  }
+  return totals;
+}
+
+/** Turns an abstract op into the command to submit, or null when it does not apply yet. */
+function toCommand(op: Op, run: Run): UserCommand | "restart" | null {
+  const u = (i: number) => run.users[i % USERS]!;
+  const k = randomUUID();
+  const someSystem = () => systemAccountId("platform_revenue", 0);
+  switch (op.t) {
+    case "deposit":
+      return { kind: "deposit", key: k, accountId: u(op.user), amountCents: op.amountCents };
+    case "tip":
+      return {
+        kind: "tip",
+        key: k,
+        fromAccountId: u(op.from),
+        toAccountId: u(op.to),
+        amountCents: op.amountCents,
+      };
+    case "tip_nowhere":
+      return {
+        kind: "tip",
+        key: k,
+        fromAccountId: u(op.from),
+        toAccountId: op.toSystem ? someSystem() : randomUUID(),
+        amountCents: op.amountCents,
+      };
+    case "deposit_nowhere":
+      return {
+        kind: "deposit",
+        key: k,
+        accountId: op.toSystem ? someSystem() : randomUUID(),
+        amountCents: op.amountCents,
+      };
+    case "invalid_amount": {
+      const accountId = u(op.user);
+      if (op.kind === "tip") {
+        return {
+          kind: "tip",
+          key: k,
+          fromAccountId: accountId,
+          toAccountId: u(other(op.user, op.to)),
+          amountCents: op.amountCents,
+        };
+      }
+      if (op.kind === "deposit") return { kind: "deposit", key: k, accountId, amountCents: op.amountCents };
+      return {
+        kind: "reserve_payout",
+        key: k,
+        accountId,
+        payoutId: randomUUID(),
+        amountCents: op.amountCents,
+      };
+    }
+    case "reserve":
+      return {
+        kind: "reserve_payout",
+        key: k,
+        accountId: u(op.user),
+        payoutId: randomUUID(),
+        amountCents: op.amountCents,
+      };
+    case "finish": {
+      // Mostly a payout still pending; sometimes one already finished (conflict).
+      const all = run.model.payouts();
+      const pending = all.filter((p) => p.pending);
+      const payouts = op.finished || pending.length === 0 ? all : pending;
+      if (payouts.length === 0) return null;
+      const p = payouts[op.pick % payouts.length]!;
+      const owner = run.users.indexOf(p.accountId);
+      const accountId = op.byOther ? u(owner + 1) : p.accountId;
+      return op.post
+        ? { kind: "post_payout", key: k, accountId, payoutId: p.payoutId }
+        : {
+            kind: "void_payout",
+            key: k,
+            accountId,
+            payoutId: p.payoutId,
+            ...(op.reason ? { reason: "bank rejected" } : {}),
+          };
+    }
+    case "finish_unknown":
+      return {
+        kind: op.post ? "post_payout" : "void_payout",
+        key: k,
+        accountId: u(op.user),
+        payoutId: randomUUID(),
+      };
+    case "reversal":
+      return {
+        kind: "reversal",
+        key: k,
+        accountId: u(op.user),
+        amountCents: op.amountCents,
+        type: op.chargeback ? "chargeback" : "refund",
+      };
+    case "status":
+      return {
+        kind: "set_status",
+        key: k,
+        accountId: u(op.user),
+        status: op.suspend ? "suspended" : "active",
+      };
+    case "again": {
+      if (run.history.length === 0) return null;
+      const earlier = run.history[op.pick % run.history.length]!;
+      return op.changed ? changedBody(earlier) : { ...earlier };
+    }
+    case "restart":
+      return "restart";
+  }
+}
+
+/** The same key with a different request. */
+function changedBody(cmd: UserCommand): UserCommand {
+  switch (cmd.kind) {
+    case "tip":
+    case "deposit":
+    case "reserve_payout":
+      return { ...cmd, amountCents: cmd.amountCents + 1 };
+    case "reversal":
+      return { ...cmd, type: cmd.type === "refund" ? "chargeback" : "refund" };
+    case "post_payout":
+      return { kind: "void_payout", key: cmd.key, accountId: cmd.accountId, payoutId: cmd.payoutId };
+    case "void_payout":
+      return { kind: "post_payout", key: cmd.key, accountId: cmd.accountId, payoutId: cmd.payoutId };
+    case "set_status":
+      return { ...cmd, status: cmd.status === "active" ? "suspended" : "active" };
+  }
+}
+
+async function restart(drain: boolean): Promise<void> {
+  const c = live();
+  if (drain) await settle(c); // else some of the WAL is still unpersisted: recovery replays it
+  core = null;
+  await c.stop();
+  core = await startTestCore(env, CORE_CONFIG);
+}
+
+async function step(run: Run, cmd: UserCommand): Promise<void> {
+  const ledger = live().ledger;
+  const before = ledger.snapshot();
+  const predicted = run.model.apply(cmd);
+  const startedMs = Date.now();
+  let answer: { ok: true; result: unknown } | { ok: false; error: unknown };
+  try {
+    answer = { ok: true, result: await ledger.submit(cmd) };
+  } catch (error) {
+    answer = { ok: false, error };
+  }
+  const endedMs = Date.now();
+  await quiet();
+  const after = ledger.snapshot();
+  const what = `${cmd.kind} ${JSON.stringify(cmd)}`;
+  count(predicted, cmd);
+
+  if (predicted.outcome === "refused") {
+    expect(answer.ok ? answer.result : codeOf(answer.error), `refused: ${what}`).toEqual(
+      predicted.rule ? { code: predicted.code, rule: predicted.rule } : { code: predicted.code },
+    );
+    expectUnchanged(before, after, what);
+  } else if (predicted.outcome === "replay") {
+    // A replayed key answers exactly what the first request got, and changes nothing.
+    const original = { ...(predicted.key.result as object), replayed: true };
+    const afterRestart = run.keyEpoch.get(predicted.key)! < run.restarts;
+    expect(
+      relaxKnownBugs(cmd, answer.ok ? answer.result : codeOf(answer.error), original, afterRestart),
+      `replayed${afterRestart ? " after a restart" : ""}: ${what}`,
+    ).toEqual(original);
+    expectUnchanged(before, after, what);
+  } else {
+    if (!answer.ok) throw new Error(`expected success, got ${JSON.stringify(codeOf(answer.error))}: ${what}`);
+    const result = answer.result as { transaction?: TransactionRecord };
+    const tx = result.transaction;
+    const expected: Record<string, unknown> = { account: predicted.account, replayed: false };
+    if (predicted.transaction) {
+      expect(tx, `a transaction: ${what}`).toBeDefined();
+      // The ledger picks a new transaction's id and time: a fresh id, stamped while it decided.
+      if (predicted.transaction.id === null) expect(run.txs.has(tx!.id), `fresh tx id: ${what}`).toBe(false);
+      if (predicted.transaction.createdAt === null)
+        expectFresh(tx!.createdAt, startedMs, endedMs, `createdAt: ${what}`);
+      const metadata = { ...predicted.transaction.metadata };
+      if (metadata.finish) {
+        // A finished payout's key record: its request hash is the ledger's own format; its time
+        // is when the post or void was decided.
+        const finish = tx!.metadata.finish as { hash?: unknown; at?: unknown } | undefined;
+        expect(typeof finish?.hash === "string" && finish.hash.length > 0, `finish.hash: ${what}`).toBe(true);
+        expectFresh(finish?.at, startedMs, endedMs, `finish.at: ${what}`);
+        metadata.finish = { ...(metadata.finish as object), hash: finish!.hash, at: finish!.at };
+      }
+      expected.transaction = {
+        ...predicted.transaction,
+        id: predicted.transaction.id ?? tx!.id,
+        createdAt: predicted.transaction.createdAt ?? tx!.createdAt,
+        metadata,
+      };
+    }
+    expect(answer.result, `result: ${what}`).toEqual(expected);
+    run.model.learn(cmd, predicted, result);
+    run.keyEpoch.set(predicted.key, run.restarts);
+    if (tx) run.txs.set(tx.id, tx);
+  }
+  await checkMemory(run, `after ${what}`);
+}
+
+// Known ledger bugs this test found, each tolerated in one precise place so the rest of the model
+// keeps checking. All are replays of a key after a restart, answered from Postgres
+// (src/persist/account-store.ts) rather than with the original answer. LEDGER_MODEL_STRICT=all
+// tolerates none of them (=1,3: those numbered), to reproduce them.
+const STRICT = new Set((process.env.LEDGER_MODEL_STRICT ?? "").split(",").filter(Boolean));
+const strict = (bug: number) => STRICT.has("all") || STRICT.has(String(bug));
+const tolerated = new Map<string, number>();
+function tolerate(bug: number, what: string, fixed: unknown): unknown {
+  tolerated.set(`bug ${bug} (${what})`, (tolerated.get(`bug ${bug} (${what})`) ?? 0) + 1);
+  return fixed;
+}
+
+type Answer = { account?: AccountView; transaction?: TransactionRecord; code?: unknown };
+function relaxKnownBugs(
+  cmd: UserCommand,
+  actual: unknown,
+  original: unknown,
+  afterRestart: boolean,
+): unknown {
+  if (!afterRestart) return actual;
+  const a = actual as Answer;
+  const o = original as Answer;
+  let fixed: Answer = a;
+  // Bug 2: a status key's answer is the account as it is now.
+  if (!strict(2) && !o.transaction && o.account && a.account && !isDeepEqual(a.account, o.account)) {
+    fixed = tolerate(2, "status replay: current account", { ...fixed, account: o.account }) as Answer;
+  }
+  // Bug 1: a transaction key's answer takes version and status from the account as it is now.
+  if (!strict(1) && o.transaction && o.account && a.account) {
+    const { version, status } = a.account;
+    if (version !== o.account.version || status !== o.account.status) {
+      fixed = tolerate(1, "tx replay: current version/status", {
+        ...fixed,
+        account: { ...a.account, version: o.account.version, status: o.account.status },
+      }) as Answer;
+    }
+  }
+  // Bug 3: a reservation's key answers the payout row as it is now (posted or voided).
+  if (
+    !strict(3) &&
+    cmd.kind === "reserve_payout" &&
+    o.transaction &&
+    a.transaction &&
+    a.transaction.status !== "pending"
+  ) {
+    fixed = tolerate(3, "reserve replay: payout as it is now", {
+      ...fixed,
+      transaction: { ...a.transaction, status: o.transaction.status, metadata: o.transaction.metadata },
+    }) as Answer;
+  }
+  return fixed;
+}
+
+const isDeepEqual = (x: unknown, y: unknown) => JSON.stringify(x) === JSON.stringify(y);
+
+/** A timestamp the ledger stamped while it decided: between the submit and its answer. */
+function expectFresh(at: unknown, startedMs: number, endedMs: number, what: string) {
+  const atMs = typeof at === "string" ? Date.parse(at) : Number.NaN;
+  expect(atMs >= startedMs - 1 && atMs <= endedMs + 1, `${what}: ${String(at)}`).toBe(true);
+}
+
+function codeOf(error: unknown): { code: unknown; rule?: unknown } {
+  const e = error as { code?: unknown; details?: { rule?: unknown }; rule?: unknown };
+  if (typeof e?.code !== "string") throw error; // not an expected refusal: a bug, show it whole
+  const rule = e.details?.rule ?? e.rule;
+  return rule === undefined ? { code: e.code } : { code: e.code, rule };
+}
+
+function count(p: Prediction, cmd: UserCommand) {
+  const label =
+    p.outcome === "refused"
+      ? `${cmd.kind}:${p.code}${p.rule ? `:${p.rule}` : ""}`
+      : `${cmd.kind}:${p.outcome}`;
+  seen.set(label, (seen.get(label) ?? 0) + 1);
+}
+
+function expectUnchanged(before: Map<string, AccountView>, after: Map<string, AccountView>, what: string) {
+  for (const [id, view] of before) expect(after.get(id), `account ${id} unchanged by ${what}`).toEqual(view);
+}
+
+/** Memory equals the model, to the cent, and every account together sums to zero. */
+async function checkMemory(run: Run, when: string): Promise<void> {
+  const ledger = live().ledger;
+  let snap = ledger.snapshot();
+  // After a restart, accounts come back as they are touched; load the rest to compare them.
+  for (const u of run.users) if (!snap.has(u)) await ledger.getAccount(u);
+  snap = ledger.snapshot();
+  let total = 0;
+  for (const u of run.users) {
+    const v = snap.get(u)!;
+    expect(v, `user ${u} ${when}`).toEqual(run.model.view(u));
+    expect(v.balanceCents >= 0 && v.reservedCents >= 0 && v.debtCents >= 0, `non-negative ${when}`).toBe(
+      true,
+    );
+    expect(v.reservedCents <= v.balanceCents, `reserved within balance ${when}`).toBe(true);
+    total += v.balanceCents;
+  }
+  expect(systemTotals(snap), `system accounts ${when}`).toEqual(run.model.system);
+  for (const id of SYSTEM_IDS.keys()) total += snap.get(id)!.balanceCents;
+  for (const [id, cents] of run.resting) {
+    const v = snap.get(id);
+    if (v) expect(v.balanceCents, `untouched account ${id} ${when}`).toBe(cents);
+    total += cents;
+  }
+  for (const id of snap.keys()) {
+    expect(SYSTEM_IDS.has(id) || run.users.includes(id) || run.resting.has(id), `known account ${id}`).toBe(
+      true,
+    );
+  }
+  expect(total, `money conserved ${when}`).toBe(0);
+}
+
+/** After a drain, Postgres holds exactly what memory holds, and every balance is its entries' sum. */
+async function checkPostgres(run: Run): Promise<void> {
+  const c = live();
+  await settle(c);
+  const snap = c.ledger.snapshot();
+  const rows = await env.pool.query<{
+    id: string;
+    balance_cents: string;
+    reserved_balance_cents: string;
+    debt_cents: string;
+    status: string;
+    version: string;
+    entries_cents: string;
+  }>(
+    `SELECT l.id, l.balance_cents, l.reserved_balance_cents, l.debt_cents, l.status, l.version,
+            COALESCE((SELECT sum(e.amount_cents) FROM ledger_entries e WHERE e.account_id = l.id), 0) AS entries_cents
+       FROM ledger l`,
+  );
+  const pg = new Map(rows.rows.map((r) => [r.id, r]));
+  let total = 0;
+  for (const r of rows.rows) {
+    expect(Number(r.entries_cents), `ledger_entries of ${r.id} sum to its balance`).toBe(
+      Number(r.balance_cents),
+    );
+    total += Number(r.balance_cents);
+  }
+  expect(total, "Postgres balances sum to zero").toBe(0);
+  for (const [id, v] of snap) {
+    const r = pg.get(id);
+    expect(
+      r && {
+        balanceCents: Number(r.balance_cents),
+        reservedCents: Number(r.reserved_balance_cents),
+        debtCents: Number(r.debt_cents),
+        status: r.status,
+        version: Number(r.version),
+      },
+      `Postgres row of ${isSystemAccount(id) ? "system" : "user"} account ${id}`,
+    ).toEqual({
+      balanceCents: v.balanceCents,
+      reservedCents: v.reservedCents,
+      debtCents: v.debtCents,
+      status: v.status,
+      version: v.version,
+    });
+  }
+  // Every transaction of this run is in Postgres exactly once, as last answered, and no other.
+  const txs = await env.pool.query<{ id: string; type: string; status: string; amount_cents: string }>(
+    "SELECT id, type, status, amount_cents FROM transactions WHERE account_id = ANY($1::uuid[]) ORDER BY id",
+    [run.users],
+  );
+  expect(
+    txs.rows.map((r) => ({ id: r.id, type: r.type, status: r.status, amountCents: Number(r.amount_cents) })),
+    "transactions in Postgres",
+  ).toEqual(
+    [...run.txs.values()]
+      .map((t) => ({ id: t.id, type: t.type, status: t.status, amountCents: t.amountCents }))
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
+  );
+}
+
+async function runSequence(ops: Op[]): Promise<void> {
+  const run = await startRun();
+  await checkMemory(run, "at the start");
+  for (const [i, op] of ops.entries()) {
+    try {
+      const cmd = toCommand(op, run);
+      if (cmd === null) continue;
+      if (cmd === "restart") {
+        seen.set("restart", (seen.get("restart") ?? 0) + 1);
+        await restart(op.t === "restart" && op.drain);
+        run.restarts++;
+        await checkMemory(run, "after a restart");
+        continue;
+      }
+      run.history.push(cmd);
+      await step(run, cmd);
+    } catch (err) {
+      // Shrinking is slow against real servers; the ops after the failing one never ran.
+      (err as Error).message +=
+        `\n(at op ${i} of ${ops.length}; failing prefix: ${JSON.stringify(ops.slice(0, i + 1))})`;
+      clean = false;
+      throw err;
+    }
+  }
+  await checkPostgres(run);
+  for (const u of run.users) resting.set(u, run.model.view(u).balanceCents);
+}
+
+describe("the ledger against its model", () => {
+  it("agrees with the model on every step of random command sequences, across restarts", async () => {
+    const c = live();
+    // The model encodes the documented default limits; a changed default must change it too.
+    expect({
+      large: c.config.FRAUD_LARGE_TX_USD * 100,
+      count: c.config.FRAUD_MAX_TX_PER_HOUR,
+      volume: c.config.FRAUD_MAX_VOLUME_PER_HOUR_USD * 100,
+    }).toEqual({
+      large: MODEL_LIMITS.largeTxCents,
+      count: MODEL_LIMITS.maxTxPerHour,
+      volume: MODEL_LIMITS.maxVolumePerHourCents,
+    });
+
+    await fc.assert(fc.asyncProperty(sequence, runSequence), {
+      numRuns: NUM_RUNS,
+      ...(SEED === undefined ? {} : { seed: SEED }),
+      ...(PATH === undefined ? {} : { path: PATH }),
+      // Shrinking replays sequences against the real servers: cap it, the seed and path resume it.
+      skipAllAfterTimeLimit: 150_000,
+    });
+
+    const list = (m: Map<string, number>) => [...m].map(([k, n]) => `${k}=${n}`).join(" ") || "none";
+    console.log(
+      `ledger model, ${NUM_RUNS} runs. Outcomes: ${list(seen)}. Known bugs tolerated: ${list(tolerated)}`,
+    );
+    if (PATH === undefined && NUM_RUNS >= 30) {
+      // Coverage: the runs reached the rules they exist to test.
+      for (const labels of [
+        ["tip:fraud_blocked:high_velocity"],
+        ["tip:fraud_blocked:suspended_account"],
+        ["tip:insufficient_funds"],
+        ["tip:replay"],
+        ["post_payout:ok", "void_payout:ok"],
+        ["reversal:ok"],
+      ]) {
+        const n = labels.reduce((sum, l) => sum + (seen.get(l) ?? 0), 0);
+        expect(n, `some step hit ${labels.join(" or ")}`).toBeGreaterThan(0);
+      }
+    }
+  }, 300_000);
+});
