@@ -16,6 +16,7 @@ import {
 import { evaluateFraud } from "./fraud.ts";
 import type { AccountMem } from "./state.ts";
 import type {
+  AccountStatus,
   PostPayoutCommand,
   Posting,
   ReservePayoutCommand,
@@ -78,6 +79,8 @@ export interface PayoutFinish {
   balance_after_cents: number;
   reserved_after_cents: number;
   debt_after_cents: number;
+  version_after: number;
+  status_after: AccountStatus;
 }
 
 export function decideFinishPayout(
@@ -109,6 +112,8 @@ export function decideFinishPayout(
     balance_after_cents: state.balanceCents,
     reserved_after_cents: state.reservedCents,
     debt_after_cents: state.debtCents,
+    version_after: state.version,
+    status_after: state.status,
   };
   const metadata: Record<string, unknown> = { ...payout.metadata, finish };
   if (cmd.kind === "void_payout" && cmd.reason) metadata.void_reason = cmd.reason;

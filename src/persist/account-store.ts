@@ -21,7 +21,7 @@ interface LedgerRow {
 
 const TX_COLUMNS = `id, type, status, account_id, from_user_id, to_user_id, amount_cents, platform_fee_cents,
   charity_fee_cents, net_amount_cents, currency, stripe_payment_id, metadata, created_at, idempotency_key,
-  request_hash, balance_after_cents, reserved_after_cents, debt_after_cents`;
+  request_hash, balance_after_cents, reserved_after_cents, debt_after_cents, version_after, status_after`;
 
 export interface TxRow {
   id: string;
@@ -43,6 +43,8 @@ export interface TxRow {
   balance_after_cents: number | null;
   reserved_after_cents: number | null;
   debt_after_cents: number | null;
+  version_after: number | null;
+  status_after: AccountStatus | null;
 }
 
 export function txFromRow(r: TxRow): TransactionRecord {
@@ -64,15 +66,28 @@ export function txFromRow(r: TxRow): TransactionRecord {
   };
 }
 
-/** The answer a key gave the first time: the transaction and the deciding account right after. */
+/**
+ * The answer a key gave the first time: the transaction as it was decided and the deciding account
+ * right after (rows written before version_after existed fall back to the account as it is now).
+ */
 function resultFromRow(r: TxRow, current: AccountState): TxResult {
   const after: AccountState = {
-    ...current,
+    id: current.id,
     balanceCents: r.balance_after_cents ?? current.balanceCents,
     reservedCents: r.reserved_after_cents ?? current.reservedCents,
     debtCents: r.debt_after_cents ?? current.debtCents,
+    status: r.status_after ?? current.status,
+    version: r.version_after ?? current.version,
   };
-  return { transaction: txFromRow(r), account: viewOf(after), replayed: false };
+  return { transaction: asDecided(txFromRow(r)), account: viewOf(after), replayed: false };
+}
+
+/** A payout row moves on after its reserve (posted or voided): its reserve answered it pending,
+ * with the metadata the outcome had not yet added. */
+function asDecided(tx: TransactionRecord): TransactionRecord {
+  if (tx.type !== "payout" || tx.status === "pending") return tx;
+  const { finish: _finish, void_reason: _reason, ...metadata } = tx.metadata;
+  return { ...tx, status: "pending", metadata };
 }
 
 /** A payout's outcome key (post or void) is kept on the payout row, not in idempotency_key. */
@@ -83,10 +98,12 @@ function finishOf(r: TxRow): PayoutFinish | null {
 
 function finishRecord(r: TxRow, f: PayoutFinish, current: AccountState): KeyRecord {
   const after: AccountState = {
-    ...current,
+    id: current.id,
     balanceCents: f.balance_after_cents,
     reservedCents: f.reserved_after_cents,
     debtCents: f.debt_after_cents,
+    status: f.status_after ?? current.status,
+    version: f.version_after ?? current.version,
   };
   return {
     hash: f.hash,
@@ -162,8 +179,15 @@ export class AccountStore implements AccountSource {
         idempotency_key: string;
         request_hash: string;
         created_at: Date;
+        status: AccountStatus;
+        version: number;
+        balance_after_cents: number | null;
+        reserved_after_cents: number | null;
+        debt_after_cents: number | null;
       }>(
-        `SELECT account_id, idempotency_key, request_hash, created_at FROM account_status_changes
+        `SELECT account_id, idempotency_key, request_hash, created_at, status, version, balance_after_cents,
+                reserved_after_cents, debt_after_cents
+           FROM account_status_changes
           WHERE account_id = ANY($1::uuid[]) AND created_at > $2`,
         [userIds, new Date(nowMs - idempotencyTtlMs)],
       ),
@@ -187,10 +211,18 @@ export class AccountStore implements AccountSource {
     for (const r of statuses.rows) {
       const mem = out.get(r.account_id);
       if (!mem) continue;
+      const after: AccountState = {
+        id: r.account_id,
+        balanceCents: r.balance_after_cents ?? mem.state.balanceCents,
+        reservedCents: r.reserved_after_cents ?? mem.state.reservedCents,
+        debtCents: r.debt_after_cents ?? mem.state.debtCents,
+        status: r.status,
+        version: r.version,
+      };
       mem.keys.set(r.idempotency_key, {
         hash: r.request_hash,
         atMs: r.created_at.getTime(),
-        result: { account: viewOf(mem.state), replayed: false },
+        result: { account: viewOf(after), replayed: false },
       });
     }
     return out;

@@ -35,6 +35,8 @@ export interface StatusRow {
   key: string;
   hash: string;
   version: number;
+  /** The account right after the change: what a replay of its key answers. */
+  after: AccountState;
   at: string;
 }
 
@@ -101,6 +103,7 @@ export function buildBatch(entries: Entry[]): Batch {
             key: ev.key,
             hash: ev.hash,
             version: ev.state.version,
+            after: ev.state,
             at: ev.at,
           });
           break;

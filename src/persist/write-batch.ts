@@ -142,6 +142,8 @@ async function insertTransactions(client: pg.PoolClient, rows: TxRow[]): Promise
       ba: r.after?.balanceCents ?? null,
       ra: r.after?.reservedCents ?? null,
       da: r.after?.debtCents ?? null,
+      va: r.after?.version ?? null,
+      sa: r.after?.status ?? null,
       md: r.tx.metadata,
       at: r.tx.createdAt,
     })),
@@ -149,11 +151,12 @@ async function insertTransactions(client: pg.PoolClient, rows: TxRow[]): Promise
   await client.query(
     `INSERT INTO transactions (id, type, status, account_id, from_user_id, to_user_id, amount_cents,
         platform_fee_cents, charity_fee_cents, net_amount_cents, currency, stripe_payment_id, idempotency_key,
-        request_hash, balance_after_cents, reserved_after_cents, debt_after_cents, metadata, created_at)
-     SELECT id, ty, st, ac, fr, "to", am, pf, cf, na, cu, sp, ik, rh, ba, ra, da, md, at
+        request_hash, balance_after_cents, reserved_after_cents, debt_after_cents, version_after, status_after,
+        metadata, created_at)
+     SELECT id, ty, st, ac, fr, "to", am, pf, cf, na, cu, sp, ik, rh, ba, ra, da, va, sa, md, at
        FROM json_to_recordset($1::json) AS x(id uuid, ty text, st text, ac uuid, fr uuid, "to" uuid, am bigint,
             pf bigint, cf bigint, na bigint, cu text, sp text, ik text, rh text, ba bigint, ra bigint, da bigint,
-            md jsonb, at timestamptz)
+            va bigint, sa text, md jsonb, at timestamptz)
      ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, metadata = EXCLUDED.metadata, updated_at = now()
        WHERE transactions.status IS DISTINCT FROM EXCLUDED.status`,
     [json],
@@ -163,13 +166,14 @@ async function insertTransactions(client: pg.PoolClient, rows: TxRow[]): Promise
 async function copyTransactions(client: pg.PoolClient, rows: TxRow[]): Promise<void> {
   let text = "";
   for (const { tx, key, hash, after } of rows) {
-    text += `${tx.id}\t${tx.type}\t${tx.status}\t${tx.accountId}\t${copyField(tx.fromAccountId)}\t${copyField(tx.toAccountId)}\t${tx.amountCents}\t${tx.platformFeeCents}\t${tx.charityFeeCents}\t${tx.netAmountCents}\t${tx.currency}\t${copyField(tx.stripePaymentId)}\t${copyField(key)}\t${copyField(hash)}\t${copyField(after?.balanceCents)}\t${copyField(after?.reservedCents)}\t${copyField(after?.debtCents)}\t${copyField(JSON.stringify(tx.metadata))}\t${tx.createdAt}\n`;
+    text += `${tx.id}\t${tx.type}\t${tx.status}\t${tx.accountId}\t${copyField(tx.fromAccountId)}\t${copyField(tx.toAccountId)}\t${tx.amountCents}\t${tx.platformFeeCents}\t${tx.charityFeeCents}\t${tx.netAmountCents}\t${tx.currency}\t${copyField(tx.stripePaymentId)}\t${copyField(key)}\t${copyField(hash)}\t${copyField(after?.balanceCents)}\t${copyField(after?.reservedCents)}\t${copyField(after?.debtCents)}\t${copyField(after?.version)}\t${copyField(after?.status)}\t${copyField(JSON.stringify(tx.metadata))}\t${tx.createdAt}\n`;
   }
   await copyIn(
     client,
     `COPY transactions (id, type, status, account_id, from_user_id, to_user_id, amount_cents, platform_fee_cents,
        charity_fee_cents, net_amount_cents, currency, stripe_payment_id, idempotency_key, request_hash,
-       balance_after_cents, reserved_after_cents, debt_after_cents, metadata, created_at) FROM STDIN`,
+       balance_after_cents, reserved_after_cents, debt_after_cents, version_after, status_after, metadata,
+       created_at) FROM STDIN`,
     text,
   );
 }
@@ -215,8 +219,10 @@ async function insertFraudLogs(client: pg.PoolClient, fraud: FraudLogRecord[]): 
 
 async function insertStatusChanges(client: pg.PoolClient, rows: StatusRow[]): Promise<void> {
   await client.query(
-    `INSERT INTO account_status_changes (id, account_id, status, reason, idempotency_key, request_hash, version, created_at)
-     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::timestamptz[])
+    `INSERT INTO account_status_changes (id, account_id, status, reason, idempotency_key, request_hash, version, created_at,
+        balance_after_cents, reserved_after_cents, debt_after_cents)
+     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::timestamptz[],
+        $9::bigint[], $10::bigint[], $11::bigint[])
      ON CONFLICT (id) DO NOTHING`,
     [
       rows.map((r) => r.id),
@@ -227,6 +233,9 @@ async function insertStatusChanges(client: pg.PoolClient, rows: StatusRow[]): Pr
       rows.map((r) => r.hash),
       rows.map((r) => r.version),
       rows.map((r) => r.at),
+      rows.map((r) => r.after.balanceCents),
+      rows.map((r) => r.after.reservedCents),
+      rows.map((r) => r.after.debtCents),
     ],
   );
 }

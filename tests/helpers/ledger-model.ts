@@ -267,6 +267,8 @@ export class LedgerModel {
             balance_after_cents: owner.balanceCents,
             reserved_after_cents: owner.reservedCents,
             debt_after_cents: owner.debtCents,
+            version_after: owner.version,
+            status_after: owner.status,
           },
           ...(cmd.kind === "void_payout" && cmd.reason ? { void_reason: cmd.reason } : {}),
         };

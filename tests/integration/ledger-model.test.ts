@@ -6,8 +6,12 @@
 // A failure prints fast-check's seed and path. Replay it with
 //   LEDGER_MODEL_SEED=<seed> LEDGER_MODEL_PATH=<path> npx vitest run --config tests/vitest.config.ts \
 //     tests/integration/ledger-model.test.ts
-// (LEDGER_MODEL_SEED alone reruns every run of that seed; LEDGER_MODEL_RUNS changes how many;
-// LEDGER_MODEL_STRICT=all stops tolerating the known bugs, see "Known ledger bugs" below.)
+// (LEDGER_MODEL_SEED alone reruns every run of that seed; LEDGER_MODEL_RUNS changes how many.)
+//
+// It found three bugs, all fixed: after a restart, a replayed key's answer was rebuilt from
+// Postgres with the account as it is now (version and status of a transaction key; the whole
+// account of a status key; a reserve key answered its payout as posted or voided). Replays after
+// a restart are now checked exactly like any other.
 import { randomUUID } from "node:crypto";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -450,7 +454,7 @@ async function step(run: Run, cmd: UserCommand): Promise<void> {
     const original = { ...(predicted.key.result as object), replayed: true };
     const afterRestart = run.keyEpoch.get(predicted.key)! < run.restarts;
     expect(
-      relaxKnownBugs(cmd, answer.ok ? answer.result : codeOf(answer.error), original, afterRestart),
+      answer.ok ? answer.result : codeOf(answer.error),
       `replayed${afterRestart ? " after a restart" : ""}: ${what}`,
     ).toEqual(original);
     expectUnchanged(before, after, what);
@@ -487,59 +491,6 @@ async function step(run: Run, cmd: UserCommand): Promise<void> {
     if (tx) run.txs.set(tx.id, tx);
   }
   await checkMemory(run, `after ${what}`);
-}
-
-// Known ledger bugs this test found, each tolerated in one precise place so the rest of the model
-// keeps checking. All are replays of a key after a restart, answered from Postgres
-// (src/persist/account-store.ts) rather than with the original answer. LEDGER_MODEL_STRICT=all
-// tolerates none of them (=1,3: those numbered), to reproduce them.
-const STRICT = new Set((process.env.LEDGER_MODEL_STRICT ?? "").split(",").filter(Boolean));
-const strict = (bug: number) => STRICT.has("all") || STRICT.has(String(bug));
-const tolerated = new Map<string, number>();
-function tolerate(bug: number, what: string, fixed: unknown): unknown {
-  tolerated.set(`bug ${bug} (${what})`, (tolerated.get(`bug ${bug} (${what})`) ?? 0) + 1);
-  return fixed;
-}
-
-type Answer = { account?: AccountView; transaction?: TransactionRecord; code?: unknown };
-function relaxKnownBugs(
-  cmd: UserCommand,
-  actual: unknown,
-  original: unknown,
-  afterRestart: boolean,
-): unknown {
-  if (!afterRestart) return actual;
-  const a = actual as Answer;
-  const o = original as Answer;
-  let fixed: Answer = a;
-  // Bug 2: a status key's answer is the account as it is now.
-  if (!strict(2) && !o.transaction && o.account && a.account && !isDeepEqual(a.account, o.account)) {
-    fixed = tolerate(2, "status replay: current account", { ...fixed, account: o.account }) as Answer;
-  }
-  // Bug 1: a transaction key's answer takes version and status from the account as it is now.
-  if (!strict(1) && o.transaction && o.account && a.account) {
-    const { version, status } = a.account;
-    if (version !== o.account.version || status !== o.account.status) {
-      fixed = tolerate(1, "tx replay: current version/status", {
-        ...fixed,
-        account: { ...a.account, version: o.account.version, status: o.account.status },
-      }) as Answer;
-    }
-  }
-  // Bug 3: a reservation's key answers the payout row as it is now (posted or voided).
-  if (
-    !strict(3) &&
-    cmd.kind === "reserve_payout" &&
-    o.transaction &&
-    a.transaction &&
-    a.transaction.status !== "pending"
-  ) {
-    fixed = tolerate(3, "reserve replay: payout as it is now", {
-      ...fixed,
-      transaction: { ...a.transaction, status: o.transaction.status, metadata: o.transaction.metadata },
-    }) as Answer;
-  }
-  return fixed;
 }
 
 const isDeepEqual = (x: unknown, y: unknown) => JSON.stringify(x) === JSON.stringify(y);
@@ -713,9 +664,7 @@ describe("the ledger against its model", () => {
     });
 
     const list = (m: Map<string, number>) => [...m].map(([k, n]) => `${k}=${n}`).join(" ") || "none";
-    console.log(
-      `ledger model, ${NUM_RUNS} runs. Outcomes: ${list(seen)}. Known bugs tolerated: ${list(tolerated)}`,
-    );
+    console.log(`ledger model, ${NUM_RUNS} runs. Outcomes: ${list(seen)}`);
     if (PATH === undefined && NUM_RUNS >= 30) {
       // Coverage: the runs reached the rules they exist to test.
       for (const labels of [

@@ -160,6 +160,7 @@ describe("a round's batch of rows", () => {
         key: "suspend-key",
         hash: "suspend-hash",
         version: 6,
+        after: suspended,
         at: "2026-11-25T12:00:00.030Z",
       },
     ]);
