@@ -4,7 +4,6 @@
 import type { CreditEvent, TxEvent, WalEvent } from "../ledger/events.ts";
 import { tipHash } from "../ledger/decide.ts";
 import type { AccountState, TransactionRecord } from "../ledger/types.ts";
-import { redisKeys } from "../redis/keys.ts";
 
 export const WAL_FIELD = "e";
 export const WAL_VERSION_FIELD = "v";
@@ -189,9 +188,6 @@ export function decodeEntry(fields: string[]): WalEvent[] {
   if (payload === null) throw new Error("WAL entry without an events field");
   return (JSON.parse(payload) as Packed[]).map(unpack);
 }
-
-/** @deprecated use redisKeys(prefix).walStream(shard) */
-export const walStreamKey = (prefix: string, shard: number): string => redisKeys(prefix).walStream(shard);
 
 /** Stream ids order as (ms, seq); the id right after `id`, for XTRIM MINID (which keeps >=). */
 export function nextStreamId(id: string): string {

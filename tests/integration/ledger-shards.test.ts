@@ -8,7 +8,8 @@ import type { StatusResult, TxResult, UserCommand } from "../../src/ledger/types
 import { type Core, DependencyError } from "../../src/main/core.ts";
 import { readLedgerMeta } from "../../src/persist/ledger-meta.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
-import { decodeEntry, walStreamKey } from "../../src/wal/wal-codec.ts";
+import { redisKeys } from "../../src/redis/keys.ts";
+import { decodeEntry } from "../../src/wal/wal-codec.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { createUsers, key, settle, startTestCore } from "../helpers/ledger.ts";
 
@@ -60,7 +61,9 @@ async function expectReconciled(c: Core): Promise<void> {
 }
 
 async function walLengths(e: TestEnv, shards: number): Promise<number[]> {
-  return Promise.all(Array.from({ length: shards }, (_, s) => e.redis.xlen(walStreamKey(e.redisPrefix, s))));
+  return Promise.all(
+    Array.from({ length: shards }, (_, s) => e.redis.xlen(redisKeys(e.redisPrefix).walStream(s))),
+  );
 }
 
 describe("shards own their accounts", () => {
@@ -242,7 +245,7 @@ describe("recovery pages through the WAL", () => {
     await stop(a);
 
     // The lonely credit never made it: its debit is durable, its credit entry is gone.
-    const stream = walStreamKey(e.redisPrefix, shardOf(lonely!, a.ledger.shards.length));
+    const stream = redisKeys(e.redisPrefix).walStream(shardOf(lonely!, a.ledger.shards.length));
     const entries = (await e.redis.xrange(stream, "-", "+")) as Array<[string, string[]]>;
     const credit = entries.find(([, f]) =>
       decodeEntry(f).some((ev) => ev.t === "credit" && ev.items.some((i) => i.txId === lone!.transaction.id)),
