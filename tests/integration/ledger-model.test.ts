@@ -58,6 +58,8 @@ type Op =
   | { t: "finish_unknown"; post: boolean; user: number }
   | { t: "reversal"; user: number; amountCents: number; chargeback: boolean }
   | { t: "status"; user: number; suspend: boolean }
+  /** A tip from or to a suspended user, if there is one (a plain tip otherwise). */
+  | { t: "tip_suspended"; pick: number; offset: number; fromSuspended: boolean; amountCents: number }
   /** The pick-th earlier command again, same key: same body (a replay) or a changed one. */
   | { t: "again"; pick: number; changed: boolean }
   | { t: "restart"; drain: boolean };
@@ -158,6 +160,17 @@ const singleOp: fc.Arbitrary<Op> = fc.oneof(
       user: anyIx,
       amountCents: fc.integer({ min: 1, max: 40_000 }),
       chargeback: fc.boolean(),
+    }),
+    weight: 2,
+  },
+  // Tips that meet a suspension: a run that suspends someone then tries the rule it exists for.
+  {
+    arbitrary: fc.record({
+      t: fc.constant("tip_suspended"),
+      pick: fc.nat({ max: USERS - 1 }),
+      offset: otherIx,
+      fromSuspended: fc.boolean(),
+      amountCents: tipCents,
     }),
     weight: 2,
   },
@@ -307,6 +320,13 @@ function toCommand(op: Op, run: Run): UserCommand | "restart" | null {
         toAccountId: u(op.to),
         amountCents: op.amountCents,
       };
+    case "tip_suspended": {
+      const suspended = run.users.filter((id) => run.model.view(id).status === "suspended");
+      const who = suspended.length > 0 ? run.users.indexOf(suspended[op.pick % suspended.length]!) : op.pick;
+      const peer = other(who, op.offset);
+      const [from, to] = op.fromSuspended ? [who, peer] : [peer, who];
+      return { kind: "tip", key: k, fromAccountId: u(from), toAccountId: u(to), amountCents: op.amountCents };
+    }
     case "tip_nowhere":
       return {
         kind: "tip",
@@ -493,8 +513,6 @@ async function step(run: Run, cmd: UserCommand): Promise<void> {
   await checkMemory(run, `after ${what}`);
 }
 
-const isDeepEqual = (x: unknown, y: unknown) => JSON.stringify(x) === JSON.stringify(y);
-
 /** A timestamp the ledger stamped while it decided: between the submit and its answer. */
 function expectFresh(at: unknown, startedMs: number, endedMs: number, what: string) {
   const atMs = typeof at === "string" ? Date.parse(at) : Number.NaN;
@@ -655,29 +673,37 @@ describe("the ledger against its model", () => {
       volume: MODEL_LIMITS.maxVolumePerHourCents,
     });
 
-    await fc.assert(fc.asyncProperty(sequence, runSequence), {
-      numRuns: NUM_RUNS,
-      ...(SEED === undefined ? {} : { seed: SEED }),
-      ...(PATH === undefined ? {} : { path: PATH }),
-      // Shrinking replays sequences against the real servers: cap it, the seed and path resume it.
-      skipAllAfterTimeLimit: 150_000,
-    });
-
+    // Coverage: the runs must reach the rules they exist to test. Random sequences reach each one
+    // most of the time; when a batch misses one, more runs follow (each batch's seed is printed),
+    // so the check neither depends on luck nor pins the exploration to one seed.
+    const COVERAGE = [
+      ["tip:fraud_blocked:high_velocity"],
+      ["tip:fraud_blocked:suspended_account"],
+      ["tip:insufficient_funds"],
+      ["tip:replay"],
+      ["post_payout:ok", "void_payout:ok"],
+      ["reversal:ok"],
+    ];
+    const missing = () => COVERAGE.filter((labels) => labels.every((l) => !seen.get(l)));
     const list = (m: Map<string, number>) => [...m].map(([k, n]) => `${k}=${n}`).join(" ") || "none";
-    console.log(`ledger model, ${NUM_RUNS} runs. Outcomes: ${list(seen)}`);
+    let runs = 0;
+    for (let batch = 0; batch < 4; batch++) {
+      const seed = batch === 0 && SEED !== undefined ? SEED : Math.floor(Math.random() * 2 ** 31);
+      const numRuns = batch === 0 ? NUM_RUNS : Math.ceil(NUM_RUNS / 2);
+      console.log(`ledger model: ${numRuns} runs with seed ${seed}`);
+      await fc.assert(fc.asyncProperty(sequence, runSequence), {
+        numRuns,
+        seed,
+        ...(PATH === undefined ? {} : { path: PATH }),
+        // Shrinking replays sequences against the real servers: cap it, the seed and path resume it.
+        skipAllAfterTimeLimit: 150_000,
+      });
+      runs += numRuns;
+      if (PATH !== undefined || NUM_RUNS < 30 || missing().length === 0) break;
+    }
+    console.log(`ledger model, ${runs} runs. Outcomes: ${list(seen)}`);
     if (PATH === undefined && NUM_RUNS >= 30) {
-      // Coverage: the runs reached the rules they exist to test.
-      for (const labels of [
-        ["tip:fraud_blocked:high_velocity"],
-        ["tip:fraud_blocked:suspended_account"],
-        ["tip:insufficient_funds"],
-        ["tip:replay"],
-        ["post_payout:ok", "void_payout:ok"],
-        ["reversal:ok"],
-      ]) {
-        const n = labels.reduce((sum, l) => sum + (seen.get(l) ?? 0), 0);
-        expect(n, `some step hit ${labels.join(" or ")}`).toBeGreaterThan(0);
-      }
+      for (const labels of missing()) expect(0, `some step hit ${labels.join(" or ")}`).toBeGreaterThan(0);
     }
   }, 300_000);
 });
