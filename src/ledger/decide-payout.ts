@@ -4,16 +4,14 @@
 import {
   bump,
   checkAmount,
+  checkOutgoing,
   type DecideContext,
   type Decision,
-  fraudLogs,
   refuse,
-  refuseIfBlocked,
   sysAccount,
   txDecision,
   txRecord,
 } from "./decision.ts";
-import { evaluateFraud } from "./fraud.ts";
 import type { AccountMem } from "./state.ts";
 import type {
   AccountStatus,
@@ -35,26 +33,16 @@ export function decideReserve(
   if (user.payouts.has(cmd.payoutId)) {
     return refuse("conflict", "a payout with this id already exists", { payout_id: cmd.payoutId });
   }
-  const verdict = evaluateFraud({
-    amountCents: cmd.amountCents,
-    senderId: user.state.id,
-    senderStatus: user.state.status,
-    recipientId: null,
-    recipientStatus: null,
-    window: user.window,
-    nowMs: ctx.nowMs,
-    limits: ctx.limits,
-  });
   const extra = { payout_id: cmd.payoutId };
-  const refused = refuseIfBlocked(verdict.block, verdict.hits, user, cmd.amountCents, ctx, extra);
-  if (refused) return refused;
-  const available = user.state.balanceCents - user.state.reservedCents;
-  if (available < cmd.amountCents) {
-    return refuse("insufficient_funds", "not enough available balance for this payout", {
-      available_cents: available,
-      amount_cents: cmd.amountCents,
-    });
-  }
+  const checked = checkOutgoing(
+    ctx,
+    user,
+    cmd.amountCents,
+    null,
+    extra,
+    "not enough available balance for this payout",
+  );
+  if ("refused" in checked) return checked.refused;
   const tx = txRecord(ctx, "payout", "pending", user.state.id, {
     id: cmd.payoutId,
     fromAccountId: user.state.id,
@@ -64,8 +52,7 @@ export function decideReserve(
     metadata: cmd.metadata ?? {},
   });
   const state = bump(user.state, { reservedCents: user.state.reservedCents + cmd.amountCents });
-  const fraud = fraudLogs(verdict.hits, user.state.id, cmd.amountCents, "allowed", ctx, extra);
-  return txDecision(tx, [], [state], cmd.key, hash, fraud);
+  return txDecision(tx, [], [state], cmd.key, hash, checked.allowed);
 }
 
 /**

@@ -4,17 +4,15 @@
 import {
   bump,
   checkAmount,
+  checkOutgoing,
   type DecideContext,
   type Decision,
-  fraudLogs,
   refuse,
-  refuseIfBlocked,
   sysAccount,
   txDecision,
   txRecord,
 } from "./decision.ts";
 import { splitTip } from "./fee-split.ts";
-import { evaluateFraud } from "./fraud.ts";
 import type { AccountMem } from "./state.ts";
 import type { Posting, TipCommand } from "./types.ts";
 
@@ -28,26 +26,10 @@ export function decideTip(cmd: TipCommand, sender: AccountMem, hash: string, ctx
   const self = cmd.toAccountId === sender.state.id;
   const recipient = self ? undefined : ctx.directory(cmd.toAccountId);
   if (!self && recipient?.kind !== "user") return refuse("not_found", "recipient account not found");
-  const verdict = evaluateFraud({
-    amountCents: cmd.amountCents,
-    senderId: sender.state.id,
-    senderStatus: sender.state.status,
-    recipientId: cmd.toAccountId,
-    recipientStatus: recipient?.status ?? sender.state.status,
-    window: sender.window,
-    nowMs: ctx.nowMs,
-    limits: ctx.limits,
-  });
   const extra = { to_user_id: cmd.toAccountId };
-  const refused = refuseIfBlocked(verdict.block, verdict.hits, sender, cmd.amountCents, ctx, extra);
-  if (refused) return refused;
-  const available = sender.state.balanceCents - sender.state.reservedCents;
-  if (available < cmd.amountCents) {
-    return refuse("insufficient_funds", "not enough credits for this tip", {
-      available_cents: available,
-      amount_cents: cmd.amountCents,
-    });
-  }
+  const to = { id: cmd.toAccountId, status: recipient?.status ?? sender.state.status };
+  const checked = checkOutgoing(ctx, sender, cmd.amountCents, to, extra, "not enough credits for this tip");
+  if ("refused" in checked) return checked.refused;
   const split = splitTip(cmd.amountCents);
   const tx = txRecord(ctx, "tip", "completed", sender.state.id, {
     fromAccountId: sender.state.id,
@@ -72,7 +54,6 @@ export function decideTip(cmd: TipCommand, sender: AccountMem, hash: string, ctx
     postings.push({ accountId: charity.state.id, amountCents: split.charityFeeCents });
     states.push(bump(charity.state, { balanceCents: charity.state.balanceCents + split.charityFeeCents }));
   }
-  const fraud = fraudLogs(verdict.hits, sender.state.id, cmd.amountCents, "allowed", ctx, extra);
   const credits = [{ accountId: cmd.toAccountId, txId: tx.id, amountCents: split.netAmountCents }];
-  return txDecision(tx, postings, states, cmd.key, hash, fraud, credits);
+  return txDecision(tx, postings, states, cmd.key, hash, checked.allowed, credits);
 }

@@ -2,10 +2,11 @@
 // returns, and the builders of states, transaction records, refusals and fraud logs. Pure.
 import type { SystemAccountKind } from "./accounts.ts";
 import type { FraudEvent, TxEvent, WalEvent } from "./events.ts";
-import type { FraudHit } from "./fraud.ts";
+import { evaluateFraud, type FraudHit } from "./fraud.ts";
 import { type AccountLookup, type AccountMem, LedgerInvariantError, viewOf } from "./state.ts";
 import type {
   AccountState,
+  AccountStatus,
   DirectoryEntry,
   FraudLimits,
   FraudLogRecord,
@@ -157,4 +158,41 @@ export function refuseIfBlocked(
     { rule: block.rule, severity: block.severity, ...block.context },
     event,
   );
+}
+
+/**
+ * The checks money leaving an account passes (a tip, a payout), in order: the fraud rules (a block
+ * is refused, its fraud logs still written), then the available balance. On success, the hits to
+ * log with the transaction (action "allowed").
+ */
+export function checkOutgoing(
+  ctx: DecideContext,
+  sender: AccountMem,
+  amountCents: number,
+  recipient: { id: string; status: AccountStatus } | null,
+  extra: Record<string, unknown>,
+  insufficientMessage: string,
+): { refused: Decision } | { allowed: FraudLogRecord[] } {
+  const verdict = evaluateFraud({
+    amountCents,
+    senderId: sender.state.id,
+    senderStatus: sender.state.status,
+    recipientId: recipient?.id ?? null,
+    recipientStatus: recipient?.status ?? null,
+    window: sender.window,
+    nowMs: ctx.nowMs,
+    limits: ctx.limits,
+  });
+  const blocked = refuseIfBlocked(verdict.block, verdict.hits, sender, amountCents, ctx, extra);
+  if (blocked) return { refused: blocked };
+  const available = sender.state.balanceCents - sender.state.reservedCents;
+  if (available < amountCents) {
+    return {
+      refused: refuse("insufficient_funds", insufficientMessage, {
+        available_cents: available,
+        amount_cents: amountCents,
+      }),
+    };
+  }
+  return { allowed: fraudLogs(verdict.hits, sender.state.id, amountCents, "allowed", ctx, extra) };
 }

@@ -3,6 +3,7 @@
 import { randomUUID } from "node:crypto";
 import pino from "pino";
 import type pg from "pg";
+import type { TxResult } from "../../src/ledger/types.ts";
 import { type Core, startCore } from "../../src/main/core.ts";
 import type { TestEnv } from "./env.ts";
 
@@ -46,3 +47,17 @@ export async function settle(core: Core): Promise<void> {
 }
 
 export const key = () => randomUUID();
+
+/** A tip through the ledger, answered once durable (the key is fresh unless given). */
+export const tip = (c: Core, from: string, to: string, amountCents: number, k: string = key()) =>
+  c.ledger.submit({
+    kind: "tip",
+    key: k,
+    fromAccountId: from,
+    toAccountId: to,
+    amountCents,
+  }) as Promise<TxResult>;
+
+/** A deposit through the ledger with a fresh key. */
+export const deposit = (c: Core, accountId: string, amountCents: number) =>
+  c.ledger.submit({ kind: "deposit", key: key(), accountId, amountCents }) as Promise<TxResult>;

@@ -8,7 +8,7 @@ import { redisKeys } from "../../src/redis/keys.ts";
 import { decodeEntry } from "../../src/wal/wal-codec.ts";
 import pg from "pg";
 import { createTestEnv, PG_ADMIN_URL, type TestEnv, waitFor } from "../helpers/env.ts";
-import { createUsers, key, settle, startTestCore } from "../helpers/ledger.ts";
+import { createUsers, key, settle, startTestCore, tip } from "../helpers/ledger.ts";
 
 let env: TestEnv;
 const cores: Core[] = [];
@@ -30,15 +30,6 @@ afterAll(async () => {
   for (const c of cores) await c.stop().catch(() => {});
   await env?.cleanup();
 });
-
-const tip = (c: Core, from: string, to: string, amountCents: number, k: string = key()) =>
-  c.ledger.submit({
-    kind: "tip",
-    key: k,
-    fromAccountId: from,
-    toAccountId: to,
-    amountCents,
-  }) as Promise<TxResult>;
 
 describe("idempotency", () => {
   it("keeps only the keys of the last TTL in memory, and a money-in key replays past it", async () => {

@@ -11,7 +11,7 @@ import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { redisKeys } from "../../src/redis/keys.ts";
 import { decodeEntry } from "../../src/wal/wal-codec.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
-import { createUsers, key, settle, startTestCore } from "../helpers/ledger.ts";
+import { createUsers, deposit, key, settle, startTestCore, tip } from "../helpers/ledger.ts";
 
 const envs: TestEnv[] = [];
 const cores: Core[] = [];
@@ -40,16 +40,6 @@ async function stop(c: Core): Promise<void> {
   await c.stop();
 }
 
-const tip = (c: Core, from: string, to: string, amountCents: number, k: string = key()) =>
-  c.ledger.submit({
-    kind: "tip",
-    key: k,
-    fromAccountId: from,
-    toAccountId: to,
-    amountCents,
-  }) as Promise<TxResult>;
-const deposit = (c: Core, accountId: string, amountCents: number) =>
-  c.ledger.submit({ kind: "deposit", key: key(), accountId, amountCents }) as Promise<TxResult>;
 const setStatus = (c: Core, accountId: string, status: "active" | "suspended") =>
   c.ledger.submit({ kind: "set_status", key: key(), accountId, status }) as Promise<StatusResult>;
 
