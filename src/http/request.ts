@@ -19,7 +19,7 @@ export function snapshotRequest(res: HttpResponse, req: HttpRequest, paramCount:
     headers.set(k, v);
   });
   const params: string[] = [];
-  for (let i = 0; i < paramCount; i++) params.push(decodeURIComponent(req.getParameter(i) ?? ""));
+  for (let i = 0; i < paramCount; i++) params.push(decodePathSegment(req.getParameter(i) ?? ""));
   const rawQuery = req.getQuery() ?? "";
   let query: URLSearchParams | null = null;
   return {
@@ -34,6 +34,17 @@ export function snapshotRequest(res: HttpResponse, req: HttpRequest, paramCount:
     headers,
     ip: Buffer.from(res.getRemoteAddressAsText()).toString(),
   };
+}
+
+/** A percent-encoded path segment; a malformed escape (say "%E0%A4%A") is the client's error. */
+function decodePathSegment(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new AppError("validation_error", "the path holds a malformed percent-encoding", {
+      segment: raw.slice(0, 200),
+    });
+  }
 }
 
 /**

@@ -59,25 +59,47 @@ export function registerRoute(app: TemplatedApp, route: RouteDef, deps: RouterDe
     res.onAborted(() => {
       reply.aborted = true;
     });
-    const req = snapshotRequest(res, uReq, paramCount);
-    reply.headers = deps.cors.headersFor(req.headers.get("origin"));
-    const declared = Number(req.headers.get("content-length") ?? "0");
-    if (hasBody && declared > deps.bodyLimitBytes) {
-      sendError(
-        reply,
-        new AppError("payload_too_large", `request body is larger than ${deps.bodyLimitBytes} bytes`),
-        deps.logger,
-      );
-      return;
+    // An exception escaping a uWS callback ends the process (every connected socket with it):
+    // whatever this synchronous part throws is answered like any other error, never rethrown.
+    try {
+      accept(route, res, uReq, reply, deps, paramCount, hasBody, () => {
+        if (meter) meter.done(reply.status, (performance.now() - started) / 1000);
+      });
+    } catch (err) {
+      sendError(reply, err, deps.logger);
+      meter?.done(reply.status, (performance.now() - started) / 1000);
     }
-    // The body must be subscribed to before this handler returns, or uWS drops it.
-    const bodyP = hasBody ? readBody(res, deps.bodyLimitBytes, () => reply.aborted) : Promise.resolve(null);
-    bodyP.catch(() => {}); // handled below; avoid an unhandled rejection while we await other things
-    const answered = handle(route, req, bodyP, reply, deps).catch((err) =>
-      sendError(reply, err, deps.logger),
-    );
-    if (meter) void answered.then(() => meter.done(reply.status, (performance.now() - started) / 1000));
   });
+}
+
+/** The synchronous part of a request: copy it out of uWS, check the declared size, start the body. */
+function accept(
+  route: RouteDef,
+  res: HttpResponse,
+  uReq: HttpRequest,
+  reply: Reply,
+  deps: RouterDeps,
+  paramCount: number,
+  hasBody: boolean,
+  done: () => void,
+): void {
+  const req = snapshotRequest(res, uReq, paramCount);
+  reply.headers = deps.cors.headersFor(req.headers.get("origin"));
+  const declared = Number(req.headers.get("content-length") ?? "0");
+  if (hasBody && declared > deps.bodyLimitBytes) {
+    sendError(
+      reply,
+      new AppError("payload_too_large", `request body is larger than ${deps.bodyLimitBytes} bytes`),
+      deps.logger,
+    );
+    return;
+  }
+  // The body must be subscribed to before this handler returns, or uWS drops it.
+  const bodyP = hasBody ? readBody(res, deps.bodyLimitBytes, () => reply.aborted) : Promise.resolve(null);
+  bodyP.catch(() => {}); // handled below; avoid an unhandled rejection while we await other things
+  void handle(route, req, bodyP, reply, deps)
+    .catch((err) => sendError(reply, err, deps.logger))
+    .then(done);
 }
 
 async function handle(
