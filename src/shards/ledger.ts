@@ -169,8 +169,9 @@ export class Ledger {
   async getAccount(accountId: string): Promise<AccountView> {
     if (!isUuid(accountId)) throw new AppError("not_found", "account not found");
     if (this.recovering) await this.recovering;
-    await this.loader.ensureLoaded([accountId]);
-    const mem = this.shardFor(accountId).accounts.get(accountId);
+    const shard = this.shardFor(accountId);
+    if (!shard.accounts.has(accountId)) await this.loader.ensureLoaded([accountId]);
+    const mem = shard.accounts.get(accountId);
     if (!mem) throw new AppError("not_found", "account not found");
     return viewOf(mem.state);
   }
