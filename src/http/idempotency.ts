@@ -5,14 +5,21 @@ import { z } from "zod";
 import { AppError } from "../errors.ts";
 import type { RouteContext } from "./router.ts";
 
-/** 1 to 255 characters, the same bound as Stripe's Idempotency-Key. */
-export const idempotencyKeySchema = z.string().min(1).max(255);
+/**
+ * 1 to 255 visible ASCII characters (0x21-0x7E), Stripe's bound. The key is echoed in the
+ * Idempotency-Key response header and passed on inside Stripe's, so nothing else may reach them:
+ * a CR or LF would let a client write headers of its own.
+ */
+export const IDEMPOTENCY_KEY_RULE = "1 to 255 visible ASCII characters (no spaces or control characters)";
+export const idempotencyKeySchema = z
+  .string()
+  .regex(/^[\x21-\x7e]{1,255}$/, `an idempotency key is ${IDEMPOTENCY_KEY_RULE}`);
 
 /** The Idempotency-Key header or body field; one is generated (and returned) when neither is sent. */
 export function idempotencyKey(ctx: RouteContext, fromBody: string | undefined): string {
   const header = ctx.req.headers.get("idempotency-key");
   if (header !== undefined && !idempotencyKeySchema.safeParse(header).success) {
-    throw new AppError("validation_error", "Idempotency-Key must be 1 to 255 characters");
+    throw new AppError("validation_error", `Idempotency-Key must be ${IDEMPOTENCY_KEY_RULE}`);
   }
   if (header !== undefined && fromBody !== undefined && header !== fromBody) {
     throw new AppError("validation_error", "Idempotency-Key header and idempotency_key field differ");

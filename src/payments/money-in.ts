@@ -3,7 +3,7 @@
 // Stripe. Each piece of Stripe news maps to one ledger command with a key derived from Stripe's
 // own id, so a deposit happens exactly once per PaymentIntent however the news arrives: the
 // synchronous confirm, a webhook, a replayed or reordered webhook, or a reconcile fix.
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import type pg from "pg";
 import type { Logger } from "pino";
 import Stripe from "stripe";
@@ -45,6 +45,21 @@ async function all<T>(list: AsyncIterable<T>): Promise<T[]> {
 
 type Outcome = "applied" | "ignored" | `error: ${string}`;
 
+/** Stripe's limit on an Idempotency-Key. */
+const STRIPE_KEY_MAX = 255;
+
+/**
+ * The key a request of ours carries to Stripe: scoped by what it is and whose, so a client's key
+ * cannot collide with another user's. A client key long enough to push it past Stripe's limit is
+ * carried as its SHA-256 instead (deterministic, so a retry still matches); shorter ones as they
+ * are, as before.
+ */
+export function stripeIdempotencyKey(what: "intent" | "purchase", userId: string, key: string): string {
+  const plain = `3am:${what}:${userId}:${key}`;
+  if (plain.length <= STRIPE_KEY_MAX) return plain;
+  return `3am:${what}:${userId}:sha256:${createHash("sha256").update(key).digest("hex")}`;
+}
+
 export class MoneyIn {
   constructor(private readonly o: MoneyInOptions) {}
 
@@ -59,7 +74,7 @@ export class MoneyIn {
           metadata: { user_id: userId },
           description: "3AM credits",
         },
-        { idempotencyKey: `3am:intent:${userId}:${key}` },
+        { idempotencyKey: stripeIdempotencyKey("intent", userId, key) },
       ),
     );
     await this.recordIntent(pi, userId);
@@ -89,7 +104,7 @@ export class MoneyIn {
           metadata: { user_id: userId },
           description: "3AM credits",
         },
-        { idempotencyKey: `3am:purchase:${userId}:${key}` },
+        { idempotencyKey: stripeIdempotencyKey("purchase", userId, key) },
       );
     } catch (err) {
       if (err instanceof Stripe.errors.StripeCardError) {

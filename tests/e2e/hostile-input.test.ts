@@ -49,3 +49,76 @@ describe("malformed percent-encodings in the path", () => {
     expect((await api.call("GET", "/api/users/no%20such%20user")).status).toBe(404);
   });
 });
+
+describe("idempotency keys", () => {
+  const BAD = [
+    "inj1\r\nSet-Cookie: pwned=1",
+    "caf\u00e9",
+    "tab\there",
+    "with space",
+    "",
+    "k".repeat(256),
+    "nul\u0000",
+  ];
+
+  it("are 1-255 visible ASCII characters on every route, in the body field and the header, else 400 that changes nothing", async () => {
+    const admin = await api.register();
+    await api.core.pool.query("UPDATE users SET role = 'admin' WHERE id = $1", [admin.id]);
+    const viewer = await api.register();
+    const creator = await api.register("creator");
+    await api.fund(viewer.id, 1000);
+    const routes: Array<{ path: string; token: string; body: Record<string, unknown> }> = [
+      {
+        path: "/api/payments/tip",
+        token: viewer.token,
+        body: { to_creator_username: creator.username, amount: 1 },
+      },
+      { path: "/api/payments/intent", token: viewer.token, body: { user_id: viewer.id, amount: 5 } },
+      {
+        path: "/api/payments/credits/purchase",
+        token: viewer.token,
+        body: { user_id: viewer.id, amount: 5, payment_method_id: "pm_card_visa" },
+      },
+      { path: `/api/admin/users/${creator.id}/suspend`, token: admin.token, body: {} },
+      { path: `/api/admin/users/${creator.id}/unsuspend`, token: admin.token, body: {} },
+    ];
+    for (const r of routes) {
+      for (const bad of BAD) {
+        const inBody = await api.call("POST", r.path, {
+          token: r.token,
+          body: { ...r.body, idempotency_key: bad },
+        });
+        expect(inBody.status, `${r.path} body ${JSON.stringify(bad)}`).toBe(400);
+        expect(inBody.body.error.code).toBe("validation_error");
+        expect(inBody.headers.get("set-cookie")).toBeNull();
+        expect(inBody.headers.get("idempotency-key")).toBeNull();
+      }
+      // A header value too long (uWS drops bytes outside ASCII from header values before we see them).
+      const long = await api.call("POST", r.path, {
+        token: r.token,
+        body: r.body,
+        headers: { "idempotency-key": "k".repeat(256) },
+      });
+      expect(long.status, `${r.path} header of 256`).toBe(400);
+    }
+    const balance = await api.call("GET", `/api/payments/balance/${viewer.id}`, { token: viewer.token });
+    expect(balance.body.balance).toBe("10.00");
+    const profile = await api.call("GET", `/api/users/${creator.username}`);
+    expect(profile.body.user.status).toBe("active");
+    // The longest allowed key still works end to end, on a purchase too (Stripe's own limit is
+    // kept by carrying a long key as its hash).
+    const longest = "k".repeat(255);
+    const bought = await api.call("POST", "/api/payments/credits/purchase", {
+      token: viewer.token,
+      body: { user_id: viewer.id, amount: 5, payment_method_id: "pm_card_visa", idempotency_key: longest },
+    });
+    expect(bought.status).toBe(201);
+    expect(bought.headers.get("idempotency-key")).toBe(longest);
+    const again = await api.call("POST", "/api/payments/credits/purchase", {
+      token: viewer.token,
+      body: { user_id: viewer.id, amount: 5, payment_method_id: "pm_card_visa", idempotency_key: longest },
+    });
+    expect(again.body.payment_intent_id).toBe(bought.body.payment_intent_id);
+    expect(again.body.balance.balance).toBe("15.00");
+  });
+});
