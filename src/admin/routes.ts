@@ -26,7 +26,14 @@ const fraudQuery = z.strictObject({
   user_id: z.uuid().optional(),
   rule: z.enum(FRAUD_RULES).optional(),
   severity: z.enum(SEVERITIES).optional(),
-  since: z.iso.datetime({ offset: true }).optional(),
+  // Year 0 and beyond 9999 parse as ISO but not as a Postgres timestamp (22008).
+  since: z.iso
+    .datetime({ offset: true })
+    .refine((t) => {
+      const year = new Date(t).getUTCFullYear();
+      return year >= 1 && year <= 9999;
+    }, "since must be a time between the years 1 and 9999")
+    .optional(),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
 });
 

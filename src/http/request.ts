@@ -27,7 +27,13 @@ export function snapshotRequest(res: HttpResponse, req: HttpRequest, paramCount:
     url: req.getUrl(),
     // Parsed on first use: the tip path never reads a query string.
     get query() {
-      query ??= new URLSearchParams(rawQuery);
+      if (query === null) {
+        const parsed = new URLSearchParams(rawQuery);
+        for (const [k, v] of parsed) {
+          if (k.includes("\0") || v.includes("\0")) throw nulRefused("the query string");
+        }
+        query = parsed;
+      }
       return query;
     },
     params,
@@ -38,13 +44,32 @@ export function snapshotRequest(res: HttpResponse, req: HttpRequest, paramCount:
 
 /** A percent-encoded path segment; a malformed escape (say "%E0%A4%A") is the client's error. */
 function decodePathSegment(raw: string): string {
+  let decoded: string;
   try {
-    return decodeURIComponent(raw);
+    decoded = decodeURIComponent(raw);
   } catch {
     throw new AppError("validation_error", "the path holds a malformed percent-encoding", {
       segment: raw.slice(0, 200),
     });
   }
+  if (decoded.includes("\0")) throw nulRefused("the path");
+  return decoded;
+}
+
+/**
+ * No text we keep may hold a NUL: Postgres refuses it in text columns (22021), which would turn
+ * the client's mistake into a 500. Refused at the edge, for the path, the query and JSON bodies.
+ */
+function nulRefused(where: string): AppError {
+  return new AppError("validation_error", `${where} holds a NUL character (\\u0000), which no field accepts`);
+}
+
+function holdsNul(v: unknown): boolean {
+  if (typeof v === "string") return v.includes("\0");
+  if (v === null || typeof v !== "object") return false;
+  if (Array.isArray(v)) return v.some(holdsNul);
+  for (const [k, x] of Object.entries(v)) if (k.includes("\0") || holdsNul(x)) return true;
+  return false;
 }
 
 /**
@@ -85,11 +110,15 @@ export function readBody(
 export function parseJsonObject(body: Buffer | null): Record<string, unknown> {
   if (!body || body.length === 0) return {};
   let value: unknown;
+  const text = body.toString("utf8");
   try {
-    value = JSON.parse(body.toString("utf8"));
+    value = JSON.parse(text);
   } catch {
     throw new AppError("validation_error", "the request body is not valid JSON");
   }
+  // JSON can only carry a NUL as the escape \u0000 ("u" is lowercase in JSON, "0" has no case),
+  // so the walk runs only for bodies that contain it.
+  if (text.includes("\\u0000") && holdsNul(value)) throw nulRefused("the request body");
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     throw new AppError("validation_error", "the request body must be a JSON object");
   }

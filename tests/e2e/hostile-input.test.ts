@@ -122,3 +122,51 @@ describe("idempotency keys", () => {
     expect(again.body.balance.balance).toBe("15.00");
   });
 });
+
+describe("text Postgres cannot store", () => {
+  it("a NUL anywhere in a body, path or query, and an out-of-range time, answer 400, never 500", async () => {
+    const admin = await api.register();
+    await api.core.pool.query("UPDATE users SET role = 'admin' WHERE id = $1", [admin.id]);
+    const viewer = await api.register();
+    await api.fund(viewer.id, 1000);
+    const nul = "a\u0000b";
+    const cases: Array<[string, string, { token?: string; body?: unknown }]> = [
+      [
+        "POST",
+        "/api/users/register",
+        {
+          body: {
+            email: "n@example.test",
+            username: "nul_user",
+            display_name: nul,
+            password: "securepass123",
+          },
+        },
+      ],
+      ["PUT", `/api/users/${viewer.id}`, { token: viewer.token, body: { bio: nul } }],
+      ["PUT", `/api/users/${viewer.id}`, { token: viewer.token, body: { [nul]: "x" } }],
+      ["POST", "/api/payments/tip", { token: viewer.token, body: { to_creator_username: nul, amount: 1 } }],
+      ["GET", "/api/users/a%00b", {}],
+      ["GET", "/api/admin/fraud-logs?rule=a%00b", { token: admin.token }],
+      ["GET", "/api/admin/fraud-logs?since=0000-01-01T00:00:00Z", { token: admin.token }],
+      ["GET", "/api/admin/fraud-logs?since=9999-12-31T23:59:60Z", { token: admin.token }],
+    ];
+    for (const [method, path, opts] of cases) {
+      const r = await api.call(method, path, opts);
+      expect(
+        r.status,
+        `${method} ${path} ${JSON.stringify(opts.body ?? null)}: ${JSON.stringify(r.body)}`,
+      ).toBe(400);
+      expect(r.body.error.code).toBe("validation_error");
+    }
+    // An escaped backslash before "u0000" is no NUL: that string is taken as it is.
+    const fine = await api.call("PUT", `/api/users/${viewer.id}`, {
+      token: viewer.token,
+      raw: '{"bio":"\\\\u0000"}',
+    });
+    expect(fine.status).toBe(200);
+    expect(fine.body.user.bio).toBe("\\u0000");
+    const balance = await api.call("GET", `/api/payments/balance/${viewer.id}`, { token: viewer.token });
+    expect(balance.body.balance).toBe("10.00");
+  });
+});
