@@ -265,6 +265,9 @@ class PersistLane {
       // These entries are now delivered to us but unacknowledged: re-read them from our pending
       // list ("0") next round, or ">" would skip them for good.
       this.pendingFirst = true;
+      // The backlog is the whole WAL of these streams, not just this round (Postgres may be
+      // down for long while tips keep coming): what /readyz reports as unpersisted.
+      this.backlog = Math.max(entries.length, await this.entriesInStreams().catch(() => 0));
       throw err;
     }
     await this.ackAndTrim(written);
@@ -273,6 +276,15 @@ class PersistLane {
     for (const e of written) this.stats.events += e.events.length;
     this.backlog = Math.max(0, entries.length - written.length);
     return written.length;
+  }
+
+  /** Entries in this lane's streams: unpersisted, or persisted and held by a trim floor. */
+  private async entriesInStreams(): Promise<number> {
+    const pipe = this.o.redis.pipeline();
+    for (const s of this.shards) pipe.xlen(this.keys.walStream(s));
+    let n = 0;
+    for (const [err, len] of (await pipe.exec()) ?? []) if (!err) n += Number(len);
+    return n;
   }
 
   private async writeSkippingHalted(entries: Entry[]): Promise<Entry[]> {

@@ -207,6 +207,8 @@ describe("failures", () => {
     await waitFor(() => a.ledger.probe().quiescent(), 5000, "credits durable");
     // The persister (in its thread) reports every 100 ms: the lag shows up, and keeps growing.
     await waitFor(() => a.persister.health().walLagMs > 0, 5000, "WAL lag reported");
+    // And the backlog: every entry the tips wrote is unpersisted, not just the last round's.
+    await waitFor(() => a.persister.health().unpersistedEntries > 0, 5000, "unpersisted entries reported");
     await admin.query(`ALTER DATABASE ${env.name} ALLOW_CONNECTIONS true`);
     await admin.end();
     await settle(a);
