@@ -84,7 +84,11 @@ export async function startCore(
   // ledger first, so nothing more is acknowledged, then tells the entry point.
   let ledger: Ledger | null = null;
   let persister: PersisterLike | null = null;
+  let lostAlready = false;
   const lost = (why: string) => {
+    // Both the lease renewal and a refused append may notice; the first one acts.
+    if (lostAlready) return;
+    lostAlready = true;
     ledger?.stopOwning(why);
     // The new owner persists the WAL from here; this one's lanes would only compete with it.
     void persister?.stop().catch(() => {});

@@ -3,6 +3,7 @@
 // src/wal and src/persist implement them; the entry point wires them in.
 import type { WalEvent } from "../ledger/events.ts";
 import type { AccountMem, KeyRecord } from "../ledger/state.ts";
+import type { FraudLimits } from "../ledger/types.ts";
 
 export interface WalAppend {
   shard: number;
@@ -52,5 +53,5 @@ export interface LedgerSettings {
   idempotencyTtlMs: number;
   /** Most WAL entries per shard read at once during recovery. */
   recoveryPageEntries: number;
-  limits: import("../ledger/types.ts").FraudLimits;
+  limits: FraudLimits;
 }
