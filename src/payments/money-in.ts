@@ -7,6 +7,7 @@ import { createHash, randomUUID } from "node:crypto";
 import type pg from "pg";
 import type { Logger } from "pino";
 import Stripe from "stripe";
+import { z } from "zod";
 import { AppError } from "../errors.ts";
 import { isUuid } from "../ledger/accounts.ts";
 import type { Ledger } from "../shards/ledger.ts";
@@ -44,6 +45,25 @@ async function all<T>(list: AsyncIterable<T>): Promise<T[]> {
 }
 
 type Outcome = "applied" | "ignored" | `error: ${string}`;
+
+const PRINTABLE_ID = /^[\x21-\x7e]{1,255}$/;
+
+/** What a verified event must hold before it is stored and acted on (Stripe's own always do). */
+const eventShape = z.object({
+  id: z.string().regex(PRINTABLE_ID),
+  type: z.string().regex(/^[a-z_.]{1,100}$/),
+  // Seconds since 1970, no later than 2100: Postgres' to_timestamp takes it as it is.
+  created: z.number().int().min(0).max(4_102_444_800),
+  data: z.object({ object: z.looseObject({ id: z.string().regex(PRINTABLE_ID) }) }),
+});
+
+/** Why an event cannot be taken, or null: its shape, or a NUL that no jsonb column can hold. */
+function malformedEvent(event: unknown, raw: Buffer): string | null {
+  const r = eventShape.safeParse(event);
+  if (!r.success) return r.error.issues.map((i) => `${i.path.join(".") || "event"}: ${i.message}`).join("; ");
+  if (raw.includes("\\u0000")) return "it holds a NUL character";
+  return null;
+}
 
 /** Stripe's limit on an Idempotency-Key. */
 const STRIPE_KEY_MAX = 255;
@@ -140,6 +160,20 @@ export class MoneyIn {
         reason: (err as Error).message,
       });
     }
+    const malformed = malformedEvent(event, raw);
+    if (malformed) {
+      // Refused, and on record as refused when it names an id we can key it by: it is never
+      // left half-processed, and a redelivery is refused again.
+      const id = (event as { id?: unknown } | null)?.id;
+      if (typeof id === "string" && PRINTABLE_ID.test(id)) {
+        await this.o.pool.query(
+          `INSERT INTO stripe_events (id, type, stripe_created_at, payload, processed_at, outcome)
+           VALUES ($1, 'malformed', now(), '{}'::jsonb, now(), $2) ON CONFLICT (id) DO NOTHING`,
+          [id, `refused: ${malformed}`],
+        );
+      }
+      throw new AppError("validation_error", `the webhook event is malformed: ${malformed}`);
+    }
     const seen = await this.o.pool.query<{ processed_at: Date | null; outcome: string | null }>(
       `INSERT INTO stripe_events (id, type, stripe_created_at, payload) VALUES ($1, $2, to_timestamp($3), $4)
        ON CONFLICT (id) DO UPDATE SET deliveries = stripe_events.deliveries + 1
@@ -167,16 +201,24 @@ export class MoneyIn {
     return { duplicate: false, outcome };
   }
 
+  /**
+   * A webhook is a hint, Stripe is the truth: a signed event only says which object changed, and
+   * that object is fetched from Stripe before anything is credited or taken back. A leaked
+   * webhook secret is then no way to mint credits: a forged amount, status or owner in the body
+   * is never read.
+   */
   private async applyEvent(event: Stripe.Event): Promise<Outcome> {
+    const id = (event.data.object as { id: string }).id;
+    const { stripe } = this.o;
     switch (event.type) {
       case "payment_intent.succeeded": {
-        const pi = event.data.object;
+        const pi = await this.stripeCall(() => stripe.paymentIntents.retrieve(id));
         await this.deposit(pi);
         await this.recordIntent(pi);
         return "applied";
       }
       case "payment_intent.payment_failed": {
-        const pi = event.data.object;
+        const pi = await this.stripeCall(() => stripe.paymentIntents.retrieve(id));
         await this.recordIntent(
           pi,
           undefined,
@@ -185,11 +227,11 @@ export class MoneyIn {
         return "applied";
       }
       case "charge.refunded":
-        return this.applyRefunds(event.data.object);
+        return this.applyRefunds(await this.stripeCall(() => stripe.charges.retrieve(id)));
       case "charge.dispute.created":
-        return this.applyDispute(event.data.object);
+        return this.applyDispute(await this.stripeCall(() => stripe.disputes.retrieve(id)));
       case "charge.dispute.closed":
-        return this.applyDisputeClosed(event.data.object);
+        return this.applyDisputeClosed(await this.stripeCall(() => stripe.disputes.retrieve(id)));
       default:
         return "ignored";
     }
@@ -221,10 +263,9 @@ export class MoneyIn {
     paymentIntent: string | Stripe.PaymentIntent | null,
   ): Promise<Stripe.PaymentIntent> {
     if (!paymentIntent) throw new AppError("validation_error", "the charge has no PaymentIntent");
-    const pi =
-      typeof paymentIntent === "string"
-        ? await this.stripeCall(() => this.o.stripe.paymentIntents.retrieve(paymentIntent))
-        : paymentIntent;
+    // Always Stripe's own copy, even when an expanded object came along.
+    const piId = typeof paymentIntent === "string" ? paymentIntent : paymentIntent.id;
+    const pi = await this.stripeCall(() => this.o.stripe.paymentIntents.retrieve(piId));
     // News can arrive out of order: a refund before the success it refunds. Depositing first
     // (a no-op when done) keeps the account from going into debt for credits it is owed.
     if (pi.status === "succeeded") await this.deposit(pi);
@@ -346,7 +387,6 @@ export class MoneyIn {
       [succeeded.map((pi) => pi.id), opts.from, opts.to],
     );
     const byIntent = new Map(deposits.rows.map((r) => [r.stripe_payment_id, r]));
-    const known = new Set(intents.map((pi) => pi.id));
 
     const missingDeposits: Array<{
       payment_intent_id: string;
@@ -379,8 +419,21 @@ export class MoneyIn {
       amount_cents: number;
       reason: string;
     }> = [];
+    const listed = new Map(intents.map((pi) => [pi.id, pi]));
     for (const d of deposits.rows) {
-      if (known.has(d.stripe_payment_id)) continue;
+      const pi = listed.get(d.stripe_payment_id);
+      if (pi) {
+        // Listed but not succeeded: credits for money Stripe never received.
+        if (pi.status !== "succeeded") {
+          unknownToStripe.push({
+            payment_intent_id: d.stripe_payment_id,
+            user_id: d.account_id,
+            amount_cents: Number(d.amount_cents),
+            reason: `stripe says ${pi.status}`,
+          });
+        }
+        continue;
+      }
       try {
         const pi = await this.o.stripe.paymentIntents.retrieve(d.stripe_payment_id);
         if (pi.status !== "succeeded") {

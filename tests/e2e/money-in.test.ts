@@ -437,3 +437,157 @@ describe("reconcile", () => {
     expect(stored.rows[0].n).toBe(3);
   });
 });
+
+describe("webhooks are hints, Stripe is the truth", () => {
+  const postSigned = (event: unknown) => {
+    const payload = JSON.stringify(event);
+    return fetch(`${api.base}/api/payments/webhook`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "stripe-signature": signStripePayload(payload, WEBHOOK_SECRET),
+      },
+      body: payload,
+    });
+  };
+  const succeededEvent = (pi: Record<string, unknown>) => ({
+    id: `evt_claim_${randomUUID().slice(0, 8)}`,
+    object: "event",
+    type: "payment_intent.succeeded",
+    created: Math.floor(Date.now() / 1000),
+    data: { object: { object: "payment_intent", currency: "usd", status: "succeeded", ...pi } },
+  });
+
+  it("credits what Stripe says a PaymentIntent received, whatever a signed event claims (issue 12 item 3)", async () => {
+    const user = await api.register();
+    const other = await api.register();
+    // 1. An invented PaymentIntent for $1,000,000: Stripe does not know it, nothing is credited.
+    const unknown = await postSigned(
+      succeededEvent({
+        id: `pi_invented_${randomUUID().slice(0, 8)}`,
+        amount: 100_000_000,
+        amount_received: 100_000_000,
+        metadata: { user_id: user.id },
+      }),
+    );
+    expect(unknown.status).toBe(200);
+    // 2. A real $1 PaymentIntent never paid, claimed as $500 received.
+    const unpaid = await sdk().paymentIntents.create({
+      amount: 100,
+      currency: "usd",
+      metadata: { user_id: user.id },
+    });
+    expect(unpaid.status).not.toBe("succeeded");
+    expect(
+      (
+        await postSigned(
+          succeededEvent({
+            id: unpaid.id,
+            amount: 50_000,
+            amount_received: 50_000,
+            metadata: { user_id: user.id },
+          }),
+        )
+      ).status,
+    ).toBe(200);
+    // 3. A real paid $5 purchase, claimed again as $500 and for another user.
+    const paid = await purchase(user, 5);
+    expect(paid.status).toBe(201);
+    const claim = succeededEvent({
+      id: paid.body.payment_intent_id,
+      amount: 50_000,
+      amount_received: 50_000,
+      metadata: { user_id: other.id },
+    });
+    expect((await postSigned(claim)).status).toBe(200);
+    // 4. A dispute "won" that Stripe never saw, for $1,000.
+    const forgedDispute = await postSigned({
+      id: `evt_claim_${randomUUID().slice(0, 8)}`,
+      object: "event",
+      type: "charge.dispute.closed",
+      created: Math.floor(Date.now() / 1000),
+      data: {
+        object: {
+          id: `dp_invented_${randomUUID().slice(0, 8)}`,
+          object: "dispute",
+          amount: 100_000,
+          status: "won",
+          payment_intent: paid.body.payment_intent_id,
+        },
+      },
+    });
+    expect(forgedDispute.status).toBe(200);
+    expect(await deposits(user.id)).toEqual([{ pi: paid.body.payment_intent_id, cents: 500 }]);
+    expect(await deposits(other.id)).toEqual([]);
+    expect(await balanceOf(user.id)).toBe(500);
+    expect(await balanceOf(other.id)).toBe(0);
+    const outcomes = await env.pool.query<{ outcome: string }>(
+      "SELECT outcome FROM stripe_events WHERE id LIKE 'evt_claim_%' AND outcome LIKE 'error:%'",
+    );
+    expect(outcomes.rows.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it("reconcile flags a deposit whose PaymentIntent Stripe lists as not succeeded", async () => {
+    const user = await api.register();
+    const unpaid = await sdk().paymentIntents.create({
+      amount: 300,
+      currency: "usd",
+      metadata: { user_id: user.id },
+    });
+    // A deposit as a forged event used to make one: keyed like a real one, for money never received.
+    await api.core.ledger.submit({
+      kind: "deposit",
+      key: `stripe:pi:${unpaid.id}`,
+      accountId: user.id,
+      amountCents: 50_000,
+      stripePaymentId: unpaid.id,
+    });
+    const r = await api.call("POST", "/api/payments/reconcile", { token: admin.token, body: {} });
+    expect(r.status).toBe(200);
+    expect(r.body.report.ok).toBe(false);
+    expect(r.body.report.unknown_to_stripe.filter((x: { user_id: string }) => x.user_id === user.id)).toEqual(
+      [
+        expect.objectContaining({
+          payment_intent_id: unpaid.id,
+          amount_cents: 50_000,
+          reason: `stripe says ${unpaid.status}`,
+        }),
+      ],
+    );
+  });
+
+  it("refuses a malformed signed event with 400 and never leaves it half-processed (issue 12 item 8)", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const id = () => `evt_bad_${randomUUID().slice(0, 8)}`;
+    const good = {
+      object: "event",
+      type: "payment_intent.succeeded",
+      created: now,
+      data: { object: { id: "pi_x" } },
+    };
+    const bodies: unknown[] = [
+      [],
+      null,
+      {},
+      { ...good, id: id(), type: undefined },
+      { ...good, id: id(), data: undefined },
+      { ...good, id: id(), data: { object: null } },
+      { ...good, id: id(), created: "yesterday" },
+      { ...good, id: id(), created: 1e20 },
+      { ...good, id: "evt_\u0000nul" },
+      { ...good, id: id(), data: { object: { id: "pi_x", description: "a\u0000b" } } },
+    ];
+    for (const body of bodies) {
+      const r = await postSigned(body);
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect(((await r.json()) as { error: { code: string } }).error.code).toBe("validation_error");
+    }
+    const open = await env.pool.query("SELECT id FROM stripe_events WHERE processed_at IS NULL");
+    expect(open.rows).toEqual([]);
+    const refused = await env.pool.query<{ outcome: string }>(
+      "SELECT outcome FROM stripe_events WHERE id LIKE 'evt_bad_%'",
+    );
+    expect(refused.rows.length).toBe(6);
+    for (const row of refused.rows) expect(row.outcome).toMatch(/^refused: /);
+  });
+});
