@@ -5,7 +5,7 @@ import { z } from "zod";
 import { AppError } from "../errors.ts";
 import type { Ledger } from "../shards/ledger.ts";
 import { FRAUD_RULES, SEVERITIES, type StatusResult } from "../ledger/types.ts";
-import { requireAdmin, uuidFrom } from "../http/access.ts";
+import { type RoleSource, requireAdmin, uuidFrom } from "../http/access.ts";
 import { centsToDollars } from "../ledger/money.ts";
 import { idempotencyKey, idempotencyKeySchema } from "../http/idempotency.ts";
 import type { RouteDef } from "../http/router.ts";
@@ -14,6 +14,7 @@ import type { UserStore } from "../users/user-store.ts";
 export interface AdminRouteDeps {
   ledger: Ledger;
   users: UserStore;
+  roles: RoleSource;
   pool: pg.Pool;
 }
 
@@ -43,7 +44,7 @@ export function adminRoutes(d: AdminRouteDeps): RouteDef[] {
     path: `/api/admin/users/:userId/${status === "active" ? "unsuspend" : "suspend"}`,
     auth: "user",
     async handler(ctx) {
-      await requireAdmin(ctx, d.users);
+      await requireAdmin(ctx, d.roles);
       const id = uuidFrom(ctx, 0, "userId");
       const b = statusBody.parse(ctx.body);
       const key = idempotencyKey(ctx, b.idempotency_key);
@@ -67,7 +68,7 @@ export function adminRoutes(d: AdminRouteDeps): RouteDef[] {
       path: "/api/admin/fraud-logs",
       auth: "user",
       async handler(ctx) {
-        await requireAdmin(ctx, d.users);
+        await requireAdmin(ctx, d.roles);
         const q = fraudQuery.parse(Object.fromEntries(ctx.req.query));
         const where: string[] = [];
         const args: unknown[] = [];

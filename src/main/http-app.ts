@@ -17,6 +17,7 @@ import { moneyInRoutes } from "../payments/money-in-routes.ts";
 import { paymentRoutes } from "../payments/routes.ts";
 import type { StripeSetup } from "../payments/stripe.ts";
 import { userRoutes } from "../users/routes.ts";
+import { Roles } from "../users/roles.ts";
 import { UserStore } from "../users/user-store.ts";
 import type { Core } from "./core.ts";
 
@@ -62,6 +63,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       ? new SupabaseIdentity(config.SUPABASE_URL, config.SUPABASE_SERVICE_KEY)
       : new LocalIdentity(hasher);
   const users = new UserStore(core.pool);
+  const roles = new Roles(users, core.ledger);
   const moneyIn = new MoneyIn({
     stripe: stripe.stripe,
     webhookSecret: stripe.webhookSecret,
@@ -97,10 +99,16 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   registerHealth(http.app, probes);
   registerMetrics(http.app, metrics, config.METRICS_TOKEN, logger);
   http.register([
-    ...userRoutes({ users, identity, tokens, ledger: core.ledger }),
-    ...paymentRoutes({ ledger: core.ledger, users, tipAmountsUsd: config.TIP_AMOUNTS_USD }),
-    ...moneyInRoutes({ moneyIn, users, minUsd: config.PURCHASE_MIN_USD, maxUsd: config.PURCHASE_MAX_USD }),
-    ...adminRoutes({ ledger: core.ledger, users, pool: core.pool }),
+    ...userRoutes({ users, roles, identity, tokens, ledger: core.ledger }),
+    ...paymentRoutes({ ledger: core.ledger, users, roles, tipAmountsUsd: config.TIP_AMOUNTS_USD }),
+    ...moneyInRoutes({
+      moneyIn,
+      users,
+      roles,
+      minUsd: config.PURCHASE_MIN_USD,
+      maxUsd: config.PURCHASE_MAX_USD,
+    }),
+    ...adminRoutes({ ledger: core.ledger, users, roles, pool: core.pool }),
   ]);
 
   return {

@@ -3,7 +3,7 @@
 // to Stripe and the ledger.
 import { z } from "zod";
 import { AppError } from "../errors.ts";
-import { requireAdmin } from "../http/access.ts";
+import { type RoleSource, requireAdmin } from "../http/access.ts";
 import { idempotencyKey, idempotencyKeySchema } from "../http/idempotency.ts";
 import type { RouteDef } from "../http/router.ts";
 import { centsToDollars, dollarsToCents } from "../ledger/money.ts";
@@ -14,6 +14,7 @@ import { balanceJson } from "./present.ts";
 export interface MoneyInRouteDeps {
   moneyIn: MoneyIn;
   users: UserStore;
+  roles: RoleSource;
   minUsd: number;
   maxUsd: number;
 }
@@ -119,7 +120,7 @@ export function moneyInRoutes(d: MoneyInRouteDeps): RouteDef[] {
       path: "/api/payments/reconcile",
       auth: "user",
       async handler(ctx) {
-        await requireAdmin(ctx, d.users);
+        await requireAdmin(ctx, d.roles);
         const b = reconcileBody.parse(ctx.body);
         const to = b.to ? new Date(b.to) : new Date();
         const from = b.from ? new Date(b.from) : new Date(to.getTime() - 7 * DAY_MS);

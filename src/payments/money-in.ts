@@ -85,6 +85,7 @@ export class MoneyIn {
 
   /** Creates a PaymentIntent for the client to confirm; the deposit follows its webhook. */
   async createIntent(userId: string, amountCents: number, key: string): Promise<Stripe.PaymentIntent> {
+    await this.chargeable(userId);
     const pi = await this.stripeCall(() =>
       this.o.stripe.paymentIntents.create(
         {
@@ -112,6 +113,7 @@ export class MoneyIn {
     paymentMethod: string,
     key: string,
   ): Promise<PurchaseResult> {
+    await this.chargeable(userId);
     let pi: Stripe.PaymentIntent;
     try {
       pi = await this.o.stripe.paymentIntents.create(
@@ -144,6 +146,19 @@ export class MoneyIn {
       return { paymentIntent: pi, account: r.account };
     }
     return { paymentIntent: pi, account: await this.o.ledger.getAccount(userId) };
+  }
+
+  /**
+   * Nobody is charged who could not be credited: the user and their ledger account must exist
+   * (a token outlives a deleted user) and the ledger must not have them suspended.
+   */
+  private async chargeable(userId: string): Promise<void> {
+    const row = await this.o.pool.query("SELECT 1 FROM users WHERE id = $1", [userId]);
+    if (row.rowCount === 0) throw new AppError("not_found", "user not found");
+    const account = await this.o.ledger.getAccount(userId);
+    if (account.status === "suspended") {
+      throw new AppError("account_suspended", "a suspended account cannot buy credits");
+    }
   }
 
   /** Verifies a webhook delivery's signature and applies it once; returns what was done. */

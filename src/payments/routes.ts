@@ -5,7 +5,7 @@ import { AppError } from "../errors.ts";
 import type { Ledger } from "../shards/ledger.ts";
 import { dollarsToCents } from "../ledger/money.ts";
 import type { TxResult } from "../ledger/types.ts";
-import { requireSelfOrAdmin, uuidFrom } from "../http/access.ts";
+import { type RoleSource, requireSelfOrAdmin, uuidFrom } from "../http/access.ts";
 import { idempotencyKey, idempotencyKeySchema } from "../http/idempotency.ts";
 import type { RouteDef } from "../http/router.ts";
 import type { UserStore } from "../users/user-store.ts";
@@ -14,6 +14,7 @@ import { balanceJson, transactionJson } from "./present.ts";
 export interface PaymentRouteDeps {
   ledger: Ledger;
   users: UserStore;
+  roles: RoleSource;
   tipAmountsUsd: number[];
 }
 
@@ -65,7 +66,7 @@ export function paymentRoutes(d: PaymentRouteDeps): RouteDef[] {
       auth: "user",
       async handler(ctx) {
         const id = uuidFrom(ctx, 0, "userId");
-        await requireSelfOrAdmin(ctx, d.users, id);
+        await requireSelfOrAdmin(ctx, d.roles, id);
         return { status: 200, body: balanceJson(await d.ledger.getAccount(id)) };
       },
     },

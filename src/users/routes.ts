@@ -9,6 +9,7 @@ import type { Ledger } from "../shards/ledger.ts";
 import { requireSelfOrAdmin, uuidFrom } from "../http/access.ts";
 import type { RouteDef } from "../http/router.ts";
 import { publicUserJson, userJson } from "./present.ts";
+import type { Roles } from "./roles.ts";
 import type { UserRow, UserStore } from "./user-store.ts";
 
 const registerBody = z.strictObject({
@@ -38,12 +39,12 @@ export interface UserRouteDeps {
   identity: IdentityProvider;
   tokens: TokenService;
   ledger: Ledger;
+  roles: Roles;
 }
 
 export function userRoutes(d: UserRouteDeps): RouteDef[] {
   /** The live status comes from the ledger (users.status follows it asynchronously). */
-  const status = async (u: UserRow) =>
-    (await d.ledger.getAccount(u.id).catch(() => null))?.status ?? u.status;
+  const status = (u: UserRow) => d.roles.status(u.id, u.status);
   return [
     {
       method: "post",
@@ -105,10 +106,13 @@ export function userRoutes(d: UserRouteDeps): RouteDef[] {
       auth: "user",
       async handler(ctx) {
         const id = uuidFrom(ctx, 0, "userId");
-        await requireSelfOrAdmin(ctx, d.users, id);
+        await requireSelfOrAdmin(ctx, d.roles, id);
         const user = await d.users.byId(id);
         if (!user) throw new AppError("not_found", "user not found");
         if (user.role === "admin") throw new AppError("conflict", "admins are not upgraded to creators");
+        if ((await status(user)) === "suspended") {
+          throw new AppError("account_suspended", "a suspended account cannot become a creator");
+        }
         // Upgrading a creator again changes nothing and answers the same: idempotent.
         const updated = user.role === "creator" ? user : await d.users.setRole(id, "creator");
         return { status: 200, body: { user: userJson(updated!, await status(updated!)) } };
@@ -120,7 +124,7 @@ export function userRoutes(d: UserRouteDeps): RouteDef[] {
       auth: "user",
       async handler(ctx) {
         const id = uuidFrom(ctx, 0, "userId");
-        await requireSelfOrAdmin(ctx, d.users, id);
+        await requireSelfOrAdmin(ctx, d.roles, id);
         const b = updateBody.parse(ctx.body);
         const updated = await d.users.updateProfile(id, b);
         if (!updated) throw new AppError("not_found", "user not found");

@@ -170,3 +170,58 @@ describe("text Postgres cannot store", () => {
     expect(balance.body.balance).toBe("10.00");
   });
 });
+
+describe("who may be charged, and suspensions on every route (issue 12 items 4 and 9)", () => {
+  const buy = (u: { id: string; token: string }) =>
+    api.call("POST", "/api/payments/credits/purchase", {
+      token: u.token,
+      body: { user_id: u.id, amount: 5, payment_method_id: "pm_card_visa" },
+    });
+  const intent = (u: { id: string; token: string }) =>
+    api.call("POST", "/api/payments/intent", { token: u.token, body: { user_id: u.id, amount: 5 } });
+  const intentsOf = async (id: string) =>
+    (await api.core.pool.query("SELECT id FROM stripe_payment_intents WHERE user_id = $1", [id])).rows.length;
+
+  it("charges nobody whose account is gone, with a token still valid", async () => {
+    const gone = await api.register();
+    await api.core.pool.query("DELETE FROM ledger WHERE id = $1", [gone.id]);
+    await api.core.pool.query("DELETE FROM users WHERE id = $1", [gone.id]);
+    for (const r of [await buy(gone), await intent(gone)]) {
+      expect(r.status).toBe(404);
+      expect(r.body.error.code).toBe("not_found");
+    }
+    expect(await intentsOf(gone.id)).toBe(0);
+  });
+
+  it("a suspension takes effect at once: no purchase, no intent, no upgrade, no admin rights", async () => {
+    const admin = await api.register();
+    const other = await api.register();
+    await api.core.pool.query("UPDATE users SET role = 'admin' WHERE id = ANY($1::uuid[])", [
+      [admin.id, other.id],
+    ]);
+    const viewer = await api.register();
+    for (const u of [viewer, other]) {
+      const s = await api.call("POST", `/api/admin/users/${u.id}/suspend`, { token: admin.token, body: {} });
+      expect(s.status).toBe(200);
+    }
+    // Straight after the answer, before the persister has mirrored it into users.status.
+    const refused = [
+      await buy(viewer),
+      await intent(viewer),
+      await api.call("POST", `/api/users/${viewer.id}/upgrade`, { token: viewer.token }),
+    ];
+    const fraudLogs = await api.call("GET", "/api/admin/fraud-logs", { token: other.token });
+    for (const r of refused) {
+      expect(r.status, JSON.stringify(r.body)).toBe(422);
+      expect(r.body.error.code).toBe("account_suspended");
+    }
+    expect(fraudLogs.status).toBe(403);
+    expect(await intentsOf(viewer.id)).toBe(0);
+    const reinstated = await api.call("POST", `/api/admin/users/${viewer.id}/unsuspend`, {
+      token: admin.token,
+      body: {},
+    });
+    expect(reinstated.status).toBe(200);
+    expect((await buy(viewer)).status).toBe(201);
+  });
+});
