@@ -111,6 +111,15 @@ export const configSchema = z.object({
   PURCHASE_MIN_USD: z.coerce.number().positive().default(1),
   PURCHASE_MAX_USD: z.coerce.number().positive().default(500),
 
+  /**
+   * How long a request may wait for Postgres before it answers 503 with Retry-After: a new
+   * connection, a statement (server-side, and client-side a second later for an answer lost on
+   * the network), and a transaction left idle (server-side, releasing its locks).
+   */
+  PG_CONNECT_TIMEOUT_MS: int(3000, 100),
+  PG_STATEMENT_TIMEOUT_MS: int(10_000, 100),
+  PG_IDLE_IN_TRANSACTION_TIMEOUT_MS: int(30_000, 100),
+
   /** Apply migrations in sql/ on start. */
   MIGRATE_ON_START: bool(true),
 });

@@ -5,8 +5,29 @@ import pg from "pg";
 // bigint columns hold cents and versions; they stay far below 2^53, so read them as numbers.
 pg.types.setTypeParser(20, (v) => Number(v));
 
-export function createPool(url: string, max = 10): pg.Pool {
-  return new pg.Pool({ connectionString: url, max });
+/** Bounds on how long anything may wait for Postgres; unset, a wait is unbounded. */
+export interface PoolLimits {
+  /** Giving up on a new connection (a black-holed network never answers the handshake). */
+  connectTimeoutMs?: number;
+  /** Server-side statement_timeout, and a client-side wait a second longer for a lost answer. */
+  statementTimeoutMs?: number;
+  /** Server-side: a transaction left idle this long is ended, its locks released. */
+  idleInTransactionTimeoutMs?: number;
+}
+
+export function createPool(url: string, max = 10, limits: PoolLimits = {}): pg.Pool {
+  return new pg.Pool({
+    connectionString: url,
+    max,
+    keepAlive: true,
+    ...(limits.connectTimeoutMs ? { connectionTimeoutMillis: limits.connectTimeoutMs } : {}),
+    ...(limits.statementTimeoutMs
+      ? { statement_timeout: limits.statementTimeoutMs, query_timeout: limits.statementTimeoutMs + 1000 }
+      : {}),
+    ...(limits.idleInTransactionTimeoutMs
+      ? { idle_in_transaction_session_timeout: limits.idleInTransactionTimeoutMs }
+      : {}),
+  });
 }
 
 /** Creates the database named in `url` if it does not exist (connects to `postgres` to do it). */

@@ -2,6 +2,7 @@
 // Helmet sets by default), and mapping any thrown error to the one error shape.
 import type { HttpResponse } from "uWebSockets.js";
 import { ZodError } from "zod";
+import { isDatabaseUnavailable } from "../db/errors.ts";
 import { AppError } from "../errors.ts";
 import { httpStatusOf } from "./errors.ts";
 
@@ -89,15 +90,25 @@ export function sendText(r: Reply, status: number, contentType: string, text: st
 
 export interface ErrorLogger {
   error(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
 }
 
 /** The one place an error becomes a response: expected errors by code, anything else a 500. */
+/** What a 503 tells the client to wait before the retry (with the same idempotency key). */
+const UNAVAILABLE_RETRY_AFTER_S = "1";
+
 export function sendError(r: Reply, err: unknown, logger: ErrorLogger): void {
+  if (isDatabaseUnavailable(err)) {
+    logger.warn({ err: (err as Error).message }, "Postgres unavailable; answering 503");
+    err = new AppError("unavailable", "the database is unavailable; retry shortly with the same key");
+  }
   if (err instanceof AppError) {
     const retry = (err.details as { retry_after_s?: number } | undefined)?.retry_after_s;
     if (err.code === "rate_limited" && retry) {
       r.headers = [...(r.headers ?? []), ["Retry-After", String(retry)]];
     }
+    if (err.code === "unavailable")
+      r.headers = [...(r.headers ?? []), ["Retry-After", UNAVAILABLE_RETRY_AFTER_S]];
     sendJson(r, httpStatusOf(err.code), err.toJSON());
   } else if (err instanceof ZodError) {
     sendJson(r, 400, {

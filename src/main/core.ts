@@ -47,7 +47,11 @@ export async function startCore(
         "`docker compose up -d postgres` or the Debian package postgresql, or set DATABASE_URL",
     );
   }
-  const pool = createPool(config.DATABASE_URL, 10);
+  const pool = createPool(config.DATABASE_URL, 10, {
+    connectTimeoutMs: config.PG_CONNECT_TIMEOUT_MS,
+    statementTimeoutMs: config.PG_STATEMENT_TIMEOUT_MS,
+    idleInTransactionTimeoutMs: config.PG_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+  });
   pool.on("error", (err) => logger.error({ err }, "idle Postgres client error"));
   if (config.MIGRATE_ON_START) {
     const applied = await migrate(pool);
@@ -130,6 +134,15 @@ export async function startCore(
     retryMs: config.PERSIST_RETRY_MS,
     lanes: config.PERSIST_LANES,
   };
+  let ownPersistPool: pg.Pool | null = null;
+  const persistPool = () => {
+    ownPersistPool = createPool(config.DATABASE_URL, config.PERSIST_LANES + 2, {
+      connectTimeoutMs: config.PG_CONNECT_TIMEOUT_MS,
+      idleInTransactionTimeoutMs: config.PG_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    });
+    ownPersistPool.on("error", (err) => logger.error({ err }, "idle Postgres client error (persister)"));
+    return ownPersistPool;
+  };
   const owner = ledger;
   const trimFloor = (s: number) => owner.trimFloor(s);
   persister = config.PERSIST_THREAD
@@ -145,7 +158,8 @@ export async function startCore(
           options: persistOptions,
         },
       })
-    : new Persister({ ...persistOptions, redis, pool, logger, trimFloor });
+    : // Its own pool without a statement timeout: a round after a long outage may be big.
+      new Persister({ ...persistOptions, redis, pool: persistPool(), logger, trimFloor });
   ledger.persistHealth = () => persister.health();
   await persister.init();
   await ledger.start();
@@ -167,6 +181,7 @@ export async function startCore(
       await persister.stop();
       await lease.release();
       disconnectRedis();
+      await ownPersistPool?.end();
       await pool.end();
     },
   };

@@ -71,7 +71,7 @@ describe("idempotency keys", () => {
       {
         path: "/api/payments/tip",
         token: viewer.token,
-        body: { to_creator_username: creator.username, amount: 1 },
+        body: { from_user_id: viewer.id, to_creator_username: creator.username, amount: 1 },
       },
       { path: "/api/payments/intent", token: viewer.token, body: { user_id: viewer.id, amount: 5 } },
       {
@@ -90,6 +90,11 @@ describe("idempotency keys", () => {
         });
         expect(inBody.status, `${r.path} body ${JSON.stringify(bad)}`).toBe(400);
         expect(inBody.body.error.code).toBe("validation_error");
+        // Refused for the key (a NUL anywhere in a body is refused before), not for anything else in
+        // an otherwise valid body.
+        expect(JSON.stringify(inBody.body.error), `${r.path} ${JSON.stringify(bad)}`).toMatch(
+          /idempotency|NUL character/i,
+        );
         expect(inBody.headers.get("set-cookie")).toBeNull();
         expect(inBody.headers.get("idempotency-key")).toBeNull();
       }
@@ -100,6 +105,7 @@ describe("idempotency keys", () => {
         headers: { "idempotency-key": "k".repeat(256) },
       });
       expect(long.status, `${r.path} header of 256`).toBe(400);
+      expect(JSON.stringify(long.body.error)).toMatch(/idempotency/i);
     }
     const balance = await api.call("GET", `/api/payments/balance/${viewer.id}`, { token: viewer.token });
     expect(balance.body.balance).toBe("10.00");
@@ -145,7 +151,11 @@ describe("text Postgres cannot store", () => {
       ],
       ["PUT", `/api/users/${viewer.id}`, { token: viewer.token, body: { bio: nul } }],
       ["PUT", `/api/users/${viewer.id}`, { token: viewer.token, body: { [nul]: "x" } }],
-      ["POST", "/api/payments/tip", { token: viewer.token, body: { to_creator_username: nul, amount: 1 } }],
+      [
+        "POST",
+        "/api/payments/tip",
+        { token: viewer.token, body: { from_user_id: viewer.id, to_creator_username: nul, amount: 1 } },
+      ],
       ["GET", "/api/users/a%00b", {}],
       ["GET", "/api/admin/fraud-logs?rule=a%00b", { token: admin.token }],
       ["GET", "/api/admin/fraud-logs?since=0000-01-01T00:00:00Z", { token: admin.token }],
