@@ -50,7 +50,7 @@ function needingPostgres(api: Api, p: Awaited<ReturnType<typeof people>>) {
   ];
 }
 
-async function expectFast503(calls: Array<() => Promise<{ status: number; body: any; headers: Headers }>>) {
+async function expectFast503(calls: Array<() => ReturnType<Api["call"]>>) {
   for (const [i, call] of calls.entries()) {
     const started = Date.now();
     const r = await call();
