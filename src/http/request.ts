@@ -1,6 +1,7 @@
 // Owns turning a uWS request into a plain object. uWS requests are only valid synchronously
 // inside the handler, so everything a route may need is copied out before the first await; the
 // body is then streamed with a hard size limit.
+import { visit } from "jsonc-parser";
 import type { HttpRequest, HttpResponse } from "uWebSockets.js";
 import { AppError } from "../errors.ts";
 
@@ -64,6 +65,41 @@ function nulRefused(where: string): AppError {
   return new AppError("validation_error", `${where} holds a NUL character (\\u0000), which no field accepts`);
 }
 
+function colons(text: string): number {
+  let n = 0;
+  for (let i = text.indexOf(":"); i !== -1; i = text.indexOf(":", i + 1)) n++;
+  return n;
+}
+
+function keyCount(v: unknown): number {
+  if (v === null || typeof v !== "object") return 0;
+  if (Array.isArray(v)) return v.reduce((n: number, x) => n + keyCount(x), 0);
+  let n = 0;
+  for (const x of Object.values(v)) n += 1 + keyCount(x);
+  return n;
+}
+
+/** The first key that appears twice in one object of a JSON text, or null. */
+function duplicateKey(text: string): string | null {
+  const open: Array<Set<string>> = [];
+  let found: string | null = null;
+  visit(text, {
+    onObjectBegin: () => {
+      open.push(new Set());
+    },
+    onObjectEnd: () => {
+      open.pop();
+    },
+    onObjectProperty: (key) => {
+      const keys = open[open.length - 1];
+      if (!keys || found !== null) return;
+      if (keys.has(key)) found = key;
+      keys.add(key);
+    },
+  });
+  return found;
+}
+
 function holdsNul(v: unknown): boolean {
   if (typeof v === "string") return v.includes("\0");
   if (v === null || typeof v !== "object") return false;
@@ -119,6 +155,18 @@ export function parseJsonObject(body: Buffer | null): Record<string, unknown> {
   // JSON can only carry a NUL as the escape \u0000 ("u" is lowercase in JSON, "0" has no case),
   // so the walk runs only for bodies that contain it.
   if (text.includes("\\u0000") && holdsNul(value)) throw nulRefused("the request body");
+  // A key given twice (`"amount":1000,"amount":1`) is refused: two parsers in a chain may pick
+  // different ones. Every key has a colon after it, so only a body with more colons than the
+  // parsed value has keys can hold one; only those are scanned.
+  if (colons(text) > keyCount(value)) {
+    const duplicate = duplicateKey(text);
+    if (duplicate !== null) {
+      throw new AppError(
+        "validation_error",
+        `the request body gives the key "${duplicate.slice(0, 100)}" twice`,
+      );
+    }
+  }
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     throw new AppError("validation_error", "the request body must be a JSON object");
   }
