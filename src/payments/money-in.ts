@@ -426,51 +426,36 @@ export class MoneyIn {
         });
       }
     }
-    // Deposits in the window whose PaymentIntent Stripe did not list: created outside the window,
-    // or unknown to Stripe altogether.
+    // Deposits for money Stripe never received: the PaymentIntent is not succeeded (listed in the
+    // window, or fetched when created outside it), or Stripe does not know it at all.
     const unknownToStripe: Array<{
       payment_intent_id: string;
       user_id: string;
       amount_cents: number;
       reason: string;
     }> = [];
+    const flag = (d: (typeof deposits.rows)[number], reason: string) =>
+      unknownToStripe.push({
+        payment_intent_id: d.stripe_payment_id,
+        user_id: d.account_id,
+        amount_cents: Number(d.amount_cents),
+        reason,
+      });
     const listed = new Map(intents.map((pi) => [pi.id, pi]));
     for (const d of deposits.rows) {
-      const pi = listed.get(d.stripe_payment_id);
-      if (pi) {
-        // Listed but not succeeded: credits for money Stripe never received.
-        if (pi.status !== "succeeded") {
-          unknownToStripe.push({
-            payment_intent_id: d.stripe_payment_id,
-            user_id: d.account_id,
-            amount_cents: Number(d.amount_cents),
-            reason: `stripe says ${pi.status}`,
-          });
-        }
-        continue;
-      }
-      try {
-        const pi = await this.o.stripe.paymentIntents.retrieve(d.stripe_payment_id);
-        if (pi.status !== "succeeded") {
-          unknownToStripe.push({
-            payment_intent_id: d.stripe_payment_id,
-            user_id: d.account_id,
-            amount_cents: Number(d.amount_cents),
-            reason: `stripe says ${pi.status}`,
-          });
-        }
-      } catch (err) {
-        if (err instanceof Stripe.errors.StripeInvalidRequestError && err.statusCode === 404) {
-          unknownToStripe.push({
-            payment_intent_id: d.stripe_payment_id,
-            user_id: d.account_id,
-            amount_cents: Number(d.amount_cents),
-            reason: "no such PaymentIntent at Stripe",
-          });
-        } else {
-          throw this.stripeError(err);
+      let status = listed.get(d.stripe_payment_id)?.status;
+      if (status === undefined) {
+        try {
+          status = (await this.o.stripe.paymentIntents.retrieve(d.stripe_payment_id)).status;
+        } catch (err) {
+          if (!(err instanceof Stripe.errors.StripeInvalidRequestError && err.statusCode === 404)) {
+            throw this.stripeError(err);
+          }
+          flag(d, "no such PaymentIntent at Stripe");
+          continue;
         }
       }
+      if (status !== "succeeded") flag(d, `stripe says ${status}`);
     }
 
     const refunds = await this.stripeCall(() => all(this.o.stripe.refunds.list({ created, limit: 100 })));

@@ -6,7 +6,13 @@ import { SYSTEM_ACCOUNT_KINDS, systemAccountCode, systemAccountId } from "../led
 import type { PayoutFinish } from "../ledger/decide-payout.ts";
 import { countsForVelocity, recordOutgoing, VELOCITY_WINDOW_MS } from "../ledger/fraud.ts";
 import { type AccountMem, type KeyRecord, newAccountMem, viewOf } from "../ledger/state.ts";
-import type { AccountState, AccountStatus, TransactionRecord, TxResult } from "../ledger/types.ts";
+import type {
+  AccountState,
+  AccountStatus,
+  AccountView,
+  TransactionRecord,
+  TxResult,
+} from "../ledger/types.ts";
 import type { AccountSource } from "../shards/ports.ts";
 
 interface LedgerRow {
@@ -71,15 +77,32 @@ export function txFromRow(r: TxRow): TransactionRecord {
  * right after (rows written before version_after existed fall back to the account as it is now).
  */
 function resultFromRow(r: TxRow, current: AccountState): TxResult {
-  const after: AccountState = {
+  const account = accountAfter(current, r, r.status_after, r.version_after);
+  return { transaction: asDecided(txFromRow(r)), account, replayed: false };
+}
+
+interface AfterColumns {
+  balance_after_cents: number | null;
+  reserved_after_cents: number | null;
+  debt_after_cents: number | null;
+}
+
+/** The deciding account right after a command, from what was kept of it; what was not kept
+ * (rows older than sql/003) comes from the account as it is now. */
+function accountAfter(
+  current: AccountState,
+  a: AfterColumns,
+  status: AccountStatus | null | undefined,
+  version: number | null | undefined,
+): AccountView {
+  return viewOf({
     id: current.id,
-    balanceCents: r.balance_after_cents ?? current.balanceCents,
-    reservedCents: r.reserved_after_cents ?? current.reservedCents,
-    debtCents: r.debt_after_cents ?? current.debtCents,
-    status: r.status_after ?? current.status,
-    version: r.version_after ?? current.version,
-  };
-  return { transaction: asDecided(txFromRow(r)), account: viewOf(after), replayed: false };
+    balanceCents: a.balance_after_cents ?? current.balanceCents,
+    reservedCents: a.reserved_after_cents ?? current.reservedCents,
+    debtCents: a.debt_after_cents ?? current.debtCents,
+    status: status ?? current.status,
+    version: version ?? current.version,
+  });
 }
 
 /** A payout row moves on after its reserve (posted or voided): its reserve answered it pending,
@@ -97,18 +120,14 @@ function finishOf(r: TxRow): PayoutFinish | null {
 }
 
 function finishRecord(r: TxRow, f: PayoutFinish, current: AccountState): KeyRecord {
-  const after: AccountState = {
-    id: current.id,
-    balanceCents: f.balance_after_cents,
-    reservedCents: f.reserved_after_cents,
-    debtCents: f.debt_after_cents,
-    status: f.status_after ?? current.status,
-    version: f.version_after ?? current.version,
-  };
   return {
     hash: f.hash,
     atMs: Date.parse(f.at),
-    result: { transaction: txFromRow(r), account: viewOf(after), replayed: false },
+    result: {
+      transaction: txFromRow(r),
+      account: accountAfter(current, f, f.status_after, f.version_after),
+      replayed: false,
+    },
   };
 }
 
@@ -211,18 +230,10 @@ export class AccountStore implements AccountSource {
     for (const r of statuses.rows) {
       const mem = out.get(r.account_id);
       if (!mem) continue;
-      const after: AccountState = {
-        id: r.account_id,
-        balanceCents: r.balance_after_cents ?? mem.state.balanceCents,
-        reservedCents: r.reserved_after_cents ?? mem.state.reservedCents,
-        debtCents: r.debt_after_cents ?? mem.state.debtCents,
-        status: r.status,
-        version: r.version,
-      };
       mem.keys.set(r.idempotency_key, {
         hash: r.request_hash,
         atMs: r.created_at.getTime(),
-        result: { account: viewOf(after), replayed: false },
+        result: { account: accountAfter(mem.state, r, r.status, r.version), replayed: false },
       });
     }
     return out;

@@ -51,7 +51,7 @@ export interface LedgerProbe {
 
 export class Ledger {
   readonly shards: ShardActor[];
-  readonly directory: Directory;
+  private readonly directory: Directory;
   private readonly settings: LedgerSettings;
   private readonly wal: WalLog;
   private readonly loader: AccountLoader;
