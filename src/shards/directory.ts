@@ -53,10 +53,6 @@ export class Directory {
     this.trimAt = this.max;
   }
 
-  get size(): number {
-    return this.entries.size;
-  }
-
   /** Drops the oldest unheld entries down to 90% of the maximum; if held ones alone exceed it,
    * the next trim waits for another tenth to arrive, so trimming stays amortised O(1). */
   private trim(): void {

@@ -43,11 +43,6 @@ export class OwnershipLease {
     return this.held;
   };
 
-  /** This owner's fencing token. */
-  get token(): number {
-    return Number(this.value().split(":")[0]);
-  }
-
   /** Takes the lease, waiting up to two lease lifetimes for a crashed owner's lease to expire. */
   async acquire(): Promise<void> {
     const deadline = Date.now() + 2 * this.ttlMs + 500;
