@@ -1,0 +1,82 @@
+// Owns the one small interface money out talks to (Wise and Airwallex behind it): create a
+// recipient, send a transfer keyed by our payout id, ask for its status, and read a provider's
+// signed webhook as a hint. Errors say whether to retry and keep the provider's request id.
+
+export type PayoutProviderName = "wise" | "airwallex";
+
+/** A US bank account as the creator entered it; never logged or answered whole. */
+export interface BankDetails {
+  accountHolderName: string;
+  country: "US";
+  currency: "USD";
+  /** 4-17 digits. */
+  accountNumber: string;
+  /** 9 digits with a valid ABA checksum. */
+  routingNumber: string;
+}
+
+export interface Recipient {
+  /** The provider's id of the recipient (Wise account id, Airwallex beneficiary id). */
+  providerRecipientId: string;
+}
+
+export interface TransferRequest {
+  /** Our payout id: the provider's idempotency key (Wise customerTransactionId, Airwallex request_id). */
+  payoutId: string;
+  providerRecipientId: string;
+  amountCents: number;
+  currency: "USD";
+}
+
+/**
+ * Where a transfer stands, in our words: `processing` (accepted, money not yet arrived),
+ * `paid` (delivered), `failed` (refused or cancelled; nothing left us), `returned` (delivered,
+ * then bounced back to us).
+ */
+export type TransferState = "processing" | "paid" | "failed" | "returned";
+
+export interface TransferStatus {
+  providerTransferId: string;
+  state: TransferState;
+  /** The provider's own status word (Wise `outgoing_payment_sent`, Airwallex `SENT`, ...). */
+  providerStatus: string;
+  failureReason?: string;
+}
+
+export interface PayoutProvider {
+  readonly name: PayoutProviderName;
+  createRecipient(details: BankDetails): Promise<Recipient>;
+  /**
+   * Sends (or, for a payout id already sent, finds again) the transfer. Calling it twice with
+   * the same payout id moves money once: that is what makes an at-least-once job pay once.
+   */
+  sendTransfer(req: TransferRequest): Promise<TransferStatus>;
+  getTransfer(providerTransferId: string): Promise<TransferStatus>;
+}
+
+/** A provider call that failed: `retryable` for 5xx, timeouts and network errors; not for 4xx. */
+export class PayoutProviderError extends Error {
+  override name = "PayoutProviderError";
+  constructor(
+    message: string,
+    readonly provider: PayoutProviderName,
+    readonly retryable: boolean,
+    readonly code: string,
+    readonly httpStatus?: number,
+    readonly requestId?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** What a verified provider webhook says: a hint to confirm with `getTransfer` before money moves. */
+export interface PayoutWebhookHint {
+  provider: PayoutProviderName;
+  /** The delivery's id, for deduplication. */
+  deliveryId: string;
+  providerTransferId: string;
+  /** Our payout id when the event carries it (Wise customerTransactionId, Airwallex request_id). */
+  payoutId?: string;
+  /** The status word the event claims; never acted on without asking the provider. */
+  claimedStatus: string;
+}
