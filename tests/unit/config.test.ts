@@ -39,8 +39,24 @@ describe("configuration", () => {
         SUPABASE_JWT_SECRET: secret,
         STRIPE_SECRET_KEY: "sk_live_abc",
         STRIPE_WEBHOOK_SECRET: "whsec_abcdefgh",
+        WISE_API_KEY: "wise_live_key",
+        WISE_PROFILE_ID: "12345",
+        WISE_WEBHOOK_PUBLIC_KEY: "-----BEGIN PUBLIC KEY-----\\nMIIB\\n-----END PUBLIC KEY-----",
+        AIRWALLEX_CLIENT_ID: "client_1",
+        AIRWALLEX_API_KEY: "awx_live_key",
+        AIRWALLEX_WEBHOOK_SECRET: "awx_secret_1",
       }).STRIPE_SECRET_KEY,
     ).toBe("sk_live_abc");
+    const production = {
+      NODE_ENV: "production",
+      SUPABASE_JWT_SECRET: secret,
+      STRIPE_SECRET_KEY: "sk_live_abc",
+      STRIPE_WEBHOOK_SECRET: "whsec_abcdefgh",
+    };
+    expect(() => loadConfig(production)).toThrow(/WISE_API_KEY and AIRWALLEX_API_KEY are required/);
+    expect(() => loadConfig({ WISE_API_KEY: "wise_key_1" })).toThrow(/WISE_PROFILE_ID and WISE_WEBHOOK_PUBLIC_KEY/);
+    expect(() => loadConfig({ AIRWALLEX_API_KEY: "awx_key_1" })).toThrow(/required together/);
+    expect(() => loadConfig({ PAYOUT_PROVIDER_TIMEOUT_MS: "999999" })).toThrow(/PAYOUT_PROVIDER_TIMEOUT_MS/);
   });
 
   it("keeps .env.example in step with the schema", async () => {
