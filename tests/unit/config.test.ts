@@ -54,7 +54,9 @@ describe("configuration", () => {
       STRIPE_WEBHOOK_SECRET: "whsec_abcdefgh",
     };
     expect(() => loadConfig(production)).toThrow(/WISE_API_KEY and AIRWALLEX_API_KEY are required/);
-    expect(() => loadConfig({ WISE_API_KEY: "wise_key_1" })).toThrow(/WISE_PROFILE_ID and WISE_WEBHOOK_PUBLIC_KEY/);
+    expect(() => loadConfig({ WISE_API_KEY: "wise_key_1" })).toThrow(
+      /WISE_PROFILE_ID and WISE_WEBHOOK_PUBLIC_KEY/,
+    );
     expect(() => loadConfig({ AIRWALLEX_API_KEY: "awx_key_1" })).toThrow(/required together/);
     expect(() => loadConfig({ PAYOUT_PROVIDER_TIMEOUT_MS: "999999" })).toThrow(/PAYOUT_PROVIDER_TIMEOUT_MS/);
   });
