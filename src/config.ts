@@ -1,5 +1,6 @@
 // Owns the process configuration: every setting comes from the environment, parsed once with
 // zod at start. A bad value is one error naming the variable, never a silent default.
+import { createPublicKey } from "node:crypto";
 import { z } from "zod";
 import type { FraudLimits } from "./ledger/types.ts";
 
@@ -193,6 +194,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(
       "invalid configuration: WISE_PROFILE_ID and WISE_WEBHOOK_PUBLIC_KEY are required with WISE_API_KEY (transfers are made for the profile; webhooks are verified with the key)",
     );
+  }
+  if (c.WISE_WEBHOOK_PUBLIC_KEY) {
+    try {
+      createPublicKey(c.WISE_WEBHOOK_PUBLIC_KEY.replace(/\\n/g, "\n"));
+    } catch {
+      throw new ConfigError(
+        "invalid configuration: WISE_WEBHOOK_PUBLIC_KEY is not a readable PEM public key",
+      );
+    }
   }
   const airwallex = [c.AIRWALLEX_CLIENT_ID, c.AIRWALLEX_API_KEY, c.AIRWALLEX_WEBHOOK_SECRET];
   if ((c.AIRWALLEX_CLIENT_ID || c.AIRWALLEX_API_KEY) && airwallex.some((v) => !v)) {
