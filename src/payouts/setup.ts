@@ -54,6 +54,9 @@ export async function setUpPayoutProviders(config: Config, logger: Logger): Prom
         timeoutMs,
       });
       wisePublicKeyPem = config.WISE_WEBHOOK_PUBLIC_KEY!;
+      if (config.WISE_API_URL !== "https://api.wise.com") {
+        logger.warn({ url: config.WISE_API_URL }, "Wise requests go to WISE_API_URL");
+      }
     } else {
       // biome-ignore lint/style/noRestrictedImports: the one dynamic load of the stand-in, only without a key
       const { startWiseStandin } = await import("../standins/wise-standin.ts");
@@ -94,6 +97,9 @@ export async function setUpPayoutProviders(config: Config, logger: Logger): Prom
         timeoutMs,
       });
       airwallexSecret = config.AIRWALLEX_WEBHOOK_SECRET!;
+      if (config.AIRWALLEX_API_URL !== "https://api.airwallex.com") {
+        logger.warn({ url: config.AIRWALLEX_API_URL }, "Airwallex requests go to AIRWALLEX_API_URL");
+      }
     } else {
       // biome-ignore lint/style/noRestrictedImports: the one dynamic load of the stand-in, only without a key
       const { startAirwallexStandin } = await import("../standins/airwallex-standin.ts");

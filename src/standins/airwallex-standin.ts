@@ -70,6 +70,8 @@ export interface AirwallexStandin {
   /** Forgets every token issued, as if they had expired: the next call with one answers 401. */
   revokeTokens(): void;
   deliveries(): PayoutWebhookDelivery[];
+  /** Delivers an event again, same body and id, freshly signed (as a re-triggered event); false if unknown. */
+  resendWebhook(eventId: string): boolean;
   flushWebhooks(): Promise<void>;
   /** The x-signature the stand-in would send for `body` at `timestamp` (ms, as a string). */
   signPayload(body: string, timestamp: string): string;
@@ -182,10 +184,15 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     if (status === "SENT") t.dispatchDate = t.updatedAt.slice(0, 10);
     if (status === "FAILED")
       t.failureReason = "The beneficiary's bank returned the transfer (stand-in test account 0004)";
+    notify(t);
+  }
+
+  /** A payout.transfer.<status> event carrying the transfer as GET /api/v1/transfers/{id} shows it. */
+  function notify(t: Transfer): void {
     const id = randomUUID();
     const body = JSON.stringify({
       id,
-      name: `payout.transfer.${status.toLowerCase()}`,
+      name: `payout.transfer.${t.status.toLowerCase()}`,
       account_id: "acct_standin",
       data: { object: view(t) },
       created_at: new Date().toISOString(),
@@ -335,6 +342,7 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     };
     transfers.set(t.id, t);
     byRequestId.set(requestId, t.id);
+    notify(t);
     walk(t, behaviour === "bounced");
     return view(t);
   }
@@ -434,6 +442,7 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     loginCount: () => logins,
     revokeTokens: () => tokens.clear(),
     deliveries: () => webhooks.deliveries(),
+    resendWebhook: (id) => webhooks.resend(id),
     flushWebhooks: () => webhooks.flush(),
     signPayload,
     close: () => {

@@ -154,6 +154,14 @@ export class WebhookSender {
     this.inFlight.add(p);
   }
 
+  /** Sends a recorded delivery again with the same id and body; false when it is not (or no longer) kept. */
+  resend(deliveryId: string): boolean {
+    const rec = this.records.find((r) => r.id === deliveryId);
+    if (!rec) return false;
+    this.send(rec.id, rec.body);
+    return true;
+  }
+
   deliveries(): PayoutWebhookDelivery[] {
     return this.records.map((r) => ({ ...r, attempts: [...r.attempts] }));
   }

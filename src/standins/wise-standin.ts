@@ -60,6 +60,8 @@ export interface WiseStandin {
   /** Calls to POST /v1/transfers for a payout id, refused and repeated ones included. */
   transferCallsFor(payoutId: string): number;
   deliveries(): PayoutWebhookDelivery[];
+  /** Delivers a webhook again, same body and X-Delivery-Id (as a provider's redelivery); false if unknown. */
+  resendWebhook(deliveryId: string): boolean;
   /** Resolves once every webhook delivery under way has settled (retries included). */
   flushWebhooks(): Promise<void>;
   /** The X-Signature-SHA256 the stand-in would send for `body`. */
@@ -178,10 +180,15 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
     const previous = t.status;
     t.status = status;
     t.history.push(status);
+    notify(t, previous);
+  }
+
+  /** A transfers#state-change event; previous_state is null for a transfer just created, as Wise's. */
+  function notify(t: Transfer, previous: string | null): void {
     const body = JSON.stringify({
       data: {
         resource: { type: "transfer", id: t.id, profile_id: profile, account_id: t.targetAccount },
-        current_state: status,
+        current_state: t.status,
         previous_state: previous,
         occurred_at: new Date().toISOString(),
       },
@@ -370,6 +377,7 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
     quote.usedBy = t.id;
     transfers.set(t.id, t);
     byCustomerTx.set(key, t.id);
+    notify(t, null);
     return { status: 200, body: view(t) };
   }
 
@@ -501,6 +509,7 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
     },
     transferCallsFor: (payoutId) => transferCalls.get(wiseCustomerTransactionId(payoutId)) ?? 0,
     deliveries: () => webhooks.deliveries(),
+    resendWebhook: (id) => webhooks.resend(id),
     flushWebhooks: () => webhooks.flush(),
     signPayload,
     close: () => {

@@ -419,7 +419,12 @@ describe("stand-in inspection and webhook delivery", () => {
       expect(d[0]?.attempts).toEqual([503, 200]);
       expect(d.every((x) => x.state === "delivered")).toBe(true);
       // The retried first event lands after the later ones: delivery is unordered, as the real one's.
-      expect(got.map((h) => h.claimedStatus).sort()).toEqual(["PAID", "PROCESSING", "SENT"]);
+      expect(got.map((h) => h.claimedStatus).sort()).toEqual(["PAID", "PROCESSING", "SCHEDULED", "SENT"]);
+      // A redelivery carries the same event id, freshly signed: the receiver dedupes by it.
+      const first = d[0]!.id;
+      expect(standin.resendWebhook(first)).toBe(true);
+      await standin.flushWebhooks();
+      expect(got.filter((h) => h.deliveryId === first)).toHaveLength(2);
       expect(got.every((h) => h.providerTransferId === sent.providerTransferId)).toBe(true);
     } finally {
       await standin.close();
