@@ -10,6 +10,7 @@ import type { AddressInfo } from "node:net";
 import { signAirwallexPayload } from "../payouts/webhooks.ts";
 import {
   BodyError,
+  decodeSegment,
   DEFAULT_STANDIN_DELAY_MS,
   FLAKY_FAILURES,
   isObject,
@@ -352,7 +353,7 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     const parts = url.pathname.split("/").filter(Boolean);
     const method = req.method ?? "GET";
     if (parts[0] === "__standin" && parts[1] === "payouts" && parts[2] && method === "GET") {
-      const payoutId = decodeURIComponent(parts[2]);
+      const payoutId = decodeSegment(parts[2]) ?? "";
       const list = [...transfers.values()].filter((t) => t.requestId === payoutId);
       sendJson(
         res,
@@ -393,7 +394,7 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
       return sendJson(res, 200, { items, has_more: false }, TRACE);
     }
     if (method === "GET" && parts.length === 4 && p.startsWith("api/v1/transfers/")) {
-      const t = transfers.get(decodeURIComponent(parts[3]!));
+      const t = transfers.get(decodeSegment(parts[3]!) ?? "");
       if (!t)
         throw new AwxHttpError(404, { code: "resource_not_found", message: "The transfer was not found" });
       return sendJson(res, 200, view(t), TRACE);

@@ -69,6 +69,15 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, tra
   res.end(text);
 }
 
+/** A path segment decoded, or null when its percent-encoding is malformed (answered as not found). */
+export function decodeSegment(s: string): string | null {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return null;
+  }
+}
+
 export const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === "object" && v !== null && !Array.isArray(v);
 

@@ -9,6 +9,7 @@ import type { AddressInfo } from "node:net";
 import { wiseCustomerTransactionId } from "../payouts/wise.ts";
 import {
   BodyError,
+  decodeSegment,
   DEFAULT_STANDIN_DELAY_MS,
   FLAKY_FAILURES,
   isObject,
@@ -410,7 +411,7 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
     const method = req.method ?? "GET";
     // Test-only inspection, outside Wise's paths: GET /__standin/payouts/{payoutId}
     if (parts[0] === "__standin" && parts[1] === "payouts" && parts[2] && method === "GET") {
-      const payoutId = decodeURIComponent(parts[2]);
+      const payoutId = decodeSegment(parts[2]) ?? "";
       const list = [...transfers.values()].filter(
         (t) => t.customerTransactionId === wiseCustomerTransactionId(payoutId),
       );

@@ -433,6 +433,59 @@ describe("stand-in inspection and webhook delivery", () => {
   });
 });
 
+describe("stand-ins under malformed requests", () => {
+  it("answer each with a 4xx in the provider's error shape and keep serving", async () => {
+    const wiseAuth = { authorization: "Bearer wise_test_token", "content-type": "application/json" };
+    const login = await fetch(`${awxStandin.url}/api/v1/authentication/login`, {
+      method: "POST",
+      headers: { "x-client-id": "awx_client", "x-api-key": "awx_api_key_123" },
+    });
+    const { token } = (await login.json()) as { token: string };
+    const awxAuth = { authorization: `Bearer ${token}`, "content-type": "application/json" };
+    const probes: [string, RequestInit, number][] = [
+      [`${wiseStandin.url}/v1/transfers`, { method: "POST", headers: wiseAuth, body: "{not json" }, 400],
+      [`${wiseStandin.url}/v1/transfers`, { method: "POST", headers: wiseAuth, body: "null" }, 422],
+      [
+        `${wiseStandin.url}/v1/transfers`,
+        { method: "POST", headers: wiseAuth, body: '{"customerTransactionId":[1]}' },
+        422,
+      ],
+      [
+        `${wiseStandin.url}/v1/accounts`,
+        { method: "POST", headers: wiseAuth, body: '{"currency":"USD","type":"aba","details":7}' },
+        422,
+      ],
+      [
+        `${wiseStandin.url}/v1/accounts`,
+        { method: "POST", headers: wiseAuth, body: "x".repeat(300_000) },
+        413,
+      ],
+      [`${wiseStandin.url}/v3/profiles/778/quotes`, { method: "POST", headers: wiseAuth, body: "{}" }, 403],
+      [`${awxStandin.url}/api/v1/transfers/create`, { method: "POST", headers: awxAuth, body: "[]" }, 400],
+      [
+        `${awxStandin.url}/api/v1/transfers/create`,
+        { method: "POST", headers: awxAuth, body: '{"request_id":{}}' },
+        400,
+      ],
+      [
+        `${awxStandin.url}/api/v1/beneficiaries/create`,
+        { method: "POST", headers: awxAuth, body: '{"beneficiary":"x"}' },
+        400,
+      ],
+      [`${awxStandin.url}/api/v1/transfers/%E0%A4%A`, { headers: awxAuth }, 404],
+      [`${wiseStandin.url}/__standin/payouts/%E0%A4%A`, {}, 200],
+      [`${awxStandin.url}/api/v1/transfers/create`, { method: "POST", body: "{}" }, 401],
+    ];
+    for (const [url, init, status] of probes) {
+      const r = await fetch(url, init);
+      expect([url, r.status]).toEqual([url, status]);
+      expect(await r.json()).toBeTypeOf("object");
+    }
+    expect((await wise.createRecipient(bank("000123456781"))).providerRecipientId).toMatch(/^\d+$/);
+    expect((await awx.createRecipient(bank("000123456781"))).providerRecipientId).toMatch(/\S/);
+  });
+});
+
 describe("setUpPayoutProviders without keys", () => {
   it("starts both stand-ins (a taken port falls back to a free one), says NO REAL MONEY MOVES, and wires webhooks", async () => {
     const taken = createServer();
