@@ -1,5 +1,6 @@
 // Owns the process configuration: every setting comes from the environment, parsed once with
 // zod at start. A bad value is one error naming the variable, never a silent default.
+import { createPublicKey } from "node:crypto";
 import { z } from "zod";
 import type { FraudLimits } from "./ledger/types.ts";
 
@@ -12,6 +13,11 @@ const bool = (def: boolean) =>
 
 /** An empty value (`NAME=` as in .env.example) means unset. */
 const optional = <T extends z.ZodType>(t: T) => z.preprocess((v) => (v === "" ? undefined : v), t.optional());
+
+/** Named maxima of the money-out settings. */
+export const PAYOUT_STANDIN_DELAY_MS_MAX = 600_000;
+export const PAYOUT_PROVIDER_TIMEOUT_MS_MAX = 120_000;
+export const PAYOUT_WEBHOOK_TOLERANCE_MS_MAX = 3_600_000;
 
 export const configSchema = z.object({
   NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
@@ -111,6 +117,39 @@ export const configSchema = z.object({
   PURCHASE_MIN_USD: z.coerce.number().positive().default(1),
   PURCHASE_MAX_USD: z.coerce.number().positive().default(500),
 
+  // --- Money out: Wise and Airwallex (issue 13). Unset keys: local stand-ins, no real money moves. ---
+  /** Wise API token (Bearer); with WISE_PROFILE_ID and WISE_WEBHOOK_PUBLIC_KEY. */
+  WISE_API_KEY: optional(z.string().min(8)),
+  /** The numeric Wise profile (business) that pays out. */
+  WISE_PROFILE_ID: optional(z.string().regex(/^\d+$/, "the numeric Wise profile id")),
+  WISE_API_URL: z.string().url().default("https://api.wise.com"),
+  /** PEM of Wise's webhook signing key (newlines may be written as \n). */
+  WISE_WEBHOOK_PUBLIC_KEY: optional(z.string().includes("PUBLIC KEY", { message: "a PEM public key" })),
+  AIRWALLEX_CLIENT_ID: optional(z.string().min(4)),
+  AIRWALLEX_API_KEY: optional(z.string().min(8)),
+  AIRWALLEX_API_URL: z.string().url().default("https://api.airwallex.com"),
+  /** The Airwallex webhook endpoint's secret (x-signature HMAC key). */
+  AIRWALLEX_WEBHOOK_SECRET: optional(z.string().min(8)),
+  /** A stand-in's time from funding to paid (bounces follow half as much later). */
+  PAYOUT_STANDIN_DELAY_MS: z.coerce.number().int().min(0).max(PAYOUT_STANDIN_DELAY_MS_MAX).default(1000),
+  /** Ports of the in-process stand-ins (0: any free port; a busy port falls back to a free one). */
+  WISE_STANDIN_PORT: int(12112),
+  AIRWALLEX_STANDIN_PORT: int(12113),
+  /** Bound on one provider HTTP call (a timeout is retried by the payout worker). */
+  PAYOUT_PROVIDER_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .max(PAYOUT_PROVIDER_TIMEOUT_MS_MAX)
+    .default(15_000),
+  /** How old (or early) an Airwallex webhook's x-timestamp may be before it is refused as stale. */
+  PAYOUT_WEBHOOK_TOLERANCE_MS: z.coerce
+    .number()
+    .int()
+    .min(1000)
+    .max(PAYOUT_WEBHOOK_TOLERANCE_MS_MAX)
+    .default(300_000),
+
   /**
    * How long a request may wait for Postgres before it answers 503 with Retry-After: a new
    * connection, a statement (server-side, and client-side a second later for an answer lost on
@@ -148,6 +187,32 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (c.NODE_ENV === "production" && !c.STRIPE_SECRET_KEY) {
     throw new ConfigError(
       "invalid configuration: STRIPE_SECRET_KEY is required when NODE_ENV=production (without it a local stand-in takes payments)",
+    );
+  }
+  const wise = [c.WISE_API_KEY, c.WISE_PROFILE_ID, c.WISE_WEBHOOK_PUBLIC_KEY];
+  if (c.WISE_API_KEY && wise.some((v) => !v)) {
+    throw new ConfigError(
+      "invalid configuration: WISE_PROFILE_ID and WISE_WEBHOOK_PUBLIC_KEY are required with WISE_API_KEY (transfers are made for the profile; webhooks are verified with the key)",
+    );
+  }
+  if (c.WISE_WEBHOOK_PUBLIC_KEY) {
+    try {
+      createPublicKey(c.WISE_WEBHOOK_PUBLIC_KEY.replace(/\\n/g, "\n"));
+    } catch {
+      throw new ConfigError(
+        "invalid configuration: WISE_WEBHOOK_PUBLIC_KEY is not a readable PEM public key",
+      );
+    }
+  }
+  const airwallex = [c.AIRWALLEX_CLIENT_ID, c.AIRWALLEX_API_KEY, c.AIRWALLEX_WEBHOOK_SECRET];
+  if ((c.AIRWALLEX_CLIENT_ID || c.AIRWALLEX_API_KEY) && airwallex.some((v) => !v)) {
+    throw new ConfigError(
+      "invalid configuration: AIRWALLEX_CLIENT_ID, AIRWALLEX_API_KEY and AIRWALLEX_WEBHOOK_SECRET are required together",
+    );
+  }
+  if (c.NODE_ENV === "production" && (!c.WISE_API_KEY || !c.AIRWALLEX_API_KEY)) {
+    throw new ConfigError(
+      "invalid configuration: WISE_API_KEY and AIRWALLEX_API_KEY are required when NODE_ENV=production (without them local stand-ins take payouts)",
     );
   }
   if (c.PURCHASE_MIN_USD > c.PURCHASE_MAX_USD) {
