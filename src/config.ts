@@ -3,6 +3,8 @@
 import { z } from "zod";
 import type { FraudLimits } from "./ledger/types.ts";
 
+const RATE_LIMIT_REDIS_TIMEOUT_MAX_MS = 10_000;
+
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 const bool = (def: boolean) =>
   z
@@ -27,6 +29,14 @@ export const configSchema = z.object({
    * write before it answers.
    */
   RATE_LIMIT_REDIS_URL: optional(z.string().url()),
+  /**
+   * Longest wait for the rate limiters' Redis before a request answers 503 with Retry-After; while
+   * that Redis is down, requests answer 503 at once and it is reconnected within half a second.
+   */
+  RATE_LIMIT_REDIS_TIMEOUT_MS: int(500, 10).refine(
+    (n) => n <= RATE_LIMIT_REDIS_TIMEOUT_MAX_MS,
+    "at most 10000",
+  ),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 
   /** Logical ledger shards; each owns its accounts, mailbox and WAL stream wal:{shard}. */

@@ -154,6 +154,9 @@ class PersistLane {
     this.running = true;
     // A blocking XREADGROUP holds its connection; keep it off the WAL writer's connection.
     this.blocker = this.o.redis.duplicate();
+    // While Redis is away its commands fail and the round is retried (logged there); without a
+    // listener ioredis would print every reconnect failure as an unhandled error.
+    this.blocker.on("error", () => {});
     this.loop = this.run();
   }
 

@@ -3,10 +3,16 @@
 // token one above the last (lua/lease-acquire-2.lua), and the WAL append checks the lease value
 // it carries in the same script as its XADDs (wal-writer.ts): a process that stalls past its
 // lease (GC pause, SIGSTOP, a frozen VM) finds every later append refused, whatever it believes.
+//
+// A lease that lapses (Redis was away longer than the lease, or the process stalled) is not lost
+// while nobody else holds it: ensure() takes it again with a NEW token, and the ledger rebuilds
+// its memory from Postgres + WAL before it appends under that token (shards/ledger.ts). Only a
+// lease held by another owner ends this process's ownership.
 import { randomUUID } from "node:crypto";
 import type { Redis } from "ioredis";
 import { redisKeys } from "../redis/keys.ts";
 import { defineScript } from "../redis/scripts.ts";
+import { type Ownership, OwnershipLostError } from "../shards/ports.ts";
 
 type LeaseRedis = Redis & {
   leaseAcquire(lease: string, fence: string, owner: string, ttlMs: number): Promise<string | null>;
@@ -14,7 +20,7 @@ type LeaseRedis = Redis & {
   leaseRelease(lease: string, value: string): Promise<number>;
 };
 
-export class OwnershipLease {
+export class OwnershipLease implements Ownership {
   private readonly owner = randomUUID();
   private readonly redis: LeaseRedis;
   private readonly leaseKey: string;
@@ -26,7 +32,8 @@ export class OwnershipLease {
     redis: Redis,
     prefix: string,
     private readonly ttlMs: number,
-    private readonly onLost: () => void,
+    /** The renewal found the lease no longer this process's: ownership must be checked again. */
+    private readonly onLapsed: () => void,
   ) {
     defineScript(redis, "leaseAcquire", "lease-acquire-2.lua");
     defineScript(redis, "leaseRenew", "lease-renew-1.lua");
@@ -60,6 +67,37 @@ export class OwnershipLease {
       }
       await new Promise((r) => setTimeout(r, Math.min(200, this.ttlMs / 4)));
     }
+    this.startRenewing();
+  }
+
+  /**
+   * Makes sure this process holds the lease now: renews it when it is still this process's,
+   * takes it again with a new fencing token when it is free (it lapsed, say through a Redis
+   * outage longer than the lease), and throws OwnershipLostError only when another owner holds
+   * it. Any other error (Redis unreachable) is passing: the caller retries.
+   */
+  async ensure(): Promise<void> {
+    for (let tries = 0; ; tries++) {
+      if (this.held !== null && (await this.redis.leaseRenew(this.leaseKey, this.held, this.ttlMs)) === 1) {
+        this.startRenewing();
+        return;
+      }
+      const got = await this.redis.leaseAcquire(this.leaseKey, this.fenceKey, this.owner, this.ttlMs);
+      if (got) {
+        this.held = got;
+        this.startRenewing();
+        return;
+      }
+      const holder = await this.redis.get(this.leaseKey);
+      // Held by someone else: they own the ledger. Expired between the two calls: try again.
+      if (holder !== null)
+        throw new OwnershipLostError(`the ledger lease is held by another process (${holder})`);
+      if (tries >= 3) throw new Error("the ledger lease kept changing hands; retrying");
+    }
+  }
+
+  private startRenewing(): void {
+    this.stopRenewing();
     this.timer = setInterval(() => void this.renew(), Math.max(50, Math.floor(this.ttlMs / 3)));
     this.timer.unref();
   }
@@ -70,10 +108,10 @@ export class OwnershipLease {
       const ok = await this.redis.leaseRenew(this.leaseKey, this.held, this.ttlMs);
       if (ok !== 1) {
         this.stopRenewing();
-        this.onLost();
+        this.onLapsed();
       }
     } catch {
-      // Redis unreachable: the WAL fails too and the ledger recovers; the lease is retried.
+      // Redis unreachable: the WAL fails too and the ledger recovers, through ensure().
     }
   }
 
