@@ -13,15 +13,24 @@ import type { Redis } from "ioredis";
 import { redisKeys } from "../redis/keys.ts";
 import { defineScript } from "../redis/scripts.ts";
 import { type Ownership, OwnershipLostError } from "../shards/ports.ts";
+import { holderProvenDead, processTag } from "./process-identity.ts";
 
 type LeaseRedis = Redis & {
   leaseAcquire(lease: string, fence: string, owner: string, ttlMs: number): Promise<string | null>;
+  leaseTakeover(
+    lease: string,
+    fence: string,
+    seen: string,
+    owner: string,
+    ttlMs: number,
+  ): Promise<string | null>;
   leaseRenew(lease: string, value: string, ttlMs: number): Promise<number>;
   leaseRelease(lease: string, value: string): Promise<number>;
 };
 
 export class OwnershipLease implements Ownership {
-  private readonly owner = randomUUID();
+  /** Unique per process, with where it runs, so a restart can tell its crashed predecessor. */
+  private readonly owner = `${randomUUID()}${processTag()}`;
   private readonly redis: LeaseRedis;
   private readonly leaseKey: string;
   private readonly fenceKey: string;
@@ -36,6 +45,7 @@ export class OwnershipLease implements Ownership {
     private readonly onLapsed: () => void,
   ) {
     defineScript(redis, "leaseAcquire", "lease-acquire-2.lua");
+    defineScript(redis, "leaseTakeover", "lease-takeover-2.lua");
     defineScript(redis, "leaseRenew", "lease-renew-1.lua");
     defineScript(redis, "leaseRelease", "lease-release-1.lua");
     this.redis = redis as LeaseRedis;
@@ -50,11 +60,21 @@ export class OwnershipLease implements Ownership {
     return this.held;
   };
 
-  /** Takes the lease, waiting up to two lease lifetimes for a crashed owner's lease to expire. */
+  /**
+   * Takes the lease, waiting up to two lease lifetimes for a crashed owner's lease to expire; at
+   * once when the owner is proven dead (a process of this machine that is gone, see
+   * process-identity.ts), as after a crash and restart in place.
+   */
   async acquire(): Promise<void> {
     const deadline = Date.now() + 2 * this.ttlMs + 500;
     for (;;) {
-      const got = await this.redis.leaseAcquire(this.leaseKey, this.fenceKey, this.owner, this.ttlMs);
+      let got = await this.redis.leaseAcquire(this.leaseKey, this.fenceKey, this.owner, this.ttlMs);
+      if (!got) {
+        const holder = await this.redis.get(this.leaseKey);
+        if (holder !== null && holderProvenDead(holder)) {
+          got = await this.redis.leaseTakeover(this.leaseKey, this.fenceKey, holder, this.owner, this.ttlMs);
+        }
+      }
       if (got) {
         this.held = got;
         break;

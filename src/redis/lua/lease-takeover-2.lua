@@ -1,0 +1,14 @@
+-- Takes the ledger lease over from an owner proven dead (see src/wal/process-identity.ts), with a
+-- fencing token one above the last owner's; only if the lease still holds exactly the value the
+-- caller saw (an owner that renewed or a third process that took it meanwhile keeps it).
+-- KEYS[1]  the lease
+-- KEYS[2]  the fencing-token counter (never deleted: tokens only grow)
+-- ARGV[1]  the lease value seen, of the dead owner
+-- ARGV[2]  this process's owner id
+-- ARGV[3]  the lease lifetime in ms
+-- Returns the new lease value "<token>:<owner id>", or false if the lease changed.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local token = redis.call('INCR', KEYS[2])
+local value = token .. ':' .. ARGV[2]
+redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+return value
