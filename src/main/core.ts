@@ -67,6 +67,7 @@ export async function startCore(
     redis = await connectRedis(config.REDIS_URL, "REDIS_URL", "redis connection error", logger, {
       // Back soon after Redis is: the ledger answers 503 until then.
       retryStrategy: (times: number) => Math.min(50 * times, 500),
+      commandTimeout: config.WAL_COMMAND_TIMEOUT_MS,
     });
   } catch (err) {
     await pool.end();

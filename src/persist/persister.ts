@@ -153,7 +153,8 @@ class PersistLane {
     if (this.running) return;
     this.running = true;
     // A blocking XREADGROUP holds its connection; keep it off the WAL writer's connection.
-    this.blocker = this.o.redis.duplicate();
+    // Its reads block on purpose (PERSIST_BLOCK_MS): no command timeout of the writer's applies.
+    this.blocker = this.o.redis.duplicate({ commandTimeout: undefined });
     // While Redis is away its commands fail and the round is retried (logged there); without a
     // listener ioredis would print every reconnect failure as an unhandled error.
     this.blocker.on("error", () => {});

@@ -17,7 +17,7 @@ import { holderProvenDead, processTag } from "./process-identity.ts";
 
 type LeaseRedis = Redis & {
   leaseAcquire(lease: string, fence: string, owner: string, ttlMs: number): Promise<string | null>;
-  leaseTakeover(
+  leaseReplace(
     lease: string,
     fence: string,
     seen: string,
@@ -45,7 +45,7 @@ export class OwnershipLease implements Ownership {
     private readonly onLapsed: () => void,
   ) {
     defineScript(redis, "leaseAcquire", "lease-acquire-2.lua");
-    defineScript(redis, "leaseTakeover", "lease-takeover-2.lua");
+    defineScript(redis, "leaseReplace", "lease-replace-2.lua");
     defineScript(redis, "leaseRenew", "lease-renew-1.lua");
     defineScript(redis, "leaseRelease", "lease-release-1.lua");
     this.redis = redis as LeaseRedis;
@@ -71,8 +71,9 @@ export class OwnershipLease implements Ownership {
       let got = await this.redis.leaseAcquire(this.leaseKey, this.fenceKey, this.owner, this.ttlMs);
       if (!got) {
         const holder = await this.redis.get(this.leaseKey);
-        if (holder !== null && holderProvenDead(holder)) {
-          got = await this.redis.leaseTakeover(this.leaseKey, this.fenceKey, holder, this.owner, this.ttlMs);
+        if (holder !== null && this.isMine(holder)) got = holder;
+        else if (holder !== null && holderProvenDead(holder)) {
+          got = await this.redis.leaseReplace(this.leaseKey, this.fenceKey, holder, this.owner, this.ttlMs);
         }
       }
       if (got) {
@@ -91,29 +92,46 @@ export class OwnershipLease implements Ownership {
   }
 
   /**
-   * Makes sure this process holds the lease now: renews it when it is still this process's,
-   * takes it again with a new fencing token when it is free (it lapsed, say through a Redis
-   * outage longer than the lease), and throws OwnershipLostError only when another owner holds
-   * it. Any other error (Redis unreachable) is passing: the caller retries.
+   * Makes sure this process holds the lease now, under a NEW fencing token: the lease is rotated
+   * when it is still this process's, taken again when it is free (it lapsed, say through a Redis
+   * outage longer than the lease), and OwnershipLostError is thrown only when another owner holds
+   * it. Any other error (Redis unreachable or hung) is passing: the caller retries.
+   *
+   * Why always a new token: the ledger calls this before it re-reads the WAL, after a flush whose
+   * outcome it does not know (a timeout, a dropped connection). An append of the old token still
+   * on its way to Redis then either landed before the rotation, so the re-read sees it, or lands
+   * after it and is refused as fenced. It can never land unseen behind the rebuilt memory.
    */
   async ensure(): Promise<void> {
-    for (let tries = 0; ; tries++) {
-      if (this.held !== null && (await this.redis.leaseRenew(this.leaseKey, this.held, this.ttlMs)) === 1) {
-        this.startRenewing();
-        return;
-      }
-      const got = await this.redis.leaseAcquire(this.leaseKey, this.fenceKey, this.owner, this.ttlMs);
+    for (let tries = 0; tries < 4; tries++) {
+      const rotated =
+        this.held !== null
+          ? await this.redis.leaseReplace(this.leaseKey, this.fenceKey, this.held, this.owner, this.ttlMs)
+          : null;
+      const got =
+        rotated ?? (await this.redis.leaseAcquire(this.leaseKey, this.fenceKey, this.owner, this.ttlMs));
       if (got) {
         this.held = got;
         this.startRenewing();
         return;
       }
       const holder = await this.redis.get(this.leaseKey);
+      if (holder !== null && this.isMine(holder)) {
+        // A rotation or acquisition of ours whose answer was lost (it timed out): rotate it again.
+        this.held = holder;
+        continue;
+      }
       // Held by someone else: they own the ledger. Expired between the two calls: try again.
-      if (holder !== null)
+      if (holder !== null) {
         throw new OwnershipLostError(`the ledger lease is held by another process (${holder})`);
-      if (tries >= 3) throw new Error("the ledger lease kept changing hands; retrying");
+      }
     }
+    throw new Error("the ledger lease kept changing hands; retrying");
+  }
+
+  /** A lease value naming this process (owner ids are unique per process). */
+  private isMine(value: string): boolean {
+    return value.slice(value.indexOf(":") + 1) === this.owner;
   }
 
   private startRenewing(): void {
@@ -123,10 +141,12 @@ export class OwnershipLease implements Ownership {
   }
 
   private async renew(): Promise<void> {
-    if (this.held === null) return;
+    const value = this.held;
+    if (value === null) return;
     try {
-      const ok = await this.redis.leaseRenew(this.leaseKey, this.held, this.ttlMs);
-      if (ok !== 1) {
+      const ok = await this.redis.leaseRenew(this.leaseKey, value, this.ttlMs);
+      // A rotation meanwhile made that value stale: nothing was lost.
+      if (ok !== 1 && this.held === value) {
         this.stopRenewing();
         this.onLapsed();
       }

@@ -17,6 +17,9 @@ import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { RedisServer } from "../helpers/redis-server.ts";
 
 const LEASE_MS = 1000;
+const WAL_TIMEOUT_MS = 1000;
+/** The WAL's Redis hung: a flush in flight waits WAL_COMMAND_TIMEOUT_MS, everything after is refused at once. */
+const HUNG_WAL_ANSWER_WITHIN_MS = WAL_TIMEOUT_MS + 1500;
 /** An answer while a Redis is away: the ledger refuses at once; a read waits 0.5 s for recovery. */
 const ANSWER_WITHIN_MS = 1500;
 /** The rate limiter's Redis down: refused at once (no offline queue), not after a reconnect. */
@@ -49,6 +52,7 @@ beforeAll(async () => {
     RATE_LIMIT_USER_PER_MIN: "1000000",
     RATE_LIMIT_AUTH_PER_MIN: "1000000",
     RATE_LIMIT_REDIS_TIMEOUT_MS: "300",
+    WAL_COMMAND_TIMEOUT_MS: String(WAL_TIMEOUT_MS),
     FRAUD_MAX_TX_PER_HOUR: "1000000",
     FRAUD_MAX_VOLUME_PER_HOUR_USD: "100000000",
   });
@@ -264,6 +268,49 @@ describe("the WAL's Redis", () => {
 
     await expectNothingLost([...before.acked, ...during.acked]);
   }, 90_000);
+});
+
+describe("the WAL's Redis hung", () => {
+  it("stopped (SIGSTOP) for longer than the lease: 503 within the command timeout, then it recovers", async () => {
+    const viewers: Person[] = [await api.register(), await api.register()];
+    const creator = await api.register("creator");
+    for (const v of viewers) await api.fund(v.id, 1_000_000);
+    const load = tipping(viewers, creator);
+    await waitFor(() => load.acked.length >= 20, 20_000, "tips before the hang");
+    walRedis.pause(true);
+    const pausedAt = Date.now();
+    try {
+      await waitFor(
+        () => Date.now() - pausedAt > 2.5 * LEASE_MS && load.refused.length >= 10,
+        20_000,
+        "a hang longer than the lease, with tips refused",
+      );
+    } finally {
+      walRedis.pause(false);
+    }
+    const resumedAt = Date.now();
+    await waitFor(() => load.lastAckAt() > resumedAt, 15_000, "a tip acknowledged after Redis answers again");
+    const recoveredMs = load.lastAckAt() - resumedAt;
+    const n = load.acked.length;
+    await waitFor(() => load.acked.length >= n + 20, 15_000, "tips going on after the hang");
+    await load.stop();
+    expect(exits).toEqual([]);
+    expect(api.core.ledger.health().halted).toBeNull();
+    expect(load.thrown).toEqual([]);
+    for (const r of load.refused) {
+      expect({ status: r.status, code: r.code, retryAfter: r.retryAfter }).toEqual({
+        status: 503,
+        code: "unavailable",
+        retryAfter: "1",
+      });
+      expect(r.ms).toBeLessThan(HUNG_WAL_ANSWER_WITHIN_MS);
+    }
+    console.log(
+      `WAL Redis hung ${resumedAt - pausedAt} ms: first tip acknowledged ${recoveredMs} ms after it answered again; ${load.refused.length} refusals, slowest ${Math.max(...load.refused.map((r) => r.ms))} ms`,
+    );
+    await settled();
+    await expectNothingLost(load.acked);
+  }, 60_000);
 });
 
 describe("the rate limiters' Redis", () => {
