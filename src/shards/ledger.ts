@@ -340,7 +340,8 @@ export class Ledger {
     await this.commit.settled();
     const unavailable = () => new AppError("unavailable", "ledger is recovering; retry shortly");
     for (let attempt = 0; ; attempt++) {
-      if (this.halted) return;
+      // Stopped (shutting down) or halted: no more attempts, however long Redis stays away.
+      if (this.halted || (this.stopped && attempt > 0)) return;
       for (const s of this.shards) s.reset((w) => w.reject(unavailable()));
       this.directory.clear();
       try {
