@@ -65,6 +65,31 @@ function nulRefused(where: string): AppError {
   return new AppError("validation_error", `${where} holds a NUL character (\\u0000), which no field accepts`);
 }
 
+/**
+ * How deep a JSON body may nest. Every body of this API is a flat object (a webhook's raw body
+ * is not parsed here); the checks below walk a parsed value recursively, and thousands of levels
+ * would overflow the stack (a RangeError answered 500), so deeper text is refused before parsing.
+ */
+export const JSON_MAX_DEPTH = 32;
+
+/** True if `text` opens more than `max` arrays or objects inside each other (strings skipped). */
+function nestsDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      // A backslash escapes the next character (which may be a quote).
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) return true;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return false;
+}
+
 function colons(text: string): number {
   let n = 0;
   for (let i = text.indexOf(":"); i !== -1; i = text.indexOf(":", i + 1)) n++;
@@ -147,6 +172,9 @@ export function parseJsonObject(body: Buffer | null): Record<string, unknown> {
   if (!body || body.length === 0) return {};
   let value: unknown;
   const text = body.toString("utf8");
+  if (nestsDeeperThan(text, JSON_MAX_DEPTH)) {
+    throw new AppError("validation_error", `the request body nests deeper than ${JSON_MAX_DEPTH} levels`);
+  }
   try {
     value = JSON.parse(text);
   } catch {

@@ -49,6 +49,31 @@ export interface RouterDeps {
 
 const METHOD_NAMES = { get: "GET", post: "POST", put: "PUT", del: "DELETE" } as const;
 
+/**
+ * One row of the server's endpoint table: every API route (behind this pipeline) and every
+ * operational endpoint outside it (health, metrics). Tests enumerate it (the fuzz test throws
+ * hostile requests at each row), so a route added later is covered without a hand-written list.
+ */
+export interface Endpoint {
+  method: RouteDef["method"];
+  path: string;
+  auth: RouteDef["auth"];
+  body: "none" | "json" | "raw";
+  /** False for endpoints answered by their own handler, outside the API pipeline. */
+  pipeline: boolean;
+}
+
+export function endpointOf(route: RouteDef): Endpoint {
+  const hasBody = route.method === "post" || route.method === "put";
+  return {
+    method: route.method,
+    path: route.path,
+    auth: route.auth,
+    body: hasBody ? (route.body ?? "json") : "none",
+    pipeline: true,
+  };
+}
+
 export function registerRoute(app: TemplatedApp, route: RouteDef, deps: RouterDeps): void {
   const paramCount = (route.path.match(/\/:/g) ?? []).length;
   const hasBody = route.method === "post" || route.method === "put";
