@@ -14,11 +14,31 @@ export interface Req {
   ip: string;
 }
 
+/**
+ * Headers that must come once. uWS answers getHeader() with the first copy and this snapshot
+ * keeps the last: given twice with different values, two readers would disagree (which body length,
+ * which token, which key), so such a request is refused. Lists (Accept, Cookie...) may repeat.
+ */
+const SINGLE_HEADERS: ReadonlySet<string> = new Set([
+  "host",
+  "content-length",
+  "transfer-encoding",
+  "content-type",
+  "authorization",
+  "idempotency-key",
+  "stripe-signature",
+  "origin",
+]);
+
 export function snapshotRequest(res: HttpResponse, req: HttpRequest, paramCount: number): Req {
   const headers = new Map<string, string>();
+  let count = 0;
   req.forEach((k, v) => {
+    count++;
     headers.set(k, v);
   });
+  // Fewer names than headers: some header repeats (a count, not a lookup per header).
+  if (count !== headers.size) refuseRepeatedHeader(req);
   const params: string[] = [];
   for (let i = 0; i < paramCount; i++) params.push(decodePathSegment(req.getParameter(i) ?? ""));
   const rawQuery = req.getQuery() ?? "";
@@ -41,6 +61,20 @@ export function snapshotRequest(res: HttpResponse, req: HttpRequest, paramCount:
     headers,
     ip: Buffer.from(res.getRemoteAddressAsText()).toString(),
   };
+}
+
+function refuseRepeatedHeader(req: HttpRequest): void {
+  const seen = new Set<string>();
+  let repeated: string | null = null;
+  req.forEach((k) => {
+    if (repeated === null && seen.has(k) && SINGLE_HEADERS.has(k)) repeated = k;
+    seen.add(k);
+  });
+  if (repeated !== null) {
+    throw new AppError("validation_error", `the ${repeated} header is given more than once`, {
+      header: repeated,
+    });
+  }
 }
 
 /** A percent-encoded path segment; a malformed escape (say "%E0%A4%A") is the client's error. */

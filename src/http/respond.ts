@@ -49,6 +49,8 @@ export interface Reply {
   headers?: Array<[string, string]>;
   /** The status written, once answered (metrics count it). */
   status?: number;
+  /** Close the connection after this answer (the rest of the stream cannot be trusted). */
+  close?: boolean;
 }
 
 /**
@@ -70,7 +72,7 @@ export function sendJson(r: Reply, status: number, body: unknown): void {
     r.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
     r.res.writeHeader(CONSTANT_HEADER_NAME, CONSTANT_HEADER_VALUE);
     if (r.headers) for (const [k, v] of r.headers) r.res.writeHeader(k, v);
-    r.res.end(text);
+    r.res.end(text, r.close === true);
   });
   r.aborted = true; // ended: nothing more may be written
 }

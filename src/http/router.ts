@@ -91,6 +91,9 @@ export function registerRoute(app: TemplatedApp, route: RouteDef, deps: RouterDe
         if (meter) meter.done(reply.status, (performance.now() - started) / 1000);
       });
     } catch (err) {
+      // Refused before its body was read (a malformed path, a repeated framing header): whatever
+      // the client sends next on this connection is not trusted to be a new request.
+      reply.close = true;
       sendError(reply, err, deps.logger);
       meter?.done(reply.status, (performance.now() - started) / 1000);
     }

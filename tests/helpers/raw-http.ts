@@ -76,3 +76,36 @@ export function buildRequest(
   const top = Buffer.from(`${head.join("\r\n")}\r\n\r\n`, "utf8");
   return body === null ? top : Buffer.concat([top, body]);
 }
+
+export interface Exchange {
+  /** Everything the server wrote before it closed the connection or the wait ended. */
+  received: Buffer;
+  /** When the server closed the connection (ms after the request was written), or null. */
+  closedAfterMs: number | null;
+}
+
+/** Sends `request` and waits up to `waitMs` for the server to close the connection. */
+export function rawExchange(port: number, request: Buffer | string, waitMs: number): Promise<Exchange> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    const chunks: Buffer[] = [];
+    let started = 0;
+    let done = false;
+    const finish = (closedAfterMs: number | null) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ received: Buffer.concat(chunks), closedAfterMs });
+    };
+    const timer = setTimeout(() => finish(null), waitMs);
+    socket.on("data", (c) => chunks.push(c));
+    socket.on("end", () => finish(Date.now() - started));
+    socket.on("close", () => finish(Date.now() - started));
+    socket.on("error", () => finish(Date.now() - started));
+    socket.on("connect", () => {
+      started = Date.now();
+      socket.write(typeof request === "string" ? Buffer.from(request, "latin1") : request);
+    });
+  });
+}

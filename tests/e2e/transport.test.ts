@@ -1,0 +1,173 @@
+// HTTP requests malformed below the API (issue 12, item 10, transport half), on raw sockets.
+//
+// What reaches our code is refused there: a header that must come once and comes twice (two
+// Content-Length values, two tokens, two idempotency keys...) answers 400 in the error shape and
+// closes the connection, so nothing after it on that stream is read as a request.
+//
+// What never reaches our code cannot be answered by it. The uWebSockets.js build we run
+// (@trufflesuite/uws-js-unofficial 20.30.0, the newest that loads on glibc 2.36) has no error
+// answers at all: its parser treats a malformed request as "not complete yet" and waits. The socket
+// is closed when the client sends 4 KiB more, or by uWS's idle timeout (10 s, checked every 4 s).
+// uWS 20.44+ answers 400/431/505 and closes, but its binaries need glibc 2.38 (README, "What a
+// request must be"). For those classes this test pins what we can promise: the server keeps serving
+// everyone else meanwhile, and frees every such socket within a bound, never answering 2xx or 5xx.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Api, startApi } from "../helpers/api.ts";
+import { createTestEnv, type TestEnv } from "../helpers/env.ts";
+import { parseAnswer, rawExchange } from "../helpers/raw-http.ts";
+
+let env: TestEnv;
+let api: Api;
+let port: number;
+
+beforeAll(async () => {
+  env = await createTestEnv("transport");
+  api = await startApi(env);
+  port = Number(new URL(api.base).port);
+});
+afterAll(async () => {
+  await api?.close();
+  await env?.cleanup();
+});
+
+const HOST = "Host: 127.0.0.1\r\n";
+/** uWS's idle timeout is 10 s, checked on a 4 s timer: a held socket is closed within about 14 s. */
+const FREED_WITHIN_MS = 20_000;
+
+describe("a header that must come once, given twice", () => {
+  const tipBody =
+    '{"from_user_id":"00000000-0000-4000-8000-000000000000","to_creator_username":"x","amount":1}';
+  const cases: Array<[string, (token: string) => string]> = [
+    [
+      "content-length",
+      // uWS frames the body by the first value; the rest would be read as the next request.
+      (t) =>
+        `POST /api/payments/tip HTTP/1.1\r\n${HOST}Authorization: Bearer ${t}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: 0\r\nContent-Length: ${tipBody.length}\r\n\r\n${tipBody}`,
+    ],
+    [
+      "authorization",
+      (t) =>
+        `GET /api/payments/balance/x HTTP/1.1\r\n${HOST}Authorization: Bearer ${t}\r\nAuthorization: Bearer x\r\n\r\n`,
+    ],
+    [
+      "idempotency-key",
+      (t) =>
+        `POST /api/payments/tip HTTP/1.1\r\n${HOST}Authorization: Bearer ${t}\r\nIdempotency-Key: a\r\nIdempotency-Key: b\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${tipBody.length}\r\n\r\n${tipBody}`,
+    ],
+    [
+      "content-type",
+      (t) =>
+        `POST /api/payments/tip HTTP/1.1\r\n${HOST}Authorization: Bearer ${t}\r\nContent-Type: text/plain\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${tipBody.length}\r\n\r\n${tipBody}`,
+    ],
+    ["host", () => `GET /api/users/nobody_here HTTP/1.1\r\n${HOST}Host: evil.test\r\n\r\n`],
+  ];
+
+  it("answers 400 in the error shape and closes the connection, on every class", async () => {
+    const viewer = await api.register();
+    for (const [header, request] of cases) {
+      const x = await rawExchange(port, request(viewer.token), 3000);
+      const answer = parseAnswer(x.received);
+      expect(answer?.status, `${header}: ${x.received.toString("latin1").slice(0, 200)}`).toBe(400);
+      const body = JSON.parse(answer!.body.toString("utf8"));
+      expect(body.error.code).toBe("validation_error");
+      expect(body.error.details).toEqual({ header });
+      expect(x.closedAfterMs, `${header}: the server closes the connection`).not.toBeNull();
+      // One answer only: nothing after the refused request was taken for another.
+      expect(x.received.toString("latin1").match(/HTTP\/1\.1 /g)?.length, header).toBe(1);
+    }
+    // A list header may repeat.
+    const lists = await rawExchange(
+      port,
+      `GET /api/users/nobody_here HTTP/1.1\r\n${HOST}Accept: a/b\r\nAccept: c/d\r\nConnection: close\r\n\r\n`,
+      3000,
+    );
+    expect(parseAnswer(lists.received)?.status).toBe(404);
+  });
+});
+
+describe("requests this uWS build never hands to our code", () => {
+  const headers = (n: number) => Array.from({ length: n }, (_, i) => `X-H${i}: v\r\n`).join("");
+  const UNANSWERED: Array<[string, string]> = [
+    // Host + 48 = 49 headers (uWS keeps 50 slots, one for the request line, one for the end).
+    ["49 headers", `GET /healthz HTTP/1.1\r\n${HOST}${headers(48)}\r\n`],
+    ["a \\x01 in a header value", `GET /healthz HTTP/1.1\r\n${HOST}X-A: a\x01b\r\n\r\n`],
+    ["a bare CR in a header", `GET /healthz HTTP/1.1\r\n${HOST}X-A: a\rb\r\n\r\n`],
+    ["bare LF line ends", "GET /healthz HTTP/1.1\nHost: 127.0.0.1\n\n"],
+    ["a NUL in the URL", `GET /heal\x00thz HTTP/1.1\r\n${HOST}\r\n`],
+    ["a space in the URL", `GET /heal thz HTTP/1.1\r\n${HOST}\r\n`],
+    ["an HTTP/0.9 request line", "GET /healthz\r\n\r\n"],
+    ["no Host header", "GET /healthz HTTP/1.1\r\n\r\n"],
+    ["an underscore in a header name", `GET /healthz HTTP/1.1\r\n${HOST}X_A: b\r\n\r\n`],
+    ["a folded header line", `GET /healthz HTTP/1.1\r\n${HOST}X-A: a\r\n b\r\n\r\n`],
+    ["an asterisk target", `OPTIONS * HTTP/1.1\r\n${HOST}\r\n`],
+    ["an absolute-form target", `GET http://127.0.0.1/healthz HTTP/1.1\r\n${HOST}\r\n`],
+    // These uWS closes at once, without an answer.
+    [
+      "Content-Length with Transfer-Encoding",
+      `POST /healthz HTTP/1.1\r\n${HOST}Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+    ],
+    ["a Content-Length that is no number", `POST /healthz HTTP/1.1\r\n${HOST}Content-Length: abc\r\n\r\n`],
+    ["a lower-case method", `get /healthz HTTP/1.1\r\n${HOST}\r\n`],
+    ["4 KiB without a line end", `GET /${"a".repeat(5000)}`],
+  ];
+
+  it("are answered 4xx or not at all, every socket is freed within the bound, and the server serves others meanwhile", async () => {
+    const viewer = await api.register();
+    const creator = await api.register("creator");
+    await api.fund(viewer.id, 10_000);
+    // 48 headers (Host, 46, Connection) are still parsed: the limit is exactly where the table says.
+    const at48 = await rawExchange(
+      port,
+      `GET /healthz HTTP/1.1\r\n${HOST}${headers(46)}Connection: close\r\n\r\n`,
+      3000,
+    );
+    expect(parseAnswer(at48.received)?.status).toBe(200);
+
+    const held = UNANSWERED.map(([name, bytes]) =>
+      rawExchange(port, bytes, FREED_WITHIN_MS).then((x) => ({ name, ...x })),
+    );
+    // While those sockets are held, everyone else is served: reads, and tips that move money
+    // (eight: the velocity rule allows ten an hour).
+    let tips = 0;
+    let reads = 0;
+    const until = Date.now() + 3000;
+    while (Date.now() < until) {
+      const [health, balance] = await Promise.all([
+        fetch(`${api.base}/healthz`),
+        api.call("GET", `/api/payments/balance/${viewer.id}`, { token: viewer.token }),
+      ]);
+      expect(health.status).toBe(200);
+      expect(balance.status).toBe(200);
+      reads++;
+      if (tips < 8) {
+        const tip = await api.call("POST", "/api/payments/tip", {
+          token: viewer.token,
+          body: { from_user_id: viewer.id, to_creator_username: creator.username, amount: 1 },
+        });
+        expect(tip.status, JSON.stringify(tip.body)).toBe(201);
+        tips++;
+      }
+    }
+    expect(tips).toBe(8);
+    expect(reads).toBeGreaterThan(8);
+
+    const results = await Promise.all(held);
+    const report = results.map(
+      (r) => `${r.name}: ${r.closedAfterMs === null ? "held" : `${r.closedAfterMs} ms`}`,
+    );
+    console.log(`malformed requests, closed by the server after: ${report.join("; ")}`);
+    for (const r of results) {
+      const text = r.received.toString("latin1");
+      // Today nothing is written; a uWS that answers these must answer 4xx (400/431/505 is not 2xx/5xx-internal).
+      if (text.length > 0) expect(text, r.name).toMatch(/^HTTP\/1\.1 4\d\d /);
+      expect(r.closedAfterMs, `${r.name}: freed by the server within ${FREED_WITHIN_MS} ms`).not.toBeNull();
+    }
+    // And the server is still whole afterwards.
+    const balance = await api.call("GET", `/api/payments/balance/${viewer.id}`, { token: viewer.token });
+    expect(balance.status).toBe(200);
+    expect(balance.body.balance).toBe((100 - tips).toFixed(2));
+  }, 60_000);
+});
