@@ -581,6 +581,8 @@ interface FuzzRequest {
   body: Body;
   /** Raw-body routes (Stripe's webhook): signed with the server's secret, a wrong one, or not. */
   signature: "right" | "wrong" | "none";
+  /** Send the body chunked (Transfer-Encoding) in pieces of this size, else with Content-Length. */
+  chunk: number | undefined;
 }
 
 const requestFor = (endpoint: Endpoint | null): fc.Arbitrary<FuzzRequest> => {
@@ -636,6 +638,7 @@ const requestFor = (endpoint: Endpoint | null): fc.Arbitrary<FuzzRequest> => {
       headers: extraHeaders,
       body: bodyFor(endpoint),
       signature: fc.constantFrom("right", "wrong", "none"),
+      chunk: fc.option(fc.integer({ min: 1, max: 64 }), { nil: undefined, freq: 6 }),
     })
     .map((r) => {
       const req: FuzzRequest = {
@@ -646,6 +649,7 @@ const requestFor = (endpoint: Endpoint | null): fc.Arbitrary<FuzzRequest> => {
         headers: r.headers,
         body: r.method === "GET" || r.method === "OPTIONS" ? ({ kind: "none" } as Body) : r.body,
         signature: endpoint?.body === "raw" ? r.signature : "none",
+        chunk: r.chunk,
       };
       // fast-check prints a counterexample with this: readable, and short for huge bodies.
       Object.defineProperty(req, fc.toStringMethod, {
@@ -679,7 +683,7 @@ function describeRequest(r: FuzzRequest): string {
     r.body.kind === "none"
       ? "(no body)"
       : `${cut(JSON.stringify(r.body.bytes.toString("utf8")))} as ${r.body.contentType}`;
-  return `${r.method} ${cut(r.target)} token=${r.token} signature=${r.signature} headers=${cut(JSON.stringify(r.headers))} body=${b}`;
+  return `${r.method} ${cut(r.target)} token=${r.token} signature=${r.signature} chunk=${r.chunk} headers=${cut(JSON.stringify(r.headers))} body=${b}`;
 }
 
 function send(r: FuzzRequest): Promise<RawAnswer> {
@@ -695,7 +699,7 @@ function send(r: FuzzRequest): Promise<RawAnswer> {
   headers.push(...r.headers);
   return rawRequest(
     port,
-    buildRequest(r.method, r.target, headers, r.body.kind === "bytes" ? r.body.bytes : null),
+    buildRequest(r.method, r.target, headers, r.body.kind === "bytes" ? r.body.bytes : null, r.chunk),
     5000,
   );
 }
@@ -834,6 +838,24 @@ describe("regressions the fuzz found", () => {
     });
     expect(deep32.status).toBe(400);
     expect(deep32.body.error.message).not.toMatch(/nests deeper/);
+  });
+
+  it("a signed webhook event holding an unpaired surrogate escape answers 400, not 500, and is not stored", async () => {
+    for (const extra of ['"\\ud800"', '"\\udfff\\ud800"', '{"k":["\\udc00"]}']) {
+      const id = `evt_${randomUUID().replaceAll("-", "")}`;
+      const text = `{"id":"${id}","object":"event","type":"payment_intent.succeeded","created":${Math.floor(
+        Date.now() / 1000,
+      )},"data":{"object":{"id":"pi_none","object":"payment_intent"}},"extra":${extra}}`;
+      const raw = Buffer.from(text);
+      const r = await api.call("POST", "/api/payments/webhook", {
+        raw: text,
+        headers: { "stripe-signature": stripeSignature(raw, true) },
+      });
+      expect(r.status, extra).toBe(400);
+      expect(r.body.error.code).toBe("validation_error");
+      const stored = await api.core.pool.query("SELECT 1 FROM stripe_events WHERE id = $1", [id]);
+      expect(stored.rowCount).toBe(0);
+    }
   });
 
   it("a correctly signed token whose subject is not a UUID answers 401 on every user route, not 500", async () => {

@@ -8,8 +8,8 @@
 // (@trufflesuite/uws-js-unofficial 20.30.0, the newest that loads on glibc 2.36) has no error
 // answers at all: its parser treats a malformed request as "not complete yet" and waits. The socket
 // is closed when the client sends 4 KiB more, or by uWS's idle timeout (10 s, checked every 4 s).
-// uWS 20.44+ answers 400/431/505 and closes, but its binaries need glibc 2.38 (README, "What a
-// request must be"). For those classes this test pins what we can promise: the server keeps serving
+// Newer builds (20.56/20.57 on npm) carry 400/431/505 answers, but their binaries need glibc 2.38
+// (`__isoc23_strtol`, `__isoc23_strtoul`, `__isoc23_sscanf`); see README, API. For those classes this test pins what we can promise: the server keeps serving
 // everyone else meanwhile, and frees every such socket within a bound, never answering 2xx or 5xx.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Api, startApi } from "../helpers/api.ts";

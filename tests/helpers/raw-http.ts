@@ -63,18 +63,32 @@ export function parseAnswer(buf: Buffer): RawAnswer | null {
   };
 }
 
-/** Builds a request: the request line, the headers as given (in order), and a Content-Length body. */
+/**
+ * Builds a request: the request line, the headers as given (in order), and the body framed by
+ * Content-Length, or with `chunk` set, chunked (Transfer-Encoding) in pieces of at most that size.
+ */
 export function buildRequest(
   method: string,
   target: string,
   headers: Array<[string, string]>,
   body: Buffer | null,
+  chunk?: number,
 ): Buffer {
   const head = [`${method} ${target} HTTP/1.1`, "Host: 127.0.0.1"];
   for (const [k, v] of headers) head.push(`${k}: ${v}`);
-  if (body !== null) head.push(`Content-Length: ${body.length}`);
-  const top = Buffer.from(`${head.join("\r\n")}\r\n\r\n`, "utf8");
-  return body === null ? top : Buffer.concat([top, body]);
+  const parts: Buffer[] = [];
+  if (body !== null && chunk !== undefined) {
+    head.push("Transfer-Encoding: chunked");
+    for (let i = 0; i < body.length; i += chunk) {
+      const piece = body.subarray(i, i + chunk);
+      parts.push(Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from("\r\n"));
+    }
+    parts.push(Buffer.from("0\r\n\r\n"));
+  } else if (body !== null) {
+    head.push(`Content-Length: ${body.length}`);
+    parts.push(body);
+  }
+  return Buffer.concat([Buffer.from(`${head.join("\r\n")}\r\n\r\n`, "utf8"), ...parts]);
 }
 
 export interface Exchange {
