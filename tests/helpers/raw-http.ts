@@ -34,8 +34,12 @@ export function rawRequest(port: number, request: Buffer | string, timeoutMs = 5
     socket.on("close", () => finish(new NoAnswer(`closed after ${buf.length} bytes without a whole answer`)));
     socket.on("data", (chunk) => {
       buf = Buffer.concat([buf, chunk]);
-      const answer = parseAnswer(buf);
-      if (answer) finish(null, answer);
+      try {
+        const answer = parseAnswer(buf);
+        if (answer) finish(null, answer);
+      } catch (e) {
+        finish(e as Error);
+      }
     });
     socket.write(typeof request === "string" ? Buffer.from(request, "latin1") : request);
   });
