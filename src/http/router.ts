@@ -92,10 +92,17 @@ export function registerRoute(app: TemplatedApp, route: RouteDef, deps: RouterDe
       });
     } catch (err) {
       // Refused before its body was read (a malformed path, a repeated framing header): whatever
-      // the client sends next on this connection is not trusted to be a new request.
+      // the client sent after it on this connection is not trusted to be a new request. Answered
+      // with "close" on the next turn, not here: uWS goes on parsing what is already buffered
+      // after this handler returns (a request smuggled in a second Content-Length's body would
+      // run), and a close asked for inside the parser is forgotten when that next request starts.
+      // A request that arrives while this one is pending makes uWS close the connection at once
+      // instead (no answer, nothing run); otherwise the 400 goes out and the connection closes.
       reply.close = true;
-      sendError(reply, err, deps.logger);
-      meter?.done(reply.status, (performance.now() - started) / 1000);
+      setImmediate(() => {
+        sendError(reply, err, deps.logger);
+        meter?.done(reply.status, (performance.now() - started) / 1000);
+      });
     }
   });
 }

@@ -2,7 +2,8 @@
 //
 // What reaches our code is refused there: a header that must come once and comes twice (two
 // Content-Length values, two tokens, two idempotency keys...) answers 400 in the error shape and
-// closes the connection, so nothing after it on that stream is read as a request.
+// closes the connection, so nothing after it on that stream is run as a request (if more is
+// already buffered behind it, uWS closes the connection without an answer instead).
 //
 // What never reaches our code cannot be answered by it. The uWebSockets.js build we run
 // (@trufflesuite/uws-js-unofficial 20.30.0, the newest that loads on glibc 2.36) has no error
@@ -78,6 +79,26 @@ describe("a header that must come once, given twice", () => {
       // One answer only: nothing after the refused request was taken for another.
       expect(x.received.toString("latin1").match(/HTTP\/1\.1 /g)?.length, header).toBe(1);
     }
+    // A request smuggled as the body of the second Content-Length is never run: uWS frames the
+    // body by the first (0) and would parse the smuggled bytes as the next request.
+    const username = `smuggled_${Date.now() % 1_000_000}`;
+    const inner = JSON.stringify({
+      email: `${username}@example.test`,
+      username,
+      display_name: "Smuggled",
+      password: "securepass123",
+    });
+    const smuggled =
+      `POST /api/users/register HTTP/1.1\r\n${HOST}Content-Type: application/json\r\n` +
+      `Content-Length: ${inner.length}\r\n\r\n${inner}`;
+    const outer =
+      `POST /api/users/login HTTP/1.1\r\n${HOST}Content-Type: application/json\r\n` +
+      `Content-Length: 0\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`;
+    const smuggling = await rawExchange(port, outer, 3000);
+    expect(smuggling.closedAfterMs, "the server closes the connection").not.toBeNull();
+    expect(smuggling.received.toString("latin1")).not.toMatch(/HTTP\/1\.1 2\d\d/);
+    const registered = await api.core.pool.query("SELECT 1 FROM users WHERE username = $1", [username]);
+    expect(registered.rowCount, "the smuggled registration did not run").toBe(0);
     // A list header may repeat.
     const lists = await rawExchange(
       port,
