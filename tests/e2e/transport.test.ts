@@ -147,8 +147,11 @@ describe("requests this uWS build never hands to our code", () => {
     );
     expect(parseAnswer(at48.received)?.status).toBe(200);
 
-    const held = UNANSWERED.map(([name, bytes]) =>
-      rawExchange(port, bytes, FREED_WITHIN_MS).then((x) => ({ name, ...x })),
+    // Five sockets of each class, 80 in all, held at once.
+    const held = UNANSWERED.flatMap(([name, bytes]) =>
+      Array.from({ length: 5 }, () =>
+        rawExchange(port, bytes, FREED_WITHIN_MS).then((x) => ({ name, ...x })),
+      ),
     );
     // While those sockets are held, everyone else is served: reads, and tips that move money
     // (eight: the velocity rule allows ten an hour).
@@ -176,14 +179,21 @@ describe("requests this uWS build never hands to our code", () => {
     expect(reads).toBeGreaterThan(8);
 
     const results = await Promise.all(held);
-    const report = results.map(
-      (r) => `${r.name}: ${r.closedAfterMs === null ? "held" : `${r.closedAfterMs} ms`}`,
+    const slowest = new Map<string, number | null>();
+    for (const r of results) {
+      const was = slowest.get(r.name);
+      const now = r.closedAfterMs === null || was === null ? null : Math.max(was ?? 0, r.closedAfterMs);
+      slowest.set(r.name, now);
+    }
+    const report = [...slowest].map(([name, ms]) => `${name}: ${ms === null ? "held" : `${ms} ms`}`);
+    console.log(
+      `malformed requests (5 sockets each), the last closed by the server after: ${report.join("; ")}`,
     );
-    console.log(`malformed requests, closed by the server after: ${report.join("; ")}`);
     for (const r of results) {
       const text = r.received.toString("latin1");
-      // Today nothing is written; a uWS that answers these must answer 4xx (400/431/505 is not 2xx/5xx-internal).
-      if (text.length > 0) expect(text, r.name).toMatch(/^HTTP\/1\.1 4\d\d /);
+      // Today nothing is written; a uWS that answers these may only refuse them (4xx, or 505 for
+      // an HTTP version it does not speak).
+      if (text.length > 0) expect(text, r.name).toMatch(/^HTTP\/1\.1 (4\d\d|505) /);
       expect(r.closedAfterMs, `${r.name}: freed by the server within ${FREED_WITHIN_MS} ms`).not.toBeNull();
     }
     // And the server is still whole afterwards.
