@@ -7,15 +7,17 @@
 // without touching this file. Every answer must be a 2xx or a 4xx JSON error of the one shape
 // {error:{code,message}} whose status is its code's status; never a 5xx, never silence. A request
 // that is refused must change no account (balance, reservation, status, version); a 2xx that may
-// move money must keep the books summing to zero. At the end Postgres must equal memory and
-// Object.prototype must be as it was.
+// move money must keep the books summing to zero. A second property sends batches of 2-8 such
+// requests at once (sharing idempotency keys now and then), with the same checks per batch. At the
+// end Postgres must equal memory and Object.prototype must be as it was.
 //
 // Requests are written on raw sockets (tests/helpers/raw-http.ts): fetch would refuse or
 // normalise most of them. What the uWS build answers at all bounds what is sent here: header
 // names of letters, digits and "-", no control characters in the request line or header values,
 // an origin-form target ("/..."), a Host header (see tests/e2e/transport.test.ts for the others).
 //
-// Budget: FUZZ_RUNS (default 600, a few seconds). A failure prints the seed and path; replay with
+// Budget: FUZZ_RUNS (default 600 single requests, and a tenth as many batches: a few seconds).
+// A failure prints the seed and path; replay with
 //   FUZZ_SEED=<seed> FUZZ_PATH=<path> npx vitest run --config tests/vitest.config.ts tests/e2e/api-fuzz.test.ts
 // and run longer with FUZZ_RUNS=5000. FUZZ_DEBUG=<text> logs every answer to a target containing it.
 import { createHmac, randomUUID } from "node:crypto";
@@ -493,14 +495,24 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
   },
 );
 
+/**
+ * No key (the server makes one), a fresh one (undefined), or one of two shared keys, so that
+ * replays and conflicts (the same key with another body), also concurrent ones, come up.
+ */
+const idempotencyKeyChoice: fc.Arbitrary<string | null | undefined> = fc.oneof(
+  fc.constant(null),
+  fc.constant(undefined),
+  fc.constantFrom("fuzz-shared-key-1", "fuzz-shared-key-2"),
+);
+
 /** The template's members as JSON text, changed by 0-2 mutations (0: the valid body itself). */
 const mutatedTemplate = (template: () => Record<string, unknown>) =>
-  fc.tuple(fc.array(mutation, { maxLength: 2 }), fc.boolean()).map(([mutations, keyed]) => {
+  fc.tuple(fc.array(mutation, { maxLength: 2 }), idempotencyKeyChoice).map(([mutations, key]) => {
     const members: Array<[string, string]> = Object.entries(template()).map(([k, v]) => [
       k,
       JSON.stringify(v),
     ]);
-    if (keyed) members.push(["idempotency_key", JSON.stringify(randomUUID())]);
+    if (key !== null) members.push(["idempotency_key", JSON.stringify(key ?? randomUUID())]);
     for (const m of mutations) {
       const at = members.length ? ("at" in m ? m.at % members.length : 0) : 0;
       if (m.op === "replace" && members.length) members[at] = [members[at]![0], m.value];
@@ -713,16 +725,17 @@ function send(r: FuzzRequest): Promise<RawAnswer> {
 
 const outcomes = new Map<string, number>();
 
-async function check(r: FuzzRequest): Promise<void> {
-  await quiet();
-  const before = books();
-  let answer: RawAnswer;
+async function sendOrFail(r: FuzzRequest): Promise<RawAnswer> {
   try {
-    answer = await send(r);
+    return await send(r);
   } catch (e) {
     if (e instanceof NoAnswer) throw new Error(`no answer: ${e.message}\n${describeRequest(r)}`);
     throw e;
   }
+}
+
+/** The answer alone: 2xx, or a 4xx JSON error of the one shape whose status is its code's. */
+function checkAnswer(r: FuzzRequest, answer: RawAnswer): void {
   const what = `${answer.status} for ${describeRequest(r)}`;
   const route = r.endpoint ? `${r.endpoint.method} ${r.endpoint.path}` : "unlisted";
   if (process.env.FUZZ_DEBUG && r.target.includes(process.env.FUZZ_DEBUG))
@@ -758,16 +771,37 @@ async function check(r: FuzzRequest): Promise<void> {
     expect(contentType, what).toMatch(/^application\/json/);
     JSON.parse(answer.body.toString("utf8"));
   }
+}
+
+/** A 2xx to a request that may change an account (a valid tip, purchase, suspension...). */
+const mayMove = (r: FuzzRequest, answer: RawAnswer) =>
+  answer.status < 300 && r.method !== "GET" && r.method !== "OPTIONS" && r.endpoint?.body !== "raw";
+
+/**
+ * Sends a batch at once (one request is a batch of one) and checks every answer, then the books:
+ * if nothing in the batch may move money, no account changed; in any case they sum to zero.
+ */
+async function check(batch: FuzzRequest[]): Promise<void> {
+  await quiet();
+  const before = books();
+  const answers = await Promise.all(batch.map(sendOrFail));
+  for (const [i, r] of batch.entries()) checkAnswer(r, answers[i]!);
   await quiet();
   const after = books();
-  const mayMove =
-    answer.status < 300 && r.method !== "GET" && r.method !== "OPTIONS" && r.endpoint?.body !== "raw";
-  if (!mayMove) {
+  const what = batch.map((r, i) => `${answers[i]!.status} for ${describeRequest(r)}`).join("\n");
+  if (!batch.some((r, i) => mayMove(r, answers[i]!))) {
     const moved = [...after].filter(([id, v]) => before.get(id) !== undefined && before.get(id) !== v);
     expect(moved, `accounts changed by ${what}`).toEqual([]);
   }
   expect(sumOfBalances(), `the books do not sum to zero after ${what}`).toBe(0);
 }
+
+/** A request to any endpoint of the table, or to a path in none of them. */
+const requestToAny = (endpoints: readonly Endpoint[]) =>
+  fc.oneof(...endpoints.map((e) => ({ weight: 4, arbitrary: requestFor(e) })), {
+    weight: 2,
+    arbitrary: requestFor(null),
+  });
 
 describe("fuzzing every endpoint of the server", () => {
   it("answers 2xx or a 4xx JSON error, never 5xx or silence, and refused requests move no money", async () => {
@@ -780,17 +814,17 @@ describe("fuzzing every endpoint of the server", () => {
     console.log(
       `api fuzz: ${RUNS} runs over ${endpoints.length} endpoints, seed ${seed} (replay: FUZZ_SEED=${seed})`,
     );
-    const anyRequest = fc.oneof(...endpoints.map((e) => ({ weight: 4, arbitrary: requestFor(e) })), {
-      weight: 2,
-      arbitrary: requestFor(null),
-    });
-    await fc.assert(fc.asyncProperty(anyRequest, check), {
-      numRuns: RUNS,
-      seed,
-      ...(PATH === undefined ? {} : { path: PATH }),
-      // Shrinking replays requests against the real server: cap it; the seed and path resume it.
-      skipAllAfterTimeLimit: 60_000,
-    });
+    const anyRequest = requestToAny(endpoints);
+    await fc.assert(
+      fc.asyncProperty(anyRequest, (r) => check([r])),
+      {
+        numRuns: RUNS,
+        seed,
+        ...(PATH === undefined ? {} : { path: PATH }),
+        // Shrinking replays requests against the real server: cap it; the seed and path resume it.
+        skipAllAfterTimeLimit: 60_000,
+      },
+    );
     console.log(
       `api fuzz outcomes: ${[...outcomes]
         .sort()
@@ -817,6 +851,26 @@ describe("fuzzing every endpoint of the server", () => {
       const m = memory.get(row.id);
       if (m) expect(Number(row.balance_cents), row.id).toBe(m.balanceCents);
     }
+  }, 120_000);
+});
+
+describe("fuzzing every endpoint with concurrent batches", () => {
+  it("answers every request of a batch sent at once, and the books hold", async () => {
+    // Two to eight requests in flight together, on the same shared idempotency keys now and then:
+    // replays and conflicts race, refusals race valid requests. A tenth of the single-request runs.
+    const seed = SEED ?? Math.floor(Math.random() * 2 ** 31);
+    const runs = Math.max(10, Math.ceil(RUNS / 10));
+    console.log(`api fuzz, concurrent: ${runs} batches, seed ${seed} (replay: FUZZ_SEED=${seed})`);
+    await fc.assert(
+      fc.asyncProperty(fc.array(requestToAny(api.http.endpoints), { minLength: 2, maxLength: 8 }), check),
+      {
+        numRuns: runs,
+        seed,
+        ...(PATH === undefined ? {} : { path: PATH }),
+        skipAllAfterTimeLimit: 60_000,
+      },
+    );
+    expect((await fetch(`${api.base}/healthz`)).status).toBe(200);
   }, 120_000);
 });
 
