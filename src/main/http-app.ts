@@ -11,6 +11,7 @@ import { corsPolicy } from "../http/cors.ts";
 import { type ReadinessProbes, registerHealth, registerMetrics } from "../http/health.ts";
 import { Metrics } from "../http/metrics.ts";
 import { RateLimits } from "../http/rate-limit.ts";
+import type { Endpoint } from "../http/router.ts";
 import { createHttpApp } from "../http/server.ts";
 import { MoneyIn } from "../payments/money-in.ts";
 import { moneyInRoutes } from "../payments/money-in-routes.ts";
@@ -35,6 +36,8 @@ export interface HttpServer {
   readonly tokens: TokenService;
   readonly users: UserStore;
   readonly moneyIn: MoneyIn;
+  /** The server's endpoint table (API routes and health/metrics), for tests to enumerate. */
+  readonly endpoints: readonly Endpoint[];
 }
 
 /**
@@ -96,8 +99,8 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     ledger: () => core.ledger.health(),
     persist: () => core.persister.health(),
   };
-  registerHealth(http.app, probes);
-  registerMetrics(http.app, metrics, config.METRICS_TOKEN, logger);
+  registerHealth(http, probes);
+  registerMetrics(http, metrics, config.METRICS_TOKEN, logger);
   http.register([
     ...userRoutes({ users, roles, identity, tokens, ledger: core.ledger }),
     ...paymentRoutes({ ledger: core.ledger, users, roles, tipAmountsUsd: config.TIP_AMOUNTS_USD }),
@@ -115,6 +118,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     tokens,
     users,
     moneyIn,
+    endpoints: http.endpoints,
     listen: (port, host) => http.listen(port, host),
     async close() {
       http.close();
