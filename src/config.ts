@@ -111,6 +111,21 @@ export const configSchema = z.object({
   PURCHASE_MIN_USD: z.coerce.number().positive().default(1),
   PURCHASE_MAX_USD: z.coerce.number().positive().default(500),
 
+  // --- Money out: payouts (issue 13). ---
+  /** Smallest and largest withdrawal, in dollars. */
+  PAYOUT_MIN_USD: z.coerce.number().positive().default(10),
+  PAYOUT_MAX_USD: z.coerce.number().positive().default(10_000),
+  /** Most payouts one list request answers. */
+  PAYOUT_LIST_MAX: int(100, 1),
+  /** Outcome channel: most outcomes the ledger's consumer reads at once, and its idle block time. */
+  PAYOUT_OUTCOME_READ_COUNT: int(100, 1),
+  PAYOUT_OUTCOME_BLOCK_MS: int(1000, 1),
+  /** Payout jobs: provider attempts per round, and the first backoff (doubling each attempt). */
+  PAYOUT_JOB_ATTEMPTS: int(5, 1),
+  PAYOUT_JOB_BACKOFF_MS: int(2000, 1),
+  /** Finished payout jobs BullMQ keeps (for the dashboard and to see a job id was used). */
+  PAYOUT_JOBS_KEPT: int(10_000, 1),
+
   /**
    * How long a request may wait for Postgres before it answers 503 with Retry-After: a new
    * connection, a statement (server-side, and client-side a second later for an answer lost on

@@ -16,6 +16,11 @@ import { MoneyIn } from "../payments/money-in.ts";
 import { moneyInRoutes } from "../payments/money-in-routes.ts";
 import { paymentRoutes } from "../payments/routes.ts";
 import type { StripeSetup } from "../payments/stripe.ts";
+import { BullPayoutJobs } from "../payouts/payout-queue.ts";
+import { PayoutStore } from "../payouts/payout-store.ts";
+import { PayoutOutcomeConsumer } from "../payouts/outcomes.ts";
+import type { PayoutProvider, PayoutProviderName } from "../payouts/provider.ts";
+import { payoutRoutes } from "../payouts/routes.ts";
 import { userRoutes } from "../users/routes.ts";
 import { Roles } from "../users/roles.ts";
 import { UserStore } from "../users/user-store.ts";
@@ -26,6 +31,8 @@ export interface HttpDeps {
   logger: Logger;
   core: Core;
   stripe: StripeSetup;
+  /** Payout providers by name (Wise, Airwallex); one that is absent cannot take payout methods. */
+  payoutProviders?: Partial<Record<PayoutProviderName, PayoutProvider>>;
 }
 
 export interface HttpServer {
@@ -35,6 +42,8 @@ export interface HttpServer {
   readonly tokens: TokenService;
   readonly users: UserStore;
   readonly moneyIn: MoneyIn;
+  readonly payoutJobs: BullPayoutJobs;
+  readonly payoutOutcomes: PayoutOutcomeConsumer;
 }
 
 /**
@@ -80,6 +89,23 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     }),
   });
   core.ledger.onFlush = (seconds, events, ok) => metrics.walFlush(seconds, events, ok);
+  const payoutJobs = new BullPayoutJobs({
+    redisUrl: config.REDIS_URL,
+    prefix: config.REDIS_PREFIX,
+    attempts: config.PAYOUT_JOB_ATTEMPTS,
+    backoffMs: config.PAYOUT_JOB_BACKOFF_MS,
+    keep: config.PAYOUT_JOBS_KEPT,
+  });
+  // This process owns the ledger: it applies what the payout worker learned from providers.
+  const payoutOutcomes = new PayoutOutcomeConsumer({
+    redis: core.redis,
+    prefix: config.REDIS_PREFIX,
+    ledger: core.ledger,
+    logger,
+    readCount: config.PAYOUT_OUTCOME_READ_COUNT,
+    blockMs: config.PAYOUT_OUTCOME_BLOCK_MS,
+  });
+  void payoutOutcomes.start().catch((err) => logger.error({ err }, "payout outcome consumer did not start"));
 
   const http = createHttpApp({
     logger,
@@ -109,15 +135,30 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       maxUsd: config.PURCHASE_MAX_USD,
     }),
     ...adminRoutes({ ledger: core.ledger, users, roles, pool: core.pool }),
+    ...payoutRoutes({
+      ledger: core.ledger,
+      roles,
+      store: new PayoutStore(core.pool),
+      jobs: payoutJobs,
+      providers: deps.payoutProviders ?? {},
+      logger,
+      minUsd: config.PAYOUT_MIN_USD,
+      maxUsd: config.PAYOUT_MAX_USD,
+      listMax: config.PAYOUT_LIST_MAX,
+    }),
   ]);
 
   return {
     tokens,
     users,
     moneyIn,
+    payoutJobs,
+    payoutOutcomes,
     listen: (port, host) => http.listen(port, host),
     async close() {
       http.close();
+      await payoutOutcomes.stop();
+      await payoutJobs.close();
       await hasher.close();
     },
   };
