@@ -1,7 +1,11 @@
 // Owns the process configuration: every setting comes from the environment, parsed once with
 // zod at start. A bad value is one error naming the variable, never a silent default.
+import { createPublicKey } from "node:crypto";
 import { z } from "zod";
 import type { FraudLimits } from "./ledger/types.ts";
+
+const RATE_LIMIT_REDIS_TIMEOUT_MAX_MS = 10_000;
+const WAL_COMMAND_TIMEOUT_MAX_MS = 60_000;
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 const bool = (def: boolean) =>
@@ -12,6 +16,11 @@ const bool = (def: boolean) =>
 
 /** An empty value (`NAME=` as in .env.example) means unset. */
 const optional = <T extends z.ZodType>(t: T) => z.preprocess((v) => (v === "" ? undefined : v), t.optional());
+
+/** Named maxima of the money-out settings. */
+export const PAYOUT_STANDIN_DELAY_MS_MAX = 600_000;
+export const PAYOUT_PROVIDER_TIMEOUT_MS_MAX = 120_000;
+export const PAYOUT_WEBHOOK_TOLERANCE_MS_MAX = 3_600_000;
 
 export const configSchema = z.object({
   NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
@@ -27,6 +36,14 @@ export const configSchema = z.object({
    * write before it answers.
    */
   RATE_LIMIT_REDIS_URL: optional(z.string().url()),
+  /**
+   * Longest wait for the rate limiters' Redis before a request answers 503 with Retry-After; while
+   * that Redis is down, requests answer 503 at once and it is reconnected within half a second.
+   */
+  RATE_LIMIT_REDIS_TIMEOUT_MS: int(500, 10).refine(
+    (n) => n <= RATE_LIMIT_REDIS_TIMEOUT_MAX_MS,
+    "at most 10000",
+  ),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 
   /** Logical ledger shards; each owns its accounts, mailbox and WAL stream wal:{shard}. */
@@ -42,6 +59,13 @@ export const configSchema = z.object({
 
   /** Most WAL entries per shard held in memory at once while recovery replays the WAL. */
   RECOVERY_PAGE_ENTRIES: int(1000, 1),
+  /**
+   * Longest wait for an answer of the WAL's Redis (a hung one: connections open, no answers).
+   * A WAL append that times out has an unknown outcome: its callers get 503, and the ledger
+   * rotates its fencing token before it re-reads the WAL, so the late append lands before the
+   * re-read or is refused.
+   */
+  WAL_COMMAND_TIMEOUT_MS: int(5000, 100).refine((n) => n <= WAL_COMMAND_TIMEOUT_MAX_MS, "at most 60000"),
   /** Lifetime of the single-owner lease on the ledger; a crashed owner blocks a restart this long. */
   LEDGER_LEASE_MS: int(10_000, 200),
   /** Persister: most stream entries read per shard per round, and the idle block time. */
@@ -126,6 +150,39 @@ export const configSchema = z.object({
   /** Finished payout jobs BullMQ keeps (for the dashboard and to see a job id was used). */
   PAYOUT_JOBS_KEPT: int(10_000, 1),
 
+  // --- Money out: Wise and Airwallex (issue 13). Unset keys: local stand-ins, no real money moves. ---
+  /** Wise API token (Bearer); with WISE_PROFILE_ID and WISE_WEBHOOK_PUBLIC_KEY. */
+  WISE_API_KEY: optional(z.string().min(8)),
+  /** The numeric Wise profile (business) that pays out. */
+  WISE_PROFILE_ID: optional(z.string().regex(/^\d+$/, "the numeric Wise profile id")),
+  WISE_API_URL: z.string().url().default("https://api.wise.com"),
+  /** PEM of Wise's webhook signing key (newlines may be written as \n). */
+  WISE_WEBHOOK_PUBLIC_KEY: optional(z.string().includes("PUBLIC KEY", { message: "a PEM public key" })),
+  AIRWALLEX_CLIENT_ID: optional(z.string().min(4)),
+  AIRWALLEX_API_KEY: optional(z.string().min(8)),
+  AIRWALLEX_API_URL: z.string().url().default("https://api.airwallex.com"),
+  /** The Airwallex webhook endpoint's secret (x-signature HMAC key). */
+  AIRWALLEX_WEBHOOK_SECRET: optional(z.string().min(8)),
+  /** A stand-in's time from funding to paid (bounces follow half as much later). */
+  PAYOUT_STANDIN_DELAY_MS: z.coerce.number().int().min(0).max(PAYOUT_STANDIN_DELAY_MS_MAX).default(1000),
+  /** Ports of the in-process stand-ins (0: any free port; a busy port falls back to a free one). */
+  WISE_STANDIN_PORT: int(12112),
+  AIRWALLEX_STANDIN_PORT: int(12113),
+  /** Bound on one provider HTTP call (a timeout is retried by the payout worker). */
+  PAYOUT_PROVIDER_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .max(PAYOUT_PROVIDER_TIMEOUT_MS_MAX)
+    .default(15_000),
+  /** How old (or early) an Airwallex webhook's x-timestamp may be before it is refused as stale. */
+  PAYOUT_WEBHOOK_TOLERANCE_MS: z.coerce
+    .number()
+    .int()
+    .min(1000)
+    .max(PAYOUT_WEBHOOK_TOLERANCE_MS_MAX)
+    .default(300_000),
+
   /**
    * How long a request may wait for Postgres before it answers 503 with Retry-After: a new
    * connection, a statement (server-side, and client-side a second later for an answer lost on
@@ -163,6 +220,32 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (c.NODE_ENV === "production" && !c.STRIPE_SECRET_KEY) {
     throw new ConfigError(
       "invalid configuration: STRIPE_SECRET_KEY is required when NODE_ENV=production (without it a local stand-in takes payments)",
+    );
+  }
+  const wise = [c.WISE_API_KEY, c.WISE_PROFILE_ID, c.WISE_WEBHOOK_PUBLIC_KEY];
+  if (c.WISE_API_KEY && wise.some((v) => !v)) {
+    throw new ConfigError(
+      "invalid configuration: WISE_PROFILE_ID and WISE_WEBHOOK_PUBLIC_KEY are required with WISE_API_KEY (transfers are made for the profile; webhooks are verified with the key)",
+    );
+  }
+  if (c.WISE_WEBHOOK_PUBLIC_KEY) {
+    try {
+      createPublicKey(c.WISE_WEBHOOK_PUBLIC_KEY.replace(/\\n/g, "\n"));
+    } catch {
+      throw new ConfigError(
+        "invalid configuration: WISE_WEBHOOK_PUBLIC_KEY is not a readable PEM public key",
+      );
+    }
+  }
+  const airwallex = [c.AIRWALLEX_CLIENT_ID, c.AIRWALLEX_API_KEY, c.AIRWALLEX_WEBHOOK_SECRET];
+  if ((c.AIRWALLEX_CLIENT_ID || c.AIRWALLEX_API_KEY) && airwallex.some((v) => !v)) {
+    throw new ConfigError(
+      "invalid configuration: AIRWALLEX_CLIENT_ID, AIRWALLEX_API_KEY and AIRWALLEX_WEBHOOK_SECRET are required together",
+    );
+  }
+  if (c.NODE_ENV === "production" && (!c.WISE_API_KEY || !c.AIRWALLEX_API_KEY)) {
+    throw new ConfigError(
+      "invalid configuration: WISE_API_KEY and AIRWALLEX_API_KEY are required when NODE_ENV=production (without them local stand-ins take payouts)",
     );
   }
   if (c.PURCHASE_MIN_USD > c.PURCHASE_MAX_USD) {

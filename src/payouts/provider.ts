@@ -13,6 +13,16 @@ export interface BankDetails {
   accountNumber: string;
   /** 9 digits with a valid ABA checksum. */
   routingNumber: string;
+  /** The holder's address, sent when given (Wise and Airwallex may ask for it on some routes). */
+  address?: BankAddress;
+}
+
+export interface BankAddress {
+  line1: string;
+  city: string;
+  /** Two-letter US state code. */
+  state: string;
+  postalCode: string;
 }
 
 export interface Recipient {
@@ -32,6 +42,11 @@ export interface TransferRequest {
  * Where a transfer stands, in our words: `processing` (accepted, money not yet arrived),
  * `paid` (delivered), `failed` (refused or cancelled; nothing left us), `returned` (delivered,
  * then bounced back to us).
+ *
+ * `failed` and `returned` both say the money is not with the creator; which applies depends on
+ * what we already recorded, since a provider's current status does not always carry its history
+ * (Wise `funds_refunded` follows a bounce or a cancellation): a payout already `paid` that reads
+ * `failed` was returned, and one not yet `paid` that reads `returned` simply failed.
  */
 export type TransferState = "processing" | "paid" | "failed" | "returned";
 

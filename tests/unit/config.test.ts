@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { ConfigError, fraudLimits, loadConfig } from "../../src/config.ts";
 
@@ -24,6 +25,9 @@ describe("configuration", () => {
       loadConfig({ SUPABASE_JWT_SECRET: "", STRIPE_SECRET_KEY: "" }).SUPABASE_JWT_SECRET,
     ).toBeUndefined();
     const secret = "x".repeat(32);
+    const wisePem = generateKeyPairSync("ec", { namedCurve: "P-256" })
+      .publicKey.export({ type: "spki", format: "pem" })
+      .toString();
     expect(() => loadConfig({ NODE_ENV: "production" })).toThrow(/SUPABASE_JWT_SECRET is required/);
     expect(() => loadConfig({ NODE_ENV: "production", SUPABASE_JWT_SECRET: secret })).toThrow(
       /STRIPE_SECRET_KEY is required/,
@@ -39,8 +43,33 @@ describe("configuration", () => {
         SUPABASE_JWT_SECRET: secret,
         STRIPE_SECRET_KEY: "sk_live_abc",
         STRIPE_WEBHOOK_SECRET: "whsec_abcdefgh",
+        WISE_API_KEY: "wise_live_key",
+        WISE_PROFILE_ID: "12345",
+        WISE_WEBHOOK_PUBLIC_KEY: wisePem,
+        AIRWALLEX_CLIENT_ID: "client_1",
+        AIRWALLEX_API_KEY: "awx_live_key",
+        AIRWALLEX_WEBHOOK_SECRET: "awx_secret_1",
       }).STRIPE_SECRET_KEY,
     ).toBe("sk_live_abc");
+    const production = {
+      NODE_ENV: "production",
+      SUPABASE_JWT_SECRET: secret,
+      STRIPE_SECRET_KEY: "sk_live_abc",
+      STRIPE_WEBHOOK_SECRET: "whsec_abcdefgh",
+    };
+    expect(() => loadConfig(production)).toThrow(/WISE_API_KEY and AIRWALLEX_API_KEY are required/);
+    expect(() => loadConfig({ WISE_API_KEY: "wise_key_1" })).toThrow(
+      /WISE_PROFILE_ID and WISE_WEBHOOK_PUBLIC_KEY/,
+    );
+    expect(() => loadConfig({ AIRWALLEX_API_KEY: "awx_key_1" })).toThrow(/required together/);
+    expect(() =>
+      loadConfig({
+        WISE_API_KEY: "wise_key_1",
+        WISE_PROFILE_ID: "1",
+        WISE_WEBHOOK_PUBLIC_KEY: "-----BEGIN PUBLIC KEY-----\\nnot a key\\n-----END PUBLIC KEY-----",
+      }),
+    ).toThrow(/not a readable PEM/);
+    expect(() => loadConfig({ PAYOUT_PROVIDER_TIMEOUT_MS: "999999" })).toThrow(/PAYOUT_PROVIDER_TIMEOUT_MS/);
   });
 
   it("keeps .env.example in step with the schema", async () => {

@@ -1,0 +1,225 @@
+// Owns what the Wise and Airwallex stand-ins share: reading a bounded JSON body, answering JSON
+// with the provider's trace header, the test account numbers' behaviours, timers that close with
+// the server, and a signed-webhook sender that POSTs each event off the request path with retries.
+import { randomBytes } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { StandinLog } from "./stripe-webhooks.ts";
+
+export type { StandinLog } from "./stripe-webhooks.ts";
+
+/** Largest request body a stand-in reads. */
+export const STANDIN_BODY_LIMIT_BYTES = 256 * 1024;
+/** Objects of one kind held in memory; past this, creating one is refused (restart the stand-in). */
+export const STANDIN_OBJECTS_MAX = 200_000;
+/** Webhook delivery records kept (oldest dropped first). */
+export const STANDIN_DELIVERIES_MAX = 20_000;
+/** Default time from funding to paid (PAYOUT_STANDIN_DELAY_MS). */
+export const DEFAULT_STANDIN_DELAY_MS = 1000;
+
+/**
+ * What a test account number does, by its last four digits (README "Money out: providers and
+ * test account numbers"): 0002 fails the transfer call twice with a 5xx, 0003 is refused with a
+ * validation error, 0004 is sent then bounced back; anything else is paid after the delay.
+ */
+export type TestAccountBehaviour = "paid" | "flaky" | "refused" | "bounced";
+
+export function testAccountBehaviour(accountNumber: string): TestAccountBehaviour {
+  if (accountNumber.endsWith("0002")) return "flaky";
+  if (accountNumber.endsWith("0003")) return "refused";
+  if (accountNumber.endsWith("0004")) return "bounced";
+  return "paid";
+}
+
+/** How many 5xx answers a `flaky` account's transfer call gets before it succeeds. */
+export const FLAKY_FAILURES = 2;
+
+export class BodyError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export async function readJsonBody(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > STANDIN_BODY_LIMIT_BYTES) throw new BodyError(413, "request body too large");
+    chunks.push(c as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString("utf8");
+  if (text.trim() === "") return {};
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new BodyError(400, "request body is not valid JSON");
+  }
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, traceHeader: string): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+    [traceHeader]: randomBytes(8).toString("hex"),
+  });
+  res.end(text);
+}
+
+/** A path segment decoded, or null when its percent-encoding is malformed (answered as not found). */
+export function decodeSegment(s: string): string | null {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return null;
+  }
+}
+
+export const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** The ABA routing number checksum: 3*(d1+d4+d7) + 7*(d2+d5+d8) + (d3+d6+d9) divisible by 10. */
+export function validAba(routing: string): boolean {
+  if (!/^\d{9}$/.test(routing)) return false;
+  const d = [...routing].map(Number);
+  const sum = 3 * (d[0]! + d[3]! + d[6]!) + 7 * (d[1]! + d[4]! + d[7]!) + (d[2]! + d[5]! + d[8]!);
+  return sum % 10 === 0;
+}
+
+/** Timers that all stop when the stand-in closes. */
+export class Timers {
+  private readonly set = new Set<NodeJS.Timeout>();
+  private closed = false;
+  after(ms: number, fn: () => void): void {
+    if (this.closed) return;
+    const t = setTimeout(() => {
+      this.set.delete(t);
+      fn();
+    }, ms);
+    this.set.add(t);
+  }
+  close(): void {
+    this.closed = true;
+    for (const t of this.set) clearTimeout(t);
+    this.set.clear();
+  }
+}
+
+export interface PayoutWebhookDelivery {
+  /** The stand-in's id of the delivery (Wise X-Delivery-Id; Airwallex event id). */
+  id: string;
+  body: string;
+  url: string | null;
+  state: "pending" | "delivered" | "failed" | "no_url";
+  /** The receiver's status per attempt, or null for a connection error. */
+  attempts: (number | null)[];
+}
+
+export interface WebhookSenderOptions {
+  /** Headers carrying the signature, made for each attempt (Airwallex signs the send time). */
+  sign(body: string, deliveryId: string): Record<string, string>;
+  log?: StandinLog | undefined;
+  maxAttempts?: number;
+  retryBaseMs?: number;
+  timeoutMs?: number;
+}
+
+/** POSTs signed events to one URL, off the caller's path, retrying non-2xx and connection errors. */
+export class WebhookSender {
+  private url: string | null = null;
+  private readonly records: PayoutWebhookDelivery[] = [];
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly timers = new Timers();
+  /** Retry backoffs under way, ended early by close(). */
+  private readonly waiting = new Set<() => void>();
+  private closed = false;
+
+  constructor(private readonly o: WebhookSenderOptions) {}
+
+  setUrl(url: string | null): void {
+    if (url !== null) new URL(url); // a malformed URL throws now, not at delivery
+    this.url = url;
+  }
+
+  send(deliveryId: string, body: string): void {
+    if (this.closed) return;
+    const rec: PayoutWebhookDelivery = {
+      id: deliveryId,
+      body,
+      url: this.url,
+      state: "pending",
+      attempts: [],
+    };
+    this.records.push(rec);
+    if (this.records.length > STANDIN_DELIVERIES_MAX) this.records.shift();
+    if (!this.url) {
+      rec.state = "no_url";
+      return;
+    }
+    const p = this.deliver(rec).finally(() => this.inFlight.delete(p));
+    this.inFlight.add(p);
+  }
+
+  /** Sends a recorded delivery again with the same id and body; false when it is not (or no longer) kept. */
+  resend(deliveryId: string): boolean {
+    const rec = this.records.find((r) => r.id === deliveryId);
+    if (!rec) return false;
+    this.send(rec.id, rec.body);
+    return true;
+  }
+
+  deliveries(): PayoutWebhookDelivery[] {
+    return this.records.map((r) => ({ ...r, attempts: [...r.attempts] }));
+  }
+
+  /** Resolves once every delivery under way has settled, retries included. */
+  async flush(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const wake of [...this.waiting]) wake();
+    this.timers.close();
+    await this.flush();
+  }
+
+  private async deliver(rec: PayoutWebhookDelivery): Promise<void> {
+    const maxAttempts = this.o.maxAttempts ?? 4;
+    for (let attempt = 1; attempt <= maxAttempts && !this.closed; attempt++) {
+      let status: number | null = null;
+      try {
+        const res = await fetch(rec.url!, {
+          method: "POST",
+          headers: { "content-type": "application/json", ...this.o.sign(rec.body, rec.id) },
+          body: rec.body,
+          signal: AbortSignal.timeout(this.o.timeoutMs ?? 5000),
+        });
+        status = res.status;
+        await res.arrayBuffer().catch(() => undefined);
+      } catch (err) {
+        this.o.log?.debug({ err, url: rec.url }, "payout stand-in webhook delivery failed");
+      }
+      rec.attempts.push(status);
+      if (status !== null && status >= 200 && status <= 299) {
+        rec.state = "delivered";
+        return;
+      }
+      if (attempt < maxAttempts) {
+        await new Promise<void>((resolve) => {
+          const wake = () => {
+            this.waiting.delete(wake);
+            resolve();
+          };
+          this.waiting.add(wake);
+          this.timers.after((this.o.retryBaseMs ?? 50) * 2 ** (attempt - 1), wake);
+        });
+      }
+    }
+    rec.state = "failed";
+    this.o.log?.warn({ url: rec.url, id: rec.id }, "payout stand-in webhook not delivered");
+  }
+}
