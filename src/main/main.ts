@@ -5,13 +5,15 @@ import { DependencyError, startCore } from "./core.ts";
 import { ConfigError, loadConfig } from "../config.ts";
 import { createHttpServer } from "./http-app.ts";
 import { setUpStripe } from "../payments/stripe.ts";
+import { setUpPayoutProviders } from "../payouts/setup.ts";
 
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = pino({ level: config.LOG_LEVEL });
   const core = await startCore(config, logger);
   const stripe = await setUpStripe(config, logger);
-  const http = createHttpServer({ config, logger, core, stripe });
+  const payouts = await setUpPayoutProviders(config, logger);
+  const http = createHttpServer({ config, logger, core, stripe, payoutProviders: payouts.providers });
   const port = await http.listen(config.PORT, config.HOST);
   stripe.setWebhookUrl(`http://127.0.0.1:${port}/api/payments/webhook`);
   logger.info({ port, shards: config.SHARDS }, "3AM backend listening");
@@ -23,6 +25,7 @@ async function main(): Promise<void> {
     logger.info({ signal }, "shutting down: closing HTTP, flushing the ledger, draining the WAL");
     await http.close();
     await stripe.close();
+    await payouts.close();
     await core.ledger.stop();
     await core.persister
       .drain()

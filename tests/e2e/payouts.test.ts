@@ -468,4 +468,49 @@ describe("payout methods", () => {
         .rows[0].n,
     ).toBe(0);
   });
+
+  it("creates the recipient at the provider (Wise, then Airwallex) and keeps its id and the last four digits only", async () => {
+    const { creator } = await earningCreator(5000);
+    const body = {
+      user_id: creator.id,
+      provider: "wise",
+      account_holder_name: "Amazing Creator",
+      country: "US",
+      currency: "USD",
+      account_number: "000123456789",
+      routing_number: "021000021",
+    };
+    const wise = await api.call("PUT", "/api/payments/payout-method", { token: creator.token, body });
+    expect(wise.status, JSON.stringify(wise.body)).toBe(200);
+    expect(wise.body).toEqual({
+      payout_method: {
+        provider: "wise",
+        account_holder_name: "Amazing Creator",
+        country: "US",
+        currency: "USD",
+        account_last4: "6789",
+        created_at: ISO,
+      },
+    });
+    const row = async () =>
+      (await env.pool.query("SELECT * FROM payout_methods WHERE user_id = $1", [creator.id])).rows[0];
+    const first = await row();
+    expect(first.provider_recipient_id).toMatch(/\S/);
+    expect(JSON.stringify(first)).not.toContain("000123456789");
+    const awx = await api.call("PUT", "/api/payments/payout-method", {
+      token: creator.token,
+      body: { ...body, provider: "airwallex", account_number: "5555" },
+    });
+    expect(awx.status, JSON.stringify(awx.body)).toBe(200);
+    expect(awx.body.payout_method).toMatchObject({ provider: "airwallex", account_last4: "5555" });
+    const second = await row();
+    expect(second.provider_recipient_id).not.toBe(first.provider_recipient_id);
+    const read = await api.call("GET", `/api/payments/payout-method/${creator.id}`, { token: creator.token });
+    expect(read.body).toEqual(awx.body);
+    // A withdrawal goes to the method's provider and recipient.
+    const w = await withdraw(creator.token, creator.id, 10);
+    expect(w.status).toBe(202);
+    expect(w.body.payout.provider).toBe("airwallex");
+    expect((await job(w.body.payout.id))?.data.providerRecipientId).toBe(second.provider_recipient_id);
+  });
 });
