@@ -149,6 +149,14 @@ export const configSchema = z.object({
   PAYOUT_JOB_BACKOFF_MS: int(2000, 1),
   /** Finished payout jobs BullMQ keeps (for the dashboard and to see a job id was used). */
   PAYOUT_JOBS_KEPT: int(10_000, 1),
+  /** Payout jobs one worker process runs at once. */
+  PAYOUT_WORKER_CONCURRENCY: int(8, 1).refine((n) => n <= 256, "at most 256"),
+  /** After sending, the worker asks the provider this often how the transfer stands, for at most
+   * PAYOUT_STATUS_WAIT_MS (a webhook or a later check finishes the rest). */
+  PAYOUT_STATUS_POLL_MS: int(500, 10),
+  PAYOUT_STATUS_WAIT_MS: int(30_000, 0).refine((n) => n <= 600_000, "at most 600000"),
+  /** Run the workers (payouts) inside `npm start`; false leaves them to `npm run worker`. */
+  RUN_WORKERS: bool(true),
 
   // --- Money out: Wise and Airwallex (issue 13). Unset keys: local stand-ins, no real money moves. ---
   /** Wise API token (Bearer); with WISE_PROFILE_ID and WISE_WEBHOOK_PUBLIC_KEY. */

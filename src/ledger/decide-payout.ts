@@ -157,7 +157,7 @@ export function decidePayoutOutcome(
   const hash = `outcome|${cmd.payoutId}|${cmd.round}|${cmd.state}`;
   if (rec.status === "paid") return asPayoutAnswer(payoutReturn(cmd, user, rec, details, hash, ctx));
   const tx = user.payouts.get(cmd.payoutId);
-  if (!tx || tx.status !== "pending") {
+  if (tx?.status !== "pending") {
     throw new LedgerInvariantError(
       `ledger invariant: payout ${cmd.payoutId} is ${rec.status} but its transaction is ${tx?.status}`,
     );

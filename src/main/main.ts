@@ -6,6 +6,7 @@ import { ConfigError, loadConfig } from "../config.ts";
 import { createHttpServer } from "./http-app.ts";
 import { setUpStripe } from "../payments/stripe.ts";
 import { setUpPayoutProviders } from "../payouts/setup.ts";
+import { PayoutWorker } from "../workers/payout-worker.ts";
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -14,6 +15,19 @@ async function main(): Promise<void> {
   const stripe = await setUpStripe(config, logger);
   const payouts = await setUpPayoutProviders(config, logger);
   const http = createHttpServer({ config, logger, core, stripe, payoutProviders: payouts.providers });
+  // One command runs everything locally; RUN_WORKERS=false leaves the worker to `npm run worker`.
+  const worker = config.RUN_WORKERS
+    ? new PayoutWorker({
+        redisUrl: config.REDIS_URL,
+        outcomes: core.redis,
+        prefix: config.REDIS_PREFIX,
+        providers: payouts.providers,
+        logger,
+        concurrency: config.PAYOUT_WORKER_CONCURRENCY,
+        statusPollMs: config.PAYOUT_STATUS_POLL_MS,
+        statusWaitMs: config.PAYOUT_STATUS_WAIT_MS,
+      })
+    : null;
   const port = await http.listen(config.PORT, config.HOST);
   stripe.setWebhookUrl(`http://127.0.0.1:${port}/api/payments/webhook`);
   logger.info({ port, shards: config.SHARDS }, "3AM backend listening");
@@ -24,6 +38,7 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info({ signal }, "shutting down: closing HTTP, flushing the ledger, draining the WAL");
     await http.close();
+    await worker?.close();
     await stripe.close();
     await payouts.close();
     await core.ledger.stop();

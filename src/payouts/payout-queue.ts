@@ -15,6 +15,9 @@ export interface PayoutJobData {
   currency: "USD";
   provider: string | null;
   providerRecipientId: string | null;
+  /** Set by the worker once the provider accepted the transfer (a later attempt then never
+   * declares the payout failed on its own). */
+  providerTransferId?: string;
 }
 
 export interface PayoutJobs {

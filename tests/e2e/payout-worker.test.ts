@@ -1,0 +1,160 @@
+// The payout worker end to end: the API (owning the ledger), BullMQ on the real Redis, the worker
+// calling the Wise and Airwallex stand-ins over HTTP, and the outcomes coming back through the
+// channel to the ledger. Each test account number's path: paid, 5xx twice then paid, refused
+// (failed, reserve released); and a job run twice pays once.
+import { randomUUID } from "node:crypto";
+import type { Job } from "bullmq";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { PayoutJobData } from "../../src/payouts/payout-queue.ts";
+import { reconcileLedger } from "../../src/persist/reconcile.ts";
+import { PayoutWorker } from "../../src/workers/payout-worker.ts";
+import { type Api, startApi } from "../helpers/api.ts";
+import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
+import { settle, silentLogger } from "../helpers/ledger.ts";
+
+let env: TestEnv;
+let api: Api;
+let worker: PayoutWorker;
+
+beforeAll(async () => {
+  env = await createTestEnv("payout_worker");
+  api = await startApi(env, {
+    PAYOUT_OUTCOME_BLOCK_MS: "50",
+    PAYOUT_JOB_BACKOFF_MS: "50",
+    PAYOUT_STANDIN_DELAY_MS: "100",
+  });
+  worker = new PayoutWorker({
+    redisUrl: api.core.config.REDIS_URL,
+    outcomes: env.redis,
+    prefix: env.redisPrefix,
+    providers: api.payouts.providers,
+    logger: silentLogger,
+    concurrency: 4,
+    statusPollMs: 25,
+    statusWaitMs: 10_000,
+  });
+});
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+  await env?.cleanup();
+});
+
+/** A creator who earned 48.50 (a 50.00 tip) and set a payout method with this account number. */
+async function creatorWithMethod(provider: "wise" | "airwallex", accountNumber: string) {
+  const creator = await api.register("creator");
+  const fan = await api.register();
+  await api.fund(fan.id, 5000);
+  await api.core.ledger.submit({
+    kind: "tip",
+    key: randomUUID(),
+    fromAccountId: fan.id,
+    toAccountId: creator.id,
+    amountCents: 5000,
+  });
+  await settle(api.core);
+  const m = await api.call("PUT", "/api/payments/payout-method", {
+    token: creator.token,
+    body: {
+      user_id: creator.id,
+      provider,
+      account_holder_name: "Test Creator",
+      country: "US",
+      currency: "USD",
+      account_number: accountNumber,
+      routing_number: "021000021",
+    },
+  });
+  expect(m.status, JSON.stringify(m.body)).toBe(200);
+  return creator;
+}
+
+async function withdraw20(creator: { id: string; token: string }): Promise<string> {
+  const r = await api.call("POST", "/api/payments/withdraw", {
+    token: creator.token,
+    body: { user_id: creator.id, amount: 20 },
+    headers: { "idempotency-key": randomUUID() },
+  });
+  expect(r.status, JSON.stringify(r.body)).toBe(202);
+  return r.body.payout.id;
+}
+
+const payoutOf = async (creator: { token: string }, id: string) =>
+  (await api.call("GET", `/api/payments/payouts/${id}`, { token: creator.token })).body.payout;
+
+async function finalState(creator: { token: string }, id: string, status: string) {
+  await waitFor(async () => (await payoutOf(creator, id)).status === status, 20_000, `payout ${status}`);
+  await settle(api.core);
+  return payoutOf(creator, id);
+}
+
+async function money(userId: string) {
+  const r = await env.pool.query(
+    "SELECT balance_cents::int AS bal, reserved_balance_cents::int AS res, earned_cents::int AS earned FROM ledger WHERE id = $1",
+    [userId],
+  );
+  return r.rows[0];
+}
+
+describe("the payout worker", () => {
+  for (const provider of ["wise", "airwallex"] as const) {
+    it(`pays through ${provider}: pending -> processing -> paid, posted once`, async () => {
+      const creator = await creatorWithMethod(provider, "000123456789");
+      const id = await withdraw20(creator);
+      const p = await finalState(creator, id, "paid");
+      expect(p).toMatchObject({
+        status: "paid",
+        provider,
+        provider_reference: expect.any(String),
+        attempts: 1,
+      });
+      expect(p.paid_at).not.toBeNull();
+      expect(await money(creator.id)).toEqual({ bal: 2850, res: 0, earned: 2850 });
+      const posts = await env.pool.query(
+        "SELECT count(*)::int AS n FROM ledger_entries WHERE transaction_id = $1 AND account_id = $2",
+        [id, creator.id],
+      );
+      expect(posts.rows[0].n).toBe(1);
+      expect(await reconcileLedger(env.pool, api.core.ledger.snapshot())).toMatchObject({ ok: true });
+    });
+  }
+
+  it("retries a provider's 5xx with backoff (account ending 0002) and pays once", async () => {
+    const creator = await creatorWithMethod("wise", "100000000002");
+    const id = await withdraw20(creator);
+    const p = await finalState(creator, id, "paid");
+    expect(p.attempts).toBe(3);
+    expect(await money(creator.id)).toEqual({ bal: 2850, res: 0, earned: 2850 });
+  });
+
+  it("fails a payout the provider refuses (account ending 0003) without retrying, and releases the reserve", async () => {
+    const creator = await creatorWithMethod("airwallex", "100000000003");
+    const id = await withdraw20(creator);
+    const p = await finalState(creator, id, "failed");
+    expect(p.failure_reason).toMatch(/refused/);
+    expect(await money(creator.id)).toEqual({ bal: 4850, res: 0, earned: 4850 });
+    const job = await api.http.payoutJobs.queue.getJob(id);
+    expect(job?.attemptsMade).toBe(1);
+    expect(await job?.getState()).toBe("failed");
+  });
+
+  it("pays once when the same job runs twice (a stalled job run again)", async () => {
+    const creator = await creatorWithMethod("wise", "000123456789");
+    const id = await withdraw20(creator);
+    await finalState(creator, id, "paid");
+    const job = (await api.http.payoutJobs.queue.getJob(id)) as Job<PayoutJobData>;
+    // The same job's work done again: the provider's idempotency key finds the same transfer, and
+    // the outcomes it publishes again change nothing.
+    const again = await worker.process(job);
+    expect(again.state).toBe("paid");
+    expect(again.providerTransferId).toBe((await payoutOf(creator, id)).provider_reference);
+    await waitFor(
+      async () => (await env.redis.xlen(`${env.redisPrefix}payouts:outcomes`)) === 0,
+      10_000,
+      "outcomes consumed",
+    );
+    await settle(api.core);
+    expect(await money(creator.id)).toEqual({ bal: 2850, res: 0, earned: 2850 });
+    expect(await reconcileLedger(env.pool, api.core.ledger.snapshot())).toMatchObject({ ok: true });
+  });
+});
