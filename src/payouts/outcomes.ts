@@ -23,6 +23,7 @@ import { z } from "zod";
 import { isAppError } from "../errors.ts";
 import { PAYOUT_OUTCOME_GROUP, redisKeys } from "../redis/keys.ts";
 import type { Ledger } from "../shards/ledger.ts";
+import type { TransferStatus } from "./provider.ts";
 
 export const PAYOUT_OUTCOME_STATES = ["processing", "paid", "failed", "returned"] as const;
 
@@ -58,6 +59,28 @@ export async function publishPayoutOutcome(
   const id = await redis.xadd(redisKeys(prefix).payoutOutcomes, "*", FIELD, JSON.stringify(o));
   if (!id) throw new Error("Redis did not confirm the payout outcome");
   return id;
+}
+
+/**
+ * What a transfer's status, as the provider's API reports it, means for the payout, in the order
+ * to publish: processing first (it was sent), then the final state. A provider's status does not
+ * always carry its history (Wise `funds_refunded` follows a bounce or a cancellation): `failed`
+ * for a payout already known paid is a return; a return not yet known paid is published as paid
+ * then returned (the ledger nets it either way).
+ */
+export function outcomesOf(
+  s: TransferStatus,
+  knownPaid: boolean,
+): Array<{ state: PayoutOutcome["state"]; failureReason?: string }> {
+  const reason = s.failureReason ?? s.providerStatus;
+  const out: Array<{ state: PayoutOutcome["state"]; failureReason?: string }> = [{ state: "processing" }];
+  if (s.state === "processing") return out;
+  if (s.state === "paid") return [...out, { state: "paid" }];
+  if (s.state === "returned" || knownPaid) {
+    if (!knownPaid) out.push({ state: "paid" });
+    return [...out, { state: "returned", failureReason: reason }];
+  }
+  return [...out, { state: "failed", failureReason: reason }];
 }
 
 /** The key of an outcome's ledger command: one per payout, round and state. */

@@ -8,7 +8,7 @@
 import { type Job, UnrecoverableError, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
-import { type PayoutOutcome, publishPayoutOutcome } from "../payouts/outcomes.ts";
+import { outcomesOf, type PayoutOutcome, publishPayoutOutcome } from "../payouts/outcomes.ts";
 import type { PayoutJobData } from "../payouts/payout-queue.ts";
 import {
   type PayoutProvider,
@@ -115,7 +115,7 @@ export class PayoutWorker {
     if (d.providerTransferId !== status.providerTransferId) {
       await job.updateData({ ...d, providerTransferId: status.providerTransferId });
     }
-    await this.report(d, status, attempt);
+    let paid = await this.report(d, status, attempt, false);
     // The provider pays asynchronously: follow the transfer for a while (a webhook or the next
     // status check finishes the rest).
     const deadline = Date.now() + this.o.statusWaitMs;
@@ -127,29 +127,23 @@ export class PayoutWorker {
         if (err instanceof PayoutProviderError && err.retryable) continue;
         throw err;
       }
-      if (status.state !== "processing") await this.report(d, status, attempt);
+      if (status.state !== "processing") paid = await this.report(d, status, attempt, paid);
     }
     return { state: status.state, providerTransferId: status.providerTransferId };
   }
 
-  /** Publishes what a transfer's status means for the payout (processing first: it was sent). */
-  private async report(d: PayoutJobData, s: TransferStatus, attempt: number): Promise<void> {
-    const base = { providerTransferId: s.providerTransferId, attempts: attempt };
-    await this.publish(d, { ...base, state: "processing" });
-    if (s.state === "processing") return;
-    if (s.state === "returned") {
-      await this.publish(d, { ...base, state: "paid" });
-      await this.publish(d, {
-        ...base,
-        state: "returned",
-        failureReason: s.failureReason ?? s.providerStatus,
-      });
-      return;
+  /** Publishes what a transfer's status means for the payout; returns whether it is known paid. */
+  private async report(
+    d: PayoutJobData,
+    s: TransferStatus,
+    attempt: number,
+    paid: boolean,
+  ): Promise<boolean> {
+    let known = paid;
+    for (const o of outcomesOf(s, paid)) {
+      await this.publish(d, { ...o, providerTransferId: s.providerTransferId, attempts: attempt });
+      if (o.state === "paid" || o.state === "returned") known = true;
     }
-    await this.publish(d, {
-      ...base,
-      state: s.state,
-      ...(s.state === "failed" ? { failureReason: s.failureReason ?? s.providerStatus } : {}),
-    });
+    return known;
   }
 }
