@@ -69,3 +69,19 @@ CREATE TABLE payout_methods (
 -- What a replayed key answers after its command left memory includes what was earned right after.
 ALTER TABLE transactions ADD COLUMN earned_after_cents bigint;
 ALTER TABLE account_status_changes ADD COLUMN earned_after_cents bigint;
+
+-- Provider webhooks (Wise, Airwallex) by delivery id: a delivery already processed is answered
+-- without effect. A webhook is a hint; what moves money is the provider's API, asked each time.
+CREATE TABLE payout_webhook_events (
+  provider              text NOT NULL,
+  delivery_id           text NOT NULL,
+  provider_transfer_id  text NOT NULL,
+  claimed_status        text NOT NULL,
+  payout_id             uuid,
+  deliveries            integer NOT NULL DEFAULT 1,
+  received_at           timestamptz NOT NULL DEFAULT now(),
+  processed_at          timestamptz,
+  -- What the provider's API said when it was processed (the outcome published), or why not.
+  outcome               text,
+  PRIMARY KEY (provider, delivery_id)
+);

@@ -21,6 +21,8 @@ import { PayoutStore } from "../payouts/payout-store.ts";
 import { PayoutOutcomeConsumer } from "../payouts/outcomes.ts";
 import type { PayoutProvider, PayoutProviderName } from "../payouts/provider.ts";
 import { payoutRoutes } from "../payouts/routes.ts";
+import { payoutWebhookRoutes } from "../payouts/webhook-routes.ts";
+import type { PayoutWebhookConfig } from "../payouts/webhooks.ts";
 import { userRoutes } from "../users/routes.ts";
 import { Roles } from "../users/roles.ts";
 import { UserStore } from "../users/user-store.ts";
@@ -33,6 +35,8 @@ export interface HttpDeps {
   stripe: StripeSetup;
   /** Payout providers by name (Wise, Airwallex); one that is absent cannot take payout methods. */
   payoutProviders?: Partial<Record<PayoutProviderName, PayoutProvider>>;
+  /** How providers' webhooks are verified; without it the webhook routes are not served. */
+  payoutWebhooks?: PayoutWebhookConfig;
 }
 
 export interface HttpServer {
@@ -89,6 +93,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     }),
   });
   core.ledger.onFlush = (seconds, events, ok) => metrics.walFlush(seconds, events, ok);
+  const payoutStore = new PayoutStore(core.pool);
   const payoutJobs = new BullPayoutJobs({
     redisUrl: config.REDIS_URL,
     prefix: config.REDIS_PREFIX,
@@ -135,10 +140,22 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       maxUsd: config.PURCHASE_MAX_USD,
     }),
     ...adminRoutes({ ledger: core.ledger, users, roles, pool: core.pool }),
+    ...(deps.payoutWebhooks
+      ? payoutWebhookRoutes({
+          pool: core.pool,
+          ledger: core.ledger,
+          store: payoutStore,
+          providers: deps.payoutProviders ?? {},
+          webhooks: deps.payoutWebhooks,
+          redis: core.redis,
+          prefix: config.REDIS_PREFIX,
+          logger,
+        })
+      : []),
     ...payoutRoutes({
       ledger: core.ledger,
       roles,
-      store: new PayoutStore(core.pool),
+      store: payoutStore,
       jobs: payoutJobs,
       providers: deps.payoutProviders ?? {},
       logger,

@@ -14,7 +14,14 @@ async function main(): Promise<void> {
   const core = await startCore(config, logger);
   const stripe = await setUpStripe(config, logger);
   const payouts = await setUpPayoutProviders(config, logger);
-  const http = createHttpServer({ config, logger, core, stripe, payoutProviders: payouts.providers });
+  const http = createHttpServer({
+    config,
+    logger,
+    core,
+    stripe,
+    payoutProviders: payouts.providers,
+    payoutWebhooks: payouts.webhooks,
+  });
   // One command runs everything locally; RUN_WORKERS=false leaves the worker to `npm run worker`.
   const worker = config.RUN_WORKERS
     ? new PayoutWorker({
@@ -30,6 +37,9 @@ async function main(): Promise<void> {
     : null;
   const port = await http.listen(config.PORT, config.HOST);
   stripe.setWebhookUrl(`http://127.0.0.1:${port}/api/payments/webhook`);
+  // Stand-ins deliver their signed webhooks here (a real provider's is set in its dashboard).
+  for (const p of payouts.standins)
+    payouts.setWebhookUrl(p, `http://127.0.0.1:${port}/api/payments/webhooks/${p}`);
   logger.info({ port, shards: config.SHARDS }, "3AM backend listening");
 
   let stopping = false;

@@ -7,6 +7,7 @@ import type { Job } from "bullmq";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { PayoutJobData } from "../../src/payouts/payout-queue.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
+import { signAirwallexPayload } from "../../src/payouts/webhooks.ts";
 import { PayoutWorker } from "../../src/workers/payout-worker.ts";
 import { type Api, startApi } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
@@ -156,5 +157,79 @@ describe("the payout worker", () => {
     await settle(api.core);
     expect(await money(creator.id)).toEqual({ bal: 2850, res: 0, earned: 2850 });
     expect(await reconcileLedger(env.pool, api.core.ledger.snapshot())).toMatchObject({ ok: true });
+  });
+
+  it("returns a payout the bank bounces (account ending 0004): credited back once, withdrawable again", async () => {
+    const creator = await creatorWithMethod("wise", "100000000004");
+    const id = await withdraw20(creator);
+    // Paid first, then the stand-in bounces it and says so by webhook; the route asks Wise.
+    const p = await finalState(creator, id, "returned");
+    expect(p.paid_at).not.toBeNull();
+    expect(await money(creator.id)).toEqual({ bal: 4850, res: 0, earned: 4850 });
+    const returns = await env.pool.query(
+      "SELECT amount_cents::int AS a FROM transactions WHERE type = 'payout_return' AND account_id = $1",
+      [creator.id],
+    );
+    expect(returns.rows).toEqual([{ a: 2000 }]);
+    expect(await reconcileLedger(env.pool, api.core.ledger.snapshot())).toMatchObject({ ok: true });
+  });
+
+  describe("webhooks", () => {
+    const secret = () => api.payouts.webhooks.airwallexSecret;
+    const deliver = (event: Record<string, unknown>, sign = secret(), ts = String(Date.now())) => {
+      const raw = JSON.stringify(event);
+      return api.call("POST", "/api/payments/webhooks/airwallex", {
+        raw,
+        headers: { "x-timestamp": ts, "x-signature": signAirwallexPayload(raw, sign, ts) },
+      });
+    };
+    const paidEvent = (payoutId: string, transferId: string) => ({
+      id: `evt_${randomUUID()}`,
+      name: "payout.transfer.paid",
+      data: { object: { id: transferId, request_id: payoutId, status: "PAID" } },
+    });
+
+    it("refuses forged and stale deliveries, and a genuine one claiming paid moves money only as the provider says", async () => {
+      const creator = await creatorWithMethod("airwallex", "100000000003");
+      const id = await withdraw20(creator);
+      await finalState(creator, id, "failed");
+      const before = await money(creator.id);
+      expect((await deliver(paidEvent(id, "tr_forged"), "not-the-secret")).status).toBe(400);
+      expect(
+        (await deliver(paidEvent(id, "tr_forged"), secret(), String(Date.now() - 3_600_000))).status,
+      ).toBe(400);
+      // Signed correctly, but the provider knows no such transfer: nothing is published.
+      const lying = await deliver(paidEvent(id, "tr_does_not_exist"));
+      expect(lying.status).toBe(200);
+      await settle(api.core);
+      expect((await payoutOf(creator, id)).status).toBe("failed");
+      expect(await money(creator.id)).toEqual(before);
+    });
+
+    it("answers a repeated delivery without effect; a late one changes nothing", async () => {
+      const creator = await creatorWithMethod("airwallex", "000123456789");
+      const id = await withdraw20(creator);
+      const p = await finalState(creator, id, "paid");
+      const event = paidEvent(id, p.provider_reference);
+      const first = await deliver(event);
+      expect(first.body).toEqual({ received: true });
+      const again = await deliver(event);
+      expect(again.body).toEqual({ received: true, duplicate: true });
+      // A late "processing" after paid: confirmed with the provider (paid), nothing moves.
+      await deliver({ ...event, id: `evt_${randomUUID()}`, name: "payout.transfer.processing" });
+      await waitFor(
+        async () => (await env.redis.xlen(`${env.redisPrefix}payouts:outcomes`)) === 0,
+        10_000,
+        "outcomes consumed",
+      );
+      await settle(api.core);
+      expect(await money(creator.id)).toEqual({ bal: 2850, res: 0, earned: 2850 });
+      const rows = await env.pool.query(
+        "SELECT deliveries FROM payout_webhook_events WHERE delivery_id = $1",
+        [event.id],
+      );
+      expect(rows.rows).toEqual([{ deliveries: 2 }]);
+      expect(await reconcileLedger(env.pool, api.core.ledger.snapshot())).toMatchObject({ ok: true });
+    });
   });
 });

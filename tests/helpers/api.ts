@@ -56,10 +56,12 @@ export async function startApi(env: TestEnv, overrides: Record<string, string> =
     core,
     stripe,
     payoutProviders: payouts.providers,
+    payoutWebhooks: payouts.webhooks,
   });
   const port = await http.listen(0, "127.0.0.1");
   const base = `http://127.0.0.1:${port}`;
   stripe.setWebhookUrl(`${base}/api/payments/webhook`);
+  for (const p of payouts.standins) payouts.setWebhookUrl(p, `${base}/api/payments/webhooks/${p}`);
   const call: Api["call"] = async (method, path, opts = {}) => {
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
     if (opts.token) headers.authorization = `Bearer ${opts.token}`;
