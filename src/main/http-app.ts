@@ -95,6 +95,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   core.ledger.onFlush = (seconds, events, ok) => metrics.walFlush(seconds, events, ok);
   const payoutStore = new PayoutStore(core.pool);
   const payoutJobs = new BullPayoutJobs({
+    onError: (err) => logger.warn({ err: err.message }, "payout queue Redis error"),
     redisUrl: config.REDIS_URL,
     prefix: config.REDIS_PREFIX,
     attempts: config.PAYOUT_JOB_ATTEMPTS,

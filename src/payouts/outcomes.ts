@@ -124,6 +124,7 @@ export class PayoutOutcomeConsumer {
     this.running = true;
     // A blocking read holds its connection; keep it off the shared one.
     this.blocker = this.o.redis.duplicate();
+    this.blocker.on("error", () => {}); // the loop below reports failed reads
     this.loop = this.run();
   }
 

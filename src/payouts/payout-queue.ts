@@ -27,6 +27,8 @@ export interface PayoutJobs {
 }
 
 export interface PayoutQueueOptions {
+  /** Told of the queue's Redis connection errors (an 'error' nobody listens to ends the process). */
+  onError?: (err: Error) => void;
   redisUrl: string;
   prefix: string;
   attempts: number;
@@ -59,6 +61,7 @@ export class BullPayoutJobs implements PayoutJobs {
         removeOnFail: { count: o.keep },
       },
     });
+    this.queue.on("error", (err) => o.onError?.(err));
   }
 
   async enqueue(p: PayoutRecord): Promise<void> {
