@@ -155,6 +155,11 @@ export const configSchema = z.object({
    * PAYOUT_STATUS_WAIT_MS (a webhook or a later check finishes the rest). */
   PAYOUT_STATUS_POLL_MS: int(500, 10),
   PAYOUT_STATUS_WAIT_MS: int(30_000, 0).refine((n) => n <= 600_000, "at most 600000"),
+  /** The payout sweeper: how often it runs, how long a payout must not have moved, and how many
+   * it looks at per run (pending without a job: queued again; processing: the provider asked). */
+  PAYOUT_SWEEP_MS: int(60_000, 100),
+  PAYOUT_SWEEP_STALE_MS: int(120_000, 0),
+  PAYOUT_SWEEP_BATCH: int(500, 1).refine((n) => n <= 10_000, "at most 10000"),
   /** Run the workers (payouts) inside `npm start`; false leaves them to `npm run worker`. */
   RUN_WORKERS: bool(true),
 

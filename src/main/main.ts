@@ -6,6 +6,7 @@ import { ConfigError, loadConfig } from "../config.ts";
 import { createHttpServer } from "./http-app.ts";
 import { setUpStripe } from "../payments/stripe.ts";
 import { setUpPayoutProviders } from "../payouts/setup.ts";
+import { PayoutSweeper } from "../workers/payout-sweeper.ts";
 import { PayoutWorker } from "../workers/payout-worker.ts";
 
 async function main(): Promise<void> {
@@ -35,6 +36,19 @@ async function main(): Promise<void> {
         statusWaitMs: config.PAYOUT_STATUS_WAIT_MS,
       })
     : null;
+  const sweeper = config.RUN_WORKERS
+    ? new PayoutSweeper({
+        pool: core.pool,
+        jobs: http.payoutJobs,
+        providers: payouts.providers,
+        outcomes: core.redis,
+        prefix: config.REDIS_PREFIX,
+        logger,
+        staleMs: config.PAYOUT_SWEEP_STALE_MS,
+        batch: config.PAYOUT_SWEEP_BATCH,
+      })
+    : null;
+  sweeper?.start(config.PAYOUT_SWEEP_MS);
   const port = await http.listen(config.PORT, config.HOST);
   stripe.setWebhookUrl(`http://127.0.0.1:${port}/api/payments/webhook`);
   // Stand-ins deliver their signed webhooks here (a real provider's is set in its dashboard).
@@ -48,6 +62,7 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info({ signal }, "shutting down: closing HTTP, flushing the ledger, draining the WAL");
     await http.close();
+    await sweeper?.stop();
     await worker?.close();
     await stripe.close();
     await payouts.close();

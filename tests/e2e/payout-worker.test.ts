@@ -8,7 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { PayoutJobData } from "../../src/payouts/payout-queue.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { signAirwallexPayload } from "../../src/payouts/webhooks.ts";
+import { PayoutSweeper } from "../../src/workers/payout-sweeper.ts";
 import { PayoutWorker } from "../../src/workers/payout-worker.ts";
+import { publishPayoutOutcome } from "../../src/payouts/outcomes.ts";
 import { type Api, startApi } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { settle, silentLogger } from "../helpers/ledger.ts";
@@ -230,6 +232,81 @@ describe("the payout worker", () => {
       );
       expect(rows.rows).toEqual([{ deliveries: 2 }]);
       expect(await reconcileLedger(env.pool, api.core.ledger.snapshot())).toMatchObject({ ok: true });
+    });
+  });
+
+  describe("the sweeper", () => {
+    const sweeper = () =>
+      new PayoutSweeper({
+        pool: env.pool,
+        jobs: api.http.payoutJobs,
+        providers: api.payouts.providers,
+        outcomes: env.redis,
+        prefix: env.redisPrefix,
+        logger: silentLogger,
+        staleMs: 0,
+        batch: 500,
+      });
+
+    it("queues again a pending payout whose job was lost, and asks the provider about a processing one", async () => {
+      await worker.close(); // nothing takes jobs while the stuck payouts are set up
+      // No webhook arrives either: the sweeper is what finds out.
+      api.payouts.setWebhookUrl("airwallex", null);
+      let a: { id: string; token: string } | null = null;
+      let lost = "";
+      try {
+        // Pending, its job lost (the queue's Redis lost its data).
+        a = await creatorWithMethod("wise", "000123456789");
+        lost = await withdraw20(a);
+        await (await api.http.payoutJobs.queue.getJob(lost))!.remove();
+        // Processing: the provider has the transfer, the outcome after processing never came.
+        const b = await creatorWithMethod("airwallex", "000123456789");
+        const stuck = await withdraw20(b);
+        const job = await api.http.payoutJobs.queue.getJob(stuck);
+        await job!.remove();
+        const rec = (await api.core.ledger.getPayout(b.id, stuck))!;
+        const sent = await api.payouts.providers.airwallex.sendTransfer({
+          payoutId: stuck,
+          providerRecipientId: rec.providerRecipientId!,
+          amountCents: 2000,
+          currency: "USD",
+        });
+        await publishPayoutOutcome(env.redis, env.redisPrefix, {
+          payoutId: stuck,
+          userId: b.id,
+          round: 1,
+          state: "processing",
+          providerTransferId: sent.providerTransferId,
+        });
+        await waitFor(async () => (await payoutOf(b, stuck)).status === "processing", 10_000, "processing");
+        await settle(api.core);
+        // The provider pays it meanwhile (the stand-in's delay).
+        await waitFor(
+          async () =>
+            (await api.payouts.providers.airwallex.getTransfer(sent.providerTransferId)).state === "paid",
+          10_000,
+          "paid at the provider",
+        );
+        const report = await sweeper().sweepOnce();
+        expect(report).toMatchObject({ requeued: 1, checked: 1 });
+        expect((await api.http.payoutJobs.queue.getJob(lost))?.data.round).toBe(1);
+        await finalState(b, stuck, "paid");
+      } finally {
+        api.payouts.setWebhookUrl("airwallex", `${api.base}/api/payments/webhooks/airwallex`);
+        worker = new PayoutWorker({
+          redisUrl: api.core.config.REDIS_URL,
+          outcomes: env.redis,
+          prefix: env.redisPrefix,
+          providers: api.payouts.providers,
+          logger: silentLogger,
+          concurrency: 4,
+          statusPollMs: 25,
+          statusWaitMs: 10_000,
+        });
+      }
+      // The job queued again is paid by the worker.
+      await finalState(a, lost, "paid");
+      expect(await money(a.id)).toEqual({ bal: 2850, res: 0, earned: 2850 });
     });
   });
 });
