@@ -48,6 +48,7 @@ export interface HttpServer {
   readonly moneyIn: MoneyIn;
   readonly payoutJobs: BullPayoutJobs;
   readonly payoutOutcomes: PayoutOutcomeConsumer;
+  readonly metrics: Metrics;
 }
 
 /**
@@ -85,7 +86,19 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     logger,
     drainWal: () => core.persister.drain(),
   });
+  // Built before the queue below: the metric sources read it at scrape time only.
+  let jobsForMetrics: BullPayoutJobs | null = null;
   const metrics = new Metrics({
+    payouts: {
+      byStatus: async () => {
+        const r = await core.pool.query<{ status: string; n: number }>(
+          "SELECT status, count(*)::int AS n FROM payouts GROUP BY status",
+        );
+        return Object.fromEntries(r.rows.map((x) => [x.status, x.n]));
+      },
+      jobs: async () =>
+        jobsForMetrics ? jobsForMetrics.queue.getJobCounts("waiting", "active", "delayed", "failed") : {},
+    },
     persist: () => core.persister.health(),
     ledger: () => ({
       recovering: core.ledger.health().recovering,
@@ -102,6 +115,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     backoffMs: config.PAYOUT_JOB_BACKOFF_MS,
     keep: config.PAYOUT_JOBS_KEPT,
   });
+  jobsForMetrics = payoutJobs;
   // This process owns the ledger: it applies what the payout worker learned from providers.
   const payoutOutcomes = new PayoutOutcomeConsumer({
     redis: core.redis,
@@ -110,6 +124,11 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     logger,
     readCount: config.PAYOUT_OUTCOME_READ_COUNT,
     blockMs: config.PAYOUT_OUTCOME_BLOCK_MS,
+    onApplied: (o, r) => {
+      if (o.state === "paid" && r.applied) {
+        metrics.payoutPaid((Date.now() - Date.parse(r.payout.createdAt)) / 1000);
+      }
+    },
   });
   void payoutOutcomes.start().catch((err) => logger.error({ err }, "payout outcome consumer did not start"));
 
@@ -172,6 +191,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     moneyIn,
     payoutJobs,
     payoutOutcomes,
+    metrics,
     listen: (port, host) => http.listen(port, host),
     async close() {
       http.close();

@@ -34,6 +34,7 @@ async function main(): Promise<void> {
         concurrency: config.PAYOUT_WORKER_CONCURRENCY,
         statusPollMs: config.PAYOUT_STATUS_POLL_MS,
         statusWaitMs: config.PAYOUT_STATUS_WAIT_MS,
+        onProviderError: (provider, code) => http.metrics.providerError(provider, code),
       })
     : null;
   const sweeper = config.RUN_WORKERS

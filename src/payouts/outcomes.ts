@@ -22,6 +22,7 @@ import type { Logger } from "pino";
 import { z } from "zod";
 import { isAppError } from "../errors.ts";
 import { PAYOUT_OUTCOME_GROUP, redisKeys } from "../redis/keys.ts";
+import type { PayoutResult } from "../ledger/types.ts";
 import type { Ledger } from "../shards/ledger.ts";
 import type { TransferStatus } from "./provider.ts";
 
@@ -96,6 +97,8 @@ export interface OutcomeConsumerOptions {
   blockMs: number;
   /** Wait before reading again after the ledger was unavailable. */
   retryMs?: number;
+  /** Told of each outcome the ledger took (applied, or found to change nothing). */
+  onApplied?: (o: PayoutOutcome, r: PayoutResult) => void;
 }
 
 /** One consumer name: one process owns the ledger at a time, and a new owner takes over the
@@ -195,8 +198,9 @@ export class PayoutOutcomeConsumer {
       return true;
     }
     const o = parsed.data;
+    let r: PayoutResult;
     try {
-      await this.o.ledger.submit({
+      r = (await this.o.ledger.submit({
         kind: "payout_outcome",
         key: outcomeKey(o),
         accountId: o.userId,
@@ -206,7 +210,7 @@ export class PayoutOutcomeConsumer {
         ...(o.providerTransferId ? { providerTransferId: o.providerTransferId } : {}),
         ...(o.failureReason ? { failureReason: o.failureReason } : {}),
         ...(o.attempts !== undefined ? { attempts: o.attempts } : {}),
-      });
+      })) as PayoutResult;
     } catch (err) {
       if (isAppError(err) && err.code !== "unavailable" && err.code !== "internal") {
         // A refusal is final (an unknown payout or account): the outcome can never apply.
@@ -219,6 +223,7 @@ export class PayoutOutcomeConsumer {
     }
     await this.ack(id);
     this.applied++;
+    this.o.onApplied?.(o, r);
     return true;
   }
 

@@ -29,6 +29,8 @@ export interface PayoutWorkerOptions {
   /** While a transfer is processing, ask the provider this often, for at most statusWaitMs. */
   statusPollMs: number;
   statusWaitMs: number;
+  /** Told of every failed provider call (metrics). */
+  onProviderError?: (provider: string, code: string) => void;
 }
 
 export interface PayoutJobResult {
@@ -89,6 +91,7 @@ export class PayoutWorker {
       });
     } catch (err) {
       const pe = err instanceof PayoutProviderError ? err : null;
+      this.o.onProviderError?.(d.provider ?? "none", pe?.code ?? "error");
       log.error(
         { err: pe ? pe.message : err, code: pe?.code, status: pe?.httpStatus, request_id: pe?.requestId },
         "payout transfer failed at the provider",

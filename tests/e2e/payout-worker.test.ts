@@ -35,6 +35,7 @@ beforeAll(async () => {
     concurrency: 4,
     statusPollMs: 25,
     statusWaitMs: 10_000,
+    onProviderError: (provider, code) => api.http.metrics.providerError(provider, code),
   });
 });
 afterAll(async () => {
@@ -308,5 +309,18 @@ describe("the payout worker", () => {
       await finalState(a, lost, "paid");
       expect(await money(a.id)).toEqual({ bal: 2850, res: 0, earned: 2850 });
     });
+  });
+
+  it("reports payouts by status, payout time, queue lengths and provider errors in /metrics", async () => {
+    const r = await fetch(`${api.base}/metrics`);
+    const text = await r.text();
+    const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? Number.NaN);
+    expect(value(/^threeam_payouts\{status="paid"\} (\d+)/m)).toBeGreaterThanOrEqual(5);
+    expect(value(/^threeam_payouts\{status="failed"\} (\d+)/m)).toBeGreaterThanOrEqual(1);
+    expect(value(/^threeam_payout_duration_seconds_count (\d+)/m)).toBeGreaterThanOrEqual(5);
+    expect(text).toMatch(/^threeam_queue_jobs\{queue="payouts",state="failed"\} \d+/m);
+    // Account 0002 answered 5xx twice; 0003 was refused.
+    expect(text).toMatch(/^threeam_payout_provider_errors_total\{provider="wise",code="[^"]+"\} [1-9]/m);
+    expect(text).toMatch(/^threeam_payout_provider_errors_total\{provider="airwallex",code="[^"]+"\} [1-9]/m);
   });
 });
