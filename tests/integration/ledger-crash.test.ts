@@ -90,7 +90,7 @@ describe.runIf(hasRedisServer)("crash safety", () => {
       REDIS_URL: redisUrl,
       REDIS_PREFIX: env.redisPrefix,
       SHARDS: "8",
-      LEDGER_LEASE_MS: "300", // a killed child's lease expires quickly
+      LEDGER_LEASE_MS: "2000", // a killed child's lease is taken over at once (its pid is gone); long enough that a loaded machine does not lapse it
       LOG_LEVEL: "silent",
       FRAUD_MAX_TX_PER_HOUR: "1000000",
       FRAUD_MAX_VOLUME_PER_HOUR_USD: "100000000",
