@@ -3,6 +3,9 @@
 // place that knows both the features and the server; nothing imports it but entry points.
 import type { Logger } from "pino";
 import { adminRoutes } from "../admin/routes.ts";
+import { aiRoutes } from "../ai/routes.ts";
+import { createTextModel } from "../ai/setup.ts";
+import type { TextModel } from "../ai/text-model.ts";
 import { type IdentityProvider, LocalIdentity, SupabaseIdentity } from "../auth/identity.ts";
 import { PasswordHasher } from "../auth/passwords.ts";
 import { DEV_JWT_SECRET, TokenService } from "../auth/tokens.ts";
@@ -35,6 +38,7 @@ export interface HttpServer {
   readonly tokens: TokenService;
   readonly users: UserStore;
   readonly moneyIn: MoneyIn;
+  readonly textModel: TextModel;
 }
 
 /**
@@ -81,10 +85,12 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   });
   core.ledger.onFlush = (seconds, events, ok) => metrics.walFlush(seconds, events, ok);
 
+  const limits = new RateLimits(core.limitsRedis, config);
+  const textModel = createTextModel(config, logger);
   const http = createHttpApp({
     logger,
     tokens,
-    limits: new RateLimits(core.limitsRedis, config),
+    limits,
     cors: corsPolicy(config.CORS_ORIGINS),
     bodyLimitBytes: config.BODY_LIMIT_BYTES,
     metrics,
@@ -109,16 +115,19 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       maxUsd: config.PURCHASE_MAX_USD,
     }),
     ...adminRoutes({ ledger: core.ledger, users, roles, pool: core.pool }),
+    ...aiRoutes({ model: textModel, limits }),
   ]);
 
   return {
     tokens,
     users,
     moneyIn,
+    textModel,
     listen: (port, host) => http.listen(port, host),
     async close() {
       http.close();
       await hasher.close();
+      await textModel.close();
     },
   };
 }
