@@ -1,6 +1,7 @@
 // Owns wiring the HTTP side of the process: the services routes need (tokens, identity, users,
 // money in, metrics), every feature's routes, and the src/http library that serves them. The one
 // place that knows both the features and the server; nothing imports it but entry points.
+import type { Queue } from "bullmq";
 import type { Logger } from "pino";
 import { adminRoutes } from "../admin/routes.ts";
 import { aiRoutes } from "../ai/routes.ts";
@@ -10,6 +11,7 @@ import { type IdentityProvider, LocalIdentity, SupabaseIdentity } from "../auth/
 import { PasswordHasher } from "../auth/passwords.ts";
 import { DEV_JWT_SECRET, TokenService } from "../auth/tokens.ts";
 import type { Config } from "../config.ts";
+import { createEmailQueue, EmailNotifier } from "../email/queue.ts";
 import { corsPolicy } from "../http/cors.ts";
 import { type ReadinessProbes, registerHealth, registerMetrics } from "../http/health.ts";
 import { Metrics } from "../http/metrics.ts";
@@ -39,6 +41,8 @@ export interface HttpServer {
   readonly users: UserStore;
   readonly moneyIn: MoneyIn;
   readonly textModel: TextModel;
+  /** The `email` queue this server enqueues to. */
+  readonly emailQueue: Queue;
 }
 
 /**
@@ -68,6 +72,9 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       : new LocalIdentity(hasher);
   const users = new UserStore(core.pool);
   const roles = new Roles(users, core.ledger);
+  // Emails are enqueued here once the change they tell of is durable; the worker sends them.
+  const emailQueue = createEmailQueue(config);
+  const emails = new EmailNotifier(emailQueue.queue, logger);
   const moneyIn = new MoneyIn({
     stripe: stripe.stripe,
     webhookSecret: stripe.webhookSecret,
@@ -75,6 +82,25 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     pool: core.pool,
     logger,
     drainWal: () => core.persister.drain(),
+    onDeposited: (pi, r) =>
+      emails.notify({
+        kind: "purchase_receipt",
+        userId: r.account.id,
+        paymentIntentId: pi.id,
+        amountCents: pi.amount_received,
+        balanceCents: r.account.balanceCents,
+      }),
+    onChargeback: async (dispute, _pi, r) => {
+      if (r.account.debtCents > 0) {
+        await emails.notify({
+          kind: "chargeback_debt",
+          userId: r.account.id,
+          disputeId: dispute.id,
+          amountCents: dispute.amount,
+          debtCents: r.account.debtCents,
+        });
+      }
+    },
   });
   const metrics = new Metrics({
     persist: () => core.persister.health(),
@@ -105,7 +131,14 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   registerHealth(http.app, probes);
   registerMetrics(http.app, metrics, config.METRICS_TOKEN, logger);
   http.register([
-    ...userRoutes({ users, roles, identity, tokens, ledger: core.ledger }),
+    ...userRoutes({
+      users,
+      roles,
+      identity,
+      tokens,
+      ledger: core.ledger,
+      onRegistered: (u) => emails.notifyLater({ kind: "welcome", userId: u.id }),
+    }),
     ...paymentRoutes({ ledger: core.ledger, users, roles, tipAmountsUsd: config.TIP_AMOUNTS_USD }),
     ...moneyInRoutes({
       moneyIn,
@@ -123,11 +156,13 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     users,
     moneyIn,
     textModel,
+    emailQueue: emailQueue.queue,
     listen: (port, host) => http.listen(port, host),
     async close() {
       http.close();
       await hasher.close();
       await textModel.close();
+      await emailQueue.close();
     },
   };
 }

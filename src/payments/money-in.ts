@@ -22,6 +22,13 @@ export interface MoneyInOptions {
   logger: Logger;
   /** Persists what the WAL holds, so Postgres can be compared with Stripe. */
   drainWal(): Promise<void>;
+  /**
+   * Told after a PaymentIntent's deposit is durable (the receipt email), on its first
+   * application and on every replay of it: listeners key their effect by the PaymentIntent.
+   */
+  onDeposited?: (pi: Stripe.PaymentIntent, result: TxResult) => Promise<void>;
+  /** Told after a chargeback is durable, with the account as it left it (debt in debtCents). */
+  onChargeback?: (dispute: Stripe.Dispute, pi: Stripe.PaymentIntent, result: TxResult) => Promise<void>;
 }
 
 export interface PurchaseResult {
@@ -264,13 +271,15 @@ export class MoneyIn {
     if (pi.currency !== "usd") {
       throw new AppError("validation_error", `PaymentIntent ${pi.id} is in ${pi.currency}; credits are USD`);
     }
-    return (await this.o.ledger.submit({
+    const result = (await this.o.ledger.submit({
       kind: "deposit",
       key: stripeKeys.deposit(pi.id),
       accountId: userId.toLowerCase(),
       amountCents: pi.amount_received,
       stripePaymentId: pi.id,
     })) as TxResult;
+    await this.o.onDeposited?.(pi, result);
+    return result;
   }
 
   /** The PaymentIntent of a charge or dispute, with its deposit made sure of first. */
@@ -311,14 +320,15 @@ export class MoneyIn {
 
   private async applyDispute(dispute: Stripe.Dispute): Promise<Outcome> {
     const pi = await this.depositedIntent(await this.intentOfDispute(dispute));
-    await this.o.ledger.submit({
+    const result = (await this.o.ledger.submit({
       kind: "reversal",
       key: stripeKeys.dispute(dispute.id),
       accountId: this.userOf(pi),
       amountCents: dispute.amount,
       type: "chargeback",
       stripePaymentId: pi.id,
-    });
+    })) as TxResult;
+    await this.o.onChargeback?.(dispute, pi, result);
     return "applied";
   }
 

@@ -10,6 +10,8 @@ export interface RedisKeys {
   ledgerFence: string;
   /** A rate-limit counter of one client (ip, user or auth budget) for the current window. */
   rateLimit(kind: string, client: string): string;
+  /** BullMQ's prefix: a queue's keys are "<queuePrefix>:<queue>:...". */
+  queuePrefix: string;
 }
 
 export function redisKeys(prefix: string): RedisKeys {
@@ -18,6 +20,7 @@ export function redisKeys(prefix: string): RedisKeys {
     ledgerLease: `${prefix}ledger:owner`,
     ledgerFence: `${prefix}ledger:fence`,
     rateLimit: (kind, client) => `${prefix}rl:${kind}:${client}`,
+    queuePrefix: `${prefix}bull`,
   };
 }
 
