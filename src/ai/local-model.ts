@@ -17,7 +17,8 @@ export class LocalTextModel implements TextModel {
   constructor(private readonly o: LocalModelOptions) {
     this.pool = new Piscina({
       filename: fileURLToPath(new URL("./ai-worker.mjs", import.meta.url)),
-      minThreads: 1,
+      // Started on the first AI request (the model loads in ~0.3 s), not with every server.
+      minThreads: 0,
       maxThreads: o.threads,
       maxQueue: o.queueMax,
       idleTimeout: 60_000,
