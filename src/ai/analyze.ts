@@ -74,28 +74,33 @@ const isNounish = (t: Tok) => t.pos === "NOUN" || t.pos === "PROPN";
  * name the text by), scored by how often their words occur in the text (RAKE's idea with parts
  * of speech in place of a stop list), best first.
  */
-function keyPhrasesOf(a: Analysis, max: number): KeyPhrase[] {
+function keyPhrasesOf(a: Analysis, max: number): Array<KeyPhrase & { words: string[] }> {
   const freq = new Map<string, number>();
   for (const t of a.tokens) if (isContent(t)) freq.set(t.lemma, (freq.get(t.lemma) ?? 0) + 1);
   const found = new Map<
     string,
     { forms: Map<string, number>; count: number; first: number; words: string[] }
   >();
+  // Every part of a run that ends in a noun counts as an occurrence: the tagger sometimes reads
+  // a verb as a noun ("a home battery stores"), and the phrase inside it still adds up.
   const flush = (run: Tok[], at: number) => {
-    while (run.length > 0 && !isNounish(run[run.length - 1]!)) run.pop();
-    if (run.length === 0) return;
-    const words = run.slice(-4);
-    const key = words.map((t) => t.lemma).join(" ");
-    const form = words.map((t) => t.text).join(" ");
-    const entry = found.get(key) ?? {
-      forms: new Map(),
-      count: 0,
-      first: at,
-      words: words.map((t) => t.lemma),
-    };
-    entry.count++;
-    entry.forms.set(form, (entry.forms.get(form) ?? 0) + 1);
-    found.set(key, entry);
+    for (let start = 0; start < run.length; start++) {
+      for (let end = start; end < Math.min(run.length, start + 4); end++) {
+        if (!isNounish(run[end]!)) continue;
+        const words = run.slice(start, end + 1);
+        const key = words.map((t) => t.lemma).join(" ");
+        const form = words.map((t) => t.text).join(" ");
+        const entry = found.get(key) ?? {
+          forms: new Map(),
+          count: 0,
+          first: at,
+          words: words.map((t) => t.lemma),
+        };
+        entry.count++;
+        entry.forms.set(form, (entry.forms.get(form) ?? 0) + 1);
+        found.set(key, entry);
+      }
+    }
   };
   let run: Tok[] = [];
   a.tokens.forEach((t, i) => {
@@ -120,11 +125,11 @@ function keyPhrasesOf(a: Analysis, max: number): KeyPhrase[] {
     const inside = chosen.some((c) => p.words.every((w) => c.words.includes(w)));
     if (!inside) chosen.push(p);
   }
-  return chosen.map(({ text, score, count }) => ({ text, score, count }));
+  return chosen.map(({ text, score, count, words }) => ({ text, score, count, words }));
 }
 
 export function keyPhrases(text: string, max = 10): KeyPhrase[] {
-  return keyPhrasesOf(analyse(text), max);
+  return keyPhrasesOf(analyse(text), max).map(({ text: t, score, count }) => ({ text: t, score, count }));
 }
 
 const SMALL_WORDS = new Set([
@@ -230,7 +235,8 @@ export function suggestCtas(text: string, goal: CtaGoal): string[] {
   return CTA_TEMPLATES[goal].map((f) => clip(f(p1, p2), CTA_SUGGESTION_MAX_CHARS));
 }
 
-const round2 = (x: number) => Math.round(Math.max(0, Math.min(1, x)) * 100) / 100;
+/** A signal in [0, 1] with two decimals; a text without words gives NaN ratios, which score 0. */
+const round2 = (x: number) => (Number.isFinite(x) ? Math.round(Math.max(0, Math.min(1, x)) * 100) / 100 : 0);
 
 /** Weights of the signals in the score; they sum to 1, so the score is their weighted mean. */
 export const QUALITY_WEIGHTS = {
@@ -286,7 +292,8 @@ export function scoreQuality(title: string, text: string): QualityReport {
   const phrases = keyPhrasesOf(a, 3);
 
   // Readability: Flesch reading ease; 50-90 is plain writing, lower is dense, far higher is babble.
-  const fres = a.fres;
+  // Flesch is undefined without words (wink answers NaN): nothing readable.
+  const fres = words.length > 0 && Number.isFinite(a.fres) ? a.fres : 0;
   const readability = fres < 50 ? fres / 50 : fres <= 90 ? 1 : 1 - (fres - 90) / 60;
   // Length: up to ~150 words adds; very long texts lose a little.
   const length = words.length < 150 ? words.length / 150 : words.length <= 3000 ? 1 : 0.8;
