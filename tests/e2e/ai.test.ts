@@ -181,6 +181,7 @@ describe("shapes and limits", () => {
       RATE_LIMIT_IP_PER_MIN: "100000",
       RATE_LIMIT_USER_PER_MIN: "100000",
       RATE_LIMIT_AI_PER_MIN: "3",
+      AI_QUEUE_MAX: "2",
     });
     try {
       const a = await limited.register();
@@ -193,6 +194,27 @@ describe("shapes and limits", () => {
       expect(r.body.error.code).toBe("rate_limited");
       expect(r.headers.get("retry-after")).toBeTruthy();
       expect((await post(limited, "/api/ai/titles", { text: SOURDOUGH }, b.token)).status).toBe(200);
+      // More AI work waiting than AI_QUEUE_MAX (2 here) answers 503 with Retry-After, not a longer queue.
+      const c = await limited.register();
+      const d = await limited.register();
+      const many = await Promise.all(
+        [c, d].flatMap((u) =>
+          [0, 1, 2].map((i) =>
+            post(
+              limited,
+              "/api/ai/quality",
+              { title: "t", text: `${u.id} ${i} ${SOURDOUGH}`.repeat(20).slice(0, 10_000) },
+              u.token,
+            ),
+          ),
+        ),
+      );
+      const statuses = many.map((r) => r.status).sort();
+      expect(statuses).toContain(503);
+      expect(statuses.every((st) => st === 200 || st === 503)).toBe(true);
+      const refused = many.find((r) => r.status === 503)!;
+      expect(refused.body.error.code).toBe("unavailable");
+      expect(refused.headers.get("retry-after")).toBeTruthy();
     } finally {
       await limited.close();
       await env2.cleanup();
@@ -300,6 +322,45 @@ describe("OpenAI", () => {
     const q = await post(openai, "/api/ai/quality", { title: "Sourdough", text }, u.token);
     expect(q.body.signals.readability).toBeGreaterThan(0);
     expect(standin.requests().filter((r) => r.prompt.includes(text))).toHaveLength(2);
+  });
+
+  it("has a stand-in that answers like OpenAI: 401 for a wrong key, 400 for a bad body, 404 elsewhere", async () => {
+    const call = (path: string, key: string, body: string) =>
+      fetch(`${standin.url}${path}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body,
+      });
+    const ok = JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }] });
+    const wrongKey = await call("/chat/completions", "sk-wrong-key-000", ok);
+    expect(wrongKey.status).toBe(401);
+    expect((await wrongKey.json()).error.code).toBe("invalid_api_key");
+    expect(wrongKey.headers.get("x-request-id")).toMatch(/^req_/);
+    for (const bad of ["{", JSON.stringify({ model: "m" }), JSON.stringify({ model: 1, messages: [] })]) {
+      const r = await call("/chat/completions", KEY, bad);
+      expect(r.status).toBe(400);
+      expect((await r.json()).error.type).toBe("invalid_request_error");
+    }
+    expect((await call("/embeddings", KEY, ok)).status).toBe(404);
+    const good = await (await call("/chat/completions", KEY, ok)).json();
+    expect(good.object).toBe("chat.completion");
+    expect(JSON.parse(good.choices[0].message.content).suggestions.length).toBeGreaterThan(0);
+  });
+
+  it("falls back to the local model when OpenAI refuses the key", async () => {
+    const env3 = await createTestEnv("ai_badkey");
+    const wrong = await startApi(env3, {
+      OPENAI_API_KEY: "sk-not-the-standin-key",
+      OPENAI_BASE_URL: standin.url,
+    });
+    try {
+      const w = await wrong.register();
+      const r = await post(wrong, "/api/ai/cta", { text: SOURDOUGH }, w.token);
+      expect([r.status, r.body.source]).toEqual([200, "local"]);
+    } finally {
+      await wrong.close();
+      await env3.cleanup();
+    }
   });
 
   it("falls back to the local model when OpenAI errors, times out or answers unusably", async () => {
