@@ -82,14 +82,21 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     pool: core.pool,
     logger,
     drainWal: () => core.persister.drain(),
-    onDeposited: (pi, r) =>
-      emails.notify({
+    onDeposited: async (pi, r) => {
+      // A replay (Stripe's redelivery, a refund's check) enqueues again under the same job id,
+      // which covers an enqueue lost after the deposit; past the window finished jobs are kept,
+      // the id no longer deduplicates, so a deposit that old is not told of again.
+      if (r.replayed && Date.now() - Date.parse(r.transaction.createdAt) > config.EMAIL_KEEP_JOBS_S * 1000) {
+        return;
+      }
+      await emails.notify({
         kind: "purchase_receipt",
         userId: r.account.id,
         paymentIntentId: pi.id,
         amountCents: pi.amount_received,
         balanceCents: r.account.balanceCents,
-      }),
+      });
+    },
     onChargeback: async (dispute, _pi, r) => {
       if (r.account.debtCents > 0) {
         await emails.notify({
