@@ -4,6 +4,9 @@ import { createPublicKey } from "node:crypto";
 import { z } from "zod";
 import type { FraudLimits } from "./ledger/types.ts";
 
+const RATE_LIMIT_REDIS_TIMEOUT_MAX_MS = 10_000;
+const WAL_COMMAND_TIMEOUT_MAX_MS = 60_000;
+
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 const bool = (def: boolean) =>
   z
@@ -46,6 +49,14 @@ export const configSchema = z.object({
    * write before it answers.
    */
   RATE_LIMIT_REDIS_URL: optional(z.string().url()),
+  /**
+   * Longest wait for the rate limiters' Redis before a request answers 503 with Retry-After; while
+   * that Redis is down, requests answer 503 at once and it is reconnected within half a second.
+   */
+  RATE_LIMIT_REDIS_TIMEOUT_MS: int(500, 10).refine(
+    (n) => n <= RATE_LIMIT_REDIS_TIMEOUT_MAX_MS,
+    "at most 10000",
+  ),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 
   /** Logical ledger shards; each owns its accounts, mailbox and WAL stream wal:{shard}. */
@@ -61,6 +72,13 @@ export const configSchema = z.object({
 
   /** Most WAL entries per shard held in memory at once while recovery replays the WAL. */
   RECOVERY_PAGE_ENTRIES: int(1000, 1),
+  /**
+   * Longest wait for an answer of the WAL's Redis (a hung one: connections open, no answers).
+   * A WAL append that times out has an unknown outcome: its callers get 503, and the ledger
+   * rotates its fencing token before it re-reads the WAL, so the late append lands before the
+   * re-read or is refused.
+   */
+  WAL_COMMAND_TIMEOUT_MS: int(5000, 100).refine((n) => n <= WAL_COMMAND_TIMEOUT_MAX_MS, "at most 60000"),
   /** Lifetime of the single-owner lease on the ledger; a crashed owner blocks a restart this long. */
   LEDGER_LEASE_MS: int(10_000, 200),
   /** Persister: most stream entries read per shard per round, and the idle block time. */

@@ -1,6 +1,6 @@
 // Owns wiring the core together: Postgres (database created and migrated), Redis, the ledger
 // (recovered from Postgres + WAL before it takes commands) and the WAL persister.
-import { Redis } from "ioredis";
+import { Redis, type RedisOptions } from "ioredis";
 import type pg from "pg";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
@@ -20,7 +20,11 @@ export interface Core {
   config: Config;
   pool: pg.Pool;
   redis: Redis;
-  /** The rate limiters' Redis: `redis` itself unless RATE_LIMIT_REDIS_URL names another. */
+  /**
+   * The rate limiters' Redis (RATE_LIMIT_REDIS_URL, default REDIS_URL), always on a connection of
+   * its own that fails fast: no offline queue and a command timeout, so a request whose limiter
+   * cannot be asked answers 503 at once instead of waiting for a reconnect.
+   */
   limitsRedis: Redis;
   ledger: Ledger;
   persister: PersisterLike;
@@ -60,21 +64,30 @@ export async function startCore(
   let redis: Redis;
   let limitsRedis: Redis;
   try {
-    redis = await connectRedis(config.REDIS_URL, "REDIS_URL", "redis connection error", logger);
+    redis = await connectRedis(config.REDIS_URL, "REDIS_URL", "redis connection error", logger, {
+      // Back soon after Redis is: the ledger answers 503 until then.
+      retryStrategy: (times: number) => Math.min(50 * times, 500),
+      commandTimeout: config.WAL_COMMAND_TIMEOUT_MS,
+    });
   } catch (err) {
     await pool.end();
     throw err;
   }
   try {
-    limitsRedis =
-      config.RATE_LIMIT_REDIS_URL && config.RATE_LIMIT_REDIS_URL !== config.REDIS_URL
-        ? await connectRedis(
-            config.RATE_LIMIT_REDIS_URL,
-            "RATE_LIMIT_REDIS_URL",
-            "rate-limit redis connection error",
-            logger,
-          )
-        : redis;
+    const own = config.RATE_LIMIT_REDIS_URL !== undefined;
+    limitsRedis = await connectRedis(
+      config.RATE_LIMIT_REDIS_URL ?? config.REDIS_URL,
+      own ? "RATE_LIMIT_REDIS_URL" : "REDIS_URL",
+      "rate-limit redis connection error",
+      logger,
+      {
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 0,
+        commandTimeout: config.RATE_LIMIT_REDIS_TIMEOUT_MS,
+        // Reconnect soon after it is back: every request waits on it.
+        retryStrategy: (times: number) => Math.min(50 * times, 500),
+      },
+    );
   } catch (err) {
     redis.disconnect();
     await pool.end();
@@ -82,10 +95,11 @@ export async function startCore(
   }
   const disconnectRedis = () => {
     redis.disconnect();
-    if (limitsRedis !== redis) limitsRedis.disconnect();
+    limitsRedis.disconnect();
   };
-  // Losing the lease (another process took over, or the WAL refused a stale token) stops the
-  // ledger first, so nothing more is acknowledged, then tells the entry point.
+  // Losing the lease to another process stops the ledger first, so nothing more is acknowledged,
+  // then tells the entry point. A lease that merely lapsed (the WAL's Redis was away longer than
+  // LEDGER_LEASE_MS) is taken back by the ledger's recovery, with a new fencing token.
   let ledger: Ledger | null = null;
   let persister: PersisterLike | null = null;
   let lostAlready = false;
@@ -98,9 +112,13 @@ export async function startCore(
     void persister?.stop().catch(() => {});
     (opts.onOwnershipLost ?? defaultOwnershipLost(logger))(why);
   };
-  const lease = new OwnershipLease(redis, config.REDIS_PREFIX, config.LEDGER_LEASE_MS, () =>
-    lost("the ledger lease expired or was taken by another process"),
-  );
+  const lease = new OwnershipLease(redis, config.REDIS_PREFIX, config.LEDGER_LEASE_MS, () => {
+    if (!ledger) return;
+    logger.warn("the ledger lease is no longer this process's; checking ownership and recovering");
+    void ledger
+      .recover("the lease renewal found the ledger lease gone")
+      .catch((err) => logger.fatal({ err }, "ledger recovery failed"));
+  });
   try {
     await lease.acquire();
   } catch (err) {
@@ -123,7 +141,8 @@ export async function startCore(
     wal,
     store,
     logger,
-    onFenced: () => lost("the WAL refused this process's fencing token"),
+    ownership: lease,
+    onFenced: (why) => lost(why),
   });
   const persistOptions = {
     prefix: config.REDIS_PREFIX,
@@ -214,8 +233,14 @@ async function connectRedis(
   variable: string,
   dropMessage: string,
   logger: Logger,
+  options: RedisOptions = {},
 ): Promise<Redis> {
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, enableAutoPipelining: false });
+  const redis = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 1,
+    enableAutoPipelining: false,
+    ...options,
+  });
   let connected = false;
   // Before the first connect the failure is reported once, below; after it, every drop is logged.
   redis.on("error", (err) => {

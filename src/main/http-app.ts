@@ -131,7 +131,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   const probes: ReadinessProbes = {
     postgres: () => core.pool.query("SELECT 1"),
     redis: () => core.redis.ping(),
-    ...(core.limitsRedis !== core.redis ? { rateLimitRedis: () => core.limitsRedis.ping() } : {}),
+    ...(config.RATE_LIMIT_REDIS_URL ? { rateLimitRedis: () => core.limitsRedis.ping() } : {}),
     ledger: () => core.ledger.health(),
     persist: () => core.persister.health(),
   };

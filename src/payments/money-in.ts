@@ -10,6 +10,7 @@ import Stripe from "stripe";
 import { z } from "zod";
 import { AppError } from "../errors.ts";
 import { isUuid } from "../ledger/accounts.ts";
+import { centsToDollars } from "../ledger/money.ts";
 import type { Ledger } from "../shards/ledger.ts";
 import type { AccountView, TxResult } from "../ledger/types.ts";
 import { reconcileLedger } from "../persist/reconcile.ts";
@@ -70,6 +71,26 @@ function malformedEvent(event: unknown, raw: Buffer): string | null {
   if (!r.success) return r.error.issues.map((i) => `${i.path.join(".") || "event"}: ${i.message}`).join("; ");
   if (raw.includes("\\u0000")) return "it holds a NUL character";
   return null;
+}
+
+/**
+ * The answer to a purchase whose card was charged but whose deposit the ledger could not make
+ * durable: 503 (retry) naming the PaymentIntent, and that the credit is not lost. Its deposit is
+ * keyed by the PaymentIntent, so Stripe's webhook (retried until it succeeds), the admin
+ * reconcile with `fix`, or the client's retry with the same key deposits it exactly once.
+ */
+function chargedNotCredited(pi: Stripe.PaymentIntent, cause: unknown): AppError {
+  if (cause instanceof AppError && cause.code !== "unavailable" && cause.code !== "internal") return cause;
+  return new AppError(
+    "unavailable",
+    "the card was charged but the credits could not be recorded yet; they will be credited by Stripe's webhook or reconciliation, and retrying with the same idempotency key is safe",
+    {
+      payment_intent_id: pi.id,
+      charged: true,
+      amount: centsToDollars(pi.amount_received),
+      credit: "pending",
+    },
+  );
 }
 
 /** Stripe's limit on an Idempotency-Key. */
@@ -147,12 +168,22 @@ export class MoneyIn {
       }
       throw this.stripeError(err);
     }
-    await this.recordIntent(pi, userId);
-    if (pi.status === "succeeded") {
-      const r = await this.deposit(pi);
-      return { paymentIntent: pi, account: r.account };
+    if (pi.status !== "succeeded") {
+      await this.recordIntent(pi, userId);
+      return { paymentIntent: pi, account: await this.o.ledger.getAccount(userId) };
     }
-    return { paymentIntent: pi, account: await this.o.ledger.getAccount(userId) };
+    // The card is charged: from here a failure must say so. The deposit comes first (the ledger
+    // does not need Postgres); the PaymentIntent's row is a record the webhook writes too.
+    let r: TxResult;
+    try {
+      r = await this.deposit(pi);
+    } catch (err) {
+      throw chargedNotCredited(pi, err);
+    }
+    await this.recordIntent(pi, userId).catch((err) =>
+      this.o.logger.warn({ err, paymentIntent: pi.id }, "PaymentIntent not recorded; its webhook records it"),
+    );
+    return { paymentIntent: pi, account: r.account };
   }
 
   /**

@@ -7,7 +7,7 @@ import type pg from "pg";
 import type { Logger } from "pino";
 import { PERSIST_GROUP, type RedisKeys, redisKeys, shardOfWalStream } from "../redis/keys.ts";
 import { compareStreamIds, decodeEntry, nextStreamId, streamIdMs } from "../wal/wal-codec.ts";
-import type { Entry } from "./round-batch.ts";
+import type { AccountUpdate, Entry } from "./round-batch.ts";
 import { VersionGapError, writeEntries } from "./write-batch.ts";
 
 // Callers have imported these from here since before the split.
@@ -106,6 +106,7 @@ class PersistLane {
   private blocker: Redis | null = null;
   private roundLock: Promise<unknown> = Promise.resolve();
   private readonly keys: RedisKeys;
+  private readonly missingReported = new Set<string>();
 
   constructor(
     private readonly o: PersisterOptions,
@@ -152,7 +153,11 @@ class PersistLane {
     if (this.running) return;
     this.running = true;
     // A blocking XREADGROUP holds its connection; keep it off the WAL writer's connection.
-    this.blocker = this.o.redis.duplicate();
+    // Its reads block on purpose (PERSIST_BLOCK_MS): no command timeout of the writer's applies.
+    this.blocker = this.o.redis.duplicate({ commandTimeout: undefined });
+    // While Redis is away its commands fail and the round is retried (logged there); without a
+    // listener ioredis would print every reconnect failure as an unhandled error.
+    this.blocker.on("error", () => {});
     this.loop = this.run();
   }
 
@@ -291,7 +296,8 @@ class PersistLane {
     let todo = entries;
     for (;;) {
       try {
-        await writeEntries(this.o.pool, todo);
+        const missing = await writeEntries(this.o.pool, todo);
+        for (const a of missing) this.reportMissing(a);
         return todo;
       } catch (err) {
         if (!(err instanceof VersionGapError)) throw err;
@@ -304,6 +310,17 @@ class PersistLane {
         if (todo.length === 0) return [];
       }
     }
+  }
+
+  /** Once per account per lane: its row is gone, so its state is only in this alarm and memory. */
+  private reportMissing(a: AccountUpdate): void {
+    if (this.missingReported.has(a.last.id)) return;
+    if (this.missingReported.size >= 10_000) this.missingReported.clear();
+    this.missingReported.add(a.last.id);
+    this.o.logger.fatal(
+      { shard: a.shard, account: a.last.id, state: a.last },
+      "ALARM: ledger row missing in Postgres (deleted by hand?) for an account the ledger holds; its transactions and postings are persisted, its balance row cannot be: restore the row with this state",
+    );
   }
 
   private async ackAndTrim(entries: Entry[]): Promise<void> {

@@ -36,18 +36,24 @@ const UNIQUE_VIOLATION = "23505";
 /**
  * Writes a round's entries in one Postgres transaction. Re-writing entries already written is a
  * no-op (ids and versions make every statement idempotent), so a crash before XACK is harmless.
+ *
+ * Returns the accounts whose `ledger` row is gone (deleted by hand under an account the ledger
+ * still holds). A request can touch such an account (a tip to a creator still in memory), so it
+ * must not stop the shard's persistence: everything else is written, its transactions and
+ * postings included (money stays double-entry in ledger_entries), and only its balance row,
+ * which no longer exists, is not. The caller raises the alarm with the state to restore.
  */
-export async function writeEntries(pool: pg.Pool, entries: Entry[]): Promise<void> {
+export async function writeEntries(pool: pg.Pool, entries: Entry[]): Promise<AccountUpdate[]> {
   const batch = buildBatch(entries);
-  await withClient(pool, async (client) => {
+  return withClient(pool, async (client) => {
     try {
-      await writeBatch(client, batch, true);
+      return await writeBatch(client, batch, true);
     } catch (err) {
       if ((err as { code?: string }).code !== UNIQUE_VIOLATION) throw err;
       // Some rows are in Postgres already: this round is a re-read of entries committed before a
       // crash took the XACK. COPY cannot skip rows, so write the batch again with the statements
       // that can (every one of them is idempotent).
-      await writeBatch(client, batch, false);
+      return writeBatch(client, batch, false);
     }
   });
 }
@@ -57,10 +63,10 @@ export async function writeEntries(pool: pg.Pool, entries: Entry[]): Promise<voi
  * on this schema: 43 -> 26 us of Postgres CPU per tip against INSERT ... ON CONFLICT), which
  * fails on a row already there; the caller then retries without it.
  */
-async function writeBatch(client: pg.PoolClient, b: Batch, bulk: boolean): Promise<void> {
+async function writeBatch(client: pg.PoolClient, b: Batch, bulk: boolean): Promise<AccountUpdate[]> {
   try {
     await client.query("BEGIN");
-    await applyAccounts(client, b.accounts);
+    const missing = await applyAccounts(client, b.accounts);
     // Only a payout's row is written twice (reserved, then posted or voided): it needs the upsert.
     const copied = bulk ? b.txs.filter((r) => r.tx.type === "tip") : [];
     const upserted = bulk ? b.txs.filter((r) => r.tx.type !== "tip") : b.txs;
@@ -76,14 +82,19 @@ async function writeBatch(client: pg.PoolClient, b: Batch, bulk: boolean): Promi
       await mirrorUserStatus(client, b.statusAccounts);
     }
     await client.query("COMMIT");
+    return missing;
   } catch (err) {
     await client.query("ROLLBACK").catch(() => {});
     throw err;
   }
 }
 
-async function applyAccounts(client: pg.PoolClient, accounts: Map<string, AccountUpdate>): Promise<void> {
-  if (accounts.size === 0) return;
+/** Applies the accounts' states; returns those whose row does not exist (see writeEntries). */
+async function applyAccounts(
+  client: pg.PoolClient,
+  accounts: Map<string, AccountUpdate>,
+): Promise<AccountUpdate[]> {
+  if (accounts.size === 0) return [];
   const list = [...accounts.values()];
   // Apply the batch's final state where Postgres is at, or inside, the versions this batch covers.
   const updated = await client.query<{ id: string }>(
@@ -106,7 +117,7 @@ async function applyAccounts(client: pg.PoolClient, accounts: Map<string, Accoun
       ),
     ],
   );
-  if (updated.rowCount === list.length) return;
+  if (updated.rowCount === list.length) return [];
   const done = new Set(updated.rows.map((r) => r.id));
   const rest = list.filter((a) => !done.has(a.last.id));
   const cur = await client.query<{ id: string; version: number }>(
@@ -114,12 +125,15 @@ async function applyAccounts(client: pg.PoolClient, accounts: Map<string, Accoun
     [rest.map((a) => a.last.id)],
   );
   const versions = new Map(cur.rows.map((r) => [r.id, r.version]));
+  const missing: AccountUpdate[] = [];
   for (const a of rest) {
     const v = versions.get(a.last.id);
-    if (v === undefined) throw new VersionGapError(a.shard, a.last.id, -1, a.fromVersion);
+    // No row: not a second writer's history, just nothing left to update (see writeEntries).
+    if (v === undefined) missing.push(a);
     // Already at or past this batch's last version: a replay, nothing to do. Behind: refuse.
-    if (v < a.fromVersion - 1) throw new VersionGapError(a.shard, a.last.id, v, a.fromVersion);
+    else if (v < a.fromVersion - 1) throw new VersionGapError(a.shard, a.last.id, v, a.fromVersion);
   }
+  return missing;
 }
 
 async function insertTransactions(client: pg.PoolClient, rows: TxRow[]): Promise<void> {

@@ -12,11 +12,26 @@ import type { AccountView, UserCommand } from "../ledger/types.ts";
 import { AccountLoader } from "./account-loader.ts";
 import { Directory } from "./directory.ts";
 import { type FlushObserver, GroupCommit } from "./group-commit.ts";
-import type { AccountSource, LedgerSettings, WalLog } from "./ports.ts";
+import {
+  type AccountSource,
+  type LedgerSettings,
+  type Ownership,
+  OwnershipLostError,
+  type WalLog,
+} from "./ports.ts";
 import { replayWal } from "./recovery.ts";
 import { type ActorEnv, type CreditHold, type Result, ShardActor, type Waiter } from "./shard-actor.ts";
 
 export type { FlushObserver };
+
+/** How long a read waits for a recovery in progress before it answers `unavailable`. */
+const READ_WAITS_FOR_RECOVERY_MS = 500;
+
+/**
+ * Longest pause between recovery attempts: while the WAL's Redis is away an attempt fails at
+ * once, and once it is back the next attempt should not be far off.
+ */
+const RECOVERY_RETRY_MAX_MS = 500;
 
 /** A trim floor below every entry id: XTRIM MINID with it removes nothing. */
 const KEEP_EVERYTHING = "0-1";
@@ -36,8 +51,14 @@ export interface LedgerOptions {
   logger: Logger;
   /** Persistence health, reported by the persister. */
   persistHealth?: () => { walLagMs: number; unpersistedEntries: number };
-  /** Called once if the WAL refuses this process as a stale owner; the ledger has stopped. */
-  onFenced?: () => void;
+  /**
+   * The single-owner lease. With it, a lapsed lease (or an append the WAL refused as fenced) is
+   * taken back when free and memory is rebuilt as at start; only another owner stops the ledger.
+   * Without it, a fenced append stops the ledger at once.
+   */
+  ownership?: Ownership;
+  /** Called once when another process owns the ledger (with what showed it); this ledger has stopped. */
+  onFenced?: (why: string) => void;
   now?: () => number;
 }
 
@@ -60,6 +81,7 @@ export class Ledger {
   private recovering: Promise<void> | null = null;
   private stopped = false;
   private halted: string | null = null;
+  private doubt: string | null = null;
   private isoMs = -1;
   private iso = "";
   persistHealth: () => { walLagMs: number; unpersistedEntries: number };
@@ -101,8 +123,20 @@ export class Ledger {
           void this.recover().catch((err) => this.opts.logger.fatal({ err }, "ledger recovery failed"));
         },
         fenced: (err) => {
-          this.stopOwning(`fenced: ${err.message}`);
-          this.opts.onFenced?.();
+          if (!this.opts.ownership) {
+            this.stopOwning(`fenced: ${err.message}`);
+            this.opts.onFenced?.(`the WAL refused this process's fencing token: ${err.message}`);
+            return;
+          }
+          // Refused as a stale owner: either another process owns the ledger (recovery finds out
+          // and stops), or the lease lapsed and is free (recovery takes it back and rebuilds).
+          this.opts.logger.warn(
+            { err: err.message },
+            "the WAL refused this process's lease; checking ownership",
+          );
+          void this.recover("the WAL refused this process's fencing token").catch((e) =>
+            this.opts.logger.fatal({ err: e }, "ledger recovery failed"),
+          );
         },
       },
       this.wal,
@@ -168,7 +202,19 @@ export class Ledger {
 
   async getAccount(accountId: string): Promise<AccountView> {
     if (!isUuid(accountId)) throw new AppError("not_found", "account not found");
-    if (this.recovering) await this.recovering;
+    if (this.recovering) {
+      // A short recovery is waited for; a long one (the WAL's Redis is away) answers at once.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.recovering,
+        new Promise((r) => {
+          timer = setTimeout(r, READ_WAITS_FOR_RECOVERY_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+      const refused = this.refusal();
+      if (refused) throw refused;
+    }
     const shard = this.shardFor(accountId);
     if (!shard.accounts.has(accountId)) await this.loader.ensureLoaded([accountId]);
     const mem = shard.accounts.get(accountId);
@@ -276,11 +322,15 @@ export class Ledger {
   // --- recovery ----------------------------------------------------------------------------
 
   /**
-   * Rebuilds memory from the account source plus the WAL: drops everything unconfirmed, replays
-   * every entry not yet persisted, and re-delivers owed tip credits. Commands are refused with
-   * `unavailable` meanwhile.
+   * Rebuilds memory from the account source plus the WAL: drops everything unconfirmed, makes
+   * sure this process owns the ledger (taking a lapsed lease back with a new fencing token),
+   * replays every entry not yet persisted, and re-delivers owed tip credits. Commands are refused
+   * with `unavailable` meanwhile. Also what the entry point calls when the lease renewal finds the
+   * lease no longer this process's.
    */
-  recover(): Promise<void> {
+  recover(doubt?: string): Promise<void> {
+    // What made this process doubt its ownership, said when another owner is found.
+    if (doubt) this.doubt = doubt;
     if (this.recovering) return this.recovering;
     this.recovering = this.runRecovery().finally(() => (this.recovering = null));
     return this.recovering;
@@ -290,10 +340,14 @@ export class Ledger {
     await this.commit.settled();
     const unavailable = () => new AppError("unavailable", "ledger is recovering; retry shortly");
     for (let attempt = 0; ; attempt++) {
-      if (this.halted) return;
+      // Stopped (shutting down) or halted: no more attempts, however long Redis stays away.
+      if (this.halted || (this.stopped && attempt > 0)) return;
       for (const s of this.shards) s.reset((w) => w.reject(unavailable()));
       this.directory.clear();
       try {
+        // Memory is dropped above before a new token can be taken: nothing decided under the old
+        // one is appended under the new one, and everything is re-read as at start.
+        await this.opts.ownership?.ensure();
         const report = await replayWal({
           shards: this.shards,
           wal: this.wal,
@@ -312,14 +366,21 @@ export class Ledger {
           }
         }
         this.opts.logger.info(report, "ledger recovered from WAL");
+        this.doubt = null;
         return;
       } catch (err) {
         if (err instanceof LedgerInvariantError) {
           this.halt(err, null);
           return;
         }
+        if (err instanceof OwnershipLostError) {
+          const why = this.doubt ? `${this.doubt}; ${err.message}` : err.message;
+          this.stopOwning(why);
+          this.opts.onFenced?.(why);
+          return;
+        }
         this.opts.logger.error({ err, attempt }, "ledger recovery attempt failed; retrying");
-        await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
+        await new Promise((r) => setTimeout(r, Math.min(RECOVERY_RETRY_MAX_MS, 100 * 2 ** attempt)));
       }
     }
   }

@@ -55,3 +55,16 @@ export interface LedgerSettings {
   recoveryPageEntries: number;
   limits: FraudLimits;
 }
+
+/**
+ * The single-owner lease (src/wal/lease.ts). Recovery calls ensure() before it rebuilds memory:
+ * it resolves once this process holds the lease (renewed, or taken again with a new fencing token
+ * when it had lapsed), throws OwnershipLostError when another process holds it, and any other
+ * error when the answer cannot be had now (Redis unreachable: recovery retries).
+ */
+export interface Ownership {
+  ensure(): Promise<void>;
+}
+
+/** Another process holds the ledger lease: this one must stop owning the ledger. */
+export class OwnershipLostError extends Error {}

@@ -29,7 +29,7 @@ export class RedisWal implements WalLog {
   private readonly redis: AppendingRedis;
   private readonly keys: RedisKeys;
 
-  /** `lease()` is the lease value this process holds now (changes only on a new acquisition). */
+  /** `lease()` is the lease value this process holds now (changes when recovery takes a new token). */
   constructor(
     redis: Redis,
     prefix: string,

@@ -66,3 +66,51 @@ describe.each([{ PERSIST_THREAD: "true" }, { PERSIST_THREAD: "false" }])(
     });
   },
 );
+
+// Issue 12 item 4: a ledger row deleted by hand under an account the ledger still holds. A request
+// can touch that account (a tip to a creator still in memory); that must not stop persisting the
+// shard, whose other accounts keep going to Postgres, and the tip's postings are kept.
+describe("a ledger row missing under an account in memory", () => {
+  let env: TestEnv;
+  let core: Core | null = null;
+  beforeAll(async () => {
+    env = await createTestEnv("persist_missing");
+  });
+  afterAll(async () => {
+    await core?.stop();
+    await env?.cleanup();
+  });
+
+  it("does not halt the shard: the rest is persisted, the tip's postings too", async () => {
+    core = await startTestCore(env, { PERSIST_THREAD: "false", SHARDS: "1", PERSIST_LANES: "1" });
+    const c = core;
+    const [viewer, creator, other] = await createUsers(env.pool, 3);
+    const tip = (to: string) =>
+      c.ledger.submit({ kind: "tip", key: key(), fromAccountId: viewer!, toAccountId: to, amountCents: 100 });
+    await c.ledger.submit({ kind: "deposit", key: key(), accountId: viewer!, amountCents: 1000 });
+    await tip(creator!);
+    await settle(c);
+    // The operator deletes the creator (row and user) while the ledger still holds the account.
+    await env.pool.query("DELETE FROM ledger WHERE id = $1", [creator]);
+    await env.pool.query("DELETE FROM users WHERE id = $1", [creator]);
+    const gone = (await tip(creator!)) as { transaction: { id: string } };
+    const later = (await tip(other!)) as { transaction: { id: string } };
+    await settle(c);
+    expect(c.persister.health().halted).toEqual([]);
+    const versions = await env.pool.query<{ id: string; version: string; balance_cents: string }>(
+      "SELECT id, version, balance_cents FROM ledger WHERE id = ANY($1::uuid[])",
+      [[viewer, other]],
+    );
+    const byId = new Map(versions.rows.map((r) => [r.id, r]));
+    // The viewer's three tips and the deposit are in Postgres, and the other creator's credit.
+    expect(Number(byId.get(viewer!)!.balance_cents)).toBe(700);
+    expect(Number(byId.get(other!)!.balance_cents)).toBe(97); // net of fees
+    const legs = await env.pool.query<{ transaction_id: string; n: string; sum: string }>(
+      `SELECT transaction_id, count(*) AS n, sum(amount_cents) AS sum FROM ledger_entries
+        WHERE transaction_id = ANY($1::uuid[]) GROUP BY transaction_id`,
+      [[gone.transaction.id, later.transaction.id]],
+    );
+    expect(legs.rows).toHaveLength(2);
+    for (const r of legs.rows) expect(Number(r.sum)).toBe(0);
+  });
+});
