@@ -176,10 +176,17 @@ export class MoneyIn {
     // does not need Postgres); the PaymentIntent's row is a record the webhook writes too.
     let r: TxResult;
     try {
-      r = await this.deposit(pi);
+      r = await this.submitDeposit(pi);
     } catch (err) {
       throw chargedNotCredited(pi, err);
     }
+    // The credits are in: a receipt that cannot be enqueued now is enqueued by the webhook's
+    // replay of this deposit (same job id), so it does not fail the purchase.
+    await this.o
+      .onDeposited?.(pi, r)
+      .catch((err) =>
+        this.o.logger.warn({ err, paymentIntent: pi.id }, "receipt not enqueued; the webhook enqueues it"),
+      );
     await this.recordIntent(pi, userId).catch((err) =>
       this.o.logger.warn({ err, paymentIntent: pi.id }, "PaymentIntent not recorded; its webhook records it"),
     );
@@ -292,6 +299,13 @@ export class MoneyIn {
 
   /** The deposit of a succeeded PaymentIntent: once, under the PaymentIntent's own key. */
   async deposit(pi: Stripe.PaymentIntent): Promise<TxResult> {
+    const result = await this.submitDeposit(pi);
+    // Throws (503) when the receipt cannot be enqueued, so a webhook is redelivered and enqueues it.
+    await this.o.onDeposited?.(pi, result);
+    return result;
+  }
+
+  private async submitDeposit(pi: Stripe.PaymentIntent): Promise<TxResult> {
     const userId = pi.metadata?.user_id ?? "";
     if (!isUuid(userId)) {
       throw new AppError("validation_error", `PaymentIntent ${pi.id} has no valid metadata.user_id`);
@@ -302,15 +316,13 @@ export class MoneyIn {
     if (pi.currency !== "usd") {
       throw new AppError("validation_error", `PaymentIntent ${pi.id} is in ${pi.currency}; credits are USD`);
     }
-    const result = (await this.o.ledger.submit({
+    return (await this.o.ledger.submit({
       kind: "deposit",
       key: stripeKeys.deposit(pi.id),
       accountId: userId.toLowerCase(),
       amountCents: pi.amount_received,
       stripePaymentId: pi.id,
     })) as TxResult;
-    await this.o.onDeposited?.(pi, result);
-    return result;
   }
 
   /** The PaymentIntent of a charge or dispute, with its deposit made sure of first. */

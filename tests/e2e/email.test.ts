@@ -320,6 +320,68 @@ describe("delivery", () => {
   });
 });
 
+describe("the queue unreachable", () => {
+  it("does not fail a purchase; the webhook answers 503 until the receipt is enqueued, then it is sent once", async () => {
+    const env2 = await createTestEnv("email_noqueue");
+    const overrides = {
+      STRIPE_SECRET_KEY: SECRET_KEY,
+      STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+      STRIPE_API_URL: standin.url,
+    };
+    let a = await startApi(env2, overrides);
+    const worker = createEmailWorker({
+      config: env2.config({ SMTP_URL: `smtp://127.0.0.1:${smtp.port}` }),
+      logger: silentLogger,
+      pool: env2.pool,
+    });
+    try {
+      const user = await a.register();
+      await waitFor(() => to(user.email).length === 1, 10_000, "the welcome email");
+      // The server's queue connection is gone (its Redis unreachable to it).
+      standin.pauseWebhooks();
+      standin.setWebhookUrl(`${a.base}/api/payments/webhook`);
+      await a.http.emailQueue.disconnect();
+      const r = await a.call("POST", "/api/payments/credits/purchase", {
+        token: user.token,
+        headers: { "idempotency-key": randomUUID() },
+        body: { user_id: user.id, amount: 7, payment_method_id: "pm_card_visa" },
+      });
+      expect(r.status).toBe(201);
+      expect(r.body.balance.balance).toBe("7.00");
+      const pi = r.body.payment_intent_id as string;
+      standin.resumeWebhooks();
+      const eventOf = () =>
+        standin.events().find((e) => e.type === "payment_intent.succeeded" && JSON.stringify(e).includes(pi));
+      await waitFor(() => eventOf() !== undefined, 10_000, "Stripe's payment_intent.succeeded");
+      const event = eventOf()!;
+      await standin.flushWebhooks();
+      const attempts = standin
+        .deliveries()
+        .filter((d) => d.eventId === event.id)
+        .flatMap((d) => d.attempts.map((t) => t.status));
+      expect(attempts.length).toBeGreaterThan(0);
+      expect(attempts).toEqual(attempts.map(() => 503));
+      const row = await env2.pool.query("SELECT processed_at FROM stripe_events WHERE id = $1", [event.id]);
+      expect(row.rows).toEqual([{ processed_at: null }]);
+      expect(bySubject(user.email, /receipt/)).toHaveLength(0);
+      // A server with a working queue: Stripe's redelivery enqueues the receipt.
+      standin.setWebhookUrl(null);
+      await a.close();
+      a = await startApi(env2, overrides);
+      standin.setWebhookUrl(`${a.base}/api/payments/webhook`);
+      standin.resendEvent(event.id);
+      await standin.flushWebhooks();
+      await waitFor(() => bySubject(user.email, /receipt/).length === 1, 10_000, "the receipt");
+      expect(bySubject(user.email, /receipt/)[0]!.mail.text).toContain("Credits bought: 7.00 USD");
+    } finally {
+      standin.setWebhookUrl(`${api.base}/api/payments/webhook`);
+      await worker.close();
+      await a.close();
+      await env2.cleanup();
+    }
+  });
+});
+
 describe("without SMTP_URL", () => {
   it("writes each email as an .eml file under MAIL_CATCHER_DIR", async () => {
     const dir = await mkdtemp(join(tmpdir(), "3am-mail-"));
