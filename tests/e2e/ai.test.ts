@@ -392,8 +392,8 @@ describe("OpenAI", () => {
   });
 });
 
-/** Concurrent 10,000-character quality requests: ~2.5 s of NLP if it ran on the request loop. */
-const AI_BURST = 400;
+/** Concurrent 10,000-character quality requests: ~3 s of NLP if it ran on the request loop. */
+const AI_BURST = 600;
 /** Fraud rules allow 10 outgoing tips an hour per sender. */
 const TIPS_PER_SENDER = 10;
 
@@ -470,7 +470,7 @@ describe("the request loop", () => {
     );
     // Timing goes to benches; here only a generous bound that NLP on the request loop breaks
     // (there a tip waits for the whole burst).
-    expect(max(busy)).toBeLessThan(1000);
+    expect(max(busy)).toBeLessThan(1500);
     // The tips ran while the burst did: some AI answers had come, not all.
     expect(doneAtTips.some((d) => d > 0 && d < AI_BURST)).toBe(true);
   });
