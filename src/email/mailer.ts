@@ -70,7 +70,9 @@ export class CatcherMailer implements Mailer {
   async send(m: MailMessage): Promise<{ messageId: string }> {
     const info = await this.transport.sendMail(m);
     await mkdir(this.dir, { recursive: true });
-    const name = `${new Date().toISOString().replace(/[:.]/g, "-")}-${m.messageId.replace(/[^A-Za-z0-9_.-]/g, "")}.eml`;
+    // <job id@domain> -> <time>-<job id>.eml
+    const id = m.messageId.replace(/^<|@.*$/g, "").replace(/[^A-Za-z0-9_.-]/g, "");
+    const name = `${new Date().toISOString().replace(/[:.]/g, "-")}-${id}.eml`;
     await writeFile(resolve(this.dir, name), info.message as Buffer);
     return { messageId: info.messageId };
   }

@@ -399,7 +399,7 @@ describe("without SMTP_URL", () => {
       });
       await waitFor(async () => (await readdir(dir)).length === 1, 10_000, "the .eml file");
       const [file] = await readdir(dir);
-      expect(file).toMatch(/receipt-pi_catcher.*\.eml$/);
+      expect(file).toMatch(/^[0-9T-]+Z-receipt-pi_catcher\.eml$/);
       const mail = await simpleParser(await readFile(join(dir, file!)));
       expect(mail.subject).toBe("Your 3AM receipt: 25.00 USD of credits");
       expect(mail.text).toContain("Payment: pi_catcher");
