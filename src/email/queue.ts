@@ -30,7 +30,7 @@ export interface EmailQueueHandle {
 }
 
 /** The email queue over its own Redis connection (REDIS_URL, REDIS_PREFIX). */
-export function createEmailQueue(config: Config): EmailQueueHandle {
+export function createEmailQueue(config: Config, logger?: Logger): EmailQueueHandle {
   const connection = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 2, lazyConnect: false });
   connection.on("error", () => {}); // reported by the calls that fail
   const queue = new Queue(EMAIL_QUEUE, {
@@ -38,6 +38,8 @@ export function createEmailQueue(config: Config): EmailQueueHandle {
     prefix: redisKeys(config.REDIS_PREFIX).queuePrefix,
     defaultJobOptions: emailJobOptions(config),
   });
+  // An 'error' event without a listener would end the process; the failed add() is what reports.
+  queue.on("error", (err) => logger?.warn({ err: err.message }, "email queue: Redis error"));
   return {
     queue,
     async close() {

@@ -73,7 +73,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   const users = new UserStore(core.pool);
   const roles = new Roles(users, core.ledger);
   // Emails are enqueued here once the change they tell of is durable; the worker sends them.
-  const emailQueue = createEmailQueue(config);
+  const emailQueue = createEmailQueue(config, logger);
   const emails = new EmailNotifier(emailQueue.queue, logger);
   const moneyIn = new MoneyIn({
     stripe: stripe.stripe,
