@@ -49,9 +49,9 @@ export class LocalTextModel implements TextModel {
     return this.run({ op: "keyPhrases", text, max });
   }
 
-  /** Threads that ran tasks (for tests: the work happened off the main thread). */
-  get threadCount(): number {
-    return this.pool.threads.length;
+  /** Tasks waiting for a thread (for /metrics). */
+  get queued(): number {
+    return this.pool.queueSize;
   }
 
   async close(): Promise<void> {

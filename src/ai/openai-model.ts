@@ -34,6 +34,9 @@ const GOALS: Record<CtaGoal, string> = {
 
 export class OpenAiTextModel implements TextModel {
   private readonly client: OpenAI;
+  /** Suggestions OpenAI gave, and requests the local model answered in its place (for /metrics). */
+  answered = 0;
+  fallbacks = 0;
 
   constructor(private readonly o: OpenAiModelOptions) {
     this.client = new OpenAI({
@@ -50,7 +53,9 @@ export class OpenAiTextModel implements TextModel {
       `Suggest exactly ${count} distinct titles for the text below, each at most ` +
       `${TITLE_SUGGESTION_MAX_CHARS} characters, using the text's own key phrases.\n\nText:\n${text}`;
     try {
-      return { suggestions: await this.suggest(prompt, count, TITLE_SUGGESTION_MAX_CHARS), source: "openai" };
+      const suggestions = await this.suggest(prompt, count, TITLE_SUGGESTION_MAX_CHARS);
+      this.answered++;
+      return { suggestions, source: "openai" };
     } catch (err) {
       this.fellBack("titles", err);
       return this.o.fallback.titles(text, count);
@@ -62,7 +67,9 @@ export class OpenAiTextModel implements TextModel {
       `Suggest exactly 3 distinct calls to action, each at most ${CTA_SUGGESTION_MAX_CHARS} characters, ` +
       `asking the audience of the text below to ${GOALS[goal]}.\n\nText:\n${text}`;
     try {
-      return { suggestions: await this.suggest(prompt, 3, CTA_SUGGESTION_MAX_CHARS), source: "openai" };
+      const suggestions = await this.suggest(prompt, 3, CTA_SUGGESTION_MAX_CHARS);
+      this.answered++;
+      return { suggestions, source: "openai" };
     } catch (err) {
       this.fellBack("cta", err);
       return this.o.fallback.cta(text, goal);
@@ -93,6 +100,7 @@ export class OpenAiTextModel implements TextModel {
   }
 
   private fellBack(what: string, err: unknown): void {
+    this.fallbacks++;
     const e = err as { status?: number; name?: string; message?: string; requestID?: string | null };
     this.o.logger.warn(
       { what, status: e.status, error: e.name, message: e.message, request_id: e.requestID ?? undefined },

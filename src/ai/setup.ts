@@ -5,13 +5,19 @@ import type { Config } from "../config.ts";
 import { CachedTextModel } from "./cache.ts";
 import { LocalTextModel } from "./local-model.ts";
 import { OpenAiTextModel } from "./openai-model.ts";
+import type { AiModels } from "./metrics.ts";
 import type { TextModel } from "./text-model.ts";
 
-export function createTextModel(config: Config, logger: Logger): CachedTextModel {
+export interface TextModels extends AiModels {
+  /** What routes use: the cache in front of OpenAI (when configured) in front of the local model. */
+  model: TextModel;
+}
+
+export function createTextModel(config: Config, logger: Logger): TextModels {
   const local = new LocalTextModel({ threads: config.AI_THREADS, queueMax: config.AI_QUEUE_MAX });
-  let model: TextModel = local;
+  let openai: OpenAiTextModel | null = null;
   if (config.OPENAI_API_KEY) {
-    model = new OpenAiTextModel({
+    openai = new OpenAiTextModel({
       apiKey: config.OPENAI_API_KEY,
       model: config.OPENAI_MODEL,
       ...(config.OPENAI_BASE_URL ? { baseURL: config.OPENAI_BASE_URL } : {}),
@@ -29,5 +35,9 @@ export function createTextModel(config: Config, logger: Logger): CachedTextModel
       "AI: local text model (wink-nlp, offline); set OPENAI_API_KEY for OpenAI",
     );
   }
-  return new CachedTextModel(model, { max: config.AI_CACHE_MAX, ttlMs: config.AI_CACHE_TTL_MS });
+  const cache = new CachedTextModel(openai ?? local, {
+    max: config.AI_CACHE_MAX,
+    ttlMs: config.AI_CACHE_TTL_MS,
+  });
+  return { model: cache, cache, local, openai };
 }

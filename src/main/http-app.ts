@@ -5,6 +5,7 @@ import type { Queue } from "bullmq";
 import type { Logger } from "pino";
 import { adminRoutes } from "../admin/routes.ts";
 import { aiRoutes } from "../ai/routes.ts";
+import { registerAiMetrics } from "../ai/metrics.ts";
 import { createTextModel } from "../ai/setup.ts";
 import type { TextModel } from "../ai/text-model.ts";
 import { type IdentityProvider, LocalIdentity, SupabaseIdentity } from "../auth/identity.ts";
@@ -119,7 +120,9 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   core.ledger.onFlush = (seconds, events, ok) => metrics.walFlush(seconds, events, ok);
 
   const limits = new RateLimits(core.limitsRedis, config);
-  const textModel = createTextModel(config, logger);
+  const ai = createTextModel(config, logger);
+  registerAiMetrics(metrics.registry, ai);
+  const textModel = ai.model;
   const http = createHttpApp({
     logger,
     tokens,

@@ -273,6 +273,9 @@ describe("the local model", () => {
     expect(b.body).toEqual(a.body);
     expect(cache.misses - before.misses).toBe(1);
     expect(cache.hits - before.hits).toBe(1);
+    const metrics = await (await fetch(`${api.base}/metrics`)).text();
+    expect(Number(/^threeam_ai_cache_hits_total (\d+)$/m.exec(metrics)?.[1])).toBe(cache.hits);
+    expect(metrics).toMatch(/^threeam_ai_queued_tasks \d+$/m);
   });
 });
 
@@ -389,6 +392,10 @@ describe("OpenAI", () => {
     // And OpenAI answers again once it is back.
     const back = await post(openai, "/api/ai/titles", { text: `${SOURDOUGH} ${randomUUID()}` }, u.token);
     expect(back.body.source).toBe("openai");
+    const metrics = await (await fetch(`${openai.base}/metrics`)).text();
+    expect(Number(/^threeam_ai_openai_fallbacks_total (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(
+      cases.length,
+    );
   });
 });
 
