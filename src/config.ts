@@ -148,6 +148,34 @@ export const configSchema = z.object({
   PURCHASE_MIN_USD: z.coerce.number().positive().default(1),
   PURCHASE_MAX_USD: z.coerce.number().positive().default(500),
 
+  // --- Money out: payouts (issue 13). ---
+  /** Smallest and largest withdrawal, in dollars. */
+  PAYOUT_MIN_USD: z.coerce.number().positive().default(10),
+  PAYOUT_MAX_USD: z.coerce.number().positive().default(10_000),
+  /** Most payouts one list request answers. */
+  PAYOUT_LIST_MAX: int(100, 1),
+  /** Outcome channel: most outcomes the ledger's consumer reads at once, and its idle block time. */
+  PAYOUT_OUTCOME_READ_COUNT: int(100, 1),
+  PAYOUT_OUTCOME_BLOCK_MS: int(1000, 1),
+  /** Payout jobs: provider attempts per round, and the first backoff (doubling each attempt). */
+  PAYOUT_JOB_ATTEMPTS: int(5, 1),
+  PAYOUT_JOB_BACKOFF_MS: int(2000, 1),
+  /** Finished payout jobs BullMQ keeps (for the dashboard and to see a job id was used). */
+  PAYOUT_JOBS_KEPT: int(10_000, 1),
+  /** Payout jobs one worker process runs at once. */
+  PAYOUT_WORKER_CONCURRENCY: int(8, 1).refine((n) => n <= 256, "at most 256"),
+  /** After sending, the worker asks the provider this often how the transfer stands, for at most
+   * PAYOUT_STATUS_WAIT_MS (a webhook or a later check finishes the rest). */
+  PAYOUT_STATUS_POLL_MS: int(500, 10),
+  PAYOUT_STATUS_WAIT_MS: int(30_000, 0).refine((n) => n <= 600_000, "at most 600000"),
+  /** The payout sweeper: how often it runs, how long a payout must not have moved, and how many
+   * it looks at per run (pending without a job: queued again; processing: the provider asked). */
+  PAYOUT_SWEEP_MS: int(60_000, 100),
+  PAYOUT_SWEEP_STALE_MS: int(120_000, 0),
+  PAYOUT_SWEEP_BATCH: int(500, 1).refine((n) => n <= 10_000, "at most 10000"),
+  /** Run the workers (payouts) inside `npm start`; false leaves them to `npm run worker`. */
+  RUN_WORKERS: bool(true),
+
   // --- Money out: Wise and Airwallex (issue 13). Unset keys: local stand-ins, no real money moves. ---
   /** Wise API token (Bearer); with WISE_PROFILE_ID and WISE_WEBHOOK_PUBLIC_KEY. */
   WISE_API_KEY: optional(z.string().min(8)),

@@ -4,6 +4,7 @@
 // verifying an HMAC on every tip is measurable at thousands of tips a second.
 import { createRemoteJWKSet, type JWTPayload, jwtVerify, SignJWT } from "jose";
 import { AppError } from "../errors.ts";
+import { isUuid } from "../ledger/accounts.ts";
 
 export interface TokenClaims {
   sub: string;
@@ -81,14 +82,18 @@ export class TokenService {
     } catch {
       throw new AppError("unauthorized", "the access token is invalid or expired");
     }
+    // A user id is a UUID (Supabase's and ours): a signed token naming anything else (say
+    // "__proto__") is refused here, not deep in a route where Postgres would reject the value.
     if (
       typeof payload.sub !== "string" ||
+      !isUuid(payload.sub) ||
       typeof payload.exp !== "number" ||
       payload.role !== "authenticated"
     ) {
       throw new AppError("unauthorized", "the access token is not a user token");
     }
-    const claims: TokenClaims = { sub: payload.sub, email: String(payload.email ?? ""), exp: payload.exp };
+    const sub = payload.sub.toLowerCase();
+    const claims: TokenClaims = { sub, email: String(payload.email ?? ""), exp: payload.exp };
     if (this.cacheMax === 0) return claims;
     if (this.cache.size >= this.cacheMax) {
       // Drop the oldest entry (Map keeps insertion order): a bounded cache, not an LRU, is enough here.

@@ -7,11 +7,11 @@ import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import { AppError } from "../errors.ts";
-import { redisKeys } from "../redis/keys.ts";
+import { EMAIL_QUEUE, redisKeys } from "../redis/keys.ts";
 import { type EmailEvent, emailEventShape, emailJobId } from "./events.ts";
 
 /** The queue's name (its Redis keys are "<REDIS_PREFIX>bull:email:..."). */
-export const EMAIL_QUEUE = "email";
+export { EMAIL_QUEUE };
 
 export function emailJobOptions(config: Config): JobsOptions {
   const keep = { age: config.EMAIL_KEEP_JOBS_S, count: config.EMAIL_KEEP_JOBS };
@@ -35,7 +35,7 @@ export function createEmailQueue(config: Config, logger?: Logger): EmailQueueHan
   connection.on("error", () => {}); // reported by the calls that fail
   const queue = new Queue(EMAIL_QUEUE, {
     connection,
-    prefix: redisKeys(config.REDIS_PREFIX).queuePrefix,
+    prefix: redisKeys(config.REDIS_PREFIX).bullPrefix,
     defaultJobOptions: emailJobOptions(config),
   });
   // An 'error' event without a listener would end the process; the failed add() is what reports.

@@ -76,7 +76,7 @@ export function createEmailWorker(o: EmailWorkerOptions): EmailWorker {
     },
     {
       connection,
-      prefix: redisKeys(config.REDIS_PREFIX).queuePrefix,
+      prefix: redisKeys(config.REDIS_PREFIX).bullPrefix,
       concurrency: o.concurrency ?? 4,
     },
   );

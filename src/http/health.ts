@@ -2,10 +2,10 @@
 // /readyz (its dependencies, as the probes it is given report them) and /metrics (Prometheus,
 // behind a bearer token when one is configured).
 import { timingSafeEqual } from "node:crypto";
-import type { TemplatedApp } from "uWebSockets.js";
 import { AppError } from "../errors.ts";
 import type { Metrics } from "./metrics.ts";
 import { type ErrorLogger, type Reply, sendError, sendJson, sendText } from "./respond.ts";
+import type { HttpApp } from "./server.ts";
 
 /** What /readyz asks; the composition root answers from the running core. */
 export interface ReadinessProbes {
@@ -21,7 +21,7 @@ export interface ReadinessProbes {
 /** A probe that does not answer within this is reported down. */
 const PROBE_TIMEOUT_MS = 2000;
 
-export function registerHealth(app: TemplatedApp, probes: ReadinessProbes): void {
+export function registerHealth(app: Pick<HttpApp, "get">, probes: ReadinessProbes): void {
   app.get("/healthz", (res) => {
     const reply: Reply = { res, aborted: false };
     sendJson(reply, 200, { status: "ok" });
@@ -37,7 +37,7 @@ export function registerHealth(app: TemplatedApp, probes: ReadinessProbes): void
 
 /** GET /metrics; with `token` set, Prometheus must send it as a bearer token. */
 export function registerMetrics(
-  app: TemplatedApp,
+  app: Pick<HttpApp, "get">,
   metrics: Metrics,
   token: string | undefined,
   logger: ErrorLogger,

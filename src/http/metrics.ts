@@ -8,6 +8,11 @@ export interface MetricsSources {
   /** WAL persistence, as /readyz reports it. */
   persist(): { walLagMs: number; unpersistedEntries: number; halted: number[] };
   ledger(): { recovering: boolean; accountsInMemory: number };
+  /** Money out, read at scrape time: payouts by status (Postgres) and payout jobs by state. */
+  payouts?: {
+    byStatus(): Promise<Record<string, number>>;
+    jobs(): Promise<Record<string, number>>;
+  };
 }
 
 /** Counts one route's requests; `done` once the answer is written (or the client went away). */
@@ -22,6 +27,8 @@ export class Metrics {
   private readonly flushSeconds: client.Histogram;
   private readonly flushEvents: client.Counter;
   private readonly flushFailures: client.Counter;
+  private readonly payoutSeconds: client.Histogram;
+  private readonly providerErrors: client.Counter<"provider" | "code">;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -87,6 +94,44 @@ export class Metrics {
         this.set(sources.ledger().recovering ? 1 : 0);
       },
     });
+    this.payoutSeconds = new client.Histogram({
+      name: "threeam_payout_duration_seconds",
+      help: "Time from a withdrawal to its payout paid",
+      buckets: [1, 5, 15, 30, 60, 300, 900, 3600, 6 * 3600, 24 * 3600, 3 * 24 * 3600],
+      registers,
+    });
+    this.providerErrors = new client.Counter({
+      name: "threeam_payout_provider_errors_total",
+      help: "Failed provider calls of the payout worker (in this process), by provider and error code",
+      labelNames: ["provider", "code"],
+      registers,
+    });
+    const payouts = sources.payouts;
+    if (payouts) {
+      new client.Gauge({
+        name: "threeam_payouts",
+        help: "Payouts by status (Postgres)",
+        labelNames: ["status"],
+        registers,
+        async collect() {
+          const counts = await payouts.byStatus().catch(() => null);
+          if (!counts) return;
+          this.reset();
+          for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
+        },
+      });
+      new client.Gauge({
+        name: "threeam_queue_jobs",
+        help: "Jobs of the payouts queue by state (waiting, active, delayed, failed)",
+        labelNames: ["queue", "state"],
+        registers,
+        async collect() {
+          const counts = await payouts.jobs().catch(() => null);
+          if (!counts) return;
+          for (const [state, n] of Object.entries(counts)) this.set({ queue: "payouts", state }, n);
+        },
+      });
+    }
     new client.Gauge({
       name: "threeam_ledger_accounts_in_memory",
       help: "Accounts held by the shard actors",
@@ -95,6 +140,16 @@ export class Metrics {
         this.set(sources.ledger().accountsInMemory);
       },
     });
+  }
+
+  /** A payout reached paid this long after its withdrawal (the seed's "average payout time"). */
+  payoutPaid(seconds: number): void {
+    this.payoutSeconds.observe(seconds);
+  }
+
+  /** A provider call of the payout worker failed with this code. */
+  providerError(provider: string, code: string): void {
+    this.providerErrors.labels(provider, code).inc();
   }
 
   route(name: string): RouteMeter {

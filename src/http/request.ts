@@ -14,11 +14,31 @@ export interface Req {
   ip: string;
 }
 
+/**
+ * Headers that must come once. uWS answers getHeader() with the first copy and this snapshot
+ * keeps the last: given twice with different values, two readers would disagree (which body length,
+ * which token, which key), so such a request is refused. Lists (Accept, Cookie...) may repeat.
+ */
+const SINGLE_HEADERS: ReadonlySet<string> = new Set([
+  "host",
+  "content-length",
+  "transfer-encoding",
+  "content-type",
+  "authorization",
+  "idempotency-key",
+  "stripe-signature",
+  "origin",
+]);
+
 export function snapshotRequest(res: HttpResponse, req: HttpRequest, paramCount: number): Req {
   const headers = new Map<string, string>();
+  let count = 0;
   req.forEach((k, v) => {
+    count++;
     headers.set(k, v);
   });
+  // Fewer names than headers: some header repeats (a count, not a lookup per header).
+  if (count !== headers.size) refuseRepeatedHeader(req);
   const params: string[] = [];
   for (let i = 0; i < paramCount; i++) params.push(decodePathSegment(req.getParameter(i) ?? ""));
   const rawQuery = req.getQuery() ?? "";
@@ -43,6 +63,20 @@ export function snapshotRequest(res: HttpResponse, req: HttpRequest, paramCount:
   };
 }
 
+function refuseRepeatedHeader(req: HttpRequest): void {
+  const seen = new Set<string>();
+  let repeated: string | null = null;
+  req.forEach((k) => {
+    if (repeated === null && seen.has(k) && SINGLE_HEADERS.has(k)) repeated = k;
+    seen.add(k);
+  });
+  if (repeated !== null) {
+    throw new AppError("validation_error", `the ${repeated} header is given more than once`, {
+      header: repeated,
+    });
+  }
+}
+
 /** A percent-encoded path segment; a malformed escape (say "%E0%A4%A") is the client's error. */
 function decodePathSegment(raw: string): string {
   let decoded: string;
@@ -63,6 +97,31 @@ function decodePathSegment(raw: string): string {
  */
 function nulRefused(where: string): AppError {
   return new AppError("validation_error", `${where} holds a NUL character (\\u0000), which no field accepts`);
+}
+
+/**
+ * How deep a JSON body may nest. Every body of this API is a flat object (a webhook's raw body
+ * is not parsed here); the checks below walk a parsed value recursively, and thousands of levels
+ * would overflow the stack (a RangeError answered 500), so deeper text is refused before parsing.
+ */
+export const JSON_MAX_DEPTH = 32;
+
+/** True if `text` opens more than `max` arrays or objects inside each other (strings skipped). */
+function nestsDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      // A backslash escapes the next character (which may be a quote).
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) return true;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return false;
 }
 
 function colons(text: string): number {
@@ -147,6 +206,9 @@ export function parseJsonObject(body: Buffer | null): Record<string, unknown> {
   if (!body || body.length === 0) return {};
   let value: unknown;
   const text = body.toString("utf8");
+  if (nestsDeeperThan(text, JSON_MAX_DEPTH)) {
+    throw new AppError("validation_error", `the request body nests deeper than ${JSON_MAX_DEPTH} levels`);
+  }
   try {
     value = JSON.parse(text);
   } catch {

@@ -2,7 +2,7 @@
 // Helmet sets by default), and mapping any thrown error to the one error shape.
 import type { HttpResponse } from "uWebSockets.js";
 import { ZodError } from "zod";
-import { isDatabaseUnavailable } from "../db/errors.ts";
+import { isDatabaseUnavailable, isUnstorableText } from "../db/errors.ts";
 import { AppError } from "../errors.ts";
 import { httpStatusOf } from "./errors.ts";
 
@@ -49,6 +49,8 @@ export interface Reply {
   headers?: Array<[string, string]>;
   /** The status written, once answered (metrics count it). */
   status?: number;
+  /** Close the connection after this answer (the rest of the stream cannot be trusted). */
+  close?: boolean;
 }
 
 /**
@@ -70,7 +72,7 @@ export function sendJson(r: Reply, status: number, body: unknown): void {
     r.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
     r.res.writeHeader(CONSTANT_HEADER_NAME, CONSTANT_HEADER_VALUE);
     if (r.headers) for (const [k, v] of r.headers) r.res.writeHeader(k, v);
-    r.res.end(text);
+    r.res.end(text, r.close === true);
   });
   r.aborted = true; // ended: nothing more may be written
 }
@@ -101,6 +103,15 @@ export function sendError(r: Reply, err: unknown, logger: ErrorLogger): void {
   if (isDatabaseUnavailable(err)) {
     logger.warn({ err: (err as Error).message }, "Postgres unavailable; answering 503");
     err = new AppError("unavailable", "the database is unavailable; retry shortly with the same key");
+  } else if (isUnstorableText(err)) {
+    logger.warn(
+      { err: (err as Error).message },
+      "the request holds text Postgres cannot store; answering 400",
+    );
+    err = new AppError(
+      "validation_error",
+      "the request holds text that cannot be stored (a NUL or an unpaired UTF-16 surrogate escape)",
+    );
   }
   if (err instanceof AppError) {
     const retry = (err.details as { retry_after_s?: number } | undefined)?.retry_after_s;

@@ -49,6 +49,31 @@ export interface RouterDeps {
 
 const METHOD_NAMES = { get: "GET", post: "POST", put: "PUT", del: "DELETE" } as const;
 
+/**
+ * One row of the server's endpoint table: every API route (behind this pipeline) and every
+ * operational endpoint outside it (health, metrics). Tests enumerate it (the fuzz test throws
+ * hostile requests at each row), so a route added later is covered without a hand-written list.
+ */
+export interface Endpoint {
+  method: RouteDef["method"];
+  path: string;
+  auth: RouteDef["auth"];
+  body: "none" | "json" | "raw";
+  /** False for endpoints answered by their own handler, outside the API pipeline. */
+  pipeline: boolean;
+}
+
+export function endpointOf(route: RouteDef): Endpoint {
+  const hasBody = route.method === "post" || route.method === "put";
+  return {
+    method: route.method,
+    path: route.path,
+    auth: route.auth,
+    body: hasBody ? (route.body ?? "json") : "none",
+    pipeline: true,
+  };
+}
+
 export function registerRoute(app: TemplatedApp, route: RouteDef, deps: RouterDeps): void {
   const paramCount = (route.path.match(/\/:/g) ?? []).length;
   const hasBody = route.method === "post" || route.method === "put";
@@ -66,8 +91,18 @@ export function registerRoute(app: TemplatedApp, route: RouteDef, deps: RouterDe
         if (meter) meter.done(reply.status, (performance.now() - started) / 1000);
       });
     } catch (err) {
-      sendError(reply, err, deps.logger);
-      meter?.done(reply.status, (performance.now() - started) / 1000);
+      // Refused before its body was read (a malformed path, a repeated framing header): whatever
+      // the client sent after it on this connection is not trusted to be a new request. Answered
+      // with "close" on the next turn, not here: uWS goes on parsing what is already buffered
+      // after this handler returns (a request smuggled in a second Content-Length's body would
+      // run), and a close asked for inside the parser is forgotten when that next request starts.
+      // A request that arrives while this one is pending makes uWS close the connection at once
+      // instead (no answer, nothing run); otherwise the 400 goes out and the connection closes.
+      reply.close = true;
+      setImmediate(() => {
+        sendError(reply, err, deps.logger);
+        meter?.done(reply.status, (performance.now() - started) / 1000);
+      });
     }
   });
 }

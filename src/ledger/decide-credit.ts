@@ -8,6 +8,10 @@ import type { CreditCommand } from "./types.ts";
 export function decideCredit(cmd: CreditCommand, mem: AccountMem, at: string): CreditEvent {
   let total = 0;
   for (const it of cmd.items) total += it.amountCents;
-  const state = bump(mem.state, { balanceCents: mem.state.balanceCents + total });
+  // Tips received are earned: the only money a payout may take.
+  const state = bump(mem.state, {
+    balanceCents: mem.state.balanceCents + total,
+    earnedCents: mem.state.earnedCents + total,
+  });
   return { t: "credit", accountId: mem.state.id, items: cmd.items, state, at };
 }

@@ -5,7 +5,12 @@
 // only after the WAL confirms. One file per command family decides the rest.
 import { decideCredit } from "./decide-credit.ts";
 import { decideDeposit, decideReversal } from "./decide-money-in.ts";
-import { decideFinishPayout, decideReserve } from "./decide-payout.ts";
+import {
+  decideFinishPayout,
+  decidePayoutOutcome,
+  decideReserve,
+  decideRetryPayout,
+} from "./decide-payout.ts";
 import { decideStatus } from "./decide-status.ts";
 import { decideTip } from "./decide-tip.ts";
 import { type DecideContext, type Decision, refuse } from "./decision.ts";
@@ -27,6 +32,10 @@ export function requestHash(cmd: UserCommand): string {
       return `post|${cmd.accountId}|${cmd.payoutId}`;
     case "void_payout":
       return `void|${cmd.accountId}|${cmd.payoutId}`;
+    case "payout_outcome":
+      return `outcome|${cmd.payoutId}|${cmd.round}|${cmd.state}`;
+    case "retry_payout":
+      return `retry|${cmd.payoutId}|${cmd.round}`;
     case "reversal":
       return `${cmd.type}|${cmd.accountId}|${cmd.amountCents}|${cmd.stripePaymentId ?? ""}|${stable(cmd.metadata)}`;
     case "set_status":
@@ -69,6 +78,11 @@ export function keyNeverExpires(cmd: UserCommand): boolean {
   );
 }
 
+/** The payout a command names, which its shard must have in memory before deciding. */
+export function payoutOf(cmd: UserCommand): string | null {
+  return "payoutId" in cmd ? cmd.payoutId : null;
+}
+
 /** The account whose shard decides a command: the one whose money leaves or is changed. */
 export function ownerOf(cmd: UserCommand | CreditCommand): string {
   return cmd.kind === "tip" ? cmd.fromAccountId : cmd.accountId;
@@ -77,6 +91,9 @@ export function ownerOf(cmd: UserCommand | CreditCommand): string {
 export function decide(cmd: UserCommand, ctx: DecideContext): Decision {
   const owner = ctx.get(ownerOf(cmd));
   if (!owner || owner.system) return refuse("not_found", "account not found");
+  // A payout's outcomes and retries are idempotent by the payout's state, not by key.
+  if (cmd.kind === "payout_outcome") return decidePayoutOutcome(cmd, owner, ctx);
+  if (cmd.kind === "retry_payout") return decideRetryPayout(cmd, owner, ctx);
   const hash = requestHash(cmd);
   const seen = owner.keys.get(cmd.key);
   // Money in and payouts never repeat, however old their key: only other keys expire.

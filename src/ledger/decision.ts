@@ -3,13 +3,14 @@
 import type { SystemAccountKind } from "./accounts.ts";
 import type { FraudEvent, TxEvent, WalEvent } from "./events.ts";
 import { evaluateFraud, type FraudHit } from "./fraud.ts";
-import { type AccountLookup, type AccountMem, LedgerInvariantError, viewOf } from "./state.ts";
+import { type AccountLookup, type AccountMem, earnedWithin, LedgerInvariantError, viewOf } from "./state.ts";
 import type {
   AccountState,
   AccountStatus,
   DirectoryEntry,
   FraudLimits,
   FraudLogRecord,
+  PayoutResult,
   Posting,
   Refusal,
   RefusalCode,
@@ -40,7 +41,7 @@ export interface DecideContext {
 /** A null event on success is a replayed key: nothing to write, but the answer still waits for
  * the shard's next flush, so the original is durable before anyone hears about it. */
 export type Decision =
-  | { ok: true; event: WalEvent | null; result: TxResult | StatusResult }
+  | { ok: true; event: WalEvent | null; result: TxResult | StatusResult | PayoutResult }
   | { ok: false; refusal: Refusal; event: FraudEvent | null };
 
 export const refuse = (
@@ -68,7 +69,11 @@ export function sysAccount(ctx: DecideContext, kind: SystemAccountKind): Account
 }
 
 export function bump(s: AccountState, change: Partial<AccountState>): AccountState {
-  return { ...s, ...change, version: s.version + 1 };
+  const next = { ...s, ...change, version: s.version + 1 };
+  // Earned money is part of what is available: whatever lowers the available balance (a tip
+  // sent, a reversal) takes purchased credits first and earned money only once they are gone.
+  next.earnedCents = earnedWithin(next.earnedCents, next.balanceCents - next.reservedCents);
+  return next;
 }
 
 export function txRecord(
@@ -172,6 +177,8 @@ export function checkOutgoing(
   recipient: { id: string; status: AccountStatus } | null,
   extra: Record<string, unknown>,
   insufficientMessage: string,
+  /** A payout may take only what was earned (withdrawableCents), not all that is available. */
+  withdrawableCents?: number,
 ): { refused: Decision } | { allowed: FraudLogRecord[] } {
   const verdict = evaluateFraud({
     amountCents,
@@ -186,13 +193,11 @@ export function checkOutgoing(
   const blocked = refuseIfBlocked(verdict.block, verdict.hits, sender, amountCents, ctx, extra);
   if (blocked) return { refused: blocked };
   const available = sender.state.balanceCents - sender.state.reservedCents;
-  if (available < amountCents) {
-    return {
-      refused: refuse("insufficient_funds", insufficientMessage, {
-        available_cents: available,
-        amount_cents: amountCents,
-      }),
-    };
+  const limit = withdrawableCents === undefined ? available : Math.min(available, withdrawableCents);
+  if (limit < amountCents) {
+    const details: Record<string, unknown> = { available_cents: available, amount_cents: amountCents };
+    if (withdrawableCents !== undefined) details.withdrawable_cents = limit;
+    return { refused: refuse("insufficient_funds", insufficientMessage, details) };
   }
   return { allowed: fraudLogs(verdict.hits, sender.state.id, amountCents, "allowed", ctx, extra) };
 }

@@ -6,6 +6,7 @@ import type {
   AccountStatus,
   CreditItem,
   FraudLogRecord,
+  PayoutRecord,
   Posting,
   TransactionRecord,
 } from "./types.ts";
@@ -24,6 +25,8 @@ export interface TxEvent {
   /** Recipient legs owed by another shard once this event is durable (a tip's net amount). */
   credits: Array<{ accountId: string } & CreditItem>;
   fraud: FraudLogRecord[];
+  /** A payout's record after this transaction (reserve, post, void, return, retry). */
+  payout?: PayoutRecord;
 }
 
 /** The recipient side of tips: applied by the recipient's shard after the debits are durable. */
@@ -52,4 +55,10 @@ export interface FraudEvent {
   fraud: FraudLogRecord[];
 }
 
-export type WalEvent = TxEvent | CreditEvent | StatusEvent | FraudEvent;
+/** A payout transition that moves no money (processing): only its record changes. */
+export interface PayoutEvent {
+  t: "payout";
+  payout: PayoutRecord;
+}
+
+export type WalEvent = TxEvent | CreditEvent | StatusEvent | FraudEvent | PayoutEvent;

@@ -3,12 +3,20 @@
 // rebuilds exactly the state that was acknowledged.
 import { countsForVelocity, emptyWindow, recordOutgoing, type VelocityWindow } from "./fraud.ts";
 import type { WalEvent } from "./events.ts";
-import type { AccountState, AccountView, StatusResult, TransactionRecord, TxResult } from "./types.ts";
+import type {
+  AccountState,
+  AccountView,
+  PayoutRecord,
+  PayoutResult,
+  StatusResult,
+  TransactionRecord,
+  TxResult,
+} from "./types.ts";
 
 export interface KeyRecord {
   hash: string;
   atMs: number;
-  result: TxResult | StatusResult;
+  result: TxResult | StatusResult | PayoutResult;
 }
 
 export interface AccountMem {
@@ -19,12 +27,22 @@ export interface AccountMem {
   keys: Map<string, KeyRecord>;
   /** Payouts by id (the transaction id) that are pending, or finished recently. */
   payouts: Map<string, TransactionRecord>;
+  /** Payout lifecycles by payout id: open ones always, finished ones while loaded. */
+  payoutRecords: Map<string, PayoutRecord>;
   /** Flush sequence of the last WAL entry that changed it; it may be evicted once persisted. */
   lastFlushSeq: number;
 }
 
 export function newAccountMem(state: AccountState, system: boolean): AccountMem {
-  return { state, system, window: emptyWindow(), keys: new Map(), payouts: new Map(), lastFlushSeq: 0 };
+  return {
+    state,
+    system,
+    window: emptyWindow(),
+    keys: new Map(),
+    payouts: new Map(),
+    payoutRecords: new Map(),
+    lastFlushSeq: 0,
+  };
 }
 
 /**
@@ -39,6 +57,14 @@ export function pruneKeys(mem: AccountMem, nowMs: number, ttlMs: number): void {
   }
 }
 
+/** What a payout may take: what the account earned and holds, minus chargeback debt. */
+export const withdrawableOf = (s: AccountState): number => Math.max(0, s.earnedCents - s.debtCents);
+
+/** Earned money left after the available balance dropped to `availableCents` (spending and
+ * reversals take purchased credits first). */
+export const earnedWithin = (earnedCents: number, availableCents: number): number =>
+  Math.max(0, Math.min(earnedCents, availableCents));
+
 export function viewOf(s: AccountState): AccountView {
   return {
     id: s.id,
@@ -46,6 +72,7 @@ export function viewOf(s: AccountState): AccountView {
     reservedCents: s.reservedCents,
     availableCents: s.balanceCents - s.reservedCents,
     debtCents: s.debtCents,
+    withdrawableCents: withdrawableOf(s),
     currency: "USD",
     status: s.status,
     version: s.version,
@@ -69,6 +96,12 @@ export function applyEvent(get: AccountLookup, ev: WalEvent, flushSeq: number): 
   switch (ev.t) {
     case "fraud":
       return true;
+    case "payout": {
+      const mem = get(ev.payout.userId);
+      if (!mem) return false;
+      rememberPayout(mem, ev.payout);
+      return true;
+    }
     case "credit":
     case "status": {
       const mem = get(ev.state.id);
@@ -108,6 +141,7 @@ export function applyEvent(get: AccountLookup, ev: WalEvent, flushSeq: number): 
       const created = tx.type !== "payout" || !owner.payouts.has(tx.id);
       if (created && countsForVelocity(tx.type)) recordOutgoing(owner.window, atMs, tx.amountCents);
       if (tx.type === "payout") owner.payouts.set(tx.id, tx);
+      if (ev.payout) rememberPayout(owner, ev.payout);
       if (ev.key !== null && ev.hash !== null) {
         const ownerState = ev.states.find((s) => s.id === owner.state.id) ?? owner.state;
         remember(owner, ev.key, {
@@ -119,6 +153,12 @@ export function applyEvent(get: AccountLookup, ev: WalEvent, flushSeq: number): 
       return true;
     }
   }
+}
+
+/** A payout record replaces the one in memory only if it is newer (replay skips the older). */
+export function rememberPayout(mem: AccountMem, p: PayoutRecord): void {
+  const cur = mem.payoutRecords.get(p.id);
+  if (!cur || p.seq > cur.seq) mem.payoutRecords.set(p.id, p);
 }
 
 function remember(mem: AccountMem, key: string, record: KeyRecord): void {
@@ -137,7 +177,9 @@ function assertNextState(mem: AccountMem, next: AccountState): void {
     (next.balanceCents < 0 ||
       next.reservedCents > next.balanceCents ||
       next.reservedCents < 0 ||
-      next.debtCents < 0)
+      next.debtCents < 0 ||
+      next.earnedCents < 0 ||
+      next.earnedCents > next.balanceCents - next.reservedCents)
   ) {
     throw new LedgerInvariantError(`ledger invariant: account ${next.id} would hold an impossible balance`);
   }

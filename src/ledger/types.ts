@@ -3,7 +3,8 @@
 // All money is integer cents.
 
 export type AccountStatus = "active" | "suspended";
-export type TxType = "purchase" | "tip" | "payout" | "refund" | "chargeback";
+/** payout_return: a paid payout the bank sent back, credited to the creator as its own transaction. */
+export type TxType = "purchase" | "tip" | "payout" | "refund" | "chargeback" | "payout_return";
 export type TxStatus = "pending" | "completed" | "failed";
 /** Severities of fraud rules, mildest first: high and critical block. */
 export const SEVERITIES = ["low", "medium", "high", "critical"] as const;
@@ -42,6 +43,9 @@ export interface ReservePayoutCommand {
   accountId: string;
   payoutId: string;
   amountCents: number;
+  /** Where the money goes (kept on the payout record; not part of the request fingerprint). */
+  provider?: string;
+  providerRecipientId?: string;
   metadata?: Record<string, unknown>;
 }
 export interface PostPayoutCommand {
@@ -56,6 +60,31 @@ export interface VoidPayoutCommand {
   accountId: string;
   payoutId: string;
   reason?: string;
+}
+/**
+ * What the provider did with a payout, reported by the payout worker through the outcome channel.
+ * States only move forward: an outcome that would move one back (or repeats one) changes nothing.
+ */
+export interface PayoutOutcomeCommand {
+  kind: "payout_outcome";
+  key: string;
+  accountId: string;
+  payoutId: string;
+  /** The attempt round the outcome belongs to (an admin retry starts a new one). */
+  round: number;
+  state: "processing" | "paid" | "failed" | "returned";
+  providerTransferId?: string;
+  failureReason?: string;
+  attempts?: number;
+}
+/** An admin's retry of a failed payout: the amount is reserved again and a new round starts. */
+export interface RetryPayoutCommand {
+  kind: "retry_payout";
+  key: string;
+  accountId: string;
+  payoutId: string;
+  /** The round that failed; retrying a round already retried changes nothing. */
+  round: number;
 }
 export interface ReversalCommand {
   kind: "reversal";
@@ -90,6 +119,8 @@ export type UserCommand =
   | ReservePayoutCommand
   | PostPayoutCommand
   | VoidPayoutCommand
+  | PayoutOutcomeCommand
+  | RetryPayoutCommand
   | ReversalCommand
   | SetStatusCommand;
 export type Command = UserCommand | CreditCommand;
@@ -103,6 +134,38 @@ export interface AccountState {
   status: AccountStatus;
   /** Bumped once per change; Postgres applies a WAL state only on top of the version before it. */
   version: number;
+  /**
+   * What the account earned and still holds: net tips received, minus what is paid out or
+   * reserved for a payout; spending and reversals take from purchased credits first, so it is
+   * clamped to what stays available. Purchased credits never enter it. 0 <= earned <= available.
+   * What may be withdrawn is this minus chargeback debt (withdrawableOf).
+   */
+  earnedCents: number;
+}
+
+export type PayoutStatus = "pending" | "processing" | "paid" | "failed" | "returned";
+
+/** A payout's lifecycle, kept by its owner's shard and carried by the WAL with every transition. */
+export interface PayoutRecord {
+  id: string;
+  userId: string;
+  amountCents: number;
+  provider: string | null;
+  providerRecipientId: string | null;
+  providerTransferId: string | null;
+  status: PayoutStatus;
+  failureReason: string | null;
+  /** Provider attempts reported by the worker (across rounds). */
+  attempts: number;
+  /** 1, plus one per admin retry of a failed payout. */
+  round: number;
+  /** Bumped by every transition; Postgres and replay apply only a newer one. */
+  seq: number;
+  createdAt: string;
+  updatedAt: string;
+  paidAt: string | null;
+  /** The transaction that credited a returned payout back. */
+  returnTxId: string | null;
 }
 
 export interface TransactionRecord {
@@ -146,6 +209,8 @@ export interface AccountView {
   reservedCents: number;
   availableCents: number;
   debtCents: number;
+  /** What a payout may take now: earned minus chargeback debt, never below 0. */
+  withdrawableCents: number;
   currency: "USD";
   status: AccountStatus;
   version: number;
@@ -161,6 +226,15 @@ export interface TxResult {
 
 export interface StatusResult {
   account: AccountView;
+  replayed: boolean;
+}
+
+/** A payout outcome or retry: the payout and its owner's account after it. `applied` is false
+ * when the outcome changed nothing (late, repeated or out of order). */
+export interface PayoutResult {
+  payout: PayoutRecord;
+  account: AccountView;
+  applied: boolean;
   replayed: boolean;
 }
 

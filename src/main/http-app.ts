@@ -17,11 +17,19 @@ import { corsPolicy } from "../http/cors.ts";
 import { type ReadinessProbes, registerHealth, registerMetrics } from "../http/health.ts";
 import { Metrics } from "../http/metrics.ts";
 import { RateLimits } from "../http/rate-limit.ts";
+import type { Endpoint } from "../http/router.ts";
 import { createHttpApp } from "../http/server.ts";
 import { MoneyIn } from "../payments/money-in.ts";
 import { moneyInRoutes } from "../payments/money-in-routes.ts";
 import { paymentRoutes } from "../payments/routes.ts";
 import type { StripeSetup } from "../payments/stripe.ts";
+import { BullPayoutJobs } from "../payouts/payout-queue.ts";
+import { PayoutStore } from "../payouts/payout-store.ts";
+import { PayoutOutcomeConsumer } from "../payouts/outcomes.ts";
+import type { PayoutProvider, PayoutProviderName } from "../payouts/provider.ts";
+import { payoutRoutes } from "../payouts/routes.ts";
+import { payoutWebhookRoutes } from "../payouts/webhook-routes.ts";
+import type { PayoutWebhookConfig } from "../payouts/webhooks.ts";
 import { userRoutes } from "../users/routes.ts";
 import { Roles } from "../users/roles.ts";
 import { UserStore } from "../users/user-store.ts";
@@ -32,6 +40,10 @@ export interface HttpDeps {
   logger: Logger;
   core: Core;
   stripe: StripeSetup;
+  /** Payout providers by name (Wise, Airwallex); one that is absent cannot take payout methods. */
+  payoutProviders?: Partial<Record<PayoutProviderName, PayoutProvider>>;
+  /** How providers' webhooks are verified; without it the webhook routes are not served. */
+  payoutWebhooks?: PayoutWebhookConfig;
 }
 
 export interface HttpServer {
@@ -41,6 +53,11 @@ export interface HttpServer {
   readonly tokens: TokenService;
   readonly users: UserStore;
   readonly moneyIn: MoneyIn;
+  /** The server's endpoint table (API routes and health/metrics), for tests to enumerate. */
+  readonly endpoints: readonly Endpoint[];
+  readonly payoutJobs: BullPayoutJobs;
+  readonly payoutOutcomes: PayoutOutcomeConsumer;
+  readonly metrics: Metrics;
   readonly textModel: TextModel;
   /** The `email` queue this server enqueues to. */
   readonly emailQueue: Queue;
@@ -110,7 +127,19 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       }
     },
   });
+  // Built before the queue below: the metric sources read it at scrape time only.
+  let jobsForMetrics: BullPayoutJobs | null = null;
   const metrics = new Metrics({
+    payouts: {
+      byStatus: async () => {
+        const r = await core.pool.query<{ status: string; n: number }>(
+          "SELECT status, count(*)::int AS n FROM payouts GROUP BY status",
+        );
+        return Object.fromEntries(r.rows.map((x) => [x.status, x.n]));
+      },
+      jobs: async () =>
+        jobsForMetrics ? jobsForMetrics.queue.getJobCounts("waiting", "active", "delayed", "failed") : {},
+    },
     persist: () => core.persister.health(),
     ledger: () => ({
       recovering: core.ledger.health().recovering,
@@ -118,6 +147,31 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     }),
   });
   core.ledger.onFlush = (seconds, events, ok) => metrics.walFlush(seconds, events, ok);
+  const payoutStore = new PayoutStore(core.pool);
+  const payoutJobs = new BullPayoutJobs({
+    onError: (err) => logger.warn({ err: err.message }, "payout queue Redis error"),
+    redisUrl: config.REDIS_URL,
+    prefix: config.REDIS_PREFIX,
+    attempts: config.PAYOUT_JOB_ATTEMPTS,
+    backoffMs: config.PAYOUT_JOB_BACKOFF_MS,
+    keep: config.PAYOUT_JOBS_KEPT,
+  });
+  jobsForMetrics = payoutJobs;
+  // This process owns the ledger: it applies what the payout worker learned from providers.
+  const payoutOutcomes = new PayoutOutcomeConsumer({
+    redis: core.redis,
+    prefix: config.REDIS_PREFIX,
+    ledger: core.ledger,
+    logger,
+    readCount: config.PAYOUT_OUTCOME_READ_COUNT,
+    blockMs: config.PAYOUT_OUTCOME_BLOCK_MS,
+    onApplied: (o, r) => {
+      if (o.state === "paid" && r.applied) {
+        metrics.payoutPaid((Date.now() - Date.parse(r.payout.createdAt)) / 1000);
+      }
+    },
+  });
+  void payoutOutcomes.start().catch((err) => logger.error({ err }, "payout outcome consumer did not start"));
 
   const limits = new RateLimits(core.limitsRedis, config);
   const ai = createTextModel(config, logger);
@@ -138,8 +192,8 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     ledger: () => core.ledger.health(),
     persist: () => core.persister.health(),
   };
-  registerHealth(http.app, probes);
-  registerMetrics(http.app, metrics, config.METRICS_TOKEN, logger);
+  registerHealth(http, probes);
+  registerMetrics(http, metrics, config.METRICS_TOKEN, logger);
   http.register([
     ...userRoutes({
       users,
@@ -158,6 +212,29 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       maxUsd: config.PURCHASE_MAX_USD,
     }),
     ...adminRoutes({ ledger: core.ledger, users, roles, pool: core.pool }),
+    ...(deps.payoutWebhooks
+      ? payoutWebhookRoutes({
+          pool: core.pool,
+          ledger: core.ledger,
+          store: payoutStore,
+          providers: deps.payoutProviders ?? {},
+          webhooks: deps.payoutWebhooks,
+          redis: core.redis,
+          prefix: config.REDIS_PREFIX,
+          logger,
+        })
+      : []),
+    ...payoutRoutes({
+      ledger: core.ledger,
+      roles,
+      store: payoutStore,
+      jobs: payoutJobs,
+      providers: deps.payoutProviders ?? {},
+      logger,
+      minUsd: config.PAYOUT_MIN_USD,
+      maxUsd: config.PAYOUT_MAX_USD,
+      listMax: config.PAYOUT_LIST_MAX,
+    }),
     ...aiRoutes({ model: textModel, limits }),
   ]);
 
@@ -165,11 +242,17 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     tokens,
     users,
     moneyIn,
+    endpoints: http.endpoints,
+    payoutJobs,
+    payoutOutcomes,
+    metrics,
     textModel,
     emailQueue: emailQueue.queue,
     listen: (port, host) => http.listen(port, host),
     async close() {
       http.close();
+      await payoutOutcomes.stop();
+      await payoutJobs.close();
       await hasher.close();
       await textModel.close();
       await emailQueue.close();

@@ -5,15 +5,56 @@ import { DependencyError, startCore } from "./core.ts";
 import { ConfigError, loadConfig } from "../config.ts";
 import { createHttpServer } from "./http-app.ts";
 import { setUpStripe } from "../payments/stripe.ts";
+import { setUpPayoutProviders } from "../payouts/setup.ts";
+import { PayoutSweeper } from "../workers/payout-sweeper.ts";
+import { PayoutWorker } from "../workers/payout-worker.ts";
 
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = pino({ level: config.LOG_LEVEL });
   const core = await startCore(config, logger);
   const stripe = await setUpStripe(config, logger);
-  const http = createHttpServer({ config, logger, core, stripe });
+  const payouts = await setUpPayoutProviders(config, logger);
+  const http = createHttpServer({
+    config,
+    logger,
+    core,
+    stripe,
+    payoutProviders: payouts.providers,
+    payoutWebhooks: payouts.webhooks,
+  });
+  // One command runs everything locally; RUN_WORKERS=false leaves the worker to `npm run worker`.
+  const worker = config.RUN_WORKERS
+    ? new PayoutWorker({
+        redisUrl: config.REDIS_URL,
+        outcomes: core.redis,
+        prefix: config.REDIS_PREFIX,
+        providers: payouts.providers,
+        logger,
+        concurrency: config.PAYOUT_WORKER_CONCURRENCY,
+        statusPollMs: config.PAYOUT_STATUS_POLL_MS,
+        statusWaitMs: config.PAYOUT_STATUS_WAIT_MS,
+        onProviderError: (provider, code) => http.metrics.providerError(provider, code),
+      })
+    : null;
+  const sweeper = config.RUN_WORKERS
+    ? new PayoutSweeper({
+        pool: core.pool,
+        jobs: http.payoutJobs,
+        providers: payouts.providers,
+        outcomes: core.redis,
+        prefix: config.REDIS_PREFIX,
+        logger,
+        staleMs: config.PAYOUT_SWEEP_STALE_MS,
+        batch: config.PAYOUT_SWEEP_BATCH,
+      })
+    : null;
+  sweeper?.start(config.PAYOUT_SWEEP_MS);
   const port = await http.listen(config.PORT, config.HOST);
   stripe.setWebhookUrl(`http://127.0.0.1:${port}/api/payments/webhook`);
+  // Stand-ins deliver their signed webhooks here (a real provider's is set in its dashboard).
+  for (const p of payouts.standins)
+    payouts.setWebhookUrl(p, `http://127.0.0.1:${port}/api/payments/webhooks/${p}`);
   logger.info({ port, shards: config.SHARDS }, "3AM backend listening");
 
   let stopping = false;
@@ -22,7 +63,10 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info({ signal }, "shutting down: closing HTTP, flushing the ledger, draining the WAL");
     await http.close();
+    await sweeper?.stop();
+    await worker?.close();
     await stripe.close();
+    await payouts.close();
     await core.ledger.stop();
     await core.persister
       .drain()

@@ -24,6 +24,8 @@ export function balanceJson(a: AccountView) {
     balance: centsToDollars(a.balanceCents),
     reserved_balance: centsToDollars(a.reservedCents),
     available_balance: centsToDollars(a.availableCents),
+    /** What a withdrawal may take: earned money (tips received), minus chargeback debt. */
+    withdrawable_balance: centsToDollars(a.withdrawableCents),
     currency: a.currency,
   };
 }

@@ -10,6 +10,7 @@ import type {
   AccountState,
   AccountStatus,
   AccountView,
+  PayoutRecord,
   TransactionRecord,
   TxResult,
 } from "../ledger/types.ts";
@@ -21,13 +22,59 @@ interface LedgerRow {
   balance_cents: number;
   reserved_balance_cents: number;
   debt_cents: number;
+  earned_cents: number;
   status: AccountStatus;
   version: number;
 }
 
+const LEDGER_COLUMNS =
+  "id, kind, balance_cents, reserved_balance_cents, debt_cents, earned_cents, status, version";
+
+const PAYOUT_COLUMNS = `id, user_id, amount_cents, provider, provider_recipient_id, provider_transfer_id, status,
+  failure_reason, attempts, round, seq, return_transaction_id, created_at, updated_at, paid_at`;
+
+export interface PayoutRow {
+  id: string;
+  user_id: string;
+  amount_cents: number;
+  provider: string | null;
+  provider_recipient_id: string | null;
+  provider_transfer_id: string | null;
+  status: PayoutRecord["status"];
+  failure_reason: string | null;
+  attempts: number;
+  round: number;
+  seq: number;
+  return_transaction_id: string | null;
+  created_at: Date;
+  updated_at: Date;
+  paid_at: Date | null;
+}
+
+export function payoutFromRow(r: PayoutRow): PayoutRecord {
+  return {
+    id: r.id,
+    userId: r.user_id,
+    amountCents: Number(r.amount_cents),
+    provider: r.provider,
+    providerRecipientId: r.provider_recipient_id,
+    providerTransferId: r.provider_transfer_id,
+    status: r.status,
+    failureReason: r.failure_reason,
+    attempts: r.attempts,
+    round: r.round,
+    seq: r.seq,
+    createdAt: r.created_at.toISOString(),
+    updatedAt: r.updated_at.toISOString(),
+    paidAt: r.paid_at ? r.paid_at.toISOString() : null,
+    returnTxId: r.return_transaction_id,
+  };
+}
+
 const TX_COLUMNS = `id, type, status, account_id, from_user_id, to_user_id, amount_cents, platform_fee_cents,
   charity_fee_cents, net_amount_cents, currency, stripe_payment_id, metadata, created_at, idempotency_key,
-  request_hash, balance_after_cents, reserved_after_cents, debt_after_cents, version_after, status_after`;
+  request_hash, balance_after_cents, reserved_after_cents, debt_after_cents, version_after, status_after,
+  earned_after_cents`;
 
 export interface TxRow {
   id: string;
@@ -49,6 +96,7 @@ export interface TxRow {
   balance_after_cents: number | null;
   reserved_after_cents: number | null;
   debt_after_cents: number | null;
+  earned_after_cents: number | null;
   version_after: number | null;
   status_after: AccountStatus | null;
 }
@@ -85,6 +133,7 @@ interface AfterColumns {
   balance_after_cents: number | null;
   reserved_after_cents: number | null;
   debt_after_cents: number | null;
+  earned_after_cents?: number | null;
 }
 
 /** The deciding account right after a command, from what was kept of it; what was not kept
@@ -102,6 +151,7 @@ function accountAfter(
     debtCents: a.debt_after_cents ?? current.debtCents,
     status: status ?? current.status,
     version: version ?? current.version,
+    earnedCents: a.earned_after_cents ?? current.earnedCents,
   });
 }
 
@@ -138,6 +188,7 @@ const stateFromRow = (r: LedgerRow): AccountState => ({
   debtCents: r.debt_cents,
   status: r.status,
   version: r.version,
+  earnedCents: r.earned_cents,
 });
 
 export class AccountStore implements AccountSource {
@@ -175,8 +226,7 @@ export class AccountStore implements AccountSource {
     const out = new Map<string, AccountMem>();
     if (ids.length === 0) return out;
     const accounts = await this.pool.query<LedgerRow>(
-      `SELECT id, kind, balance_cents, reserved_balance_cents, debt_cents, status, version
-         FROM ledger WHERE id = ANY($1::uuid[])`,
+      `SELECT ${LEDGER_COLUMNS} FROM ledger WHERE id = ANY($1::uuid[])`,
       [ids],
     );
     const userIds: string[] = [];
@@ -186,7 +236,7 @@ export class AccountStore implements AccountSource {
     }
     if (userIds.length === 0) return out;
     const since = new Date(nowMs - Math.max(idempotencyTtlMs, VELOCITY_WINDOW_MS));
-    const [txs, statuses] = await Promise.all([
+    const [txs, statuses, payouts] = await Promise.all([
       this.pool.query<TxRow>(
         `SELECT ${TX_COLUMNS} FROM transactions
           WHERE account_id = ANY($1::uuid[]) AND (created_at > $2 OR (type = 'payout' AND status = 'pending'))
@@ -203,14 +253,23 @@ export class AccountStore implements AccountSource {
         balance_after_cents: number | null;
         reserved_after_cents: number | null;
         debt_after_cents: number | null;
+        earned_after_cents: number | null;
       }>(
         `SELECT account_id, idempotency_key, request_hash, created_at, status, version, balance_after_cents,
-                reserved_after_cents, debt_after_cents
+                reserved_after_cents, debt_after_cents, earned_after_cents
            FROM account_status_changes
           WHERE account_id = ANY($1::uuid[]) AND created_at > $2`,
         [userIds, new Date(nowMs - idempotencyTtlMs)],
       ),
+      // Open payouts (their outcomes are still to come) and recent ones; an older one is read on
+      // demand when an outcome names it (findPayout).
+      this.pool.query<PayoutRow>(
+        `SELECT ${PAYOUT_COLUMNS} FROM payouts
+          WHERE user_id = ANY($1::uuid[]) AND (status IN ('pending', 'processing') OR updated_at > $2)`,
+        [userIds, since],
+      ),
     ]);
+    for (const r of payouts.rows) out.get(r.user_id)?.payoutRecords.set(r.id, payoutFromRow(r));
     for (const r of txs.rows) {
       const mem = out.get(r.account_id);
       if (!mem) continue;
@@ -252,16 +311,36 @@ export class AccountStore implements AccountSource {
     );
     const row = r.rows[0];
     if (!row) return null;
-    const acct = await this.pool.query<LedgerRow>(
-      "SELECT id, kind, balance_cents, reserved_balance_cents, debt_cents, status, version FROM ledger WHERE id = $1",
-      [accountId],
-    );
+    const acct = await this.pool.query<LedgerRow>(`SELECT ${LEDGER_COLUMNS} FROM ledger WHERE id = $1`, [
+      accountId,
+    ]);
     const state = acct.rows[0] ? stateFromRow(acct.rows[0]) : null;
     if (!state) return null;
     const finish = finishOf(row);
     if (row.idempotency_key !== key && finish?.key === key) return finishRecord(row, finish, state);
     if (!row.request_hash) return null;
     return { hash: row.request_hash, atMs: row.created_at.getTime(), result: resultFromRow(row, state) };
+  }
+
+  /** A payout of this account that is not in memory (finished long ago): its record and row. */
+  async findPayout(
+    accountId: string,
+    payoutId: string,
+  ): Promise<{ record: PayoutRecord | null; tx: TransactionRecord | null }> {
+    const [p, t] = await Promise.all([
+      this.pool.query<PayoutRow>(`SELECT ${PAYOUT_COLUMNS} FROM payouts WHERE id = $1 AND user_id = $2`, [
+        payoutId,
+        accountId,
+      ]),
+      this.pool.query<TxRow>(
+        `SELECT ${TX_COLUMNS} FROM transactions WHERE id = $1 AND account_id = $2 AND type = 'payout'`,
+        [payoutId, accountId],
+      ),
+    ]);
+    return {
+      record: p.rows[0] ? payoutFromRow(p.rows[0]) : null,
+      tx: t.rows[0] ? txFromRow(t.rows[0]) : null,
+    };
   }
 
   /** Postgres versions of these accounts. */

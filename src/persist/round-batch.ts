@@ -2,7 +2,7 @@
 // round changed (with the version it continues from), each transaction once, its ledger legs,
 // fraud logs and status changes. Pure: no Postgres, no Redis, so it is unit-tested on its own.
 import type { WalEvent } from "../ledger/events.ts";
-import type { AccountState, FraudLogRecord, TransactionRecord } from "../ledger/types.ts";
+import type { AccountState, FraudLogRecord, PayoutRecord, TransactionRecord } from "../ledger/types.ts";
 
 /** One WAL stream entry, decoded. */
 export interface Entry {
@@ -56,6 +56,8 @@ export interface Batch {
   statusRows: StatusRow[];
   /** Accounts whose status changed this round, for the users.status mirror. */
   statusAccounts: Set<string>;
+  /** Each payout's newest record of the round. */
+  payouts: Map<string, PayoutRecord>;
 }
 
 export function buildBatch(entries: Entry[]): Batch {
@@ -65,6 +67,11 @@ export function buildBatch(entries: Entry[]): Batch {
   const fraud: FraudLogRecord[] = [];
   const statusRows: StatusRow[] = [];
   const statusAccounts = new Set<string>();
+  const payouts = new Map<string, PayoutRecord>();
+  const setPayout = (p: PayoutRecord) => {
+    const cur = payouts.get(p.id);
+    if (!cur || p.seq > cur.seq) payouts.set(p.id, p);
+  };
   const setState = (shard: number, s: AccountState) => {
     const cur = accounts.get(s.id);
     if (!cur) accounts.set(s.id, { shard, fromVersion: s.version, last: s });
@@ -86,8 +93,12 @@ export function buildBatch(entries: Entry[]): Batch {
           else txs.set(ev.tx.id, { tx: ev.tx, key: ev.key, hash: ev.hash, after });
           for (const p of ev.postings) addLeg(ev.tx.id, p.accountId, p.amountCents, ev.tx.createdAt);
           fraud.push(...ev.fraud);
+          if (ev.payout) setPayout(ev.payout);
           break;
         }
+        case "payout":
+          setPayout(ev.payout);
+          break;
         case "credit":
           setState(e.shard, ev.state);
           for (const it of ev.items) addLeg(it.txId, ev.accountId, it.amountCents, ev.at);
@@ -120,5 +131,6 @@ export function buildBatch(entries: Entry[]): Batch {
     fraud,
     statusRows,
     statusAccounts,
+    payouts,
   };
 }

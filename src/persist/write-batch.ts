@@ -4,7 +4,7 @@
 // again with statements that skip what is there.
 import type pg from "pg";
 import { withClient } from "../db/pool.ts";
-import type { FraudLogRecord } from "../ledger/types.ts";
+import type { FraudLogRecord, PayoutRecord } from "../ledger/types.ts";
 import { copyField, copyIn } from "./copy-text.ts";
 import {
   type AccountUpdate,
@@ -81,6 +81,7 @@ async function writeBatch(client: pg.PoolClient, b: Batch, bulk: boolean): Promi
       await insertStatusChanges(client, b.statusRows);
       await mirrorUserStatus(client, b.statusAccounts);
     }
+    if (b.payouts.size > 0) await upsertPayouts(client, [...b.payouts.values()]);
     await client.query("COMMIT");
     return missing;
   } catch (err) {
@@ -99,8 +100,9 @@ async function applyAccounts(
   // Apply the batch's final state where Postgres is at, or inside, the versions this batch covers.
   const updated = await client.query<{ id: string }>(
     `UPDATE ledger l SET balance_cents = u.bal, reserved_balance_cents = u.res, debt_cents = u.debt,
-            status = u.status, version = u.vto, updated_at = now()
-       FROM json_to_recordset($1::json) AS u(id uuid, vfrom bigint, bal bigint, res bigint, debt bigint, status text, vto bigint)
+            status = u.status, version = u.vto, earned_cents = u.earned, updated_at = now()
+       FROM json_to_recordset($1::json) AS u(id uuid, vfrom bigint, bal bigint, res bigint, debt bigint, status text,
+            vto bigint, earned bigint)
       WHERE l.id = u.id AND l.version >= u.vfrom - 1 AND l.version < u.vto
       RETURNING l.id`,
     [
@@ -113,6 +115,7 @@ async function applyAccounts(
           debt: a.last.debtCents,
           status: a.last.status,
           vto: a.last.version,
+          earned: a.last.earnedCents,
         })),
       ),
     ],
@@ -136,6 +139,26 @@ async function applyAccounts(
   return missing;
 }
 
+/** Payout rows, each moved only forward: a record older than the row's (a replay) is skipped. */
+async function upsertPayouts(client: pg.PoolClient, rows: PayoutRecord[]): Promise<void> {
+  await client.query(
+    `INSERT INTO payouts (id, user_id, amount_cents, provider, provider_recipient_id, provider_transfer_id, status,
+        failure_reason, attempts, round, seq, return_transaction_id, created_at, updated_at, paid_at)
+     SELECT id, "userId", "amountCents", provider, "providerRecipientId", "providerTransferId", status,
+            "failureReason", attempts, round, seq, "returnTxId", "createdAt", "updatedAt", "paidAt"
+       FROM json_to_recordset($1::json) AS x(id uuid, "userId" uuid, "amountCents" bigint, provider text,
+            "providerRecipientId" text, "providerTransferId" text, status text, "failureReason" text,
+            attempts integer, round integer, seq integer, "returnTxId" uuid, "createdAt" timestamptz,
+            "updatedAt" timestamptz, "paidAt" timestamptz)
+     ON CONFLICT (id) DO UPDATE SET provider_transfer_id = EXCLUDED.provider_transfer_id, status = EXCLUDED.status,
+        failure_reason = EXCLUDED.failure_reason, attempts = EXCLUDED.attempts, round = EXCLUDED.round,
+        seq = EXCLUDED.seq, return_transaction_id = EXCLUDED.return_transaction_id,
+        updated_at = EXCLUDED.updated_at, paid_at = EXCLUDED.paid_at
+      WHERE payouts.seq < EXCLUDED.seq`,
+    [JSON.stringify(rows)],
+  );
+}
+
 async function insertTransactions(client: pg.PoolClient, rows: TxRow[]): Promise<void> {
   const json = JSON.stringify(
     rows.map((r) => ({
@@ -156,6 +179,7 @@ async function insertTransactions(client: pg.PoolClient, rows: TxRow[]): Promise
       ba: r.after?.balanceCents ?? null,
       ra: r.after?.reservedCents ?? null,
       da: r.after?.debtCents ?? null,
+      ea: r.after?.earnedCents ?? null,
       va: r.after?.version ?? null,
       sa: r.after?.status ?? null,
       md: r.tx.metadata,
@@ -166,11 +190,11 @@ async function insertTransactions(client: pg.PoolClient, rows: TxRow[]): Promise
     `INSERT INTO transactions (id, type, status, account_id, from_user_id, to_user_id, amount_cents,
         platform_fee_cents, charity_fee_cents, net_amount_cents, currency, stripe_payment_id, idempotency_key,
         request_hash, balance_after_cents, reserved_after_cents, debt_after_cents, version_after, status_after,
-        metadata, created_at)
-     SELECT id, ty, st, ac, fr, "to", am, pf, cf, na, cu, sp, ik, rh, ba, ra, da, va, sa, md, at
+        metadata, created_at, earned_after_cents)
+     SELECT id, ty, st, ac, fr, "to", am, pf, cf, na, cu, sp, ik, rh, ba, ra, da, va, sa, md, at, ea
        FROM json_to_recordset($1::json) AS x(id uuid, ty text, st text, ac uuid, fr uuid, "to" uuid, am bigint,
             pf bigint, cf bigint, na bigint, cu text, sp text, ik text, rh text, ba bigint, ra bigint, da bigint,
-            va bigint, sa text, md jsonb, at timestamptz)
+            va bigint, sa text, md jsonb, at timestamptz, ea bigint)
      ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, metadata = EXCLUDED.metadata, updated_at = now()
        WHERE transactions.status IS DISTINCT FROM EXCLUDED.status`,
     [json],
@@ -180,14 +204,14 @@ async function insertTransactions(client: pg.PoolClient, rows: TxRow[]): Promise
 async function copyTransactions(client: pg.PoolClient, rows: TxRow[]): Promise<void> {
   let text = "";
   for (const { tx, key, hash, after } of rows) {
-    text += `${tx.id}\t${tx.type}\t${tx.status}\t${tx.accountId}\t${copyField(tx.fromAccountId)}\t${copyField(tx.toAccountId)}\t${tx.amountCents}\t${tx.platformFeeCents}\t${tx.charityFeeCents}\t${tx.netAmountCents}\t${tx.currency}\t${copyField(tx.stripePaymentId)}\t${copyField(key)}\t${copyField(hash)}\t${copyField(after?.balanceCents)}\t${copyField(after?.reservedCents)}\t${copyField(after?.debtCents)}\t${copyField(after?.version)}\t${copyField(after?.status)}\t${copyField(JSON.stringify(tx.metadata))}\t${tx.createdAt}\n`;
+    text += `${tx.id}\t${tx.type}\t${tx.status}\t${tx.accountId}\t${copyField(tx.fromAccountId)}\t${copyField(tx.toAccountId)}\t${tx.amountCents}\t${tx.platformFeeCents}\t${tx.charityFeeCents}\t${tx.netAmountCents}\t${tx.currency}\t${copyField(tx.stripePaymentId)}\t${copyField(key)}\t${copyField(hash)}\t${copyField(after?.balanceCents)}\t${copyField(after?.reservedCents)}\t${copyField(after?.debtCents)}\t${copyField(after?.version)}\t${copyField(after?.status)}\t${copyField(JSON.stringify(tx.metadata))}\t${tx.createdAt}\t${copyField(after?.earnedCents)}\n`;
   }
   await copyIn(
     client,
     `COPY transactions (id, type, status, account_id, from_user_id, to_user_id, amount_cents, platform_fee_cents,
        charity_fee_cents, net_amount_cents, currency, stripe_payment_id, idempotency_key, request_hash,
        balance_after_cents, reserved_after_cents, debt_after_cents, version_after, status_after, metadata,
-       created_at) FROM STDIN`,
+       created_at, earned_after_cents) FROM STDIN`,
     text,
   );
 }
@@ -234,9 +258,9 @@ async function insertFraudLogs(client: pg.PoolClient, fraud: FraudLogRecord[]): 
 async function insertStatusChanges(client: pg.PoolClient, rows: StatusRow[]): Promise<void> {
   await client.query(
     `INSERT INTO account_status_changes (id, account_id, status, reason, idempotency_key, request_hash, version, created_at,
-        balance_after_cents, reserved_after_cents, debt_after_cents)
+        balance_after_cents, reserved_after_cents, debt_after_cents, earned_after_cents)
      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::timestamptz[],
-        $9::bigint[], $10::bigint[], $11::bigint[])
+        $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])
      ON CONFLICT (id) DO NOTHING`,
     [
       rows.map((r) => r.id),
@@ -250,6 +274,7 @@ async function insertStatusChanges(client: pg.PoolClient, rows: StatusRow[]): Pr
       rows.map((r) => r.after.balanceCents),
       rows.map((r) => r.after.reservedCents),
       rows.map((r) => r.after.debtCents),
+      rows.map((r) => r.after.earnedCents),
     ],
   );
 }

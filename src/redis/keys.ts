@@ -10,8 +10,10 @@ export interface RedisKeys {
   ledgerFence: string;
   /** A rate-limit counter of one client (ip, user or auth budget) for the current window. */
   rateLimit(kind: string, client: string): string;
-  /** BullMQ's prefix: a queue's keys are "<queuePrefix>:<queue>:...". */
-  queuePrefix: string;
+  /** Payout outcomes (processing, paid, failed, returned) from the payout worker to the ledger. */
+  payoutOutcomes: string;
+  /** BullMQ's prefix for its queues (BullMQ builds its own keys under it). */
+  bullPrefix: string;
 }
 
 export function redisKeys(prefix: string): RedisKeys {
@@ -20,12 +22,22 @@ export function redisKeys(prefix: string): RedisKeys {
     ledgerLease: `${prefix}ledger:owner`,
     ledgerFence: `${prefix}ledger:fence`,
     rateLimit: (kind, client) => `${prefix}rl:${kind}:${client}`,
-    queuePrefix: `${prefix}bull`,
+    payoutOutcomes: `${prefix}payouts:outcomes`,
+    bullPrefix: `${prefix}bull`,
   };
 }
 
 /** The shard number of a WAL stream key (the digits after its last colon). */
 export const shardOfWalStream = (key: string): number => Number(key.slice(key.lastIndexOf(":") + 1));
+
+/** The ledger owner's consumer group on the payout outcome stream. */
+export const PAYOUT_OUTCOME_GROUP = "ledger";
+
+/** The BullMQ queue that carries withdrawals to the payout worker (job id = payout id). */
+export const PAYOUT_QUEUE = "payouts";
+
+/** The BullMQ queue of transactional emails (job id derived from the event that causes one). */
+export const EMAIL_QUEUE = "email";
 
 /** The persister's consumer group on every WAL stream. */
 export const PERSIST_GROUP = "persister";

@@ -64,6 +64,15 @@ export class AccountLoader {
     if (found && !mem.keys.has(key)) mem.keys.set(key, { ...found, atMs: this.now() });
   }
 
+  /** A payout a command names, not in memory, may be in the source (finished long ago). */
+  async checkPayout(mem: AccountMem, payoutId: string): Promise<void> {
+    if (mem.payoutRecords.has(payoutId) && mem.payouts.has(payoutId)) return;
+    const found = await this.source.findPayout(mem.state.id, payoutId);
+    // Memory is ahead of the source: only what is still missing after the read is filled in.
+    if (found.record && !mem.payoutRecords.has(payoutId)) mem.payoutRecords.set(payoutId, found.record);
+    if (found.tx && !mem.payouts.has(payoutId)) mem.payouts.set(payoutId, found.tx);
+  }
+
   private queue(id: string): Promise<void> {
     let batch = this.batch;
     if (!batch || batch.ids.length >= 1000) {
@@ -94,6 +103,8 @@ export class AccountLoader {
       for (const [id, m] of shard.accounts) {
         if (m.system || m.lastFlushSeq > idleBefore || shard.credits.has(id)) continue;
         if ([...m.payouts.values()].some((p) => p.status === "pending")) continue;
+        if ([...m.payoutRecords.values()].some((p) => p.status === "pending" || p.status === "processing"))
+          continue;
         candidates.push({ shard, mem: m });
         if (candidates.length >= target) break outer;
       }

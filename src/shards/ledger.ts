@@ -8,7 +8,7 @@ import { isUuid, shardOf } from "../ledger/accounts.ts";
 import { ownerOf } from "../ledger/decide.ts";
 import type { WalEvent } from "../ledger/events.ts";
 import { type AccountMem, LedgerInvariantError, viewOf } from "../ledger/state.ts";
-import type { AccountView, UserCommand } from "../ledger/types.ts";
+import type { AccountView, PayoutRecord, UserCommand } from "../ledger/types.ts";
 import { AccountLoader } from "./account-loader.ts";
 import { Directory } from "./directory.ts";
 import { type FlushObserver, GroupCommit } from "./group-commit.ts";
@@ -220,6 +220,29 @@ export class Ledger {
     const mem = shard.accounts.get(accountId);
     if (!mem) throw new AppError("not_found", "account not found");
     return viewOf(mem.state);
+  }
+
+  /** A payout as its owner's shard knows it (ahead of Postgres), or null. */
+  async getPayout(accountId: string, payoutId: string): Promise<PayoutRecord | null> {
+    if (!isUuid(accountId) || !isUuid(payoutId)) return null;
+    const mem = await this.loaded(accountId);
+    if (!mem) return null;
+    await this.loader.checkPayout(mem, payoutId);
+    return mem.payoutRecords.get(payoutId) ?? null;
+  }
+
+  /** The payouts of an account that its shard holds: open ones, and recent or recently read ones. */
+  async payoutsInMemory(accountId: string): Promise<PayoutRecord[]> {
+    const mem = await this.loaded(accountId);
+    return mem ? [...mem.payoutRecords.values()] : [];
+  }
+
+  private async loaded(accountId: string): Promise<AccountMem | undefined> {
+    if (!isUuid(accountId)) return undefined;
+    if (this.recovering) await this.recovering;
+    const shard = this.shardFor(accountId);
+    if (!shard.accounts.has(accountId)) await this.loader.ensureLoaded([accountId]);
+    return shard.accounts.get(accountId);
   }
 
   /** The in-memory state of every loaded account (for reconciliation against Postgres). */

@@ -3,7 +3,7 @@
 // src/wal and src/persist implement them; the entry point wires them in.
 import type { WalEvent } from "../ledger/events.ts";
 import type { AccountMem, KeyRecord } from "../ledger/state.ts";
-import type { FraudLimits } from "../ledger/types.ts";
+import type { FraudLimits, PayoutRecord, TransactionRecord } from "../ledger/types.ts";
 
 export interface WalAppend {
   shard: number;
@@ -38,6 +38,11 @@ export interface AccountSource {
   load(ids: string[], nowMs: number, idempotencyTtlMs: number): Promise<Map<string, AccountMem>>;
   /** A key that must never expire, used longer ago than memory remembers. */
   findKey(accountId: string, key: string): Promise<KeyRecord | null>;
+  /** A payout not in memory: its lifecycle record and its transaction, as stored. */
+  findPayout(
+    accountId: string,
+    payoutId: string,
+  ): Promise<{ record: PayoutRecord | null; tx: TransactionRecord | null }>;
   /** The stored versions of these accounts. */
   versions(ids: string[]): Promise<Map<string, number>>;
   /** Which of these (transaction, account) legs are already stored, as "txId:accountId". */

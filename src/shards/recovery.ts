@@ -127,6 +127,7 @@ function namedAccounts(ev: WalEvent, out: Set<string>): void {
     out.add(ev.tx.accountId);
     for (const st of ev.states) out.add(st.id);
   } else if (ev.t === "credit" || ev.t === "status") out.add(ev.state.id);
+  else if (ev.t === "payout") out.add(ev.payout.userId);
 }
 
 /** Puts owed credits not already in the source into their recipients' inboxes, under holds. */

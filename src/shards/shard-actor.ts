@@ -5,16 +5,16 @@
 import type { Logger } from "pino";
 import { AppError } from "../errors.ts";
 import { SYSTEM_ACCOUNT_KINDS, type SystemAccountKind, systemAccountId } from "../ledger/accounts.ts";
-import { type Decision, decide, decideCredit, keyNeverExpires, ownerOf } from "../ledger/decide.ts";
+import { type Decision, decide, decideCredit, keyNeverExpires, ownerOf, payoutOf } from "../ledger/decide.ts";
 import type { WalEvent } from "../ledger/events.ts";
 import { newLedgerId } from "../ledger/ids.ts";
 import { type AccountMem, applyEvent, LedgerInvariantError, pruneKeys } from "../ledger/state.ts";
-import type { CreditItem, StatusResult, TxResult, UserCommand } from "../ledger/types.ts";
+import type { CreditItem, PayoutResult, StatusResult, TxResult, UserCommand } from "../ledger/types.ts";
 import type { AccountLoader } from "./account-loader.ts";
 import type { Directory } from "./directory.ts";
 import type { LedgerSettings } from "./ports.ts";
 
-export type Result = TxResult | StatusResult;
+export type Result = TxResult | StatusResult | PayoutResult;
 
 export interface Waiter {
   resolve(r: Result): void;
@@ -124,7 +124,7 @@ export class ShardActor {
   /** Everything the decision reads is in memory: the owner's account, a tip recipient's entry,
    * and no durable-key lookup is owed first. */
   private ready(cmd: UserCommand): boolean {
-    if (keyNeverExpires(cmd)) return false;
+    if (keyNeverExpires(cmd) || payoutOf(cmd) !== null) return false;
     if (!this.accounts.has(ownerOf(cmd))) return false;
     return cmd.kind !== "tip" || this.env.directory.get(cmd.toAccountId) !== undefined;
   }
@@ -152,6 +152,8 @@ export class ShardActor {
           const head = this.mailbox[0]!.cmd;
           const owner = this.accounts.get(ownerOf(head));
           if (owner && keyNeverExpires(head)) await loader.checkDurableKey(owner, head.key);
+          const payoutId = payoutOf(head);
+          if (owner && payoutId !== null) await loader.checkPayout(owner, payoutId);
         } catch (err) {
           logger.error({ err }, "reading accounts from Postgres failed");
           for (const m of this.mailbox.splice(0)) {

@@ -3,7 +3,7 @@
 // events). One XADD carrying many events is what makes group commit cheap.
 import type { CreditEvent, TxEvent, WalEvent } from "../ledger/events.ts";
 import { tipHash } from "../ledger/decide.ts";
-import type { AccountState, TransactionRecord } from "../ledger/types.ts";
+import type { AccountState, PayoutRecord, TransactionRecord } from "../ledger/types.ts";
 
 export const WAL_FIELD = "e";
 export const WAL_VERSION_FIELD = "v";
@@ -14,7 +14,9 @@ export const WAL_FORMAT_VERSION = "1";
 // Transactions and credits, the bulk of the WAL, travel as positional arrays: no repeated key
 // names, which makes encoding about twice as fast and entries about half the size. Rarer events
 // (status changes, refused commands' fraud logs) stay plain objects.
-type StateTuple = [string, number, number, number, AccountState["status"], number];
+// The 7th element (earned cents) is absent in entries written before it existed: read as 0, so
+// nothing older than the tracking becomes withdrawable by accident.
+type StateTuple = [string, number, number, number, AccountState["status"], number, number?];
 type TxTuple = [
   string,
   TransactionRecord["type"],
@@ -39,6 +41,7 @@ type PackedTx = [
   string | null,
   Array<[string, string, number]> | number,
   TxEvent["fraud"],
+  PayoutRecord?,
 ];
 type PackedCredit = ["c", string, Array<[string, number]>, StateTuple, string];
 type Packed = PackedTx | PackedCredit | WalEvent;
@@ -50,6 +53,7 @@ const packState = (s: AccountState): StateTuple => [
   s.debtCents,
   s.status,
   s.version,
+  s.earnedCents,
 ];
 const unpackState = (t: StateTuple): AccountState => ({
   id: t[0],
@@ -58,6 +62,7 @@ const unpackState = (t: StateTuple): AccountState => ({
   debtCents: t[3],
   status: t[4],
   version: t[5],
+  earnedCents: t[6] ?? 0,
 });
 
 function pack(ev: WalEvent): Packed {
@@ -78,7 +83,7 @@ function pack(ev: WalEvent): Packed {
       ev.credits[0]!.txId === x.id;
     const hashDerived =
       derivable && ev.hash === tipHash(x.fromAccountId!, x.toAccountId!, x.amountCents, x.metadata);
-    return [
+    const packed: PackedTx = [
       "x",
       [
         x.id,
@@ -106,6 +111,8 @@ function pack(ev: WalEvent): Packed {
         : ev.credits.map((c): [string, string, number] => [c.accountId, c.txId, c.amountCents]),
       ev.fraud,
     ];
+    if (ev.payout) packed.push(ev.payout);
+    return packed;
   }
   if (ev.t === "credit") {
     return [
@@ -122,7 +129,7 @@ function pack(ev: WalEvent): Packed {
 function unpack(p: Packed): WalEvent {
   if (!Array.isArray(p)) return p;
   if (p[0] === "x") {
-    const [, t, postings, states, key, hash, credits, fraud] = p;
+    const [, t, postings, states, key, hash, credits, fraud, payout] = p;
     const tx: TransactionRecord = {
       id: t[0],
       type: t[1],
@@ -158,6 +165,7 @@ function unpack(p: Packed): WalEvent {
           ? [{ accountId: tx.toAccountId!, txId: tx.id, amountCents: credits }]
           : credits.map(([accountId, txId, amountCents]) => ({ accountId, txId, amountCents })),
       fraud,
+      ...(payout ? { payout } : {}),
     };
   }
   const [, accountId, items, state, at] = p;

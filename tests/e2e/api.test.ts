@@ -204,6 +204,7 @@ describe("tips and balances", () => {
         balance: "49.00",
         reserved_balance: "0.00",
         available_balance: "49.00",
+        withdrawable_balance: "0.00",
         currency: "USD",
       },
     });
@@ -225,6 +226,7 @@ describe("tips and balances", () => {
       balance: "3.88",
       reserved_balance: "0.00",
       available_balance: "3.88",
+      withdrawable_balance: "3.88",
       currency: "USD",
     });
   });

@@ -81,6 +81,7 @@ describe("purchases", () => {
         balance: "50.00",
         reserved_balance: "0.00",
         available_balance: "50.00",
+        withdrawable_balance: "0.00",
         currency: "USD",
       },
     });

@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import type { Core } from "../../src/main/core.ts";
 import { createHttpServer, type HttpServer } from "../../src/main/http-app.ts";
 import { type StripeSetup, setUpStripe } from "../../src/payments/stripe.ts";
+import { type PayoutProvidersSetup, setUpPayoutProviders } from "../../src/payouts/setup.ts";
 import type { TestEnv } from "./env.ts";
 import { silentLogger, startTestCore } from "./ledger.ts";
 
@@ -10,6 +11,8 @@ export interface Api {
   core: Core;
   http: HttpServer;
   stripe: StripeSetup;
+  /** Wise and Airwallex: their local stand-ins on free ports (no keys configured in tests). */
+  payouts: PayoutProvidersSetup;
   base: string;
   call(
     method: string,
@@ -38,15 +41,27 @@ export async function startApi(env: TestEnv, overrides: Record<string, string> =
     RATE_LIMIT_USER_PER_MIN: "0",
     SUPABASE_JWT_SECRET: TEST_JWT_SECRET,
     STRIPE_STANDIN_PORT: "0",
+    WISE_STANDIN_PORT: "0",
+    AIRWALLEX_STANDIN_PORT: "0",
+    PAYOUT_STANDIN_DELAY_MS: "100",
     PASSWORD_HASH_THREADS: "1",
     ...overrides,
   });
   // Without a STRIPE_SECRET_KEY override, the in-process Stripe stand-in on a free port.
   const stripe = await setUpStripe(core.config, silentLogger);
-  const http = createHttpServer({ config: core.config, logger: silentLogger, core, stripe });
+  const payouts = await setUpPayoutProviders(core.config, silentLogger);
+  const http = createHttpServer({
+    config: core.config,
+    logger: silentLogger,
+    core,
+    stripe,
+    payoutProviders: payouts.providers,
+    payoutWebhooks: payouts.webhooks,
+  });
   const port = await http.listen(0, "127.0.0.1");
   const base = `http://127.0.0.1:${port}`;
   stripe.setWebhookUrl(`${base}/api/payments/webhook`);
+  for (const p of payouts.standins) payouts.setWebhookUrl(p, `${base}/api/payments/webhooks/${p}`);
   const call: Api["call"] = async (method, path, opts = {}) => {
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
     if (opts.token) headers.authorization = `Bearer ${opts.token}`;
@@ -63,6 +78,7 @@ export async function startApi(env: TestEnv, overrides: Record<string, string> =
     core,
     http,
     stripe,
+    payouts,
     base,
     call,
     async register(role = "viewer") {
@@ -81,6 +97,7 @@ export async function startApi(env: TestEnv, overrides: Record<string, string> =
     async close() {
       await http.close();
       await stripe.close();
+      await payouts.close();
       await core.stop();
     },
   };

@@ -31,6 +31,7 @@ export interface ModelView {
   reservedCents: number;
   availableCents: number;
   debtCents: number;
+  withdrawableCents: number;
   currency: "USD";
   status: AccountStatus;
   version: number;
@@ -45,6 +46,9 @@ export interface ModelKey {
 interface ModelPayout {
   amountCents: number;
   status: "pending" | "completed" | "failed";
+  /** The payout's lifecycle and attempt round (admin retries start a new one). */
+  life: "pending" | "processing" | "paid" | "failed" | "returned";
+  round: number;
   /** The real reservation's createdAt: a post or void answers the same transaction row. */
   createdAt: string | null;
 }
@@ -54,6 +58,8 @@ interface ModelAccount {
   balanceCents: number;
   reservedCents: number;
   debtCents: number;
+  /** Net tips received and still held, minus payouts reserved or paid (never purchased credits). */
+  earnedCents: number;
   status: AccountStatus;
   version: number;
   /** Amounts of allowed outgoing tips and payout reservations (a sequence lasts far less than 1 h). */
@@ -70,6 +76,8 @@ export type ExpectedTx = Omit<TransactionRecord, "id" | "createdAt"> & {
 
 export type Prediction =
   | { outcome: "ok"; transaction: ExpectedTx | null; account: ModelView; key: ModelKey }
+  /** A payout outcome or retry: idempotent by state, answered with the payout. */
+  | { outcome: "payout"; applied: boolean; status: ModelPayout["life"]; round: number; account: ModelView }
   | { outcome: "replay"; key: ModelKey }
   | { outcome: "refused"; code: string; rule: string | null };
 
@@ -104,6 +112,7 @@ export class LedgerModel {
       balanceCents: 0,
       reservedCents: 0,
       debtCents: 0,
+      earnedCents: 0,
       status: "active",
       version: 0,
       outgoingCents: [],
@@ -124,6 +133,7 @@ export class LedgerModel {
       reservedCents: a.reservedCents,
       availableCents: a.balanceCents - a.reservedCents,
       debtCents: a.debtCents,
+      withdrawableCents: Math.max(0, a.earnedCents - a.debtCents),
       currency: "USD",
       status: a.status,
       version: a.version,
@@ -131,13 +141,34 @@ export class LedgerModel {
   }
 
   /** Payout ids reserved so far, with their owner, in the order they were reserved. */
-  payouts(): Array<{ accountId: string; payoutId: string; pending: boolean }> {
-    const out: Array<{ accountId: string; payoutId: string; pending: boolean }> = [];
+  payouts(): Array<{ accountId: string; payoutId: string; pending: boolean; round: number; life: string }> {
+    const out: Array<{ accountId: string; payoutId: string; pending: boolean; round: number; life: string }> =
+      [];
     for (const a of this.accounts.values()) {
       for (const [id, p] of a.payouts)
-        out.push({ accountId: a.id, payoutId: id, pending: p.status === "pending" });
+        out.push({
+          accountId: a.id,
+          payoutId: id,
+          pending: p.status === "pending",
+          round: p.round,
+          life: p.life,
+        });
     }
     return out;
+  }
+
+  private latest: { accountId: string; payoutId: string } | null = null;
+
+  /** The payout reserved last in this run. */
+  latestPayout(): {
+    accountId: string;
+    payoutId: string;
+    round: number;
+    life: string;
+    pending: boolean;
+  } | null {
+    const l = this.latest;
+    return l ? (this.payouts().find((p) => p.payoutId === l.payoutId) ?? null) : null;
   }
 
   /** After the real ledger agreed with an "ok" prediction: remember its answer for replays. */
@@ -153,6 +184,12 @@ export class LedgerModel {
   apply(cmd: UserCommand): Prediction {
     const owner = this.accounts.get(ownerOf(cmd));
     if (!owner) return refused("not_found");
+    // Outcomes and retries are idempotent by the payout's state, never by key.
+    if (cmd.kind === "payout_outcome" || cmd.kind === "retry_payout") {
+      const p = this.payoutStep(cmd, owner);
+      clampEarned(owner);
+      return p;
+    }
     const seen = owner.keys.get(cmd.key);
     if (seen) {
       return seen.fingerprint === fingerprint(cmd)
@@ -162,6 +199,71 @@ export class LedgerModel {
     const p = this.decide(cmd, owner);
     if (p.outcome === "ok") owner.keys.set(cmd.key, p.key);
     return p;
+  }
+
+  private payoutStep(
+    cmd: Extract<UserCommand, { kind: "payout_outcome" | "retry_payout" }>,
+    owner: ModelAccount,
+  ): Prediction {
+    const p = owner.payouts.get(cmd.payoutId);
+    if (!p) return refused("not_found");
+    const answer = (applied: boolean): Prediction => ({
+      outcome: "payout",
+      applied,
+      status: p.life,
+      round: p.round,
+      account: this.view(owner.id),
+    });
+    if (cmd.kind === "retry_payout") {
+      if (p.round > cmd.round) return answer(false);
+      if (p.life !== "failed") return refused("conflict");
+      const blocked = this.fraudBlock(owner, null, p.amountCents);
+      if (blocked) return refused("fraud_blocked", blocked);
+      if (Math.min(owner.balanceCents - owner.reservedCents, withdrawable(owner)) < p.amountCents)
+        return refused("insufficient_funds");
+      owner.reservedCents += p.amountCents;
+      owner.earnedCents -= p.amountCents;
+      owner.version++;
+      // A retry is not a new outgoing transaction: the payout counted once, when reserved.
+      p.round++;
+      p.life = "pending";
+      p.status = "pending";
+      return answer(true);
+    }
+    const allowed: Record<ModelPayout["life"], string[]> = {
+      pending: ["processing", "paid", "failed", "returned"],
+      processing: ["paid", "failed", "returned"],
+      paid: ["returned"],
+      failed: [],
+      returned: [],
+    };
+    if (cmd.round !== p.round || !allowed[p.life].includes(cmd.state)) return answer(false);
+    const amount = p.amountCents;
+    if (cmd.state === "processing") {
+      p.life = "processing";
+      return answer(true);
+    }
+    if (p.life === "paid") {
+      // returned after paid: credited back, earned again.
+      owner.balanceCents += amount;
+      owner.earnedCents += amount;
+      owner.version++;
+      this.system.payouts_clearing -= amount;
+      p.life = "returned";
+      return answer(true);
+    }
+    owner.reservedCents -= amount;
+    owner.version++;
+    if (cmd.state === "paid") {
+      owner.balanceCents -= amount;
+      this.system.payouts_clearing += amount;
+      p.status = "completed";
+    } else {
+      owner.earnedCents += amount;
+      p.status = "failed";
+    }
+    p.life = cmd.state;
+    return answer(true);
   }
 
   private decide(cmd: UserCommand, owner: ModelAccount): Prediction {
@@ -199,7 +301,9 @@ export class LedgerModel {
         owner.balanceCents -= cmd.amountCents;
         owner.version++;
         owner.outgoingCents.push(cmd.amountCents);
+        clampEarned(owner);
         to.balanceCents += net;
+        to.earnedCents += net;
         to.version++;
         this.system.platform_revenue += fees.platformCents - fees.charityCents;
         this.system.charity += fees.charityCents;
@@ -223,11 +327,21 @@ export class LedgerModel {
         if (owner.payouts.has(cmd.payoutId)) return refused("conflict");
         const blocked = this.fraudBlock(owner, null, cmd.amountCents);
         if (blocked) return refused("fraud_blocked", blocked);
-        if (owner.balanceCents - owner.reservedCents < cmd.amountCents) return refused("insufficient_funds");
+        // Only earned money may be withdrawn, never purchased credits, and not while in debt.
+        if (Math.min(owner.balanceCents - owner.reservedCents, withdrawable(owner)) < cmd.amountCents)
+          return refused("insufficient_funds");
         owner.reservedCents += cmd.amountCents;
+        owner.earnedCents -= cmd.amountCents;
         owner.version++;
         owner.outgoingCents.push(cmd.amountCents);
-        owner.payouts.set(cmd.payoutId, { amountCents: cmd.amountCents, status: "pending", createdAt: null });
+        this.latest = { accountId: owner.id, payoutId: cmd.payoutId };
+        owner.payouts.set(cmd.payoutId, {
+          amountCents: cmd.amountCents,
+          status: "pending",
+          life: "pending",
+          round: 1,
+          createdAt: null,
+        });
         const t = tx(
           "payout",
           "pending",
@@ -252,10 +366,13 @@ export class LedgerModel {
         owner.version++;
         if (cmd.kind === "post_payout") {
           payout.status = "completed";
+          payout.life = "paid";
           owner.balanceCents -= amount;
           this.system.payouts_clearing += amount;
         } else {
           payout.status = "failed";
+          payout.life = "failed";
+          owner.earnedCents += amount; // the released reserve was earned money
         }
         // The payout row carries its finishing key and the account right after, so the key
         // replays its first answer from Postgres too; hash and time are the ledger's (null here).
@@ -267,6 +384,7 @@ export class LedgerModel {
             balance_after_cents: owner.balanceCents,
             reserved_after_cents: owner.reservedCents,
             debt_after_cents: owner.debtCents,
+            earned_after_cents: owner.earnedCents,
             version_after: owner.version,
             status_after: owner.status,
           },
@@ -283,6 +401,7 @@ export class LedgerModel {
         owner.balanceCents -= taken;
         owner.debtCents += debt;
         owner.version++;
+        clampEarned(owner);
         this.system.stripe_clearing += cmd.amountCents;
         this.system.receivables -= debt;
         return ok(
@@ -297,6 +416,9 @@ export class LedgerModel {
         owner.version++;
         return ok(null);
       }
+      case "payout_outcome":
+      case "retry_payout":
+        return this.payoutStep(cmd, owner);
     }
   }
 
@@ -313,6 +435,14 @@ export class LedgerModel {
     if (volume + amountCents > MODEL_LIMITS.maxVolumePerHourCents) return "high_volume";
     return null; // a large transaction (> largeTxCents) is allowed, only logged
   }
+}
+
+/** What a payout may take: earned minus chargeback debt. */
+const withdrawable = (a: ModelAccount) => Math.max(0, a.earnedCents - a.debtCents);
+
+/** Spending and reversals take purchased credits first: earned money is what stays available. */
+function clampEarned(a: ModelAccount): void {
+  a.earnedCents = Math.max(0, Math.min(a.earnedCents, a.balanceCents - a.reservedCents));
 }
 
 const validAmount = (a: number) => Number.isSafeInteger(a) && a > 0;

@@ -16,7 +16,8 @@ import { randomUUID } from "node:crypto";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isSystemAccount, SYSTEM_ACCOUNT_KINDS, systemAccountId } from "../../src/ledger/accounts.ts";
-import type { AccountView, TransactionRecord, UserCommand } from "../../src/ledger/types.ts";
+import type { AccountView, PayoutResult, TransactionRecord, UserCommand } from "../../src/ledger/types.ts";
+import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import type { Core } from "../../src/main/core.ts";
 import { createTestEnv, type TestEnv } from "../helpers/env.ts";
 import { createUsers, settle, startTestCore } from "../helpers/ledger.ts";
@@ -56,6 +57,17 @@ type Op =
   /** Post or void a pending payout (or a finished one: conflict), by its owner or another user (not_found). */
   | { t: "finish"; post: boolean; pick: number; byOther: boolean; reason: boolean; finished: boolean }
   | { t: "finish_unknown"; post: boolean; user: number }
+  /** A provider outcome for a payout (of its round, or of an earlier one: stale). */
+  | {
+      t: "outcome";
+      pick: number;
+      state: "processing" | "paid" | "failed" | "returned";
+      stale: boolean;
+      /** The payout reserved last, instead of pick. */
+      latest?: boolean;
+    }
+  /** An admin's retry of a payout (a failed one, mostly). */
+  | { t: "retry"; pick: number; anyPayout: boolean }
   | { t: "reversal"; user: number; amountCents: number; chargeback: boolean }
   | { t: "status"; user: number; suspend: boolean }
   /** A tip from or to a suspended user, if there is one (a plain tip otherwise). */
@@ -156,6 +168,22 @@ const singleOp: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: fc.record({ t: fc.constant("finish_unknown"), post: fc.boolean(), user: userIx }), weight: 1 },
   {
     arbitrary: fc.record({
+      t: fc.constant("outcome"),
+      pick: fc.nat({ max: 63 }),
+      state: fc.constantFrom("processing", "paid", "failed", "returned"),
+      stale: fc.oneof(
+        { arbitrary: fc.constant(false), weight: 6 },
+        { arbitrary: fc.constant(true), weight: 1 },
+      ),
+    }),
+    weight: 10,
+  },
+  {
+    arbitrary: fc.record({ t: fc.constant("retry"), pick: fc.nat({ max: 63 }), anyPayout: fc.boolean() }),
+    weight: 3,
+  },
+  {
+    arbitrary: fc.record({
       t: fc.constant("reversal"),
       user: anyIx,
       amountCents: fc.integer({ min: 1, max: 40_000 }),
@@ -206,12 +234,44 @@ const burst: fc.Arbitrary<Op[]> = fc
     ...Array.from({ length: count }, (): Op => ({ t: "tip", from, to: other(from, offset), amountCents })),
   ]);
 
-const sequence = fc
-  .array(fc.oneof({ arbitrary: singleOp.map((op) => [op]), weight: 16 }, { arbitrary: burst, weight: 1 }), {
-    minLength: 1,
-    maxLength: 40,
-    size: "max", // fast-check's default size keeps arrays short; a model test needs long histories
+// A creator earns from tips, withdraws, and the provider's outcomes follow in any order.
+const payoutStory: fc.Arbitrary<Op[]> = fc
+  .record({
+    fan: userIx,
+    offset: otherIx,
+    tipCents: fc.integer({ min: 500, max: 5_000 }),
+    share: fc.integer({ min: 1, max: 100 }),
+    states: fc.array(fc.constantFrom("processing", "paid", "failed", "returned"), {
+      minLength: 1,
+      maxLength: 4,
+    }),
   })
+  .map(({ fan, offset, tipCents, share, states }) => {
+    const creator = other(fan, offset);
+    const earned = tipCents - Math.floor((tipCents * 3 + 50) / 100);
+    return [
+      { t: "deposit", user: fan, amountCents: tipCents } as Op,
+      { t: "tip", from: fan, to: creator, amountCents: tipCents } as Op,
+      { t: "reserve", user: creator, amountCents: Math.max(1, Math.floor((earned * share) / 100)) } as Op,
+      ...states.map(
+        (state): Op => ({ t: "outcome", pick: 0, state: state as "paid", stale: false, latest: true }),
+      ),
+    ];
+  });
+
+const sequence = fc
+  .array(
+    fc.oneof(
+      { arbitrary: singleOp.map((op) => [op]), weight: 16 },
+      { arbitrary: burst, weight: 1 },
+      { arbitrary: payoutStory, weight: 2 },
+    ),
+    {
+      minLength: 1,
+      maxLength: 40,
+      size: "max", // fast-check's default size keeps arrays short; a model test needs long histories
+    },
+  )
   .map((segments) => segments.flat().slice(0, 40));
 
 // --- one run: the real ledger and the model side by side --------------------------------------
@@ -261,6 +321,8 @@ interface Run {
   /** Restarts so far, and how many had happened when each key was first answered. */
   restarts: number;
   keyEpoch: WeakMap<ModelKey, number>;
+  /** Payouts credited back after they were paid (each has one payout_return transaction). */
+  returns: Set<string>;
 }
 
 /** Balances of the accounts earlier runs left behind, known while every run ended cleanly. */
@@ -291,6 +353,7 @@ async function startRun(): Promise<Run> {
     txs: new Map(),
     restarts: 0,
     keyEpoch: new WeakMap(),
+    returns: new Set(),
   };
 }
 
@@ -389,6 +452,29 @@ function toCommand(op: Op, run: Run): UserCommand | "restart" | null {
             ...(op.reason ? { reason: "bank rejected" } : {}),
           };
     }
+    case "outcome": {
+      const all = run.model.payouts();
+      if (all.length === 0) return null;
+      const p = op.latest ? run.model.latestPayout()! : all[op.pick % all.length]!;
+      const round = op.stale ? p.round - 1 : p.round;
+      return {
+        kind: "payout_outcome",
+        key: `payout-${p.payoutId}-${round}-${op.state}`,
+        accountId: p.accountId,
+        payoutId: p.payoutId,
+        round,
+        state: op.state,
+        ...(op.state === "failed" || op.state === "returned" ? { failureReason: "bank said no" } : {}),
+      };
+    }
+    case "retry": {
+      const all = run.model.payouts();
+      const failed = all.filter((p) => p.life === "failed");
+      const payouts = op.anyPayout || failed.length === 0 ? all : failed;
+      if (payouts.length === 0) return null;
+      const p = payouts[op.pick % payouts.length]!;
+      return { kind: "retry_payout", key: k, accountId: p.accountId, payoutId: p.payoutId, round: p.round };
+    }
     case "finish_unknown":
       return {
         kind: op.post ? "post_payout" : "void_payout",
@@ -436,6 +522,10 @@ function changedBody(cmd: UserCommand): UserCommand {
       return { kind: "post_payout", key: cmd.key, accountId: cmd.accountId, payoutId: cmd.payoutId };
     case "set_status":
       return { ...cmd, status: cmd.status === "active" ? "suspended" : "active" };
+    case "payout_outcome":
+      return { ...cmd, state: cmd.state === "paid" ? "failed" : "paid" };
+    case "retry_payout":
+      return { ...cmd, round: cmd.round + 1 };
   }
 }
 
@@ -478,6 +568,39 @@ async function step(run: Run, cmd: UserCommand): Promise<void> {
       `replayed${afterRestart ? " after a restart" : ""}: ${what}`,
     ).toEqual(original);
     expectUnchanged(before, after, what);
+  } else if (predicted.outcome === "payout") {
+    if (!answer.ok) throw new Error(`expected success, got ${JSON.stringify(codeOf(answer.error))}: ${what}`);
+    const r = answer.result as PayoutResult;
+    expect(
+      {
+        applied: r.applied,
+        status: r.payout.status,
+        round: r.payout.round,
+        account: r.account,
+        replayed: r.replayed,
+      },
+      `payout answer: ${what}`,
+    ).toEqual({
+      applied: predicted.applied,
+      status: predicted.status,
+      round: predicted.round,
+      account: predicted.account,
+      replayed: false,
+    });
+    if (!predicted.applied) expectUnchanged(before, after, what);
+    // The payout's transaction row moves with it (pending, completed, failed).
+    const tx = run.txs.get(r.payout.id);
+    const life = r.payout.status;
+    if (tx) {
+      const status =
+        life === "paid" || (life === "returned" && r.payout.paidAt)
+          ? "completed"
+          : life === "pending" || life === "processing"
+            ? "pending"
+            : "failed";
+      run.txs.set(tx.id, { ...tx, status });
+    }
+    if (r.payout.returnTxId) run.returns.add(r.payout.id);
   } else {
     if (!answer.ok) throw new Error(`expected success, got ${JSON.stringify(codeOf(answer.error))}: ${what}`);
     const result = answer.result as { transaction?: TransactionRecord };
@@ -530,7 +653,9 @@ function count(p: Prediction, cmd: UserCommand) {
   const label =
     p.outcome === "refused"
       ? `${cmd.kind}:${p.code}${p.rule ? `:${p.rule}` : ""}`
-      : `${cmd.kind}:${p.outcome}`;
+      : p.outcome === "payout"
+        ? `${cmd.kind}:${cmd.kind === "payout_outcome" ? `${cmd.state}:` : ""}${p.applied ? "applied" : "unchanged"}`
+        : `${cmd.kind}:${p.outcome}`;
   seen.set(label, (seen.get(label) ?? 0) + 1);
 }
 
@@ -618,9 +743,36 @@ async function checkPostgres(run: Run): Promise<void> {
   }
   // Every transaction of this run is in Postgres exactly once, as last answered, and no other.
   const txs = await env.pool.query<{ id: string; type: string; status: string; amount_cents: string }>(
-    "SELECT id, type, status, amount_cents FROM transactions WHERE account_id = ANY($1::uuid[]) ORDER BY id",
+    `SELECT id, type, status, amount_cents FROM transactions
+      WHERE account_id = ANY($1::uuid[]) AND type <> 'payout_return' ORDER BY id`,
     [run.users],
   );
+  // Each payout returned after it was paid was credited back exactly once.
+  const returned = await env.pool.query<{ payout_id: string }>(
+    `SELECT metadata->>'payout_id' AS payout_id FROM transactions
+      WHERE account_id = ANY($1::uuid[]) AND type = 'payout_return' ORDER BY 1`,
+    [run.users],
+  );
+  expect(
+    returned.rows.map((r) => r.payout_id),
+    "payout returns in Postgres",
+  ).toEqual([...run.returns].sort());
+  // Every payout's row says what the model says, and reconcile is clean.
+  const payoutRows = await env.pool.query<{ id: string; status: string; round: number }>(
+    "SELECT id, status, round FROM payouts WHERE user_id = ANY($1::uuid[]) ORDER BY id",
+    [run.users],
+  );
+  expect(
+    payoutRows.rows.map((r) => ({ id: r.id, status: r.status, round: r.round })),
+    "payouts in Postgres",
+  ).toEqual(
+    run.model
+      .payouts()
+      .map((p) => ({ id: p.payoutId, status: p.life, round: p.round }))
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
+  );
+  const report = await reconcileLedger(env.pool, c.ledger.snapshot());
+  expect(report, "reconcile").toMatchObject({ ok: true });
   expect(
     txs.rows.map((r) => ({ id: r.id, type: r.type, status: r.status, amountCents: Number(r.amount_cents) })),
     "transactions in Postgres",
@@ -682,6 +834,12 @@ describe("the ledger against its model", () => {
       ["tip:insufficient_funds"],
       ["tip:replay"],
       ["post_payout:ok", "void_payout:ok"],
+      ["reserve_payout:ok"],
+      ["reserve_payout:insufficient_funds"],
+      ["payout_outcome:paid:applied"],
+      ["payout_outcome:returned:applied"],
+      ["payout_outcome:paid:unchanged", "payout_outcome:failed:unchanged"],
+      ["retry_payout:applied"],
       ["reversal:ok"],
     ];
     const missing = () => COVERAGE.filter((labels) => labels.every((l) => !seen.get(l)));

@@ -334,8 +334,17 @@ describe("payout keys never expire", () => {
   it("replays a payout's post past IDEMPOTENCY_TTL_MS and after a restart, and refuses another post", async () => {
     const ttl = { IDEMPOTENCY_TTL_MS: "60000" };
     const a = await start(env, ttl);
-    const [creator] = await createUsers(env.pool, 1);
-    await deposit(a, creator!, 5_000);
+    const [creator, fan] = await createUsers(env.pool, 2);
+    // Only earned money may be paid out: the creator earns 50.00 net of a 51.55 tip.
+    await deposit(a, fan!, 5_155);
+    await a.ledger.submit({
+      kind: "tip",
+      key: key(),
+      fromAccountId: fan!,
+      toAccountId: creator!,
+      amountCents: 5_155,
+    });
+    await waitFor(async () => (await a.ledger.getAccount(creator!)).balanceCents === 5_000, 10_000, "credit");
     const payoutId = randomUUID();
     const post: UserCommand = { kind: "post_payout", key: key(), accountId: creator!, payoutId };
     await a.ledger.submit({

@@ -27,6 +27,7 @@ describe("persister writes", () => {
     debtCents: 0,
     status: "active",
     version,
+    earnedCents: 0,
   });
   const entry = (shard: number, events: WalEvent[]): Entry => ({
     shard,

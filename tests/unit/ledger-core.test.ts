@@ -22,7 +22,16 @@ const NOW = Date.parse("2026-11-25T12:00:00Z");
 const HOUR = VELOCITY_WINDOW_MS;
 
 const state = (id: string, balanceCents: number, version = 0, over: Partial<AccountState> = {}) =>
-  ({ id, balanceCents, reservedCents: 0, debtCents: 0, status: "active", version, ...over }) as AccountState;
+  ({
+    id,
+    balanceCents,
+    reservedCents: 0,
+    debtCents: 0,
+    status: "active",
+    version,
+    earnedCents: 0,
+    ...over,
+  }) as AccountState;
 
 const systemIds = (shard: number) =>
   Object.fromEntries(SYSTEM_ACCOUNT_KINDS.map((k) => [k, systemAccountId(k, shard)])) as Record<
@@ -263,7 +272,10 @@ describe("applyEvent is all or nothing", () => {
     viewer.keys.set("old-key", {
       hash: "h0",
       atMs: NOW - 10_000,
-      result: { account: { ...viewer.state, availableCents: 800, currency: "USD" }, replayed: false },
+      result: {
+        account: { ...viewer.state, availableCents: 800, withdrawableCents: 0, currency: "USD" },
+        replayed: false,
+      },
     });
     w.mem("creator").state = state(w.ids.creator!, 500, 5);
     w.mem("other").state = state(w.ids.other!, 20, 2);

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { SYSTEM_ACCOUNT_KINDS, type SystemAccountKind, systemAccountId } from "../../src/ledger/accounts.ts";
-import { type DecideContext, decide } from "../../src/ledger/decide.ts";
+import { type DecideContext, decide, decideCredit } from "../../src/ledger/decide.ts";
 import type { TxEvent } from "../../src/ledger/events.ts";
 import { type AccountMem, applyEvent, newAccountMem, pruneKeys } from "../../src/ledger/state.ts";
 import type { DirectoryEntry, UserCommand } from "../../src/ledger/types.ts";
@@ -9,14 +9,15 @@ import type { DirectoryEntry, UserCommand } from "../../src/ledger/types.ts";
 const limits = { largeTxCents: 50_000, maxTxPerHour: 10, maxVolumePerHourCents: 100_000 };
 const NOW = Date.parse("2026-11-25T12:00:00Z");
 
-function world(balances: Record<string, number>) {
+/** Accounts with these balances; `earned` says how much of each was earned (withdrawable). */
+function world(balances: Record<string, number>, earned: Record<string, number> = {}) {
   const accounts = new Map<string, AccountMem>();
   for (const kind of SYSTEM_ACCOUNT_KINDS) {
     const id = systemAccountId(kind, 0);
     accounts.set(
       id,
       newAccountMem(
-        { id, balanceCents: 0, reservedCents: 0, debtCents: 0, status: "active", version: 0 },
+        { id, balanceCents: 0, reservedCents: 0, debtCents: 0, status: "active", version: 0, earnedCents: 0 },
         true,
       ),
     );
@@ -28,7 +29,15 @@ function world(balances: Record<string, number>) {
     accounts.set(
       id,
       newAccountMem(
-        { id, balanceCents: bal, reservedCents: 0, debtCents: 0, status: "active", version: 0 },
+        {
+          id,
+          balanceCents: bal,
+          reservedCents: 0,
+          debtCents: 0,
+          status: "active",
+          version: 0,
+          earnedCents: earned[name] ?? 0,
+        },
         false,
       ),
     );
@@ -178,7 +187,7 @@ describe("fraud rules", () => {
   });
 
   it("counts payouts toward velocity but not deposits", () => {
-    const w = world({ viewer: 10_000, creator: 0 });
+    const w = world({ viewer: 10_000, creator: 0 }, { viewer: 10_000 });
     for (let i = 0; i < 20; i++) {
       expect(w.run({ kind: "deposit", key: `d${i}`, accountId: w.ids.viewer!, amountCents: 100 }).ok).toBe(
         true,
@@ -199,7 +208,7 @@ describe("fraud rules", () => {
 
 describe("payouts and reversals", () => {
   it("reserves, then posts: balance and reserve drop together and legs balance", () => {
-    const w = world({ creator: 5000, other: 0 });
+    const w = world({ creator: 5000, other: 0 }, { creator: 5000 });
     const payoutId = randomUUID();
     w.run({ kind: "reserve_payout", key: "r", accountId: w.ids.creator!, payoutId, amountCents: 2000 });
     const mem = w.accounts.get(w.ids.creator!)!;
@@ -222,7 +231,7 @@ describe("payouts and reversals", () => {
   });
 
   it("voids a reservation: the reserve is released and the balance untouched", () => {
-    const w = world({ creator: 5000 });
+    const w = world({ creator: 5000 }, { creator: 5000 });
     const payoutId = randomUUID();
     w.run({ kind: "reserve_payout", key: "r", accountId: w.ids.creator!, payoutId, amountCents: 2000 });
     expect(w.run({ kind: "void_payout", key: "v", accountId: w.ids.creator!, payoutId }).ok).toBe(true);
@@ -248,6 +257,195 @@ describe("payouts and reversals", () => {
     expect(mem.state).toMatchObject({ balanceCents: 1500, debtCents: 0 });
     const recv = w.accounts.get(systemAccountId("receivables", 0))!;
     expect(recv.state.balanceCents).toBe(0);
+  });
+});
+
+describe("earned money and the payout lifecycle", () => {
+  const reserve = (w: ReturnType<typeof world>, who: string, amountCents: number, payoutId = randomUUID()) =>
+    w.run({ kind: "reserve_payout", key: randomUUID(), accountId: w.ids[who]!, payoutId, amountCents });
+  const outcome = (
+    w: ReturnType<typeof world>,
+    who: string,
+    payoutId: string,
+    state: "processing" | "paid" | "failed" | "returned",
+    round = 1,
+  ) =>
+    w.run({
+      kind: "payout_outcome",
+      key: `payout-${payoutId}-${round}-${state}`,
+      accountId: w.ids[who]!,
+      payoutId,
+      round,
+      state,
+    });
+  const st = (w: ReturnType<typeof world>, who: string) => w.accounts.get(w.ids[who]!)!.state;
+  const rec = (w: ReturnType<typeof world>, who: string, id: string) =>
+    w.accounts.get(w.ids[who]!)!.payoutRecords.get(id);
+  /** A tip whose credit is delivered at once (what the recipient's shard does once it is durable). */
+  const tipCredited = (w: ReturnType<typeof world>, from: string, to: string, amountCents: number) => {
+    const d = w.tip(from, to, amountCents);
+    expect(d.ok).toBe(true);
+    for (const c of (d as { event: TxEvent }).event.credits) {
+      const mem = w.accounts.get(c.accountId)!;
+      const ev = decideCredit(
+        { kind: "credit", accountId: c.accountId, items: [c] },
+        mem,
+        "2026-11-25T12:00:00Z",
+      );
+      applyEvent((id) => w.accounts.get(id), ev, 1);
+    }
+  };
+
+  it("makes only tips received withdrawable, never purchased credits", () => {
+    const w = world({ viewer: 0, creator: 0 });
+    w.run({ kind: "deposit", key: "d", accountId: w.ids.viewer!, amountCents: 10_000 });
+    expect(reserve(w, "viewer", 1000)).toMatchObject({
+      ok: false,
+      refusal: { code: "insufficient_funds", details: { withdrawable_cents: 0, available_cents: 10_000 } },
+    });
+    tipCredited(w, "viewer", "creator", 1000); // creator earns 970
+    expect(st(w, "creator")).toMatchObject({ balanceCents: 970, earnedCents: 970 });
+    expect(reserve(w, "creator", 971)).toMatchObject({
+      ok: false,
+      refusal: { code: "insufficient_funds", details: { withdrawable_cents: 970 } },
+    });
+    expect(reserve(w, "creator", 970).ok).toBe(true);
+    expect(st(w, "creator")).toMatchObject({ balanceCents: 970, reservedCents: 970, earnedCents: 0 });
+  });
+
+  it("spends purchased credits before earned money, and keeps earned within what is available", () => {
+    const w = world({ creator: 0, fan: 0, other: 0 });
+    w.run({ kind: "deposit", key: "d1", accountId: w.ids.fan!, amountCents: 10_000 });
+    tipCredited(w, "fan", "creator", 1000); // creator earned 970
+    w.run({ kind: "deposit", key: "d2", accountId: w.ids.creator!, amountCents: 500 }); // bought 500
+    expect(st(w, "creator")).toMatchObject({ balanceCents: 1470, earnedCents: 970 });
+    tipCredited(w, "creator", "other", 300); // from the 500 bought
+    expect(st(w, "creator")).toMatchObject({ balanceCents: 1170, earnedCents: 970 });
+    tipCredited(w, "creator", "other", 300); // 200 bought left: 100 comes out of earned
+    expect(st(w, "creator")).toMatchObject({ balanceCents: 870, earnedCents: 870 });
+  });
+
+  it("subtracts chargeback debt from what may be withdrawn", () => {
+    const w = world({ creator: 0, fan: 0 });
+    w.run({ kind: "deposit", key: "d1", accountId: w.ids.fan!, amountCents: 10_000 });
+    tipCredited(w, "fan", "creator", 1000); // earned 970
+    w.run({ kind: "deposit", key: "d2", accountId: w.ids.creator!, amountCents: 2000 });
+    // The creator's 2000 purchase is charged back after everything available is gone to a tip.
+    tipCredited(w, "creator", "fan", 2970);
+    w.run({ kind: "reversal", key: "cb", accountId: w.ids.creator!, amountCents: 2000, type: "chargeback" });
+    expect(st(w, "creator")).toMatchObject({ balanceCents: 0, debtCents: 2000, earnedCents: 0 });
+    tipCredited(w, "fan", "creator", 3000); // earns 2910, but owes 2000
+    expect(st(w, "creator")).toMatchObject({ earnedCents: 2910, debtCents: 2000 });
+    expect(reserve(w, "creator", 911)).toMatchObject({
+      ok: false,
+      refusal: { code: "insufficient_funds", details: { withdrawable_cents: 910 } },
+    });
+    expect(reserve(w, "creator", 910).ok).toBe(true);
+  });
+
+  it("walks pending -> processing -> paid once; late, repeated and backward outcomes change nothing", () => {
+    const w = world({ creator: 5000 }, { creator: 5000 });
+    const id = randomUUID();
+    expect(reserve(w, "creator", 2000, id).ok).toBe(true);
+    expect(rec(w, "creator", id)).toMatchObject({ status: "pending", round: 1, seq: 1 });
+    expect(outcome(w, "creator", id, "processing")).toMatchObject({ ok: true, result: { applied: true } });
+    expect(rec(w, "creator", id)).toMatchObject({ status: "processing", seq: 2 });
+    const paid = outcome(w, "creator", id, "paid");
+    expect(paid).toMatchObject({ ok: true, result: { applied: true, payout: { status: "paid" } } });
+    expect((paid as { event: TxEvent }).event.key).toBeNull();
+    expect(st(w, "creator")).toMatchObject({ balanceCents: 3000, reservedCents: 0, earnedCents: 3000 });
+    for (const again of ["paid", "processing", "failed"] as const) {
+      const d = outcome(w, "creator", id, again);
+      expect(d, again).toMatchObject({ ok: true, event: null, result: { applied: false } });
+      expect(st(w, "creator")).toMatchObject({ balanceCents: 3000, reservedCents: 0, version: 2 });
+    }
+    expect(w.accounts.get(systemAccountId("payouts_clearing", 0))!.state.balanceCents).toBe(2000);
+  });
+
+  it("releases the reserve of a failed payout (withdrawable again) and ignores a later paid", () => {
+    const w = world({ creator: 5000 }, { creator: 5000 });
+    const id = randomUUID();
+    reserve(w, "creator", 2000, id);
+    expect(outcome(w, "creator", id, "failed")).toMatchObject({ ok: true, result: { applied: true } });
+    expect(st(w, "creator")).toMatchObject({ balanceCents: 5000, reservedCents: 0, earnedCents: 5000 });
+    expect(outcome(w, "creator", id, "paid")).toMatchObject({ ok: true, event: null });
+    expect(st(w, "creator")).toMatchObject({ balanceCents: 5000, reservedCents: 0 });
+  });
+
+  it("credits a returned payout back once, as its own transaction, withdrawable again", () => {
+    const w = world({ creator: 5000 }, { creator: 5000 });
+    const id = randomUUID();
+    reserve(w, "creator", 2000, id);
+    outcome(w, "creator", id, "paid");
+    const back = outcome(w, "creator", id, "returned");
+    expect(back.ok).toBe(true);
+    const ev = (back as { event: TxEvent }).event;
+    expect(ev.tx).toMatchObject({ type: "payout_return", amountCents: 2000, toAccountId: w.ids.creator });
+    expect(ev.postings.reduce((a, p) => a + p.amountCents, 0)).toBe(0);
+    expect(st(w, "creator")).toMatchObject({ balanceCents: 5000, reservedCents: 0, earnedCents: 5000 });
+    expect(rec(w, "creator", id)).toMatchObject({ status: "returned", returnTxId: ev.tx.id });
+    expect(outcome(w, "creator", id, "returned")).toMatchObject({ ok: true, event: null });
+    expect(st(w, "creator").balanceCents).toBe(5000);
+  });
+
+  it("treats a return heard before paid as a release (money-wise: paid, then credited back)", () => {
+    const w = world({ creator: 5000 }, { creator: 5000 });
+    const id = randomUUID();
+    reserve(w, "creator", 2000, id);
+    outcome(w, "creator", id, "returned");
+    expect(st(w, "creator")).toMatchObject({ balanceCents: 5000, reservedCents: 0, earnedCents: 5000 });
+    expect(outcome(w, "creator", id, "paid")).toMatchObject({ ok: true, event: null });
+    expect(w.accounts.get(systemAccountId("payouts_clearing", 0))!.state.balanceCents).toBe(0);
+  });
+
+  it("retries a failed payout in a new round; the old round's outcomes change nothing", () => {
+    const w = world({ creator: 5000 }, { creator: 5000 });
+    const id = randomUUID();
+    reserve(w, "creator", 2000, id);
+    const retry = (round: number) =>
+      w.run({ kind: "retry_payout", key: randomUUID(), accountId: w.ids.creator!, payoutId: id, round });
+    expect(retry(1)).toMatchObject({ ok: false, refusal: { code: "conflict" } });
+    outcome(w, "creator", id, "failed");
+    expect(retry(1)).toMatchObject({
+      ok: true,
+      result: { applied: true, payout: { round: 2, status: "pending" } },
+    });
+    expect(st(w, "creator")).toMatchObject({ reservedCents: 2000, earnedCents: 3000 });
+    expect(retry(1)).toMatchObject({ ok: true, event: null, result: { applied: false } });
+    expect(outcome(w, "creator", id, "paid", 1)).toMatchObject({ ok: true, event: null });
+    expect(outcome(w, "creator", id, "paid", 2)).toMatchObject({ ok: true, result: { applied: true } });
+    expect(st(w, "creator")).toMatchObject({ balanceCents: 3000, reservedCents: 0, earnedCents: 3000 });
+  });
+
+  it("refuses a payout of a suspended account by the fraud rule, as for tips", () => {
+    const w = world({ creator: 5000 }, { creator: 5000 });
+    w.run({ kind: "set_status", key: "s", accountId: w.ids.creator!, status: "suspended" });
+    expect(reserve(w, "creator", 1000)).toMatchObject({
+      ok: false,
+      refusal: { code: "fraud_blocked", details: { rule: "suspended_account" } },
+    });
+  });
+
+  it("asserts earned money stays within what is available", () => {
+    const w = world({ creator: 5000 }, { creator: 5000 });
+    const mem = w.accounts.get(w.ids.creator!)!;
+    const bad = { ...mem.state, version: 1, earnedCents: 5001 };
+    expect(() =>
+      applyEvent(
+        (id) => w.accounts.get(id),
+        {
+          t: "status",
+          id: "x",
+          state: bad,
+          status: "active",
+          reason: null,
+          key: "k",
+          hash: "h",
+          at: new Date(NOW).toISOString(),
+        },
+        1,
+      ),
+    ).toThrow(/impossible balance/);
   });
 });
 

@@ -18,6 +18,7 @@ const state = (id: string, version: number, balanceCents: number, reservedCents 
   debtCents: 0,
   status: "active",
   version,
+  earnedCents: 0,
 });
 const fraudLog = (id: string, action: FraudLogRecord["action"]): FraudLogRecord => ({
   id,

@@ -18,6 +18,7 @@ const state = (v: number) => ({
   debtCents: 0,
   status: "active" as const,
   version: v,
+  earnedCents: 3,
 });
 
 describe("WAL codec", () => {
@@ -69,6 +70,60 @@ describe("WAL codec", () => {
       },
     ];
     expect(decodeEntry([WAL_FIELD, encodeEntry(events)])).toEqual(events);
+  });
+
+  it("carries a payout's record with its transaction and alone, and reads old states as nothing earned", () => {
+    const id = randomUUID();
+    const payout = {
+      id,
+      userId: "a",
+      amountCents: 2000,
+      provider: "wise",
+      providerRecipientId: "r1",
+      providerTransferId: null,
+      status: "pending" as const,
+      failureReason: null,
+      attempts: 0,
+      round: 1,
+      seq: 1,
+      createdAt: "2026-11-25T00:00:00.000Z",
+      updatedAt: "2026-11-25T00:00:00.000Z",
+      paidAt: null,
+      returnTxId: null,
+    };
+    const events: WalEvent[] = [
+      {
+        t: "tx",
+        tx: {
+          id,
+          type: "payout",
+          status: "pending",
+          accountId: "a",
+          fromAccountId: "a",
+          toAccountId: null,
+          amountCents: 2000,
+          platformFeeCents: 0,
+          charityFeeCents: 0,
+          netAmountCents: 2000,
+          currency: "USD",
+          stripePaymentId: null,
+          metadata: {},
+          createdAt: "2026-11-25T00:00:00.000Z",
+        },
+        postings: [],
+        states: [state(2)],
+        key: "k",
+        hash: "h",
+        credits: [],
+        fraud: [],
+        payout,
+      },
+      { t: "payout", payout: { ...payout, status: "processing", seq: 2 } },
+    ];
+    expect(decodeEntry([WAL_FIELD, encodeEntry(events)])).toEqual(events);
+    // A state written before earned money was tracked (six elements) carries none.
+    const old = JSON.stringify([["c", "b", [["t", 97]], ["b", 97, 0, 0, "active", 2], "x"]]);
+    expect(decodeEntry([WAL_FIELD, old])[0]).toMatchObject({ state: { balanceCents: 97, earnedCents: 0 } });
   });
 
   it("re-derives what a tip repeats, and keeps what differs from the derivation", () => {

@@ -1,0 +1,84 @@
+// Owns handing a reserved payout to the payout worker: a BullMQ job on queue `payouts` whose id
+// is the payout id (so a repeated enqueue of one round is one job), carrying what the worker needs
+// to call the provider. Enqueued only after the reserve is durable in the ledger's WAL.
+import { Queue } from "bullmq";
+import { AppError } from "../errors.ts";
+import type { PayoutRecord } from "../ledger/types.ts";
+import { PAYOUT_QUEUE, redisKeys } from "../redis/keys.ts";
+
+/** A payout job's data. `round` tells an admin retry's job from the failed one before it. */
+export interface PayoutJobData {
+  payoutId: string;
+  userId: string;
+  round: number;
+  amountCents: number;
+  currency: "USD";
+  provider: string | null;
+  providerRecipientId: string | null;
+  /** Set by the worker once the provider accepted the transfer (a later attempt then never
+   * declares the payout failed on its own). */
+  providerTransferId?: string;
+}
+
+export interface PayoutJobs {
+  /** Queues the payout's current round (again: no effect while that round's job exists). */
+  enqueue(p: PayoutRecord): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface PayoutQueueOptions {
+  /** Told of the queue's Redis connection errors (an 'error' nobody listens to ends the process). */
+  onError?: (err: Error) => void;
+  redisUrl: string;
+  prefix: string;
+  attempts: number;
+  backoffMs: number;
+  keep: number;
+}
+
+export const payoutJobData = (p: PayoutRecord): PayoutJobData => ({
+  payoutId: p.id,
+  userId: p.userId,
+  round: p.round,
+  amountCents: p.amountCents,
+  currency: "USD",
+  provider: p.provider,
+  providerRecipientId: p.providerRecipientId,
+});
+
+export class BullPayoutJobs implements PayoutJobs {
+  readonly queue: Queue<PayoutJobData>;
+
+  constructor(o: PayoutQueueOptions) {
+    this.queue = new Queue<PayoutJobData>(PAYOUT_QUEUE, {
+      // A request waiting on the queue's Redis fails fast rather than hanging the answer.
+      connection: { url: o.redisUrl, maxRetriesPerRequest: 1 },
+      prefix: redisKeys(o.prefix).bullPrefix,
+      defaultJobOptions: {
+        attempts: o.attempts,
+        backoff: { type: "exponential", delay: o.backoffMs },
+        removeOnComplete: { count: o.keep },
+        removeOnFail: { count: o.keep },
+      },
+    });
+    this.queue.on("error", (err) => o.onError?.(err));
+  }
+
+  async enqueue(p: PayoutRecord): Promise<void> {
+    const existing = await this.queue.getJob(p.id);
+    if (existing) {
+      if (existing.data.round >= p.round) return; // this round is queued, running or done
+      // An earlier round's job (failed, or finished) holds the id: a retry replaces it.
+      const state = await existing.getState();
+      if (state !== "failed" && state !== "completed") {
+        throw new AppError("unavailable", "the payout's previous attempt is still finishing; retry shortly");
+      }
+      await existing.remove();
+    }
+    await this.queue.add("payout", payoutJobData(p), { jobId: p.id });
+  }
+
+  async close(): Promise<void> {
+    await this.queue.close();
+  }
+}

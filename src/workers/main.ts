@@ -1,0 +1,78 @@
+// Entry point of `npm run worker`: the payout worker alone, for deployments that run workers
+// apart from the API (the API process owns the ledger and applies the outcomes the worker
+// publishes). Graceful shutdown: stop taking jobs, let the active ones finish.
+import { Redis } from "ioredis";
+import pino from "pino";
+import { ConfigError, loadConfig } from "../config.ts";
+import { createPool } from "../db/pool.ts";
+import { BullPayoutJobs } from "../payouts/payout-queue.ts";
+import { setUpPayoutProviders } from "../payouts/setup.ts";
+import { PayoutSweeper } from "./payout-sweeper.ts";
+import { PayoutWorker } from "./payout-worker.ts";
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = pino({ level: config.LOG_LEVEL });
+  const payouts = await setUpPayoutProviders(config, logger);
+  const outcomes = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
+  outcomes.on("error", (err) => logger.warn({ err: err.message }, "outcome Redis connection error"));
+  const worker = new PayoutWorker({
+    redisUrl: config.REDIS_URL,
+    outcomes,
+    prefix: config.REDIS_PREFIX,
+    providers: payouts.providers,
+    logger,
+    concurrency: config.PAYOUT_WORKER_CONCURRENCY,
+    statusPollMs: config.PAYOUT_STATUS_POLL_MS,
+    statusWaitMs: config.PAYOUT_STATUS_WAIT_MS,
+  });
+  const pool = createPool(config.DATABASE_URL, 2, {
+    connectTimeoutMs: config.PG_CONNECT_TIMEOUT_MS,
+    statementTimeoutMs: config.PG_STATEMENT_TIMEOUT_MS,
+    idleInTransactionTimeoutMs: config.PG_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+  });
+  pool.on("error", (err) => logger.warn({ err: err.message }, "idle Postgres client error"));
+  const jobs = new BullPayoutJobs({
+    onError: (err) => logger.warn({ err: err.message }, "payout queue Redis error"),
+    redisUrl: config.REDIS_URL,
+    prefix: config.REDIS_PREFIX,
+    attempts: config.PAYOUT_JOB_ATTEMPTS,
+    backoffMs: config.PAYOUT_JOB_BACKOFF_MS,
+    keep: config.PAYOUT_JOBS_KEPT,
+  });
+  const sweeper = new PayoutSweeper({
+    pool,
+    jobs,
+    providers: payouts.providers,
+    outcomes,
+    prefix: config.REDIS_PREFIX,
+    logger,
+    staleMs: config.PAYOUT_SWEEP_STALE_MS,
+    batch: config.PAYOUT_SWEEP_BATCH,
+  });
+  sweeper.start(config.PAYOUT_SWEEP_MS);
+  logger.info({ concurrency: config.PAYOUT_WORKER_CONCURRENCY }, "payout worker running");
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "payout worker stopping: no new jobs, finishing the active ones");
+    await sweeper.stop();
+    await worker.close();
+    await jobs.close();
+    await pool.end();
+    await payouts.close();
+    outcomes.disconnect();
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+}
+
+main().catch((err) => {
+  console.error(
+    err instanceof ConfigError ? `3am worker: ${err.message}` : "3am worker: failed to start:",
+    err,
+  );
+  process.exit(1);
+});

@@ -1,0 +1,152 @@
+// Owns the payout worker: a BullMQ Worker on queue `payouts` that sends each reserved payout to
+// its provider and reports what the provider says through the outcome channel
+// (publishPayoutOutcome; the ledger-owning process applies it). The provider call carries the
+// payout id as its idempotency key, so a job that runs twice (BullMQ is at-least-once: a stalled
+// job is run again) moves money once. A provider's 4xx is final (UnrecoverableError: the payout
+// fails and its reserve is released); 5xx, timeouts and network errors are retried with
+// exponential backoff until the job's attempts run out, then the payout fails.
+import { type Job, UnrecoverableError, Worker } from "bullmq";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import { outcomesOf, type PayoutOutcome, publishPayoutOutcome } from "../payouts/outcomes.ts";
+import type { PayoutJobData } from "../payouts/payout-queue.ts";
+import {
+  type PayoutProvider,
+  PayoutProviderError,
+  type PayoutProviderName,
+  type TransferStatus,
+} from "../payouts/provider.ts";
+import { PAYOUT_QUEUE, redisKeys } from "../redis/keys.ts";
+
+export interface PayoutWorkerOptions {
+  redisUrl: string;
+  /** The outcome channel's Redis (the ledger's; REDIS_URL). */
+  outcomes: Redis;
+  prefix: string;
+  providers: Partial<Record<PayoutProviderName, PayoutProvider>>;
+  logger: Logger;
+  concurrency: number;
+  /** While a transfer is processing, ask the provider this often, for at most statusWaitMs. */
+  statusPollMs: number;
+  statusWaitMs: number;
+  /** Told of every failed provider call (metrics). */
+  onProviderError?: (provider: string, code: string) => void;
+}
+
+export interface PayoutJobResult {
+  state: TransferStatus["state"];
+  providerTransferId: string;
+}
+
+export class PayoutWorker {
+  readonly worker: Worker<PayoutJobData, PayoutJobResult>;
+
+  constructor(private readonly o: PayoutWorkerOptions) {
+    this.worker = new Worker<PayoutJobData, PayoutJobResult>(PAYOUT_QUEUE, (job) => this.process(job), {
+      connection: { url: o.redisUrl, maxRetriesPerRequest: null },
+      prefix: redisKeys(o.prefix).bullPrefix,
+      concurrency: o.concurrency,
+    });
+    this.worker.on("error", (err) => o.logger.error({ err }, "payout worker error"));
+  }
+
+  /** Stops taking jobs and waits for the active ones to finish (graceful shutdown). */
+  async close(): Promise<void> {
+    await this.worker.close();
+  }
+
+  private publish(
+    d: PayoutJobData,
+    o: Omit<PayoutOutcome, "payoutId" | "userId" | "round">,
+  ): Promise<string> {
+    return publishPayoutOutcome(this.o.outcomes, this.o.prefix, {
+      payoutId: d.payoutId,
+      userId: d.userId,
+      round: d.round,
+      ...o,
+    });
+  }
+
+  async process(job: Job<PayoutJobData, PayoutJobResult>): Promise<PayoutJobResult> {
+    const d = job.data;
+    const attempt = job.attemptsMade + 1;
+    const last = attempt >= (job.opts.attempts ?? 1);
+    const log = this.o.logger.child({ payout_id: d.payoutId, attempt, round: d.round });
+    const provider = d.provider ? this.o.providers[d.provider as PayoutProviderName] : undefined;
+    if (!provider || !d.providerRecipientId) {
+      await this.publish(d, {
+        state: "failed",
+        failureReason: "no payout provider for this payout",
+        attempts: attempt,
+      });
+      throw new UnrecoverableError(`no provider ${d.provider ?? "(none)"} for payout ${d.payoutId}`);
+    }
+    let status: TransferStatus;
+    try {
+      status = await provider.sendTransfer({
+        payoutId: d.payoutId,
+        providerRecipientId: d.providerRecipientId,
+        amountCents: d.amountCents,
+        currency: "USD",
+      });
+    } catch (err) {
+      const pe = err instanceof PayoutProviderError ? err : null;
+      this.o.onProviderError?.(d.provider ?? "none", pe?.code ?? "error");
+      log.error(
+        { err: pe ? pe.message : err, code: pe?.code, status: pe?.httpStatus, request_id: pe?.requestId },
+        "payout transfer failed at the provider",
+      );
+      if (pe && !pe.retryable) {
+        await this.publish(d, {
+          state: "failed",
+          failureReason: `${pe.code}: refused by ${pe.provider}`,
+          attempts: attempt,
+        });
+        throw new UnrecoverableError(pe.message);
+      }
+      // Once a transfer was accepted (an earlier attempt), the payout is never declared failed
+      // here: the money may be on its way; its status is the provider's to tell.
+      if (last && !d.providerTransferId) {
+        await this.publish(d, {
+          state: "failed",
+          failureReason: `retries exhausted (${pe?.code ?? "error"})`,
+          attempts: attempt,
+        });
+      }
+      throw err;
+    }
+    if (d.providerTransferId !== status.providerTransferId) {
+      await job.updateData({ ...d, providerTransferId: status.providerTransferId });
+    }
+    let paid = await this.report(d, status, attempt, false);
+    // The provider pays asynchronously: follow the transfer for a while (a webhook or the next
+    // status check finishes the rest).
+    const deadline = Date.now() + this.o.statusWaitMs;
+    while (status.state === "processing" && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, this.o.statusPollMs));
+      try {
+        status = await provider.getTransfer(status.providerTransferId);
+      } catch (err) {
+        if (err instanceof PayoutProviderError && err.retryable) continue;
+        throw err;
+      }
+      if (status.state !== "processing") paid = await this.report(d, status, attempt, paid);
+    }
+    return { state: status.state, providerTransferId: status.providerTransferId };
+  }
+
+  /** Publishes what a transfer's status means for the payout; returns whether it is known paid. */
+  private async report(
+    d: PayoutJobData,
+    s: TransferStatus,
+    attempt: number,
+    paid: boolean,
+  ): Promise<boolean> {
+    let known = paid;
+    for (const o of outcomesOf(s, paid)) {
+      await this.publish(d, { ...o, providerTransferId: s.providerTransferId, attempts: attempt });
+      if (o.state === "paid" || o.state === "returned") known = true;
+    }
+    return known;
+  }
+}
