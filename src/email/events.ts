@@ -7,6 +7,8 @@ import { z } from "zod";
 const userId = z.string().uuid();
 const cents = z.number().int().min(0);
 const id = z.string().min(1).max(255);
+/** A payout's round: 1, plus one per admin retry (each round's emails are their own). */
+const round = z.number().int().min(1).optional();
 
 export const emailEventShape = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("welcome"), userId }),
@@ -17,14 +19,15 @@ export const emailEventShape = z.discriminatedUnion("kind", [
     amountCents: cents,
     balanceCents: cents,
   }),
-  z.object({ kind: z.literal("payout_requested"), userId, payoutId: id, amountCents: cents }),
-  z.object({ kind: z.literal("payout_paid"), userId, payoutId: id, amountCents: cents }),
+  z.object({ kind: z.literal("payout_requested"), userId, payoutId: id, amountCents: cents, round }),
+  z.object({ kind: z.literal("payout_paid"), userId, payoutId: id, amountCents: cents, round }),
   z.object({
     kind: z.literal("payout_failed"),
     userId,
     payoutId: id,
     amountCents: cents,
     reason: z.string().min(1).max(500),
+    round,
   }),
   z.object({
     kind: z.literal("payout_returned"),
@@ -32,6 +35,7 @@ export const emailEventShape = z.discriminatedUnion("kind", [
     payoutId: id,
     amountCents: cents,
     reason: z.string().max(500).optional(),
+    round,
   }),
   z.object({
     kind: z.literal("chargeback_debt"),
@@ -61,7 +65,7 @@ export function emailJobId(e: EmailEvent): string {
     case "payout_paid":
     case "payout_failed":
     case "payout_returned":
-      return `payout-${safe(e.payoutId)}-${e.kind.slice("payout_".length)}`;
+      return `payout-${safe(e.payoutId)}-${e.kind.slice("payout_".length)}${e.round && e.round > 1 ? `-r${e.round}` : ""}`;
     case "chargeback_debt":
       return `chargeback-${safe(e.disputeId)}`;
   }

@@ -169,6 +169,30 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       if (o.state === "paid" && r.applied) {
         metrics.payoutPaid((Date.now() - Date.parse(r.payout.createdAt)) / 1000);
       }
+      // The outcome is durable in the ledger: tell the creator once (job id: payout, state, round).
+      if (r.applied && o.state !== "processing") {
+        const base = {
+          userId: o.userId,
+          payoutId: o.payoutId,
+          amountCents: r.payout.amountCents,
+          round: o.round,
+        };
+        if (o.state === "failed") {
+          emails.notifyLater({
+            kind: "payout_failed",
+            ...base,
+            reason: r.payout.failureReason ?? "refused by the provider",
+          });
+        } else if (o.state === "returned") {
+          emails.notifyLater({
+            kind: "payout_returned",
+            ...base,
+            ...(r.payout.failureReason ? { reason: r.payout.failureReason } : {}),
+          });
+        } else {
+          emails.notifyLater({ kind: "payout_paid", ...base });
+        }
+      }
     },
   });
   void payoutOutcomes.start().catch((err) => logger.error({ err }, "payout outcome consumer did not start"));
@@ -228,7 +252,20 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       ledger: core.ledger,
       roles,
       store: payoutStore,
-      jobs: payoutJobs,
+      // A payout's job is enqueued once its reserve is durable: then the creator hears it is on its way.
+      jobs: {
+        async enqueue(p) {
+          await payoutJobs.enqueue(p);
+          emails.notifyLater({
+            kind: "payout_requested",
+            userId: p.userId,
+            payoutId: p.id,
+            amountCents: p.amountCents,
+            round: p.round,
+          });
+        },
+        close: () => payoutJobs.close(),
+      },
       providers: deps.payoutProviders ?? {},
       logger,
       minUsd: config.PAYOUT_MIN_USD,

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEmailQueue, enqueueEmail } from "../../src/email/queue.ts";
 import { createEmailWorker, type EmailWorker } from "../../src/email/worker.ts";
 import { stripeClient } from "../../src/payments/stripe.ts";
+import { PayoutWorker } from "../../src/workers/payout-worker.ts";
 import { type StripeStandin, startStripeStandin } from "../../src/standins/stripe-standin.ts";
 import { type Api, startApi } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
@@ -93,6 +94,8 @@ beforeAll(async () => {
     EMAIL_FROM: FROM,
     EMAIL_BACKOFF_MS: "50",
     SMTP_TIMEOUT_MS: "2000",
+    PAYOUT_OUTCOME_BLOCK_MS: "50",
+    PAYOUT_STANDIN_DELAY_MS: "100",
   });
   standin.setWebhookUrl(`${api.base}/api/payments/webhook`);
   emails = createEmailWorker({ config: api.core.config, logger: silentLogger, pool: env.pool });
@@ -258,6 +261,94 @@ describe("messages", () => {
     const mail = bySubject(viewer.email, /chargeback/)[0]!.mail;
     expect(mail.subject).toBe("A chargeback left your 3AM account owing 18.00 USD");
     expect(mail.text).toContain("disputed a payment of 25.00 USD");
+  });
+});
+
+describe("payout emails", () => {
+  it("tells a creator a payout is on its way, then paid, failed with the reason, or returned: once each", async () => {
+    const worker = new PayoutWorker({
+      redisUrl: api.core.config.REDIS_URL,
+      outcomes: env.redis,
+      prefix: env.redisPrefix,
+      providers: api.payouts.providers,
+      logger: silentLogger,
+      concurrency: 4,
+      statusPollMs: 25,
+      statusWaitMs: 10_000,
+    });
+    try {
+      const payout = async (accountNumber: string) => {
+        const creator = await api.register("creator");
+        const fan = await api.register();
+        await api.fund(fan.id, 5000);
+        await api.core.ledger.submit({
+          kind: "tip",
+          key: randomUUID(),
+          fromAccountId: fan.id,
+          toAccountId: creator.id,
+          amountCents: 5000,
+        });
+        const m = await api.call("PUT", "/api/payments/payout-method", {
+          token: creator.token,
+          body: {
+            user_id: creator.id,
+            provider: "wise",
+            account_holder_name: "Test Creator",
+            country: "US",
+            currency: "USD",
+            account_number: accountNumber,
+            routing_number: "021000021",
+          },
+        });
+        expect(m.status, JSON.stringify(m.body)).toBe(200);
+        const key = randomUUID();
+        const withdraw = () =>
+          api.call("POST", "/api/payments/withdraw", {
+            token: creator.token,
+            body: { user_id: creator.id, amount: 20 },
+            headers: { "idempotency-key": key },
+          });
+        const r = await withdraw();
+        expect(r.status, JSON.stringify(r.body)).toBe(202);
+        // The client retries the same withdrawal: no second "on its way".
+        expect((await withdraw()).status).toBe(202);
+        return { creator, id: r.body.payout.id as string };
+      };
+      const paid = await payout("000123456789");
+      const failed = await payout("100000000003");
+      const returned = await payout("100000000004");
+      await waitFor(() => bySubject(paid.creator.email, /was paid/).length === 1, 20_000, "the paid email");
+      await waitFor(() => bySubject(failed.creator.email, /failed/).length === 1, 20_000, "the failed email");
+      await waitFor(
+        () => bySubject(returned.creator.email, /was returned/).length === 1,
+        20_000,
+        "the returned email",
+      );
+      await settled();
+      const subjects = (u: { email: string }) =>
+        to(u.email)
+          .map((r) => r.mail.subject)
+          .filter((x) => !x?.startsWith("Welcome"))
+          .sort();
+      expect(subjects(paid.creator)).toEqual([
+        "Your 3AM payout of 20.00 USD is on its way",
+        "Your 3AM payout of 20.00 USD was paid",
+      ]);
+      expect(subjects(failed.creator)).toEqual([
+        "Your 3AM payout of 20.00 USD failed",
+        "Your 3AM payout of 20.00 USD is on its way",
+      ]);
+      expect(subjects(returned.creator)).toEqual([
+        "Your 3AM payout of 20.00 USD is on its way",
+        "Your 3AM payout of 20.00 USD was paid",
+        "Your 3AM payout of 20.00 USD was returned",
+      ]);
+      const f = bySubject(failed.creator.email, /failed/)[0]!.mail;
+      expect(f.text).toMatch(/Reason: \S/);
+      expect(f.text).toContain(`Payout: ${failed.id}`);
+    } finally {
+      await worker.close();
+    }
   });
 });
 
