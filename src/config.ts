@@ -22,6 +22,19 @@ export const PAYOUT_STANDIN_DELAY_MS_MAX = 600_000;
 export const PAYOUT_PROVIDER_TIMEOUT_MS_MAX = 120_000;
 export const PAYOUT_WEBHOOK_TOLERANCE_MS_MAX = 3_600_000;
 
+/** Named maxima of the AI and email settings. */
+export const AI_THREADS_MAX = 16;
+export const AI_QUEUE_MAX = 10_000;
+export const AI_CACHE_MAX = 100_000;
+export const OPENAI_TIMEOUT_MS_MAX = 60_000;
+export const EMAIL_ATTEMPTS_MAX = 50;
+export const EMAIL_BACKOFF_MS_MAX = 600_000;
+export const EMAIL_KEEP_JOBS_MAX = 1_000_000;
+export const SMTP_TIMEOUT_MS_MAX = 120_000;
+
+const bounded = (def: number, min: number, max: number) =>
+  z.coerce.number().int().min(min).max(max).default(def);
+
 export const configSchema = z.object({
   NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
   PORT: int(4000),
@@ -204,6 +217,41 @@ export const configSchema = z.object({
   PG_CONNECT_TIMEOUT_MS: int(3000, 100),
   PG_STATEMENT_TIMEOUT_MS: int(10_000, 100),
   PG_IDLE_IN_TRANSACTION_TIMEOUT_MS: int(30_000, 100),
+
+  // --- AI suggestions and email (issue 15). ---
+  /** Worker threads running the local text model (wink-nlp), off the event loop. */
+  AI_THREADS: bounded(1, 1, AI_THREADS_MAX),
+  /** Most AI tasks waiting for a thread; beyond it AI requests answer 503. */
+  AI_QUEUE_MAX: bounded(256, 1, AI_QUEUE_MAX),
+  /** Identical AI requests answered from memory: most answers kept (0: no cache), and for how long. */
+  AI_CACHE_MAX: bounded(1000, 0, AI_CACHE_MAX),
+  AI_CACHE_TTL_MS: int(600_000, 1000),
+  /** AI requests per minute per user (0: no AI-specific limit; the per-user limit still counts them). */
+  RATE_LIMIT_AI_PER_MIN: int(30),
+  /** Set: titles and CTAs come from OpenAI (the local model answers when it fails). Unset: local only. */
+  OPENAI_API_KEY: optional(z.string().min(8)),
+  OPENAI_MODEL: z.string().min(1).default("gpt-4o-mini"),
+  /** Where the SDK sends requests (default OpenAI's API); any Chat Completions server. */
+  OPENAI_BASE_URL: optional(z.string().url()),
+  /** Bound on one OpenAI request; past it the local model answers. */
+  OPENAI_TIMEOUT_MS: bounded(10_000, 100, OPENAI_TIMEOUT_MS_MAX),
+  /** smtp://user:pass@host:587 or smtps://...; unset: mail is written to MAIL_CATCHER_DIR instead. */
+  SMTP_URL: optional(z.string().regex(/^smtps?:\/\//, "an smtp:// or smtps:// URL")),
+  /** The From of every email. */
+  EMAIL_FROM: z.string().min(3).default("3AM <no-reply@3am.local>"),
+  /** Folder (in .gitignore) the local catcher writes .eml files to when SMTP_URL is unset. */
+  MAIL_CATCHER_DIR: z.string().min(1).default(".mail"),
+  /** Tries of one email while the SMTP server is down or answers 4xx; first retry after EMAIL_BACKOFF_MS, doubling. */
+  EMAIL_ATTEMPTS: bounded(10, 1, EMAIL_ATTEMPTS_MAX),
+  EMAIL_BACKOFF_MS: bounded(5000, 10, EMAIL_BACKOFF_MS_MAX),
+  /**
+   * Sent and failed email jobs kept (their ids are what makes a repeated event send nothing):
+   * at most this many, for at most EMAIL_KEEP_JOBS_S seconds.
+   */
+  EMAIL_KEEP_JOBS: bounded(100_000, 100, EMAIL_KEEP_JOBS_MAX),
+  EMAIL_KEEP_JOBS_S: int(30 * 24 * 3600, 60),
+  /** Bound on connecting to and talking with the SMTP server. */
+  SMTP_TIMEOUT_MS: bounded(10_000, 100, SMTP_TIMEOUT_MS_MAX),
 
   /** Apply migrations in sql/ on start. */
   MIGRATE_ON_START: bool(true),

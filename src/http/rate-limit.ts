@@ -15,7 +15,7 @@ import { AppError } from "../errors.ts";
 import { type RedisKeys, redisKeys } from "../redis/keys.ts";
 import { defineScript } from "../redis/scripts.ts";
 
-export type LimitKind = "ip" | "user" | "auth";
+export type LimitKind = "ip" | "user" | "auth" | "ai";
 
 const WINDOW_MS = 60_000;
 const MAX_KEYS_PER_COMMAND = 4096;
@@ -48,6 +48,7 @@ export class RateLimits {
       ip: on ? config.RATE_LIMIT_IP_PER_MIN : 0,
       user: on ? config.RATE_LIMIT_USER_PER_MIN : 0,
       auth: on ? config.RATE_LIMIT_AUTH_PER_MIN : 0,
+      ai: on ? config.RATE_LIMIT_AI_PER_MIN : 0,
     };
     this.keys = redisKeys(config.REDIS_PREFIX);
     // Variadic: the number of counters is passed with each call.

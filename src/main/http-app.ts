@@ -1,12 +1,18 @@
 // Owns wiring the HTTP side of the process: the services routes need (tokens, identity, users,
 // money in, metrics), every feature's routes, and the src/http library that serves them. The one
 // place that knows both the features and the server; nothing imports it but entry points.
+import type { Queue } from "bullmq";
 import type { Logger } from "pino";
 import { adminRoutes } from "../admin/routes.ts";
+import { aiRoutes } from "../ai/routes.ts";
+import { registerAiMetrics } from "../ai/metrics.ts";
+import { createTextModel } from "../ai/setup.ts";
+import type { TextModel } from "../ai/text-model.ts";
 import { type IdentityProvider, LocalIdentity, SupabaseIdentity } from "../auth/identity.ts";
 import { PasswordHasher } from "../auth/passwords.ts";
 import { DEV_JWT_SECRET, TokenService } from "../auth/tokens.ts";
 import type { Config } from "../config.ts";
+import { createEmailQueue, EmailNotifier } from "../email/queue.ts";
 import { corsPolicy } from "../http/cors.ts";
 import { type ReadinessProbes, registerHealth, registerMetrics } from "../http/health.ts";
 import { Metrics } from "../http/metrics.ts";
@@ -52,6 +58,9 @@ export interface HttpServer {
   readonly payoutJobs: BullPayoutJobs;
   readonly payoutOutcomes: PayoutOutcomeConsumer;
   readonly metrics: Metrics;
+  readonly textModel: TextModel;
+  /** The `email` queue this server enqueues to. */
+  readonly emailQueue: Queue;
 }
 
 /**
@@ -81,6 +90,9 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       : new LocalIdentity(hasher);
   const users = new UserStore(core.pool);
   const roles = new Roles(users, core.ledger);
+  // Emails are enqueued here once the change they tell of is durable; the worker sends them.
+  const emailQueue = createEmailQueue(config, logger);
+  const emails = new EmailNotifier(emailQueue.queue, logger);
   const moneyIn = new MoneyIn({
     stripe: stripe.stripe,
     webhookSecret: stripe.webhookSecret,
@@ -88,6 +100,32 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     pool: core.pool,
     logger,
     drainWal: () => core.persister.drain(),
+    onDeposited: async (pi, r) => {
+      // A replay (Stripe's redelivery, a refund's check) enqueues again under the same job id,
+      // which covers an enqueue lost after the deposit; past the window finished jobs are kept,
+      // the id no longer deduplicates, so a deposit that old is not told of again.
+      if (r.replayed && Date.now() - Date.parse(r.transaction.createdAt) > config.EMAIL_KEEP_JOBS_S * 1000) {
+        return;
+      }
+      await emails.notify({
+        kind: "purchase_receipt",
+        userId: r.account.id,
+        paymentIntentId: pi.id,
+        amountCents: pi.amount_received,
+        balanceCents: r.account.balanceCents,
+      });
+    },
+    onChargeback: async (dispute, _pi, r) => {
+      if (r.account.debtCents > 0) {
+        await emails.notify({
+          kind: "chargeback_debt",
+          userId: r.account.id,
+          disputeId: dispute.id,
+          amountCents: dispute.amount,
+          debtCents: r.account.debtCents,
+        });
+      }
+    },
   });
   // Built before the queue below: the metric sources read it at scrape time only.
   let jobsForMetrics: BullPayoutJobs | null = null;
@@ -131,14 +169,42 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       if (o.state === "paid" && r.applied) {
         metrics.payoutPaid((Date.now() - Date.parse(r.payout.createdAt)) / 1000);
       }
+      // The outcome is durable in the ledger: tell the creator once (job id: payout, state, round).
+      if (r.applied && o.state !== "processing") {
+        const base = {
+          userId: o.userId,
+          payoutId: o.payoutId,
+          amountCents: r.payout.amountCents,
+          round: o.round,
+        };
+        if (o.state === "failed") {
+          emails.notifyLater({
+            kind: "payout_failed",
+            ...base,
+            reason: r.payout.failureReason ?? "refused by the provider",
+          });
+        } else if (o.state === "returned") {
+          emails.notifyLater({
+            kind: "payout_returned",
+            ...base,
+            ...(r.payout.failureReason ? { reason: r.payout.failureReason } : {}),
+          });
+        } else {
+          emails.notifyLater({ kind: "payout_paid", ...base });
+        }
+      }
     },
   });
   void payoutOutcomes.start().catch((err) => logger.error({ err }, "payout outcome consumer did not start"));
 
+  const limits = new RateLimits(core.limitsRedis, config);
+  const ai = createTextModel(config, logger);
+  registerAiMetrics(metrics.registry, ai);
+  const textModel = ai.model;
   const http = createHttpApp({
     logger,
     tokens,
-    limits: new RateLimits(core.limitsRedis, config),
+    limits,
     cors: corsPolicy(config.CORS_ORIGINS),
     bodyLimitBytes: config.BODY_LIMIT_BYTES,
     metrics,
@@ -153,7 +219,14 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   registerHealth(http, probes);
   registerMetrics(http, metrics, config.METRICS_TOKEN, logger);
   http.register([
-    ...userRoutes({ users, roles, identity, tokens, ledger: core.ledger }),
+    ...userRoutes({
+      users,
+      roles,
+      identity,
+      tokens,
+      ledger: core.ledger,
+      onRegistered: (u) => emails.notifyLater({ kind: "welcome", userId: u.id }),
+    }),
     ...paymentRoutes({ ledger: core.ledger, users, roles, tipAmountsUsd: config.TIP_AMOUNTS_USD }),
     ...moneyInRoutes({
       moneyIn,
@@ -179,13 +252,27 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       ledger: core.ledger,
       roles,
       store: payoutStore,
-      jobs: payoutJobs,
+      // A payout's job is enqueued once its reserve is durable: then the creator hears it is on its way.
+      jobs: {
+        async enqueue(p) {
+          await payoutJobs.enqueue(p);
+          emails.notifyLater({
+            kind: "payout_requested",
+            userId: p.userId,
+            payoutId: p.id,
+            amountCents: p.amountCents,
+            round: p.round,
+          });
+        },
+        close: () => payoutJobs.close(),
+      },
       providers: deps.payoutProviders ?? {},
       logger,
       minUsd: config.PAYOUT_MIN_USD,
       maxUsd: config.PAYOUT_MAX_USD,
       listMax: config.PAYOUT_LIST_MAX,
     }),
+    ...aiRoutes({ model: textModel, limits }),
   ]);
 
   return {
@@ -196,12 +283,16 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     payoutJobs,
     payoutOutcomes,
     metrics,
+    textModel,
+    emailQueue: emailQueue.queue,
     listen: (port, host) => http.listen(port, host),
     async close() {
       http.close();
       await payoutOutcomes.stop();
       await payoutJobs.close();
       await hasher.close();
+      await textModel.close();
+      await emailQueue.close();
     },
   };
 }

@@ -23,6 +23,13 @@ export interface MoneyInOptions {
   logger: Logger;
   /** Persists what the WAL holds, so Postgres can be compared with Stripe. */
   drainWal(): Promise<void>;
+  /**
+   * Told after a PaymentIntent's deposit is durable (the receipt email), on its first
+   * application and on every replay of it: listeners key their effect by the PaymentIntent.
+   */
+  onDeposited?: (pi: Stripe.PaymentIntent, result: TxResult) => Promise<void>;
+  /** Told after a chargeback is durable, with the account as it left it (debt in debtCents). */
+  onChargeback?: (dispute: Stripe.Dispute, pi: Stripe.PaymentIntent, result: TxResult) => Promise<void>;
 }
 
 export interface PurchaseResult {
@@ -169,10 +176,17 @@ export class MoneyIn {
     // does not need Postgres); the PaymentIntent's row is a record the webhook writes too.
     let r: TxResult;
     try {
-      r = await this.deposit(pi);
+      r = await this.submitDeposit(pi);
     } catch (err) {
       throw chargedNotCredited(pi, err);
     }
+    // The credits are in: a receipt that cannot be enqueued now is enqueued by the webhook's
+    // replay of this deposit (same job id), so it does not fail the purchase.
+    await this.o
+      .onDeposited?.(pi, r)
+      .catch((err) =>
+        this.o.logger.warn({ err, paymentIntent: pi.id }, "receipt not enqueued; the webhook enqueues it"),
+      );
     await this.recordIntent(pi, userId).catch((err) =>
       this.o.logger.warn({ err, paymentIntent: pi.id }, "PaymentIntent not recorded; its webhook records it"),
     );
@@ -285,6 +299,13 @@ export class MoneyIn {
 
   /** The deposit of a succeeded PaymentIntent: once, under the PaymentIntent's own key. */
   async deposit(pi: Stripe.PaymentIntent): Promise<TxResult> {
+    const result = await this.submitDeposit(pi);
+    // Throws (503) when the receipt cannot be enqueued, so a webhook is redelivered and enqueues it.
+    await this.o.onDeposited?.(pi, result);
+    return result;
+  }
+
+  private async submitDeposit(pi: Stripe.PaymentIntent): Promise<TxResult> {
     const userId = pi.metadata?.user_id ?? "";
     if (!isUuid(userId)) {
       throw new AppError("validation_error", `PaymentIntent ${pi.id} has no valid metadata.user_id`);
@@ -342,14 +363,15 @@ export class MoneyIn {
 
   private async applyDispute(dispute: Stripe.Dispute): Promise<Outcome> {
     const pi = await this.depositedIntent(await this.intentOfDispute(dispute));
-    await this.o.ledger.submit({
+    const result = (await this.o.ledger.submit({
       kind: "reversal",
       key: stripeKeys.dispute(dispute.id),
       accountId: this.userOf(pi),
       amountCents: dispute.amount,
       type: "chargeback",
       stripePaymentId: pi.id,
-    });
+    })) as TxResult;
+    await this.o.onChargeback?.(dispute, pi, result);
     return "applied";
   }
 

@@ -36,5 +36,8 @@ export const PAYOUT_OUTCOME_GROUP = "ledger";
 /** The BullMQ queue that carries withdrawals to the payout worker (job id = payout id). */
 export const PAYOUT_QUEUE = "payouts";
 
+/** The BullMQ queue of transactional emails (job id derived from the event that causes one). */
+export const EMAIL_QUEUE = "email";
+
 /** The persister's consumer group on every WAL stream. */
 export const PERSIST_GROUP = "persister";

@@ -40,6 +40,8 @@ export interface UserRouteDeps {
   tokens: TokenService;
   ledger: Ledger;
   roles: Roles;
+  /** Told of every new user once it is stored (the welcome email). */
+  onRegistered?: (user: UserRow) => void;
 }
 
 export function userRoutes(d: UserRouteDeps): RouteDef[] {
@@ -68,6 +70,7 @@ export function userRoutes(d: UserRouteDeps): RouteDef[] {
           role: b.role ?? "viewer",
           passwordHash: identity.passwordHash,
         });
+        d.onRegistered?.(user);
         return { status: 201, body: { user: userJson(user), session: await d.tokens.issue(user) } };
       },
     },
