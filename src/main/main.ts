@@ -5,6 +5,7 @@ import { DependencyError, startCore } from "./core.ts";
 import { ConfigError, loadConfig } from "../config.ts";
 import { createHttpServer } from "./http-app.ts";
 import { setUpStripe } from "../payments/stripe.ts";
+import { createEmailWorker } from "../email/worker.ts";
 import { setUpPayoutProviders } from "../payouts/setup.ts";
 import { PayoutSweeper } from "../workers/payout-sweeper.ts";
 import { PayoutWorker } from "../workers/payout-worker.ts";
@@ -50,6 +51,7 @@ async function main(): Promise<void> {
       })
     : null;
   sweeper?.start(config.PAYOUT_SWEEP_MS);
+  const email = config.RUN_WORKERS ? createEmailWorker({ config, logger, pool: core.pool }) : null;
   const port = await http.listen(config.PORT, config.HOST);
   stripe.setWebhookUrl(`http://127.0.0.1:${port}/api/payments/webhook`);
   // Stand-ins deliver their signed webhooks here (a real provider's is set in its dashboard).
@@ -65,6 +67,7 @@ async function main(): Promise<void> {
     await http.close();
     await sweeper?.stop();
     await worker?.close();
+    await email?.close();
     await stripe.close();
     await payouts.close();
     await core.ledger.stop();

@@ -1,10 +1,11 @@
-// Entry point of `npm run worker`: the payout worker alone, for deployments that run workers
+// Entry point of `npm run worker`: the payout and email workers alone, for deployments that run workers
 // apart from the API (the API process owns the ledger and applies the outcomes the worker
 // publishes). Graceful shutdown: stop taking jobs, let the active ones finish.
 import { Redis } from "ioredis";
 import pino from "pino";
 import { ConfigError, loadConfig } from "../config.ts";
 import { createPool } from "../db/pool.ts";
+import { createEmailWorker } from "../email/worker.ts";
 import { BullPayoutJobs } from "../payouts/payout-queue.ts";
 import { setUpPayoutProviders } from "../payouts/setup.ts";
 import { PayoutSweeper } from "./payout-sweeper.ts";
@@ -51,6 +52,7 @@ async function main(): Promise<void> {
     batch: config.PAYOUT_SWEEP_BATCH,
   });
   sweeper.start(config.PAYOUT_SWEEP_MS);
+  const email = createEmailWorker({ config, logger, pool });
   logger.info({ concurrency: config.PAYOUT_WORKER_CONCURRENCY }, "payout worker running");
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -59,6 +61,7 @@ async function main(): Promise<void> {
     logger.info({ signal }, "payout worker stopping: no new jobs, finishing the active ones");
     await sweeper.stop();
     await worker.close();
+    await email.close();
     await jobs.close();
     await pool.end();
     await payouts.close();
