@@ -9,5 +9,13 @@ export function decideCredit(cmd: CreditCommand, mem: AccountMem, at: string): C
   let total = 0;
   for (const it of cmd.items) total += it.amountCents;
   const state = bump(mem.state, { balanceCents: mem.state.balanceCents + total });
-  return { t: "credit", accountId: mem.state.id, items: cmd.items, state, at };
+  // Every credited item is a tip: each takes the next number of the recipient's feed.
+  return {
+    t: "credit",
+    accountId: mem.state.id,
+    items: cmd.items,
+    state,
+    at,
+    feedSeq: mem.feedSeq + cmd.items.length,
+  };
 }

@@ -3,7 +3,9 @@
 // All money is integer cents.
 
 export type AccountStatus = "active" | "suspended";
-export type TxType = "purchase" | "tip" | "payout" | "refund" | "chargeback";
+export type TxType = "purchase" | "tip" | "superlike" | "payout" | "refund" | "chargeback";
+/** The two kinds of tip: a superlike is a tip the overlay highlights, with its own amounts. */
+export type TipType = "tip" | "superlike";
 export type TxStatus = "pending" | "completed" | "failed";
 /** Severities of fraud rules, mildest first: high and critical block. */
 export const SEVERITIES = ["low", "medium", "high", "critical"] as const;
@@ -26,6 +28,8 @@ export interface TipCommand {
   fromAccountId: string;
   toAccountId: string;
   amountCents: number;
+  /** Stored as the transaction's type; absent means "tip". */
+  type?: TipType;
   metadata?: Record<string, unknown>;
 }
 export interface DepositCommand {

@@ -10,6 +10,7 @@ import type { Config } from "../config.ts";
 import { corsPolicy } from "../http/cors.ts";
 import { type ReadinessProbes, registerHealth, registerMetrics } from "../http/health.ts";
 import { Metrics } from "../http/metrics.ts";
+import { createLive } from "../live/live.ts";
 import { RateLimits } from "../http/rate-limit.ts";
 import { createHttpApp } from "../http/server.ts";
 import { MoneyIn } from "../payments/money-in.ts";
@@ -81,10 +82,11 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   });
   core.ledger.onFlush = (seconds, events, ok) => metrics.walFlush(seconds, events, ok);
 
+  const limits = new RateLimits(core.limitsRedis, config);
   const http = createHttpApp({
     logger,
     tokens,
-    limits: new RateLimits(core.limitsRedis, config),
+    limits,
     cors: corsPolicy(config.CORS_ORIGINS),
     bodyLimitBytes: config.BODY_LIMIT_BYTES,
     metrics,
@@ -98,9 +100,16 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   };
   registerHealth(http.app, probes);
   registerMetrics(http.app, metrics, config.METRICS_TOKEN, logger);
+  const live = createLive({ app: http.app, config, logger, core, tokens, users, roles, limits });
   http.register([
     ...userRoutes({ users, roles, identity, tokens, ledger: core.ledger }),
-    ...paymentRoutes({ ledger: core.ledger, users, roles, tipAmountsUsd: config.TIP_AMOUNTS_USD }),
+    ...paymentRoutes({
+      ledger: core.ledger,
+      users,
+      roles,
+      tipAmountsUsd: config.TIP_AMOUNTS_USD,
+      superlikeAmountsUsd: config.SUPERLIKE_AMOUNTS_USD,
+    }),
     ...moneyInRoutes({
       moneyIn,
       users,
@@ -109,6 +118,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       maxUsd: config.PURCHASE_MAX_USD,
     }),
     ...adminRoutes({ ledger: core.ledger, users, roles, pool: core.pool }),
+    ...live.routes,
   ]);
 
   return {
@@ -118,6 +128,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     listen: (port, host) => http.listen(port, host),
     async close() {
       http.close();
+      live.close();
       await hasher.close();
     },
   };

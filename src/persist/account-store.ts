@@ -23,6 +23,8 @@ interface LedgerRow {
   debt_cents: number;
   status: AccountStatus;
   version: number;
+  /** Only in load(): the last tip-feed number persisted for this account (null: none). */
+  feed_seq?: string | null;
 }
 
 const TX_COLUMNS = `id, type, status, account_id, from_user_id, to_user_id, amount_cents, platform_fee_cents,
@@ -175,13 +177,14 @@ export class AccountStore implements AccountSource {
     const out = new Map<string, AccountMem>();
     if (ids.length === 0) return out;
     const accounts = await this.pool.query<LedgerRow>(
-      `SELECT id, kind, balance_cents, reserved_balance_cents, debt_cents, status, version
+      `SELECT id, kind, balance_cents, reserved_balance_cents, debt_cents, status, version,
+              (SELECT max(f.seq) FROM tip_feed f WHERE f.creator_id = ledger.id) AS feed_seq
          FROM ledger WHERE id = ANY($1::uuid[])`,
       [ids],
     );
     const userIds: string[] = [];
     for (const r of accounts.rows) {
-      out.set(r.id, newAccountMem(stateFromRow(r), r.kind === "system"));
+      out.set(r.id, newAccountMem(stateFromRow(r), r.kind === "system", Number(r.feed_seq ?? 0)));
       if (r.kind === "user") userIds.push(r.id);
     }
     if (userIds.length === 0) return out;

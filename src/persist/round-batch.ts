@@ -48,6 +48,14 @@ export interface TxRow {
   after: AccountState | null;
 }
 
+/** A tip_feed row: the tip that took number `seq` of its creator's feed. */
+export interface FeedRow {
+  creatorId: string;
+  seq: number;
+  txId: string;
+  at: string;
+}
+
 export interface Batch {
   accounts: Map<string, AccountUpdate>;
   txs: TxRow[];
@@ -56,6 +64,7 @@ export interface Batch {
   statusRows: StatusRow[];
   /** Accounts whose status changed this round, for the users.status mirror. */
   statusAccounts: Set<string>;
+  feed: FeedRow[];
 }
 
 export function buildBatch(entries: Entry[]): Batch {
@@ -65,6 +74,7 @@ export function buildBatch(entries: Entry[]): Batch {
   const fraud: FraudLogRecord[] = [];
   const statusRows: StatusRow[] = [];
   const statusAccounts = new Set<string>();
+  const feed: FeedRow[] = [];
   const setState = (shard: number, s: AccountState) => {
     const cur = accounts.get(s.id);
     if (!cur) accounts.set(s.id, { shard, fromVersion: s.version, last: s });
@@ -91,6 +101,12 @@ export function buildBatch(entries: Entry[]): Batch {
         case "credit":
           setState(e.shard, ev.state);
           for (const it of ev.items) addLeg(it.txId, ev.accountId, it.amountCents, ev.at);
+          if (ev.feedSeq !== undefined) {
+            const first = ev.feedSeq - ev.items.length + 1;
+            for (let i = 0; i < ev.items.length; i++) {
+              feed.push({ creatorId: ev.accountId, seq: first + i, txId: ev.items[i]!.txId, at: ev.at });
+            }
+          }
           break;
         case "status":
           setState(e.shard, ev.state);
@@ -120,5 +136,6 @@ export function buildBatch(entries: Entry[]): Batch {
     fraud,
     statusRows,
     statusAccounts,
+    feed,
   };
 }

@@ -10,6 +10,8 @@ export interface RedisKeys {
   ledgerFence: string;
   /** A rate-limit counter of one client (ip, user or auth budget) for the current window. */
   rateLimit(kind: string, client: string): string;
+  /** A creator's live tip feed: a stream whose entry ids are `<seq>-1`, the last FEED_RETENTION kept. */
+  tipFeed(creatorId: string): string;
 }
 
 export function redisKeys(prefix: string): RedisKeys {
@@ -18,6 +20,7 @@ export function redisKeys(prefix: string): RedisKeys {
     ledgerLease: `${prefix}ledger:owner`,
     ledgerFence: `${prefix}ledger:fence`,
     rateLimit: (kind, client) => `${prefix}rl:${kind}:${client}`,
+    tipFeed: (creatorId) => `${prefix}feed:${creatorId}`,
   };
 }
 

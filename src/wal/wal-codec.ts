@@ -40,7 +40,7 @@ type PackedTx = [
   Array<[string, string, number]> | number,
   TxEvent["fraud"],
 ];
-type PackedCredit = ["c", string, Array<[string, number]>, StateTuple, string];
+type PackedCredit = ["c", string, Array<[string, number]>, StateTuple, string, number?];
 type Packed = PackedTx | PackedCredit | WalEvent;
 
 const packState = (s: AccountState): StateTuple => [
@@ -108,13 +108,15 @@ function pack(ev: WalEvent): Packed {
     ];
   }
   if (ev.t === "credit") {
-    return [
+    const packed: PackedCredit = [
       "c",
       ev.accountId,
       ev.items.map((i): [string, number] => [i.txId, i.amountCents]),
       packState(ev.state),
       ev.at,
     ];
+    if (ev.feedSeq !== undefined) packed.push(ev.feedSeq);
+    return packed;
   }
   return ev;
 }
@@ -160,7 +162,7 @@ function unpack(p: Packed): WalEvent {
       fraud,
     };
   }
-  const [, accountId, items, state, at] = p;
+  const [, accountId, items, state, at, feedSeq] = p;
   const ev: CreditEvent = {
     t: "credit",
     accountId,
@@ -168,6 +170,7 @@ function unpack(p: Packed): WalEvent {
     state: unpackState(state),
     at,
   };
+  if (typeof feedSeq === "number") ev.feedSeq = feedSeq;
   return ev;
 }
 
