@@ -95,7 +95,13 @@ describe("tips over the socket", () => {
     expect(ack.status).toBe(201);
     const http = await api.call("POST", "/api/payments/tip", {
       token: v.token,
-      body: { from_user_id: v.id, to_creator_username: c.username, amount: 1, message: "gg", idempotency_key: k1 },
+      body: {
+        from_user_id: v.id,
+        to_creator_username: c.username,
+        amount: 1,
+        message: "gg",
+        idempotency_key: k1,
+      },
     });
     expect(http.status).toBe(201);
     expect(http.body.transaction.id).toBe(ack.transaction.id);
@@ -131,7 +137,10 @@ describe("tips over the socket", () => {
       error: { code: "fraud_blocked" },
     });
     s.send({ op: "tip", id: "nobody-1", to_creator_username: "no_such_creator", amount: 1 });
-    expect(await s.next((f) => f.id === "nobody-1")).toMatchObject({ status: 404, error: { code: "not_found" } });
+    expect(await s.next((f) => f.id === "nobody-1")).toMatchObject({
+      status: 404,
+      error: { code: "not_found" },
+    });
     s.send({ op: "tip", id: "badamt-1", to_creator_username: c.username, amount: 2 });
     expect(await s.next((f) => f.id === "badamt-1")).toMatchObject({
       status: 400,
