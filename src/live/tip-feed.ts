@@ -63,6 +63,8 @@ export class TipFeed {
   private stopped = false;
   /** Live delivery of one entry to every subscriber of its creator (uWS publish). */
   deliver: (creatorId: string, seq: number, frame: string) => void = () => {};
+  /** After each delivered batch: the creators it reached (their subscribers' queues just grew). */
+  delivered: (creatorIds: Set<string>) => void = () => {};
 
   constructor(private readonly d: TipFeedDeps) {}
 
@@ -257,13 +259,19 @@ export class TipFeed {
       items.push({ creatorId: p.creatorId, entry: { seq: p.seq, tip: this.tipOf(t, names) } });
     }
     const results = await this.d.store.append(items);
-    for (let i = 0; i < items.length; i++) {
-      const r = results[i]!;
-      if (r !== true) throw r; // later entries wait for this one: their order is the feed's
-      const { creatorId, entry } = items[i]!;
-      this.tops.set(creatorId, entry.seq);
-      this.txs.delete(todo[i]!.txId);
-      this.deliver(creatorId, entry.seq, this.frameOf(entry));
+    const reached = new Set<string>();
+    try {
+      for (let i = 0; i < items.length; i++) {
+        const r = results[i]!;
+        if (r !== true) throw r; // later entries wait for this one: their order is the feed's
+        const { creatorId, entry } = items[i]!;
+        this.tops.set(creatorId, entry.seq);
+        this.txs.delete(todo[i]!.txId);
+        this.deliver(creatorId, entry.seq, this.frameOf(entry));
+        reached.add(creatorId);
+      }
+    } finally {
+      if (reached.size > 0) this.delivered(reached);
     }
   }
 

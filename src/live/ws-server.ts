@@ -79,6 +79,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     since: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
   });
   const feedSockets = new Set<Ws>();
+  const subscribersOf = new Map<string, Set<Ws>>();
   const overlays = new Map<string, Set<Ws>>();
 
   const send = (ws: Ws, frame: string): boolean => {
@@ -106,13 +107,18 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
   d.feed.deliver = (creatorId, _seq, frame) => {
     app.publish(tipTopic(creatorId), frame, false);
   };
+  const cutOffSlow = (ws: Ws) => {
+    if (ws.getBufferedAmount() > s.maxBackpressureBytes) {
+      ws.end(CLOSE_SLOW_CONSUMER, "too slow: reconnect and subscribe with since");
+    }
+  };
+  // Checked after every delivered batch (a burst can outrun any timer), and by a timer.
+  d.feed.delivered = (creatorIds) => {
+    for (const c of creatorIds) for (const ws of subscribersOf.get(c) ?? []) cutOffSlow(ws);
+  };
 
   const sweep = setInterval(() => {
-    for (const ws of feedSockets) {
-      if (ws.getBufferedAmount() > s.maxBackpressureBytes) {
-        ws.end(CLOSE_SLOW_CONSUMER, "too slow: reconnect and subscribe with since");
-      }
-    }
+    for (const ws of feedSockets) cutOffSlow(ws);
   }, SWEEP_MS);
   sweep.unref();
 
@@ -183,6 +189,9 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
         if (u.closed) return;
         ws.subscribe(tipTopic(u.userId));
         feedSockets.add(ws);
+        const set = subscribersOf.get(u.userId) ?? new Set<Ws>();
+        subscribersOf.set(u.userId, set);
+        set.add(ws);
       },
     });
   }
@@ -194,7 +203,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     // uWS itself drops far bigger ones without reading them (no close frame then).
     maxPayloadLength: Math.min(WS_MAX_MESSAGE_BYTES_MAX, 4 * s.maxMessageBytes),
     // The hard stop behind the sweep: a socket this far behind is dropped (and resumes with since).
-    maxBackpressure: 2 * s.maxBackpressureBytes + 64 * 1024,
+    maxBackpressure: 4 * s.maxBackpressureBytes + 1024 * 1024,
     closeOnBackpressureLimit: 1,
     upgrade: (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => {
       let aborted = false;
@@ -309,7 +318,11 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     close: (ws: Ws) => {
       const u = ws.getUserData();
       u.closed = true;
-      feedSockets.delete(ws);
+      if (feedSockets.delete(ws)) {
+        const set = subscribersOf.get(u.userId);
+        set?.delete(ws);
+        if (set?.size === 0) subscribersOf.delete(u.userId);
+      }
       if (u.readOnly) {
         const set = overlays.get(u.userId);
         set?.delete(ws);

@@ -7,6 +7,7 @@ export interface LiveClient {
   ws: WebSocket;
   frames: any[];
   closed: { code: number; reason: string } | null;
+  errors: string[];
   send(frame: unknown): void;
   /** Waits for a frame matching `pred` not yet returned by an earlier `next`, and returns it. */
   next(pred: (f: any) => boolean, timeoutMs?: number): Promise<any>;
@@ -32,6 +33,7 @@ export function connectLive(
       ws,
       frames: [],
       closed: null,
+      errors: [],
       send: (f) => ws.send(typeof f === "string" ? f : JSON.stringify(f)),
       async next(pred, timeoutMs = 10_000) {
         let found: any;
@@ -66,7 +68,10 @@ export function connectLive(
     ws.on("unexpected-response", (_req, res) => {
       reject(Object.assign(new Error(`upgrade refused: ${res.statusCode}`), { status: res.statusCode }));
     });
-    ws.on("error", (err) => reject(err));
+    ws.on("error", (err) => {
+      c.errors.push(err.message);
+      reject(err);
+    });
     ws.on("open", () => {
       c.next((f) => f.op === "welcome").then(() => resolve(c), reject);
     });
