@@ -1,5 +1,5 @@
 // Child process for the live crash test: the whole server (core, persister, HTTP + WebSocket) on
-// the given database and Redis, listening on a free port, which it prints as "PORT <n>". The
+// the given database and Redis, listening on LISTEN_PORT (default a free one), which it prints as "PORT <n>". The
 // parent SIGKILLs it mid-burst and starts another.
 import pino from "pino";
 import { loadConfig } from "../../src/config.ts";
@@ -12,5 +12,5 @@ const config = loadConfig(process.env);
 const core = await startCore(config, logger);
 const stripe = await setUpStripe(config, logger);
 const http = createHttpServer({ config, logger, core, stripe });
-const port = await http.listen(0, "127.0.0.1");
+const port = await http.listen(Number(process.env.LISTEN_PORT ?? 0), "127.0.0.1");
 process.stdout.write(`PORT ${port}\n`);
