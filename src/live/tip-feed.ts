@@ -61,6 +61,8 @@ export class TipFeed {
   private readonly tops = new Map<string, number>();
   private readonly topLoads = new Map<string, Promise<number>>();
   private stopped = false;
+  /** Catch-ups in progress: they read `tops` synchronously, so it is never cleared under them. */
+  private following = 0;
   /** Live delivery of one entry to every subscriber of its creator (uWS publish). */
   deliver: (creatorId: string, seq: number, frame: string) => void = () => {};
   /** After each delivered batch: the creators it reached (their subscribers' queues just grew). */
@@ -124,6 +126,15 @@ export class TipFeed {
    * ahead of it) answers `reset` with the oldest kept, and the replay starts there.
    */
   async follow(creatorId: string, since: number | undefined, sink: FeedSink): Promise<void> {
+    this.following++;
+    try {
+      await this.catchUp(creatorId, since, sink);
+    } finally {
+      this.following--;
+    }
+  }
+
+  private async catchUp(creatorId: string, since: number | undefined, sink: FeedSink): Promise<void> {
     await this.topOf(creatorId);
     if (!sink.send(JSON.stringify({ op: "subscribed", channel: "tips", seq: this.tops.get(creatorId) ?? 0 })))
       return;
@@ -220,7 +231,7 @@ export class TipFeed {
   private async loop(): Promise<void> {
     let backoffMs = 50;
     while (this.queue.length > 0 && !this.stopped) {
-      if (this.tops.size > TOPS_MAX && this.topLoads.size === 0) this.tops.clear();
+      if (this.tops.size > TOPS_MAX && this.topLoads.size === 0 && this.following === 0) this.tops.clear();
       const batch = this.queue.slice(0, BATCH_MAX);
       try {
         await this.write(batch);
