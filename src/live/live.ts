@@ -41,6 +41,7 @@ export function createLive(d: {
     pool: core.pool,
     logger: d.logger,
     filter: wordFilter(config.FEED_BLOCKED_WORDS),
+    retention: config.FEED_RETENTION,
   });
   core.ledger.onDurable = feed.durable;
   const overlayKeys = new OverlayKeys(core.pool);

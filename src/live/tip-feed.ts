@@ -3,6 +3,11 @@
 // creator's stream (FeedStore) and only then handed to live delivery, one creator's entries in
 // order. It also runs a subscriber's catch-up (`since`) so that it joins live delivery exactly at
 // the entry it reached: no gap, no duplicate.
+//
+// Every number a creator's feed reaches is in the WAL and then in Postgres (tip_feed, written with
+// the credit), so the stream can always be completed from there: an entry arriving after a hole
+// (credits replayed before this process listened, entries dropped from a full queue, a lost
+// stream) first fills the hole from Postgres, waiting until the persister has written it.
 import type pg from "pg";
 import type { Logger } from "pino";
 import type { WalEvent } from "../ledger/events.ts";
@@ -18,6 +23,8 @@ const USER_CACHE_MAX = 100_000;
 const USER_CACHE_TTL_MS = 60_000;
 /** Creators whose newest number is kept in memory; beyond, the map is rebuilt from the streams. */
 const TOPS_MAX = 100_000;
+/** Credits waiting to be written; beyond, new ones are dropped and later filled from Postgres. */
+const QUEUE_MAX = 1_000_000;
 /** Entries per append round trip, and per catch-up page. */
 const BATCH_MAX = 1000;
 const PAGE_MAX = 500;
@@ -31,6 +38,9 @@ interface TipInfo {
   message: string | null;
   createdAt: string;
 }
+
+/** A hole's entries or a tip are not in Postgres yet: the persister will write them; try again. */
+class NotPersistedYet extends Error {}
 
 interface Pending {
   creatorId: string;
@@ -50,6 +60,8 @@ export interface TipFeedDeps {
   pool: pg.Pool;
   logger: Logger;
   filter: WordFilter;
+  /** FEED_RETENTION: a hole is filled no further back than the stream keeps. */
+  retention: number;
 }
 
 export class TipFeed {
@@ -78,6 +90,7 @@ export class TipFeed {
         if ((ev.tx.type === "tip" || ev.tx.type === "superlike") && ev.tx.toAccountId) this.remember(ev.tx);
       } else if (ev.t === "credit" && ev.feedSeq !== undefined) {
         const first = ev.feedSeq - ev.items.length + 1;
+        if (this.queue.length + ev.items.length > QUEUE_MAX) continue; // filled from Postgres later
         for (let i = 0; i < ev.items.length; i++) {
           this.queue.push({ creatorId: ev.accountId, seq: first + i, txId: ev.items[i]!.txId });
         }
@@ -238,8 +251,10 @@ export class TipFeed {
         this.queue.splice(0, batch.length);
         backoffMs = 50;
       } catch (err) {
-        // Redis or Postgres unavailable: keep the order, try the same entries again.
-        this.d.logger.error({ err }, "tip feed: writing entries failed; retrying");
+        // Redis or Postgres unavailable, or a hole not persisted yet: keep the order, try again.
+        if (err instanceof NotPersistedYet)
+          this.d.logger.debug({ err: err.message }, "tip feed: waiting for the persister");
+        else this.d.logger.error({ err }, "tip feed: writing entries failed; retrying");
         await new Promise((r) => setTimeout(r, backoffMs));
         backoffMs = Math.min(2000, backoffMs * 2);
       }
@@ -256,7 +271,8 @@ export class TipFeed {
     for (const p of batch) {
       const last = expected.get(p.creatorId)!;
       if (p.seq <= last) continue;
-      if (p.seq > last + 1) todo.push(...(await this.hole(p.creatorId, last, p.seq)));
+      if (p.seq > last + 1)
+        todo.push(...(await this.hole(p.creatorId, Math.max(last, p.seq - 1 - this.d.retention), p.seq)));
       todo.push(p);
       expected.set(p.creatorId, p.seq);
     }
@@ -266,7 +282,10 @@ export class TipFeed {
     const items: Array<{ creatorId: string; entry: FeedEntry }> = [];
     for (const p of todo) {
       const t = infos.get(p.txId);
-      if (!t) throw new Error(`tip ${p.txId} of feed entry ${p.creatorId}#${p.seq} not found`);
+      if (!t)
+        throw new NotPersistedYet(
+          `tip ${p.txId} of feed entry ${p.creatorId}#${p.seq} is not in Postgres yet`,
+        );
       items.push({ creatorId: p.creatorId, entry: { seq: p.seq, tip: this.tipOf(t, names) } });
     }
     const results = await this.d.store.append(items);
@@ -292,9 +311,8 @@ export class TipFeed {
       [creatorId, last, next],
     );
     if (r.rows.length !== next - last - 1) {
-      this.d.logger.warn(
-        { creatorId, last, next, found: r.rows.length },
-        "tip feed: hole not fully in Postgres",
+      throw new NotPersistedYet(
+        `feed ${creatorId}: ${next - last - 1 - r.rows.length} entries between ${last} and ${next} not in Postgres yet`,
       );
     }
     return r.rows.map((x) => ({ creatorId, seq: Number(x.seq), txId: x.transaction_id }));

@@ -122,6 +122,10 @@ describe("feed across a server crash", () => {
 
     const acked = new Set<string>();
     const received: Array<{ seq: number; id: string }> = [];
+    const t0 = Date.now();
+    const say = (m: string) =>
+      process.env.LIVE_DEBUG &&
+      console.log(`[crash ${Date.now() - t0} ms] ${m} received=${received.length} acked=${acked.size}`);
     let base = await startChild();
     for (let run = 0; run < 3; run++) {
       const since = received.length > 0 ? received[received.length - 1]!.seq : undefined;
@@ -131,13 +135,25 @@ describe("feed across a server crash", () => {
         if (f.op === "tip") received.push({ seq: f.seq, id: f.tip.id });
       });
       sub.send({ op: "subscribe", channel: "tips", ...(since !== undefined ? { since } : {}) });
+      say(`run ${run}: subscribed since ${since}`);
       const t = tipper(base, viewerTokens, creatorName, acked, run);
       const before = received.length;
-      await waitFor(() => received.length >= before + 300, 60_000, "tips reaching the subscriber");
+      await waitFor(() => received.length >= before + 300, 60_000, "tips reaching the subscriber").catch(
+        async (err) => {
+          const n = async (sql: string) => (await env.pool.query(sql, [creator])).rows[0].n;
+          const top = await env.redis.xrevrange(`${env.redisPrefix}feed:${creator}`, "+", "-", "COUNT", 1);
+          throw new Error(
+            `${err.message} (run ${run}: received ${received.length} (last ${received[received.length - 1]?.seq}), acked ${acked.size}, subscriber ${JSON.stringify(sub.closed)} ${JSON.stringify(sub.frames.filter((f) => f.op !== "tip"))}, stream top ${top[0]?.[0]}, tip_feed ${await n("SELECT count(*) AS n FROM tip_feed WHERE creator_id = $1")}, transactions ${await n("SELECT count(*) AS n FROM transactions WHERE to_user_id = $1")})`,
+          );
+        },
+      );
       if (run < 2) {
         await killChild(); // mid-burst: tips in flight, credits and feed entries unwritten
+        say("killed");
         await t.stop();
+        say("tipper stopped");
         base = await startChild();
+        say("restarted");
       } else {
         await t.stop();
       }

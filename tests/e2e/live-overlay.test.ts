@@ -3,6 +3,7 @@
 // server restart the page reconnects with since and shows the tips sent while it was away.
 // A screenshot is saved to tests/artifacts/ (gitignored).
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync } from "node:fs";
 import net from "node:net";
 import { createInterface } from "node:readline";
@@ -115,13 +116,21 @@ describe.runIf(existsSync(CHROMIUM))("overlay page in Chromium", () => {
     let port = await startServer();
     const door = await frontDoor(() => port);
     const base = `http://127.0.0.1:${door.port}`;
+    // Retried on a network error (a kept-alive connection to the killed server), with the same
+    // idempotency key, as a real client would.
     const post = async (path: string, token: string, body: unknown) => {
-      const r = await fetch(base + path, {
-        method: "POST",
-        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-        body: JSON.stringify(body),
-      });
-      return { status: r.status, body: await r.json() };
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const r = await fetch(base + path, {
+            method: "POST",
+            headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+            body: JSON.stringify(body),
+          });
+          return { status: r.status, body: await r.json() };
+        } catch (err) {
+          if (attempt >= 3) throw err;
+        }
+      }
     };
     const tip = (message: string, kind = "tip") =>
       post("/api/payments/tip", viewerToken, {
@@ -130,6 +139,7 @@ describe.runIf(existsSync(CHROMIUM))("overlay page in Chromium", () => {
         amount: kind === "superlike" ? 3 : 1,
         kind,
         message,
+        idempotency_key: randomUUID(),
       });
 
     // A creator gets an overlay URL; a new key invalidates the old one; viewers get none.
