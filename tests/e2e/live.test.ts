@@ -4,7 +4,7 @@ import { randomUUID } from "node:crypto";
 import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Api, startApi, TEST_JWT_SECRET } from "../helpers/api.ts";
-import { createTestEnv, type TestEnv } from "../helpers/env.ts";
+import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { connectLive } from "../helpers/live.ts";
 
 let env: TestEnv;
@@ -206,5 +206,56 @@ describe("bad frames", () => {
     const b = await connectLive(api.base, `access_token=${v.token}`);
     b.send({ op: "tip", id: "big", message: "x".repeat(2000) });
     expect((await b.waitClosed()).code).toBe(1009);
+  });
+});
+
+describe("keepalive and rate limits", () => {
+  let env2: TestEnv;
+  let api2: Api;
+  beforeAll(async () => {
+    env2 = await createTestEnv("livekeep");
+    api2 = await startApi(env2, {
+      WS_IDLE_TIMEOUT_S: "8",
+      RATE_LIMIT_IP_PER_MIN: "100000",
+      RATE_LIMIT_USER_PER_MIN: "5",
+    });
+  });
+  afterAll(async () => {
+    await api2.close();
+    await env2.cleanup();
+  });
+
+  it("pings a quiet socket, which stays open by answering; one that never answers is closed", async () => {
+    const v = await api2.register();
+    const alive = await connectLive(api2.base, `access_token=${v.token}`);
+    let pings = 0;
+    alive.ws.on("ping", () => pings++);
+    const mute = await connectLive(api2.base, `access_token=${v.token}`, { autoPong: false });
+    expect(alive.frames[0].keepalive_s).toBe(8);
+    const t0 = Date.now();
+    await mute.waitClosed(30_000);
+    // Pinged over and over for longer than the idle timeout, and still open.
+    await waitFor(() => pings >= 2 && Date.now() - t0 > 9000, 30_000, "two pings past the idle timeout");
+    expect(alive.closed).toBeNull();
+    await alive.close();
+  }, 40_000);
+
+  it("spends the same per-user budget as HTTP: past it, tips are acked 429 rate_limited", async () => {
+    const v = await api2.register(); // registering spent none of the user budget
+    const c = await api2.register("creator");
+    await api2.fund(v.id, 10_000);
+    const s = await connectLive(api2.base, `access_token=${v.token}`);
+    for (let i = 0; i < 8; i++)
+      s.send({ op: "tip", id: `rl-${i}`, to_creator_username: c.username, amount: 1 });
+    const acks = await Promise.all(Array.from({ length: 8 }, (_, i) => s.next((f) => f.id === `rl-${i}`)));
+    expect(acks.filter((a) => a.status === 201)).toHaveLength(5);
+    const limited = acks.filter((a) => a.status === 429);
+    expect(limited).toHaveLength(3);
+    expect(limited[0].error).toMatchObject({ code: "rate_limited", details: { limit: "user" } });
+    // The HTTP budget is the same one: spent.
+    const h = await api2.call("GET", `/api/payments/balance/${v.id}`, { token: v.token });
+    expect(h.status).toBe(429);
+    expect((await api2.core.ledger.getAccount(v.id)).balanceCents).toBe(10_000 - 500);
+    await s.close();
   });
 });

@@ -23,11 +23,12 @@ export function wsUrl(base: string, query: string): string {
 export function connectLive(
   base: string,
   query: string,
-  opts: { protocols?: string[]; maxPayload?: number } = {},
+  opts: { protocols?: string[]; maxPayload?: number; autoPong?: boolean } = {},
 ): Promise<LiveClient> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(wsUrl(base, query), opts.protocols ?? [], {
       maxPayload: opts.maxPayload ?? 100 * 1024 * 1024,
+      autoPong: opts.autoPong ?? true,
     });
     const c: LiveClient = {
       ws,
