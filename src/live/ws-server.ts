@@ -24,6 +24,8 @@ export const CLOSE_SLOW_CONSUMER = 4008;
 export const CLOSE_KEY_REVOKED = 4001;
 const CLOSE_UNSUPPORTED = 1003;
 const CLOSE_TOO_BIG = 1009;
+/** Room above WS_MAX_BACKPRESSURE_BYTES before uWS itself skips a subscriber (see maxBackpressure). */
+const UWS_BACKPRESSURE_HEADROOM_BYTES = 8 * 1024 * 1024;
 /** How often subscribers' queued bytes are checked (uWS publish itself never tells). */
 const SWEEP_MS = 50;
 
@@ -202,9 +204,12 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     // Frames a little over the limit are read and refused with a proper 1009 (message handler);
     // uWS itself drops far bigger ones without reading them (no close frame then).
     maxPayloadLength: Math.min(WS_MAX_MESSAGE_BYTES_MAX, 4 * s.maxMessageBytes),
-    // The hard stop behind the sweep: a socket this far behind is dropped (and resumes with since).
-    maxBackpressure: 4 * s.maxBackpressureBytes + 1024 * 1024,
-    closeOnBackpressureLimit: 1,
+    // uWS skips (silently) a subscriber whose queue passes maxBackpressure: that would be a hole
+    // in its feed. Our own cut-off (4008, after every delivered batch of at most 1,000 entries of
+    // at most ~2 KiB, and every 50 ms) acts first, so uWS's limit sits one batch and more above it.
+    // uWS's closeOnBackpressureLimit closes without a close frame (1006): our 4008 says more.
+    maxBackpressure: s.maxBackpressureBytes + UWS_BACKPRESSURE_HEADROOM_BYTES,
+    closeOnBackpressureLimit: 0,
     upgrade: (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => {
       let aborted = false;
       res.onAborted(() => {
