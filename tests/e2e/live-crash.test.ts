@@ -164,14 +164,33 @@ describe("feed across a server crash", () => {
         (await env.pool.query("SELECT count(*) AS n FROM transactions WHERE to_user_id = $1", [creator]))
           .rows[0].n,
       );
+    // Credits of the last acked tips may still be on their way: wait for a state that holds still
+    // (Postgres and the feed agreeing, unchanged for a second), not for a moment they happen to.
+    let agreed = { n: -1, at: 0 };
     await waitFor(
       async () => {
         const n = await count();
-        return n > 0 && received.length >= n && received[received.length - 1]!.seq === n;
+        const same = n > 0 && received.length === n && received[received.length - 1]!.seq === n;
+        if (!same) agreed = { n: -1, at: 0 };
+        else if (agreed.n !== n) agreed = { n, at: Date.now() };
+        return same && Date.now() - agreed.at >= 1000;
       },
       60_000,
       "the feed to catch up with Postgres",
-    );
+    ).catch(async (err) => {
+      const seqs = received.map((r) => r.seq);
+      const dups = seqs.length - new Set(seqs).size;
+      const gaps = seqs.filter((q, i) => i > 0 && q !== seqs[i - 1]! + 1).slice(0, 5);
+      const top = await env.redis.xrevrange(`${env.redisPrefix}feed:${creator}`, "+", "-", "COUNT", 1);
+      const feedRows = (
+        await env.pool.query("SELECT count(*) AS n, max(seq) AS m FROM tip_feed WHERE creator_id = $1", [
+          creator,
+        ])
+      ).rows[0];
+      throw new Error(
+        `${err.message}: postgres ${await count()} tips, tip_feed ${feedRows.n} (max ${feedRows.m}), stream top ${top[0]?.[0]}, received ${seqs.length} (last ${seqs[seqs.length - 1]}, ${dups} duplicates, breaks at ${JSON.stringify(gaps)})`,
+      );
+    });
     const n = await count();
     expect(received.map((r) => r.seq)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
     const pgIds = (
