@@ -13,11 +13,14 @@ import { connectLive, type LiveClient } from "../helpers/live.ts";
 
 let env: TestEnv;
 let child: ChildProcess | null = null;
+/** The test's resuming subscriber runs while this is true (afterAll stops it whatever happened). */
+let following = false;
 
 beforeAll(async () => {
   env = await createTestEnv("livecrash");
 });
 afterAll(async () => {
+  following = false;
   if (child && child.exitCode === null) child.kill("SIGKILL");
   await env.cleanup();
 });
@@ -127,15 +130,41 @@ describe("feed across a server crash", () => {
       process.env.LIVE_DEBUG &&
       console.log(`[crash ${Date.now() - t0} ms] ${m} received=${received.length} acked=${acked.size}`);
     let base = await startChild();
+    // The subscriber behaves as the protocol asks of a client: whenever its socket closes (the
+    // server killed, or any other drop) it reconnects and subscribes with the last seq it saw.
+    following = true;
+    let sub: LiveClient | null = null;
+    let connects = 0;
+    const subscriber = (async () => {
+      while (following) {
+        try {
+          const since = received.length > 0 ? received[received.length - 1]!.seq : undefined;
+          const live = await connectLive(base, `access_token=${creatorToken}`);
+          sub = live;
+          connects++;
+          live.ws.on("message", (data) => {
+            const f = JSON.parse(data.toString());
+            if (f.op === "tip") received.push({ seq: f.seq, id: f.tip.id });
+          });
+          live.send({ op: "subscribe", channel: "tips", ...(since !== undefined ? { since } : {}) });
+          say(`subscribed since ${since}`);
+          await waitFor(
+            () => !following || live.closed !== null,
+            240_000,
+            "the subscriber's socket to close",
+          );
+          if (!following) live.ws.terminate();
+        } catch {
+          await new Promise((r) => setTimeout(r, 50)); // the server is restarting
+        }
+      }
+    })();
+    await waitFor(
+      () => (sub as LiveClient | null)?.frames.some((f) => f.op === "subscribed") === true,
+      20_000,
+      "the first subscription",
+    );
     for (let run = 0; run < 3; run++) {
-      const since = received.length > 0 ? received[received.length - 1]!.seq : undefined;
-      const sub = await connectLive(base, `access_token=${creatorToken}`);
-      sub.ws.on("message", (data) => {
-        const f = JSON.parse(data.toString());
-        if (f.op === "tip") received.push({ seq: f.seq, id: f.tip.id });
-      });
-      sub.send({ op: "subscribe", channel: "tips", ...(since !== undefined ? { since } : {}) });
-      say(`run ${run}: subscribed since ${since}`);
       const t = tipper(base, viewerTokens, creatorName, acked, run);
       const before = received.length;
       await waitFor(() => received.length >= before + 300, 60_000, "tips reaching the subscriber").catch(
@@ -143,7 +172,7 @@ describe("feed across a server crash", () => {
           const n = async (sql: string) => (await env.pool.query(sql, [creator])).rows[0].n;
           const top = await env.redis.xrevrange(`${env.redisPrefix}feed:${creator}`, "+", "-", "COUNT", 1);
           throw new Error(
-            `${err.message} (run ${run}: received ${received.length} (last ${received[received.length - 1]?.seq}), acked ${acked.size}, subscriber ${JSON.stringify(sub.closed)} ${JSON.stringify(sub.frames.filter((f) => f.op !== "tip"))}, stream top ${top[0]?.[0]}, tip_feed ${await n("SELECT count(*) AS n FROM tip_feed WHERE creator_id = $1")}, transactions ${await n("SELECT count(*) AS n FROM transactions WHERE to_user_id = $1")})`,
+            `${err.message} (run ${run}: received ${received.length} (last ${received[received.length - 1]?.seq}), acked ${acked.size}, subscriber connects ${connects}, ${JSON.stringify((sub as LiveClient | null)?.closed)} ${JSON.stringify((sub as LiveClient | null)?.frames.filter((f) => f.op !== "tip"))}, stream top ${top[0]?.[0]}, tip_feed ${await n("SELECT count(*) AS n FROM tip_feed WHERE creator_id = $1")}, transactions ${await n("SELECT count(*) AS n FROM transactions WHERE to_user_id = $1")})`,
           );
         },
       );
@@ -212,6 +241,8 @@ describe("feed across a server crash", () => {
       [creator],
     );
     expect(feedRows.rows.map((r) => ({ seq: Number(r.seq), id: r.transaction_id }))).toEqual(received);
+    following = false;
+    await subscriber;
     await killChild();
   }, 240_000);
 });
