@@ -10,6 +10,9 @@ export const SCENARIOS = [
   "tip-uniform-half",
   "tip-uniform-half-paced",
   "tip-hot",
+  "ws-tip-uniform",
+  "ws-tip-hot",
+  "ws-feed",
   "peer-seed-uniform",
   "peer-seed-hot",
 ] as const;
@@ -19,6 +22,7 @@ export type ScenarioName = (typeof SCENARIOS)[number];
 const GROUPS: Record<string, ScenarioName[]> = {
   "peer-seed": ["peer-seed-uniform", "peer-seed-hot"],
   tips: ["tip-uniform", "tip-uniform-half", "tip-uniform-half-paced", "tip-hot"],
+  ws: ["ws-tip-uniform", "ws-tip-hot", "ws-feed"],
   all: [...SCENARIOS],
 };
 
@@ -53,6 +57,8 @@ export interface BenchOptions {
    * REDIS_URL for both, however it is configured.
    */
   redis: "durable" | "shared";
+  /** ws-feed: overlay subscribers of the hot creator during ws-tip-hot. */
+  feedSubscribers: number;
 }
 
 const USAGE = `npm run bench -- [options]
@@ -60,7 +66,8 @@ const USAGE = `npm run bench -- [options]
   --quick            every scenario for 3 s: checks the suite works, not for judging speed
   --scenario NAME    run only these (repeatable or comma list): ${SCENARIOS.join(", ")},
                      or peer-seed (both peer scenarios), tips, all
-  --connections N    autocannon connections (default 100)
+  --connections N    autocannon connections, and WebSocket tippers' sockets (default 100)
+  --feed-subscribers N  ws-feed: overlay subscribers of the hot creator (default 1000)
   --viewers N        viewers to seed (default: enough for the run, at least ${MIN_VIEWERS})
   --creators N       creators to seed (default 1000)
   --out DIR          where results go (default bench/results)
@@ -88,6 +95,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       profile: { type: "string" },
       keep: { type: "boolean", default: false },
       redis: { type: "string", default: "durable" },
+      "feed-subscribers": { type: "string", default: "1000" },
       help: { type: "boolean", default: false },
     },
   });
@@ -111,6 +119,8 @@ export function parseOptions(argv: string[]): BenchOptions {
   }
   // The half-rate runs are defined by the full-rate run's measured throughput.
   if (picked.has("tip-uniform-half") || picked.has("tip-uniform-half-paced")) picked.add("tip-uniform");
+  // The feed's subscribers watch the hot creator during ws-tip-hot.
+  if (picked.has("ws-feed")) picked.add("ws-tip-hot");
   if (values.redis !== "durable" && values.redis !== "shared") {
     throw new Error(`--redis must be durable or shared, got ${values.redis}`);
   }
@@ -129,6 +139,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     profileDir: values.profile ?? null,
     keep: values.keep,
     redis: values.redis,
+    feedSubscribers: Math.round(positive("feed-subscribers", values["feed-subscribers"])),
   };
 }
 
@@ -142,7 +153,9 @@ export function viewersNeeded(o: BenchOptions): number {
     (o.scenarios.includes("tip-uniform") ? o.durationS : 0) +
     (o.scenarios.includes("tip-uniform-half") ? o.durationS / 2 : 0) +
     (o.scenarios.includes("tip-uniform-half-paced") ? o.durationS / 2 : 0) +
-    (o.scenarios.includes("tip-hot") ? o.durationS : 0);
+    (o.scenarios.includes("tip-hot") ? o.durationS : 0) +
+    (o.scenarios.includes("ws-tip-uniform") ? o.durationS : 0) +
+    (o.scenarios.includes("ws-tip-hot") ? o.durationS : 0);
   const tips = tipSeconds * ASSUMED_MAX_TIPS_PER_S * 1.2;
   return Math.max(MIN_VIEWERS, Math.ceil(tips / TIPS_PER_VIEWER_MAX));
 }

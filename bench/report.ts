@@ -63,6 +63,9 @@ export function computeRatios(results: ScenarioResult[]): Ratio[] {
     ratio(results, "tip-hot", "tip-uniform", 0.95),
     ratio(results, "tip-uniform", "peer-seed-uniform", 50),
     ratio(results, "tip-hot", "peer-seed-hot", null),
+    // WS tips/s over HTTP tips/s from the same run (the performance issue sets the target).
+    ratio(results, "ws-tip-uniform", "tip-uniform", null),
+    ratio(results, "ws-tip-hot", "tip-hot", null),
   ];
 }
 

@@ -44,6 +44,7 @@ import {
   writeResults,
 } from "./report.ts";
 import { WalMonitor } from "./wal-monitor.ts";
+import { type FeedWatch, runWsTips, watchFeed } from "./ws-load.ts";
 
 /** The Redis of `--redis shared`. */
 const SHARED_REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -358,7 +359,115 @@ async function runLedgerScenarios(
       await tipScenario("tip-hot", true, null, [`every tip to ${pop.creators[0]!.username}`]);
     }
 
-    const tipsRan = want("tip-uniform") || want("tip-hot");
+    // WebSocket tipping: each socket a viewer's, a window of TIPS_PER_VIEWER_MAX tips in flight.
+    const wsScenario = async (
+      name: ScenarioName,
+      hot: boolean,
+      feed: FeedWatch | null,
+    ): Promise<ScenarioResult> => {
+      log(
+        `${name}: ${o.durationS} s, ${o.connections} sockets${feed ? ` (+ ${o.feedSubscribers} feed subscribers)` : ""}`,
+      );
+      const tally: Tally = { ackedKeys: [], issued: 0, overCap: 0, errorCodes: {} };
+      const stats = await runWsTips(
+        {
+          base: server.base,
+          cursor,
+          creators: pop.creators,
+          hot,
+          amountUsd: o.tipUsd,
+          sockets: o.connections,
+          window: TIPS_PER_VIEWER_MAX,
+          durationS: o.durationS,
+          serverPid: server.proc.pid!,
+          ...(feed ? { onAck: (id: string, at: number) => feed.onAck(id, at) } : {}),
+        },
+        tally,
+      );
+      const drainMs = await monitor.waitDrained(Date.now(), DRAIN_TIMEOUT_MS);
+      if (drainMs === null) s.failures.push(`${name}: the WAL did not drain within ${DRAIN_TIMEOUT_MS} ms`);
+      for (const k of tally.ackedKeys) acc.ackedKeys.push(k);
+      acc.issued += tally.issued;
+      // Every ack is awaited; only tips of a socket that died unanswered may be committed unseen.
+      acc.unansweredBound += stats.errors;
+      const http = s.results.find((r) => r.name === (hot ? "tip-hot" : "tip-uniform"));
+      const r = scenarioResult(name, "3am", stats, tally, [
+        `${o.connections} sockets at once, ${TIPS_PER_VIEWER_MAX} tips in flight each (a viewer's hourly allowance), then the next viewer's socket; latency from send to ack; one load-generator process`,
+        `WAL drained ${drainMs ?? "never"} ms after`,
+        ...(http
+          ? [
+              `${(stats.status2xx / Math.max(stats.durationS, 1e-3) / Math.max(http.okPerSec, 1)).toFixed(2)}x the HTTP ${http.name} tips/s of this run`,
+            ]
+          : []),
+      ]);
+      s.results.push(r);
+      return r;
+    };
+    if (want("ws-tip-uniform")) await wsScenario("ws-tip-uniform", false, null);
+    if (want("ws-tip-hot")) {
+      let feed: FeedWatch | null = null;
+      const hotCreator = pop.creators[0]!;
+      if (want("ws-feed")) {
+        const made = await fetch(`${server.base}/api/users/${hotCreator.id}/overlay-key`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${hotCreator.token}` },
+        });
+        const key = ((await made.json()) as { overlay_key: string }).overlay_key;
+        feed = await watchFeed(server.base, key, o.feedSubscribers);
+      }
+      const hot = await wsScenario("ws-tip-hot", true, feed);
+      if (feed) {
+        // The feed's newest number once every credit of the burst reached it.
+        const feedKey = `${serverEnv.REDIS_PREFIX}feed:${hotCreator.id}`;
+        const top = async () => {
+          const r = (await s.redis.xrevrange(feedKey, "+", "-", "COUNT", 1)) as Array<[string, string[]]>;
+          return r.length > 0 ? Number(r[0]![0].split("-")[0]) : 0;
+        };
+        let last = -1;
+        for (let i = 0; i < 100; i++) {
+          const t = await top();
+          if (t === last) break;
+          last = t;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        const f = await feed.finish(last, 30_000);
+        s.results.push({
+          name: "ws-feed",
+          server: "3am",
+          connections: f.subscribers,
+          durationS: hot.durationS,
+          overallRate: null,
+          requests: f.subscribers * f.expectedEach - f.lost,
+          sent: f.subscribers * f.expectedEach,
+          reqPerSec: Math.round((f.subscribers * f.expectedEach) / Math.max(hot.durationS, 1e-3)),
+          okPerSec: Math.round((f.subscribers * f.expectedEach) / Math.max(hot.durationS, 1e-3)),
+          latencyMs: f.deliveryMs,
+          status2xx: f.subscribers * f.expectedEach - f.lost,
+          non2xx: 0,
+          errors: f.closedEarly,
+          timeouts: 0,
+          statusCodes: {},
+          errorCodes: {},
+          cpu: null,
+          notes: [
+            `${f.subscribers} overlay subscribers of ${hotCreator.username} during ws-tip-hot, ${f.expectedEach} tips each; latency from the tipper's ack to receipt (same process)`,
+            `lost ${f.lost}, duplicated ${f.duplicated}, out of order ${f.outOfOrder}, closed early ${f.closedEarly}`,
+          ],
+        });
+        s.checks.push({
+          name: "ws-feed: every subscriber got every tip of the burst once, in order",
+          ok:
+            f.lost === 0 &&
+            f.duplicated === 0 &&
+            f.outOfOrder === 0 &&
+            f.closedEarly === 0 &&
+            f.expectedEach > 0,
+          detail: `${f.subscribers} subscribers x ${f.expectedEach} tips: lost ${f.lost}, duplicated ${f.duplicated}, out of order ${f.outOfOrder}, closed early ${f.closedEarly}`,
+        });
+      }
+    }
+
+    const tipsRan = want("tip-uniform") || want("tip-hot") || want("ws-tip-uniform") || want("ws-tip-hot");
     if (tipsRan) s.checks.push(await creatorBalancesCheck(server.base, pool, pop));
     const code = await stop(server);
     stopped = true;
@@ -549,7 +658,7 @@ async function runAll(o: BenchOptions, own: { wal: BenchRedis; limits: BenchRedi
   };
   const machine = await machineInfo(redis);
   const at = new Date().toISOString();
-  const needServer = o.scenarios.some((n) => n === "balance" || n.startsWith("tip-"));
+  const needServer = o.scenarios.some((n) => n === "balance" || n.startsWith("tip-") || n.startsWith("ws-"));
   const needPeer = o.scenarios.some((n) => n.startsWith("peer-seed"));
   const viewers = needServer || needPeer ? viewersNeeded(o) : 1000;
 

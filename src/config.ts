@@ -14,6 +14,19 @@ const bool = (def: boolean) =>
     .default(def ? "true" : "false")
     .transform((v) => v === "true" || v === "1");
 
+/** Comma-separated positive dollar amounts (whole cents). */
+const dollarList = (def: string) =>
+  z
+    .string()
+    .default(def)
+    .transform((s, ctx) => {
+      const xs = s.split(",").map((x) => Number(x.trim()));
+      if (xs.some((x) => !Number.isFinite(x) || x <= 0 || Math.round(x * 100) !== x * 100)) {
+        ctx.addIssue({ code: "custom", message: "comma-separated positive dollar amounts" });
+      }
+      return xs;
+    });
+
 /** An empty value (`NAME=` as in .env.example) means unset. */
 const optional = <T extends z.ZodType>(t: T) => z.preprocess((v) => (v === "" ? undefined : v), t.optional());
 
@@ -34,6 +47,12 @@ export const SMTP_TIMEOUT_MS_MAX = 120_000;
 
 const bounded = (def: number, min: number, max: number) =>
   z.coerce.number().int().min(min).max(max).default(def);
+/** Named maxima of the live limits (the config refuses more). */
+export const WS_IDLE_TIMEOUT_S_MAX = 960;
+export const WS_MAX_MESSAGE_BYTES_MAX = 64 * 1024;
+export const WS_MAX_BACKPRESSURE_BYTES_MAX = 64 * 1024 * 1024;
+export const WS_MAX_IN_FLIGHT_MAX = 65_536;
+export const FEED_RETENTION_MAX = 1_000_000;
 
 export const configSchema = z.object({
   NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
@@ -112,16 +131,7 @@ export const configSchema = z.object({
   /** Login/register attempts per minute per IP (password guessing). */
   RATE_LIMIT_AUTH_PER_MIN: int(20),
   /** Tip amounts allowed, in whole dollars, comma-separated. */
-  TIP_AMOUNTS_USD: z
-    .string()
-    .default("1,3")
-    .transform((s, ctx) => {
-      const xs = s.split(",").map((x) => Number(x.trim()));
-      if (xs.some((x) => !Number.isFinite(x) || x <= 0 || Math.round(x * 100) !== x * 100)) {
-        ctx.addIssue({ code: "custom", message: "comma-separated positive dollar amounts" });
-      }
-      return xs;
-    }),
+  TIP_AMOUNTS_USD: dollarList("1,3"),
   /** HS256 secret of Supabase-shaped JWTs. Unset: a development secret (refused in production). */
   SUPABASE_JWT_SECRET: optional(z.string().min(32)),
   SUPABASE_URL: optional(z.string().url()),
@@ -252,6 +262,37 @@ export const configSchema = z.object({
   EMAIL_KEEP_JOBS_S: int(30 * 24 * 3600, 60),
   /** Bound on connecting to and talking with the SMTP server. */
   SMTP_TIMEOUT_MS: bounded(10_000, 100, SMTP_TIMEOUT_MS_MAX),
+  // --- Live: WebSocket tipping, tip feeds, overlay (issue 14). ---
+  /** Superlike amounts allowed, in whole dollars, comma-separated (a superlike is a highlighted tip). */
+  SUPERLIKE_AMOUNTS_USD: dollarList("3"),
+  /** A socket with no frame either way for this long is closed; uWS pings it well before. */
+  WS_IDLE_TIMEOUT_S: int(60, 8).refine((n) => n <= WS_IDLE_TIMEOUT_S_MAX, `at most ${WS_IDLE_TIMEOUT_S_MAX}`),
+  /** Largest frame a client may send; a bigger one closes the socket with 1009. */
+  WS_MAX_MESSAGE_BYTES: int(4096, 256).refine(
+    (n) => n <= WS_MAX_MESSAGE_BYTES_MAX,
+    `at most ${WS_MAX_MESSAGE_BYTES_MAX}`,
+  ),
+  /** Bytes queued to a slow socket before it is closed (4008: reconnect with since). */
+  WS_MAX_BACKPRESSURE_BYTES: int(1024 * 1024, 4096).refine(
+    (n) => n <= WS_MAX_BACKPRESSURE_BYTES_MAX,
+    `at most ${WS_MAX_BACKPRESSURE_BYTES_MAX}`,
+  ),
+  /** Tips one socket may have waiting for their ack; more are answered 429 at once. */
+  WS_MAX_IN_FLIGHT: int(4096, 1).refine((n) => n <= WS_MAX_IN_FLIGHT_MAX, `at most ${WS_MAX_IN_FLIGHT_MAX}`),
+  /** Tips kept per creator in the live feed (a Redis stream); an older `since` gets a reset. */
+  FEED_RETENTION: int(1000, 10).refine((n) => n <= FEED_RETENTION_MAX, `at most ${FEED_RETENTION_MAX}`),
+  /** Words masked with asterisks in tip messages shown on feeds and overlays (comma-separated). */
+  FEED_BLOCKED_WORDS: z
+    .string()
+    .default("")
+    .transform((s) =>
+      s
+        .split(",")
+        .map((w) => w.trim())
+        .filter((w) => w.length > 0),
+    ),
+  /** Base URL of this server as creators' OBS reaches it, for overlay_url (default: the request's Host). */
+  PUBLIC_BASE_URL: optional(z.string().url()),
 
   /** Apply migrations in sql/ on start. */
   MIGRATE_ON_START: bool(true),

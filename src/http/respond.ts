@@ -100,6 +100,20 @@ export interface ErrorLogger {
 const UNAVAILABLE_RETRY_AFTER_S = "1";
 
 export function sendError(r: Reply, err: unknown, logger: ErrorLogger): void {
+  const a = errorAnswer(err, logger);
+  if (a.retryAfterS) r.headers = [...(r.headers ?? []), ["Retry-After", a.retryAfterS]];
+  sendJson(r, a.status, a.body);
+}
+
+/** An error's status and body (the HTTP answer, and the WebSocket ack of the same request). */
+export function errorAnswer(
+  err: unknown,
+  logger: ErrorLogger,
+): {
+  status: number;
+  body: { error: { code: string; message: string; details?: unknown } };
+  retryAfterS?: string;
+} {
   if (isDatabaseUnavailable(err)) {
     logger.warn({ err: (err as Error).message }, "Postgres unavailable; answering 503");
     err = new AppError("unavailable", "the database is unavailable; retry shortly with the same key");
@@ -115,18 +129,19 @@ export function sendError(r: Reply, err: unknown, logger: ErrorLogger): void {
   }
   if (err instanceof AppError) {
     const retry = (err.details as { retry_after_s?: number } | undefined)?.retry_after_s;
-    if (err.code === "rate_limited" && retry) {
-      r.headers = [...(r.headers ?? []), ["Retry-After", String(retry)]];
-    }
+    const status = httpStatusOf(err.code);
+    if (err.code === "rate_limited" && retry)
+      return { status, body: err.toJSON(), retryAfterS: String(retry) };
     if (err.code === "unavailable")
-      r.headers = [...(r.headers ?? []), ["Retry-After", UNAVAILABLE_RETRY_AFTER_S]];
-    sendJson(r, httpStatusOf(err.code), err.toJSON());
-  } else if (err instanceof ZodError) {
-    sendJson(r, 400, {
-      error: { code: "validation_error", message: "the request is not valid", details: err.issues },
-    });
-  } else {
-    logger.error({ err }, "unexpected error handling a request");
-    sendJson(r, 500, { error: { code: "internal", message: "internal error" } });
+      return { status, body: err.toJSON(), retryAfterS: UNAVAILABLE_RETRY_AFTER_S };
+    return { status, body: err.toJSON() };
   }
+  if (err instanceof ZodError) {
+    return {
+      status: 400,
+      body: { error: { code: "validation_error", message: "the request is not valid", details: err.issues } },
+    };
+  }
+  logger.error({ err }, "unexpected error handling a request");
+  return { status: 500, body: { error: { code: "internal", message: "internal error" } } };
 }

@@ -13,5 +13,13 @@ export function decideCredit(cmd: CreditCommand, mem: AccountMem, at: string): C
     balanceCents: mem.state.balanceCents + total,
     earnedCents: mem.state.earnedCents + total,
   });
-  return { t: "credit", accountId: mem.state.id, items: cmd.items, state, at };
+  // Every credited item is a tip: each takes the next number of the recipient's feed.
+  return {
+    t: "credit",
+    accountId: mem.state.id,
+    items: cmd.items,
+    state,
+    at,
+    feedSeq: mem.feedSeq + cmd.items.length,
+  };
 }

@@ -31,7 +31,7 @@ export function decideTip(cmd: TipCommand, sender: AccountMem, hash: string, ctx
   const checked = checkOutgoing(ctx, sender, cmd.amountCents, to, extra, "not enough credits for this tip");
   if ("refused" in checked) return checked.refused;
   const split = splitTip(cmd.amountCents);
-  const tx = txRecord(ctx, "tip", "completed", sender.state.id, {
+  const tx = txRecord(ctx, cmd.type ?? "tip", "completed", sender.state.id, {
     fromAccountId: sender.state.id,
     toAccountId: cmd.toAccountId,
     amountCents: split.amountCents,

@@ -22,8 +22,11 @@ export { decideCredit };
 /** The request fingerprint an idempotency key is bound to: everything but the key. */
 export function requestHash(cmd: UserCommand): string {
   switch (cmd.kind) {
-    case "tip":
-      return tipHash(cmd.fromAccountId, cmd.toAccountId, cmd.amountCents, cmd.metadata ?? {});
+    case "tip": {
+      const h = tipHash(cmd.fromAccountId, cmd.toAccountId, cmd.amountCents, cmd.metadata ?? {});
+      // A superlike never replays a tip sent with the same key (the WAL keeps its hash as is).
+      return cmd.type === "superlike" ? `${h}|superlike` : h;
+    }
     case "deposit":
       return `deposit|${cmd.accountId}|${cmd.amountCents}|${cmd.stripePaymentId ?? ""}|${stable(cmd.metadata)}`;
     case "reserve_payout":

@@ -36,6 +36,9 @@ export interface CreditEvent {
   items: CreditItem[];
   state: AccountState;
   at: string;
+  /** The recipient's tip-feed sequence after this event: its items are feedSeq - n + 1 .. feedSeq,
+   * in order (absent in entries written before the feed existed). Decided here, so a replay repeats it. */
+  feedSeq?: number;
 }
 
 export interface StatusEvent {

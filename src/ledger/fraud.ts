@@ -43,7 +43,8 @@ export function recordOutgoing(w: VelocityWindow, atMs: number, amountCents: num
  * money in). A transaction counts once, when it is created (a payout when reserved, whatever
  * becomes of it), in memory and when rebuilt from Postgres alike.
  */
-export const countsForVelocity = (type: TxType): boolean => type === "tip" || type === "payout";
+export const countsForVelocity = (type: TxType): boolean =>
+  type === "tip" || type === "superlike" || type === "payout";
 
 export interface FraudHit {
   rule: FraudRule;

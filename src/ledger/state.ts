@@ -31,9 +31,11 @@ export interface AccountMem {
   payoutRecords: Map<string, PayoutRecord>;
   /** Flush sequence of the last WAL entry that changed it; it may be evicted once persisted. */
   lastFlushSeq: number;
+  /** The last tip-feed sequence number credited to it (tips it received, 1, 2, 3...). */
+  feedSeq: number;
 }
 
-export function newAccountMem(state: AccountState, system: boolean): AccountMem {
+export function newAccountMem(state: AccountState, system: boolean, feedSeq = 0): AccountMem {
   return {
     state,
     system,
@@ -42,6 +44,7 @@ export function newAccountMem(state: AccountState, system: boolean): AccountMem 
     payouts: new Map(),
     payoutRecords: new Map(),
     lastFlushSeq: 0,
+    feedSeq,
   };
 }
 
@@ -110,6 +113,7 @@ export function applyEvent(get: AccountLookup, ev: WalEvent, flushSeq: number): 
       assertNextState(mem, ev.state);
       mem.state = ev.state;
       mem.lastFlushSeq = flushSeq;
+      if (ev.t === "credit" && ev.feedSeq !== undefined && ev.feedSeq > mem.feedSeq) mem.feedSeq = ev.feedSeq;
       if (ev.t === "status") {
         remember(mem, ev.key, {
           hash: ev.hash,

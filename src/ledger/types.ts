@@ -4,7 +4,9 @@
 
 export type AccountStatus = "active" | "suspended";
 /** payout_return: a paid payout the bank sent back, credited to the creator as its own transaction. */
-export type TxType = "purchase" | "tip" | "payout" | "refund" | "chargeback" | "payout_return";
+export type TxType = "purchase" | "tip" | "superlike" | "payout" | "refund" | "chargeback" | "payout_return";
+/** The two kinds of tip: a superlike is a tip the overlay highlights, with its own amounts. */
+export type TipType = "tip" | "superlike";
 export type TxStatus = "pending" | "completed" | "failed";
 /** Severities of fraud rules, mildest first: high and critical block. */
 export const SEVERITIES = ["low", "medium", "high", "critical"] as const;
@@ -27,6 +29,8 @@ export interface TipCommand {
   fromAccountId: string;
   toAccountId: string;
   amountCents: number;
+  /** Stored as the transaction's type; absent means "tip". */
+  type?: TipType;
   metadata?: Record<string, unknown>;
 }
 export interface DepositCommand {

@@ -16,6 +16,7 @@ import { createEmailQueue, EmailNotifier } from "../email/queue.ts";
 import { corsPolicy } from "../http/cors.ts";
 import { type ReadinessProbes, registerHealth, registerMetrics } from "../http/health.ts";
 import { Metrics } from "../http/metrics.ts";
+import { createLive } from "../live/live.ts";
 import { RateLimits } from "../http/rate-limit.ts";
 import type { Endpoint } from "../http/router.ts";
 import { createHttpApp } from "../http/server.ts";
@@ -218,6 +219,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   };
   registerHealth(http, probes);
   registerMetrics(http, metrics, config.METRICS_TOKEN, logger);
+  const live = createLive({ app: http.app, config, logger, core, tokens, users, roles, limits });
   http.register([
     ...userRoutes({
       users,
@@ -227,7 +229,13 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       ledger: core.ledger,
       onRegistered: (u) => emails.notifyLater({ kind: "welcome", userId: u.id }),
     }),
-    ...paymentRoutes({ ledger: core.ledger, users, roles, tipAmountsUsd: config.TIP_AMOUNTS_USD }),
+    ...paymentRoutes({
+      ledger: core.ledger,
+      users,
+      roles,
+      tipAmountsUsd: config.TIP_AMOUNTS_USD,
+      superlikeAmountsUsd: config.SUPERLIKE_AMOUNTS_USD,
+    }),
     ...moneyInRoutes({
       moneyIn,
       users,
@@ -273,6 +281,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       listMax: config.PAYOUT_LIST_MAX,
     }),
     ...aiRoutes({ model: textModel, limits }),
+    ...live.routes,
   ]);
 
   return {
@@ -290,6 +299,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       http.close();
       await payoutOutcomes.stop();
       await payoutJobs.close();
+      live.close();
       await hasher.close();
       await textModel.close();
       await emailQueue.close();

@@ -3,35 +3,31 @@
 import { z } from "zod";
 import { AppError } from "../errors.ts";
 import type { Ledger } from "../shards/ledger.ts";
-import { dollarsToCents } from "../ledger/money.ts";
-import type { TxResult } from "../ledger/types.ts";
 import { type RoleSource, requireSelfOrAdmin, uuidFrom } from "../http/access.ts";
 import { idempotencyKey, idempotencyKeySchema } from "../http/idempotency.ts";
 import type { RouteDef } from "../http/router.ts";
 import type { UserStore } from "../users/user-store.ts";
-import { balanceJson, transactionJson } from "./present.ts";
+import { balanceJson } from "./present.ts";
+import { TipDesk, tipFields } from "./tip.ts";
 
 export interface PaymentRouteDeps {
   ledger: Ledger;
   users: UserStore;
   roles: RoleSource;
   tipAmountsUsd: number[];
+  superlikeAmountsUsd: number[];
 }
 
 export function paymentRoutes(d: PaymentRouteDeps): RouteDef[] {
-  const allowedCents = new Set(d.tipAmountsUsd.map((a) => dollarsToCents(a)!));
-  const allowedText = d.tipAmountsUsd.map((a) => `${a}`).join(", ");
-  const tipBody = z.strictObject({
-    from_user_id: z.uuid(),
-    to_creator_username: z.string().min(1).max(30),
-    amount: z
-      .number()
-      .refine(
-        (a) => allowedCents.has(dollarsToCents(a) ?? -1),
-        `a tip is one of these dollar amounts: ${allowedText}`,
-      ),
-    idempotency_key: idempotencyKeySchema.optional(),
-  });
+  const desk = new TipDesk(d);
+  const fields = tipFields(d);
+  const tipBody = z
+    .strictObject({
+      from_user_id: z.uuid(),
+      ...fields.shape,
+      idempotency_key: idempotencyKeySchema.optional(),
+    })
+    .superRefine(fields.refine);
   return [
     {
       method: "post",
@@ -42,22 +38,7 @@ export function paymentRoutes(d: PaymentRouteDeps): RouteDef[] {
         const from = b.from_user_id.toLowerCase();
         if (ctx.user!.sub !== from) throw new AppError("forbidden", "you may only tip from your own account");
         const key = idempotencyKey(ctx, b.idempotency_key);
-        const creator = await d.users.creatorByUsername(b.to_creator_username);
-        if (!creator)
-          throw new AppError("not_found", "creator not found", {
-            to_creator_username: b.to_creator_username,
-          });
-        const r = (await d.ledger.submit({
-          kind: "tip",
-          key,
-          fromAccountId: from,
-          toAccountId: creator.id,
-          amountCents: dollarsToCents(b.amount)!,
-        })) as TxResult;
-        return {
-          status: 201,
-          body: { transaction: transactionJson(r.transaction), balance: balanceJson(r.account) },
-        };
+        return desk.send(from, key, b);
       },
     },
     {

@@ -25,6 +25,8 @@ interface LedgerRow {
   earned_cents: number;
   status: AccountStatus;
   version: number;
+  /** Only in load(): the last tip-feed number persisted for this account (null: none). */
+  feed_seq?: string | null;
 }
 
 const LEDGER_COLUMNS =
@@ -226,12 +228,14 @@ export class AccountStore implements AccountSource {
     const out = new Map<string, AccountMem>();
     if (ids.length === 0) return out;
     const accounts = await this.pool.query<LedgerRow>(
-      `SELECT ${LEDGER_COLUMNS} FROM ledger WHERE id = ANY($1::uuid[])`,
+      `SELECT ${LEDGER_COLUMNS},
+              (SELECT max(f.seq) FROM tip_feed f WHERE f.creator_id = ledger.id) AS feed_seq
+         FROM ledger WHERE id = ANY($1::uuid[])`,
       [ids],
     );
     const userIds: string[] = [];
     for (const r of accounts.rows) {
-      out.set(r.id, newAccountMem(stateFromRow(r), r.kind === "system"));
+      out.set(r.id, newAccountMem(stateFromRow(r), r.kind === "system", Number(r.feed_seq ?? 0)));
       if (r.kind === "user") userIds.push(r.id);
     }
     if (userIds.length === 0) return out;

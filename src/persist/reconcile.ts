@@ -76,7 +76,7 @@ export async function reconcileLedger(
       `WITH inflow AS (
          SELECT e.account_id, sum(e.amount_cents) AS cents FROM ledger_entries e
            JOIN transactions t ON t.id = e.transaction_id
-          WHERE t.type IN ('tip', 'payout_return') AND e.amount_cents > 0 GROUP BY e.account_id),
+          WHERE t.type IN ('tip', 'superlike', 'payout_return') AND e.amount_cents > 0 GROUP BY e.account_id),
        outflow AS (
          SELECT user_id, sum(amount_cents) AS cents FROM payouts
           WHERE status IN ('pending', 'processing', 'paid') OR (status = 'returned' AND paid_at IS NOT NULL)

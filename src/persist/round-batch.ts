@@ -48,6 +48,14 @@ export interface TxRow {
   after: AccountState | null;
 }
 
+/** A tip_feed row: the tip that took number `seq` of its creator's feed. */
+export interface FeedRow {
+  creatorId: string;
+  seq: number;
+  txId: string;
+  at: string;
+}
+
 export interface Batch {
   accounts: Map<string, AccountUpdate>;
   txs: TxRow[];
@@ -58,6 +66,7 @@ export interface Batch {
   statusAccounts: Set<string>;
   /** Each payout's newest record of the round. */
   payouts: Map<string, PayoutRecord>;
+  feed: FeedRow[];
 }
 
 export function buildBatch(entries: Entry[]): Batch {
@@ -72,6 +81,7 @@ export function buildBatch(entries: Entry[]): Batch {
     const cur = payouts.get(p.id);
     if (!cur || p.seq > cur.seq) payouts.set(p.id, p);
   };
+  const feed: FeedRow[] = [];
   const setState = (shard: number, s: AccountState) => {
     const cur = accounts.get(s.id);
     if (!cur) accounts.set(s.id, { shard, fromVersion: s.version, last: s });
@@ -102,6 +112,12 @@ export function buildBatch(entries: Entry[]): Batch {
         case "credit":
           setState(e.shard, ev.state);
           for (const it of ev.items) addLeg(it.txId, ev.accountId, it.amountCents, ev.at);
+          if (ev.feedSeq !== undefined) {
+            const first = ev.feedSeq - ev.items.length + 1;
+            for (let i = 0; i < ev.items.length; i++) {
+              feed.push({ creatorId: ev.accountId, seq: first + i, txId: ev.items[i]!.txId, at: ev.at });
+            }
+          }
           break;
         case "status":
           setState(e.shard, ev.state);
@@ -132,5 +148,6 @@ export function buildBatch(entries: Entry[]): Batch {
     statusRows,
     statusAccounts,
     payouts,
+    feed,
   };
 }

@@ -11,6 +11,7 @@ import {
   type Batch,
   buildBatch,
   type Entry,
+  type FeedRow,
   type Leg,
   type StatusRow,
   type TxRow,
@@ -77,6 +78,10 @@ async function writeBatch(client: pg.PoolClient, b: Batch, bulk: boolean): Promi
       else await insertLegs(client, b.legs);
     }
     if (b.fraud.length > 0) await insertFraudLogs(client, b.fraud);
+    if (b.feed.length > 0) {
+      if (bulk) await copyFeedRows(client, b.feed);
+      else await insertFeedRows(client, b.feed);
+    }
     if (b.statusRows.length > 0) {
       await insertStatusChanges(client, b.statusRows);
       await mirrorUserStatus(client, b.statusAccounts);
@@ -234,6 +239,21 @@ async function copyLegs(client: pg.PoolClient, legs: Leg[]): Promise<void> {
     client,
     "COPY ledger_entries (transaction_id, account_id, amount_cents, created_at) FROM STDIN",
     text,
+  );
+}
+
+async function copyFeedRows(client: pg.PoolClient, rows: FeedRow[]): Promise<void> {
+  let text = "";
+  for (const r of rows) text += `${r.creatorId}\t${r.seq}\t${r.txId}\t${r.at}\n`;
+  await copyIn(client, "COPY tip_feed (creator_id, seq, transaction_id, credited_at) FROM STDIN", text);
+}
+
+async function insertFeedRows(client: pg.PoolClient, rows: FeedRow[]): Promise<void> {
+  await client.query(
+    `INSERT INTO tip_feed (creator_id, seq, transaction_id, credited_at)
+     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::timestamptz[])
+     ON CONFLICT (creator_id, seq) DO NOTHING`,
+    [rows.map((r) => r.creatorId), rows.map((r) => r.seq), rows.map((r) => r.txId), rows.map((r) => r.at)],
   );
 }
 

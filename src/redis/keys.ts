@@ -14,6 +14,8 @@ export interface RedisKeys {
   payoutOutcomes: string;
   /** BullMQ's prefix for its queues (BullMQ builds its own keys under it). */
   bullPrefix: string;
+  /** A creator's live tip feed: a stream whose entry ids are `<seq>-1`, the last FEED_RETENTION kept. */
+  tipFeed(creatorId: string): string;
 }
 
 export function redisKeys(prefix: string): RedisKeys {
@@ -24,6 +26,7 @@ export function redisKeys(prefix: string): RedisKeys {
     rateLimit: (kind, client) => `${prefix}rl:${kind}:${client}`,
     payoutOutcomes: `${prefix}payouts:outcomes`,
     bullPrefix: `${prefix}bull`,
+    tipFeed: (creatorId) => `${prefix}feed:${creatorId}`,
   };
 }
 

@@ -10,6 +10,8 @@ import type { CreditHold, ShardActor, Waiter } from "./shard-actor.ts";
 
 /** Told about every group commit: how long the WAL took, how many events, whether it confirmed. */
 export type FlushObserver = (seconds: number, events: number, ok: boolean) => void;
+/** Told about events once the WAL confirmed them (and about every event recovery replays). */
+export type DurableObserver = (events: WalEvent[]) => void;
 
 export interface CommitHost {
   readonly shards: ShardActor[];
@@ -39,6 +41,7 @@ export class GroupCommit {
   /** Flushes so far; a shard's flushSeq is the last one that confirmed an entry of it. */
   count = 0;
   onFlush: FlushObserver | null = null;
+  onDurable: DurableObserver | null = null;
 
   constructor(
     private readonly host: CommitHost,
@@ -98,6 +101,7 @@ export class GroupCommit {
           if (w.error) w.reject(w.error);
           else w.resolve(w.result!);
         }
+        if (this.onDurable) for (const a of b.append) this.onDurable(a.events);
         if (failed || this.host.isRecovering()) continue;
         // The debits are durable: now, and only now, the recipients are credited.
         for (let i = 0; i < b.append.length; i++) {

@@ -11,7 +11,7 @@ import { type AccountMem, LedgerInvariantError, viewOf } from "../ledger/state.t
 import type { AccountView, PayoutRecord, UserCommand } from "../ledger/types.ts";
 import { AccountLoader } from "./account-loader.ts";
 import { Directory } from "./directory.ts";
-import { type FlushObserver, GroupCommit } from "./group-commit.ts";
+import { type DurableObserver, type FlushObserver, GroupCommit } from "./group-commit.ts";
 import {
   type AccountSource,
   type LedgerSettings,
@@ -22,7 +22,7 @@ import {
 import { replayWal } from "./recovery.ts";
 import { type ActorEnv, type CreditHold, type Result, ShardActor, type Waiter } from "./shard-actor.ts";
 
-export type { FlushObserver };
+export type { DurableObserver, FlushObserver };
 
 /** How long a read waits for a recovery in progress before it answers `unavailable`. */
 const READ_WAITS_FOR_RECOVERY_MS = 500;
@@ -156,6 +156,11 @@ export class Ledger {
   /** Metrics hook: called after every group commit. */
   set onFlush(f: FlushObserver | null) {
     this.commit.onFlush = f;
+  }
+
+  /** Live feeds hook: events the WAL confirmed, and every event recovery replays (again). */
+  set onDurable(f: DurableObserver | null) {
+    this.commit.onDurable = f;
   }
 
   /** Runs recovery; the ledger accepts commands once it resolves. */
@@ -379,7 +384,11 @@ export class Ledger {
           pageEntries: this.settings.recoveryPageEntries,
           idempotencyTtlMs: this.settings.idempotencyTtlMs,
           now: this.now,
-          apply: (shard, ev) => shard.apply(ev, 0),
+          apply: (shard, ev) => {
+            if (!shard.apply(ev, 0)) return false;
+            this.commit.onDurable?.([ev]);
+            return true;
+          },
         });
         if (report.redelivered > 0) {
           // Flush the re-delivered credits before taking traffic; a failure here retries recovery.

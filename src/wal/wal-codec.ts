@@ -43,7 +43,7 @@ type PackedTx = [
   TxEvent["fraud"],
   PayoutRecord?,
 ];
-type PackedCredit = ["c", string, Array<[string, number]>, StateTuple, string];
+type PackedCredit = ["c", string, Array<[string, number]>, StateTuple, string, number?];
 type Packed = PackedTx | PackedCredit | WalEvent;
 
 const packState = (s: AccountState): StateTuple => [
@@ -115,13 +115,15 @@ function pack(ev: WalEvent): Packed {
     return packed;
   }
   if (ev.t === "credit") {
-    return [
+    const packed: PackedCredit = [
       "c",
       ev.accountId,
       ev.items.map((i): [string, number] => [i.txId, i.amountCents]),
       packState(ev.state),
       ev.at,
     ];
+    if (ev.feedSeq !== undefined) packed.push(ev.feedSeq);
+    return packed;
   }
   return ev;
 }
@@ -168,7 +170,7 @@ function unpack(p: Packed): WalEvent {
       ...(payout ? { payout } : {}),
     };
   }
-  const [, accountId, items, state, at] = p;
+  const [, accountId, items, state, at, feedSeq] = p;
   const ev: CreditEvent = {
     t: "credit",
     accountId,
@@ -176,6 +178,7 @@ function unpack(p: Packed): WalEvent {
     state: unpackState(state),
     at,
   };
+  if (typeof feedSeq === "number") ev.feedSeq = feedSeq;
   return ev;
 }
 

@@ -113,10 +113,11 @@ describe("bench population", () => {
   });
 
   it("seeds at least 100,000 viewers, and enough that none passes 10 tips an hour at 20k tips/s", () => {
-    expect(viewersNeeded(parseOptions([]))).toBe(MIN_VIEWERS);
+    expect(viewersNeeded(parseOptions(["--scenario", "tips"]))).toBe(MIN_VIEWERS);
     const long = parseOptions(["--duration", "60"]);
-    // tip-uniform 60 s + both half-rate runs 30 s each + tip-hot 60 s, at 20k/s, 20% to spare.
-    expect(viewersNeeded(long)).toBe(Math.ceil((180 * 20_000 * 1.2) / TIPS_PER_VIEWER_MAX));
+    // tip-uniform 60 s + both half-rate runs 30 s each + tip-hot 60 s + ws-tip-uniform and
+    // ws-tip-hot 60 s each, at 20k/s, 20% to spare.
+    expect(viewersNeeded(long)).toBe(Math.ceil((300 * 20_000 * 1.2) / TIPS_PER_VIEWER_MAX));
     expect(viewersNeeded(parseOptions(["--viewers", "2000"]))).toBe(2000);
     expect(parseOptions(["--scenario", "tip-uniform-half"]).scenarios).toEqual([
       "tip-uniform",
@@ -184,7 +185,13 @@ describe("npm run bench -- --quick", () => {
       ["tip-hot / tip-uniform", true],
       ["tip-uniform / peer-seed-uniform", true],
       ["tip-hot / peer-seed-hot", true],
+      ["ws-tip-uniform / tip-uniform", true],
+      ["ws-tip-hot / tip-hot", true],
     ]);
+    expect(checks.map((c) => c.name)).toContain(
+      "ws-feed: every subscriber got every tip of the burst once, in order",
+    );
+    expect(checks.find((c) => c.name.startsWith("ws-feed"))?.ok).toBe(true);
     const uniform = report.scenarios.find((s: { name: string }) => s.name === "tip-uniform");
     expect(uniform.wal.drainMs).not.toBeNull();
     const svg = readFileSync(`${out}latest.svg`, "utf8");

@@ -1,0 +1,87 @@
+// Owns wiring the live part of the app: the tip feed (fed by the ledger's durable observer), the
+// WebSocket endpoint, the overlay page and the live HTTP routes, on the HTTP server's uWS app.
+import type { Logger } from "pino";
+import type { TemplatedApp } from "uWebSockets.js";
+import type { TokenService } from "../auth/tokens.ts";
+import type { Config } from "../config.ts";
+import type { RoleSource } from "../http/access.ts";
+import type { RateLimits } from "../http/rate-limit.ts";
+import type { RouteDef } from "../http/router.ts";
+import type { Core } from "../main/core.ts";
+import { TipDesk } from "../payments/tip.ts";
+import type { UserStore } from "../users/user-store.ts";
+import { FeedStore } from "./feed-store.ts";
+import { OverlayKeys } from "./overlay-keys.ts";
+import { liveRoutes, registerOverlayPage } from "./routes.ts";
+import { TipFeed } from "./tip-feed.ts";
+import { wordFilter } from "./word-filter.ts";
+import { registerLive } from "./ws-server.ts";
+
+export interface Live {
+  routes: RouteDef[];
+  close(): void;
+}
+
+export function createLive(d: {
+  app: TemplatedApp;
+  config: Config;
+  logger: Logger;
+  core: Core;
+  tokens: TokenService;
+  users: UserStore;
+  roles: RoleSource;
+  limits: RateLimits;
+}): Live {
+  const { config, core } = d;
+  // Its own connection: feed appends and catch-up reads must come back in the order they went out.
+  const redis = core.redis.duplicate();
+  redis.on("error", (err) => d.logger.warn({ err: err.message }, "tip feed redis connection error"));
+  const feed = new TipFeed({
+    store: new FeedStore(redis, config.REDIS_PREFIX, config.FEED_RETENTION),
+    pool: core.pool,
+    logger: d.logger,
+    filter: wordFilter(config.FEED_BLOCKED_WORDS),
+    retention: config.FEED_RETENTION,
+  });
+  core.ledger.onDurable = feed.durable;
+  const overlayKeys = new OverlayKeys(core.pool);
+  const sockets = registerLive(d.app, {
+    tokens: d.tokens,
+    limits: d.limits,
+    users: d.users,
+    desk: new TipDesk({
+      ledger: core.ledger,
+      users: d.users,
+      tipAmountsUsd: config.TIP_AMOUNTS_USD,
+      superlikeAmountsUsd: config.SUPERLIKE_AMOUNTS_USD,
+    }),
+    feed,
+    overlayKeys,
+    logger: d.logger,
+    settings: {
+      idleTimeoutS: config.WS_IDLE_TIMEOUT_S,
+      maxMessageBytes: config.WS_MAX_MESSAGE_BYTES,
+      maxBackpressureBytes: config.WS_MAX_BACKPRESSURE_BYTES,
+      maxInFlight: config.WS_MAX_IN_FLIGHT,
+      tipAmountsUsd: config.TIP_AMOUNTS_USD,
+      superlikeAmountsUsd: config.SUPERLIKE_AMOUNTS_USD,
+    },
+  });
+  registerOverlayPage(d.app, overlayKeys, d.logger);
+  return {
+    routes: liveRoutes({
+      feed,
+      users: d.users,
+      roles: d.roles,
+      overlayKeys,
+      revokeOverlay: (id) => sockets.revokeOverlay(id),
+      publicBaseUrl: config.PUBLIC_BASE_URL,
+    }),
+    close() {
+      core.ledger.onDurable = null;
+      feed.stop();
+      sockets.close();
+      redis.disconnect();
+    },
+  };
+}

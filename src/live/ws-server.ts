@@ -1,0 +1,347 @@
+// Owns the WebSocket side of the app (`/ws` on the HTTP server's uWS app and port): the token or
+// overlay key checked at upgrade (401, no socket, otherwise), the welcome, tip frames sent through
+// the same TipDesk as HTTP tips (same ledger command, idempotency keys, rate limits, answers),
+// feed subscriptions (TipFeed.follow, then uWS pub/sub on a topic per creator), and the limits of
+// a socket: frame size (1009), binary frames (1003), tips in flight, and queued bytes (4008).
+import type { HttpRequest, HttpResponse, TemplatedApp, us_socket_context_t, WebSocket } from "uWebSockets.js";
+import { z } from "zod";
+import type { Logger } from "pino";
+import type { TokenService } from "../auth/tokens.ts";
+import { WS_MAX_MESSAGE_BYTES_MAX } from "../config.ts";
+import { AppError } from "../errors.ts";
+import { idempotencyKeySchema } from "../http/idempotency.ts";
+import type { RateLimits } from "../http/rate-limit.ts";
+import { parseJsonObject } from "../http/request.ts";
+import { errorAnswer } from "../http/respond.ts";
+import { type TipDesk, tipFields } from "../payments/tip.ts";
+import type { UserStore } from "../users/user-store.ts";
+import type { OverlayKeys } from "./overlay-keys.ts";
+import type { TipFeed } from "./tip-feed.ts";
+
+/** Close codes a client acts on. 4008: you fell behind; reconnect and subscribe with `since`. */
+export const CLOSE_SLOW_CONSUMER = 4008;
+/** The overlay key this socket used was replaced by a new one. */
+export const CLOSE_KEY_REVOKED = 4001;
+const CLOSE_UNSUPPORTED = 1003;
+const CLOSE_TOO_BIG = 1009;
+/** Room above WS_MAX_BACKPRESSURE_BYTES before uWS itself skips a subscriber (see maxBackpressure). */
+const UWS_BACKPRESSURE_HEADROOM_BYTES = 8 * 1024 * 1024;
+/** How often subscribers' queued bytes are checked (uWS publish itself never tells). */
+const SWEEP_MS = 50;
+
+export interface LiveSettings {
+  idleTimeoutS: number;
+  maxMessageBytes: number;
+  maxBackpressureBytes: number;
+  maxInFlight: number;
+  tipAmountsUsd: number[];
+  superlikeAmountsUsd: number[];
+}
+
+export interface LiveDeps {
+  tokens: TokenService;
+  limits: RateLimits;
+  users: UserStore;
+  desk: TipDesk;
+  feed: TipFeed;
+  overlayKeys: OverlayKeys;
+  logger: Logger;
+  settings: LiveSettings;
+}
+
+interface SocketData {
+  userId: string;
+  /** Overlay connections only read their creator's feed. */
+  readOnly: boolean;
+  ip: string;
+  inFlight: number;
+  closed: boolean;
+  subscribed: boolean;
+}
+
+type Ws = WebSocket<SocketData>;
+
+export const tipTopic = (creatorId: string): string => `tips:${creatorId}`;
+
+export interface LiveSockets {
+  /** Closes the overlay sockets of a creator (their key was replaced). */
+  revokeOverlay(creatorId: string): void;
+  close(): void;
+}
+
+export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
+  const s = d.settings;
+  const fields = tipFields(s);
+  const tipFrame = z
+    .strictObject({ op: z.literal("tip"), id: idempotencyKeySchema, ...fields.shape })
+    .superRefine(fields.refine);
+  const subscribeFrame = z.strictObject({
+    op: z.literal("subscribe"),
+    channel: z.literal("tips"),
+    since: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  });
+  const feedSockets = new Set<Ws>();
+  const subscribersOf = new Map<string, Set<Ws>>();
+  const overlays = new Map<string, Set<Ws>>();
+
+  const send = (ws: Ws, frame: string): boolean => {
+    if (ws.getUserData().closed) return false;
+    ws.send(frame, false);
+    if (ws.getBufferedAmount() > s.maxBackpressureBytes) {
+      ws.end(CLOSE_SLOW_CONSUMER, "too slow: reconnect and subscribe with since");
+      return false;
+    }
+    return true;
+  };
+  const sendCorked = (ws: Ws, frame: string) => {
+    if (ws.getUserData().closed) return;
+    ws.cork(() => send(ws, frame));
+  };
+  const errorFrame = (err: unknown, id?: unknown) => {
+    const a = errorAnswer(err, d.logger);
+    return JSON.stringify(
+      typeof id === "string"
+        ? { op: "error", id, error: a.body.error }
+        : { op: "error", error: a.body.error },
+    );
+  };
+
+  d.feed.deliver = (creatorId, _seq, frame) => {
+    app.publish(tipTopic(creatorId), frame, false);
+  };
+  const cutOffSlow = (ws: Ws) => {
+    if (ws.getBufferedAmount() > s.maxBackpressureBytes) {
+      ws.end(CLOSE_SLOW_CONSUMER, "too slow: reconnect and subscribe with since");
+    }
+  };
+  // Checked after every delivered batch (a burst can outrun any timer), and by a timer.
+  d.feed.delivered = (creatorIds) => {
+    for (const c of creatorIds) for (const ws of subscribersOf.get(c) ?? []) cutOffSlow(ws);
+  };
+
+  const sweep = setInterval(() => {
+    for (const ws of feedSockets) cutOffSlow(ws);
+  }, SWEEP_MS);
+  sweep.unref();
+
+  async function onTip(ws: Ws, body: Record<string, unknown>): Promise<void> {
+    const u = ws.getUserData();
+    const id = body.id;
+    const parsed = tipFrame.safeParse(body);
+    if (!parsed.success) {
+      const bad = new z.ZodError(parsed.error.issues);
+      if (typeof id === "string" && idempotencyKeySchema.safeParse(id).success) {
+        const a = errorAnswer(bad, d.logger);
+        sendCorked(ws, JSON.stringify({ op: "ack", id, status: a.status, error: a.body.error }));
+      } else sendCorked(ws, errorFrame(bad, id));
+      return;
+    }
+    const b = parsed.data;
+    if (u.readOnly) {
+      const a = errorAnswer(new AppError("forbidden", "an overlay connection is read-only"), d.logger);
+      sendCorked(ws, JSON.stringify({ op: "ack", id: b.id, status: a.status, error: a.body.error }));
+      return;
+    }
+    if (u.inFlight >= s.maxInFlight) {
+      const err = new AppError(
+        "rate_limited",
+        `at most ${s.maxInFlight} tips may wait for their ack on one socket`,
+      );
+      const a = errorAnswer(err, d.logger);
+      sendCorked(ws, JSON.stringify({ op: "ack", id: b.id, status: a.status, error: a.body.error }));
+      return;
+    }
+    u.inFlight++;
+    let frame: string;
+    try {
+      // The same budgets an HTTP tip spends: the client's IP and the user.
+      await d.limits.consume("ip", u.ip);
+      await d.limits.consume("user", u.userId);
+      const r = await d.desk.send(u.userId, b.id, b);
+      frame = JSON.stringify({ op: "ack", id: b.id, status: r.status, ...r.body });
+    } catch (err) {
+      const a = errorAnswer(err, d.logger);
+      frame = JSON.stringify({ op: "ack", id: b.id, status: a.status, error: a.body.error });
+    } finally {
+      u.inFlight--;
+    }
+    sendCorked(ws, frame);
+  }
+
+  async function onSubscribe(ws: Ws, body: Record<string, unknown>): Promise<void> {
+    const u = ws.getUserData();
+    const b = subscribeFrame.parse(body);
+    if (u.subscribed) throw new AppError("conflict", "already subscribed to tips");
+    if (!u.readOnly) {
+      const me = await d.users.byId(u.userId);
+      if (me?.role !== "creator") throw new AppError("forbidden", "only creators have a tip feed");
+    }
+    if (u.closed) return;
+    u.subscribed = true;
+    await d.feed.follow(u.userId, b.since, {
+      send: (frame) => {
+        if (u.closed) return false;
+        let ok = false;
+        ws.cork(() => {
+          ok = send(ws, frame);
+        });
+        return ok;
+      },
+      join: () => {
+        if (u.closed) return;
+        ws.subscribe(tipTopic(u.userId));
+        feedSockets.add(ws);
+        const set = subscribersOf.get(u.userId) ?? new Set<Ws>();
+        subscribersOf.set(u.userId, set);
+        set.add(ws);
+      },
+    });
+  }
+
+  app.ws<SocketData>("/ws", {
+    idleTimeout: s.idleTimeoutS,
+    sendPingsAutomatically: true,
+    // Frames a little over the limit are read and refused with a proper 1009 (message handler);
+    // uWS itself drops far bigger ones without reading them (no close frame then).
+    maxPayloadLength: Math.min(WS_MAX_MESSAGE_BYTES_MAX, 4 * s.maxMessageBytes),
+    // uWS skips (silently) a subscriber whose queue passes maxBackpressure: that would be a hole
+    // in its feed. Our own cut-off (4008, after every delivered batch of at most 1,000 entries of
+    // at most ~2 KiB, and every 50 ms) acts first, so uWS's limit sits one batch and more above it.
+    // uWS's closeOnBackpressureLimit closes without a close frame (1006): our 4008 says more.
+    maxBackpressure: s.maxBackpressureBytes + UWS_BACKPRESSURE_HEADROOM_BYTES,
+    closeOnBackpressureLimit: 0,
+    upgrade: (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => {
+      let aborted = false;
+      res.onAborted(() => {
+        aborted = true;
+      });
+      const query = new URLSearchParams(req.getQuery() ?? "");
+      const wsKey = req.getHeader("sec-websocket-key");
+      const protocolHeader = req.getHeader("sec-websocket-protocol");
+      const extensions = req.getHeader("sec-websocket-extensions");
+      const ip = Buffer.from(res.getRemoteAddressAsText()).toString();
+      let token = query.get("access_token");
+      let protocol = "";
+      if (!token && protocolHeader) {
+        const parts = protocolHeader.split(",").map((p) => p.trim());
+        if (parts[0]?.toLowerCase() === "bearer" && parts[1]) {
+          token = parts[1];
+          protocol = parts[0];
+        }
+      }
+      const overlayKey = query.get("overlay_key");
+      const who = async (): Promise<{ userId: string; readOnly: boolean }> => {
+        await d.limits.consume("ip", ip);
+        if (token) return { userId: (await d.tokens.verify(token)).sub, readOnly: false };
+        if (overlayKey) {
+          const o = await d.overlayKeys.resolve(overlayKey);
+          if (!o)
+            throw new AppError("unauthorized", "this overlay key is not valid (a newer one replaced it?)");
+          return { userId: o.userId, readOnly: true };
+        }
+        throw new AppError("unauthorized", "an access_token (or overlay_key) is required to connect");
+      };
+      who().then(
+        (w) => {
+          if (aborted) return;
+          res.cork(() => {
+            res.upgrade<SocketData>(
+              { ...w, ip, inFlight: 0, closed: false, subscribed: false },
+              wsKey,
+              protocol,
+              extensions,
+              context,
+            );
+          });
+        },
+        (err) => {
+          if (aborted) return;
+          const a = errorAnswer(err, d.logger);
+          res.cork(() => {
+            res.writeStatus(
+              a.status === 401
+                ? "401 Unauthorized"
+                : a.status === 429
+                  ? "429 Too Many Requests"
+                  : `${a.status}`,
+            );
+            res.writeHeader("Content-Type", "application/json; charset=utf-8");
+            if (a.retryAfterS) res.writeHeader("Retry-After", a.retryAfterS);
+            res.end(JSON.stringify(a.body));
+          });
+        },
+      );
+    },
+    open: (ws: Ws) => {
+      const u = ws.getUserData();
+      if (u.readOnly) {
+        const set = overlays.get(u.userId) ?? new Set<Ws>();
+        overlays.set(u.userId, set);
+        set.add(ws);
+      }
+      ws.send(
+        JSON.stringify({
+          op: "welcome",
+          user_id: u.userId,
+          keepalive_s: s.idleTimeoutS,
+          read_only: u.readOnly,
+        }),
+        false,
+      );
+    },
+    message: (ws: Ws, message: ArrayBuffer, isBinary: boolean) => {
+      if (isBinary) {
+        ws.end(CLOSE_UNSUPPORTED, "binary frames are not accepted; send JSON text");
+        return;
+      }
+      if (message.byteLength > s.maxMessageBytes) {
+        ws.end(CLOSE_TOO_BIG, `frames are at most ${s.maxMessageBytes} bytes`);
+        return;
+      }
+      // The buffer is valid only during this call: copy it out before anything awaits.
+      let body: Record<string, unknown>;
+      try {
+        body = parseJsonObject(Buffer.from(Buffer.from(message)));
+      } catch (err) {
+        send(ws, errorFrame(err));
+        return;
+      }
+      const op = body.op;
+      if (op === "tip") {
+        onTip(ws, body).catch((err) => sendCorked(ws, errorFrame(err, body.id)));
+      } else if (op === "subscribe") {
+        onSubscribe(ws, body).catch((err) => sendCorked(ws, errorFrame(err)));
+      } else {
+        send(
+          ws,
+          errorFrame(
+            new AppError("validation_error", 'unknown op: expected "tip" or "subscribe"', { op: op ?? null }),
+          ),
+        );
+      }
+    },
+    close: (ws: Ws) => {
+      const u = ws.getUserData();
+      u.closed = true;
+      if (feedSockets.delete(ws)) {
+        const set = subscribersOf.get(u.userId);
+        set?.delete(ws);
+        if (set?.size === 0) subscribersOf.delete(u.userId);
+      }
+      if (u.readOnly) {
+        const set = overlays.get(u.userId);
+        set?.delete(ws);
+        if (set?.size === 0) overlays.delete(u.userId);
+      }
+    },
+  });
+
+  return {
+    revokeOverlay(creatorId) {
+      for (const ws of overlays.get(creatorId) ?? []) ws.end(CLOSE_KEY_REVOKED, "overlay key replaced");
+    },
+    close() {
+      clearInterval(sweep);
+    },
+  };
+}

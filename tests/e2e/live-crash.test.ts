@@ -1,0 +1,248 @@
+// The feed across a crash: the server (a child process) is SIGKILLed in the middle of a tip burst
+// and started again; the subscriber resumes with `since` and ends with every credited tip exactly
+// once, numbered 1..N without a hole, the same tips Postgres holds.
+import { type ChildProcess, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TokenService } from "../../src/auth/tokens.ts";
+import { startCore } from "../../src/main/core.ts";
+import { TEST_JWT_SECRET } from "../helpers/api.ts";
+import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
+import { createUsers, key, settle, silentLogger } from "../helpers/ledger.ts";
+import { connectLive, type LiveClient } from "../helpers/live.ts";
+
+let env: TestEnv;
+let child: ChildProcess | null = null;
+/** The test's resuming subscriber runs while this is true (afterAll stops it whatever happened). */
+let following = false;
+
+beforeAll(async () => {
+  env = await createTestEnv("livecrash");
+});
+afterAll(async () => {
+  following = false;
+  if (child && child.exitCode === null) child.kill("SIGKILL");
+  await env.cleanup();
+});
+
+const vars = () => ({
+  ...Object.fromEntries(Object.entries(env.config()).map(([k, v]) => [k, String(v)])),
+  NODE_ENV: "test",
+  DATABASE_URL: env.databaseUrl,
+  REDIS_PREFIX: env.redisPrefix,
+  LOG_LEVEL: "silent",
+  SHARDS: "8",
+  LEDGER_LEASE_MS: "300",
+  SUPABASE_JWT_SECRET: TEST_JWT_SECRET,
+  RATE_LIMIT_IP_PER_MIN: "0",
+  RATE_LIMIT_USER_PER_MIN: "0",
+  STRIPE_STANDIN_PORT: "0",
+  PASSWORD_HASH_THREADS: "1",
+  FRAUD_MAX_TX_PER_HOUR: "1000000",
+  FRAUD_MAX_VOLUME_PER_HOUR_USD: "100000000",
+});
+
+async function startChild(): Promise<string> {
+  const c = spawn(process.execPath, ["--import", "tsx", "tests/helpers/live-child.ts"], {
+    env: { ...process.env, ...vars() },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  child = c;
+  let port = 0;
+  createInterface({ input: c.stdout! }).on("line", (line) => {
+    const m = /^PORT (\d+)$/.exec(line);
+    if (m) port = Number(m[1]);
+  });
+  await waitFor(() => port > 0, 60_000, "the server child to listen");
+  return `http://127.0.0.1:${port}`;
+}
+
+async function killChild(): Promise<void> {
+  const c = child!;
+  const exited = new Promise((r) => c.once("exit", r));
+  c.kill("SIGKILL");
+  await exited;
+}
+
+/** Tips over sockets, a window in flight on each, until stopped or the server dies. */
+function tipper(base: string, tokens: string[], creator: string, acked: Set<string>, run: number) {
+  let stop = false;
+  const done = Promise.all(
+    tokens.map(async (t, i) => {
+      let s: LiveClient;
+      try {
+        s = await connectLive(base, `access_token=${t}`);
+      } catch {
+        return;
+      }
+      let n = 0;
+      let inFlight = 0;
+      s.ws.on("message", (data) => {
+        const f = JSON.parse(data.toString());
+        if (f.op !== "ack") return;
+        inFlight--;
+        if (f.status === 201) acked.add(f.transaction.id);
+        pump();
+      });
+      const pump = () => {
+        while (!stop && !s.closed && inFlight < 20) {
+          inFlight++;
+          s.send({ op: "tip", id: `r${run}-s${i}-${n++}`, to_creator_username: creator, amount: 1 });
+        }
+      };
+      pump();
+      await waitFor(() => stop || s.closed !== null, 120_000, "the tipper to stop");
+      if (!s.closed) await waitFor(() => inFlight === 0, 20_000, "the last acks");
+      s.ws.terminate();
+    }),
+  );
+  return {
+    stop: async () => {
+      stop = true;
+      await done;
+    },
+  };
+}
+
+describe("feed across a server crash", () => {
+  it("resumes with since after SIGKILL mid-burst: every credited tip once, 1..N, same as Postgres", async () => {
+    const viewers = await createUsers(env.pool, 10);
+    const [creator] = await createUsers(env.pool, 1, "cr");
+    await env.pool.query("UPDATE users SET role = 'creator' WHERE id = $1", [creator]);
+    const creatorName = (await env.pool.query("SELECT username FROM users WHERE id = $1", [creator])).rows[0]
+      .username as string;
+    const setup = await startCore(env.config(vars()), silentLogger);
+    for (const v of viewers) {
+      await setup.ledger.submit({ kind: "deposit", key: key(), accountId: v, amountCents: 10_000_000 });
+    }
+    await settle(setup);
+    await setup.stop();
+    const tokens = new TokenService({ secret: TEST_JWT_SECRET, expiresInS: 3600 });
+    const viewerTokens = await Promise.all(
+      viewers.map(async (id) => (await tokens.issue({ id, email: `${id}@x.test` })).access_token),
+    );
+    const creatorToken = (await tokens.issue({ id: creator!, email: "c@x.test" })).access_token;
+
+    const acked = new Set<string>();
+    const received: Array<{ seq: number; id: string }> = [];
+    const t0 = Date.now();
+    const say = (m: string) =>
+      process.env.LIVE_DEBUG &&
+      console.log(`[crash ${Date.now() - t0} ms] ${m} received=${received.length} acked=${acked.size}`);
+    let base = await startChild();
+    // The subscriber behaves as the protocol asks of a client: whenever its socket closes (the
+    // server killed, or any other drop) it reconnects and subscribes with the last seq it saw.
+    following = true;
+    let sub: LiveClient | null = null;
+    let connects = 0;
+    const subscriber = (async () => {
+      while (following) {
+        try {
+          const since = received.length > 0 ? received[received.length - 1]!.seq : undefined;
+          const live = await connectLive(base, `access_token=${creatorToken}`);
+          sub = live;
+          connects++;
+          live.ws.on("message", (data) => {
+            const f = JSON.parse(data.toString());
+            if (f.op === "tip") received.push({ seq: f.seq, id: f.tip.id });
+          });
+          live.send({ op: "subscribe", channel: "tips", ...(since !== undefined ? { since } : {}) });
+          say(`subscribed since ${since}`);
+          await waitFor(
+            () => !following || live.closed !== null,
+            240_000,
+            "the subscriber's socket to close",
+          );
+          if (!following) live.ws.terminate();
+        } catch {
+          await new Promise((r) => setTimeout(r, 50)); // the server is restarting
+        }
+      }
+    })();
+    await waitFor(
+      () => (sub as LiveClient | null)?.frames.some((f) => f.op === "subscribed") === true,
+      20_000,
+      "the first subscription",
+    );
+    for (let run = 0; run < 3; run++) {
+      const t = tipper(base, viewerTokens, creatorName, acked, run);
+      const before = received.length;
+      await waitFor(() => received.length >= before + 300, 60_000, "tips reaching the subscriber").catch(
+        async (err) => {
+          const n = async (sql: string) => (await env.pool.query(sql, [creator])).rows[0].n;
+          const top = await env.redis.xrevrange(`${env.redisPrefix}feed:${creator}`, "+", "-", "COUNT", 1);
+          throw new Error(
+            `${err.message} (run ${run}: received ${received.length} (last ${received[received.length - 1]?.seq}), acked ${acked.size}, subscriber connects ${connects}, ${JSON.stringify((sub as LiveClient | null)?.closed)} ${JSON.stringify((sub as LiveClient | null)?.frames.filter((f) => f.op !== "tip"))}, stream top ${top[0]?.[0]}, tip_feed ${await n("SELECT count(*) AS n FROM tip_feed WHERE creator_id = $1")}, transactions ${await n("SELECT count(*) AS n FROM transactions WHERE to_user_id = $1")})`,
+          );
+        },
+      );
+      if (run < 2) {
+        await killChild(); // mid-burst: tips in flight, credits and feed entries unwritten
+        say("killed");
+        await t.stop();
+        say("tipper stopped");
+        base = await startChild();
+        say("restarted");
+      } else {
+        await t.stop();
+      }
+    }
+    // Everything credited reaches the feed and Postgres.
+    const count = async () =>
+      Number(
+        (await env.pool.query("SELECT count(*) AS n FROM transactions WHERE to_user_id = $1", [creator]))
+          .rows[0].n,
+      );
+    // Credits of the last acked tips may still be on their way: wait for a state that holds still
+    // (Postgres and the feed agreeing, unchanged for a second), not for a moment they happen to.
+    let agreed = { n: -1, at: 0 };
+    await waitFor(
+      async () => {
+        const n = await count();
+        const same = n > 0 && received.length === n && received[received.length - 1]!.seq === n;
+        if (!same) agreed = { n: -1, at: 0 };
+        else if (agreed.n !== n) agreed = { n, at: Date.now() };
+        return same && Date.now() - agreed.at >= 1000;
+      },
+      60_000,
+      "the feed to catch up with Postgres",
+    ).catch(async (err) => {
+      const seqs = received.map((r) => r.seq);
+      const dups = seqs.length - new Set(seqs).size;
+      const gaps = seqs.filter((q, i) => i > 0 && q !== seqs[i - 1]! + 1).slice(0, 5);
+      const top = await env.redis.xrevrange(`${env.redisPrefix}feed:${creator}`, "+", "-", "COUNT", 1);
+      const feedRows = (
+        await env.pool.query("SELECT count(*) AS n, max(seq) AS m FROM tip_feed WHERE creator_id = $1", [
+          creator,
+        ])
+      ).rows[0];
+      throw new Error(
+        `${err.message}: postgres ${await count()} tips, tip_feed ${feedRows.n} (max ${feedRows.m}), stream top ${top[0]?.[0]}, received ${seqs.length} (last ${seqs[seqs.length - 1]}, ${dups} duplicates, breaks at ${JSON.stringify(gaps)})`,
+      );
+    });
+    const n = await count();
+    expect(received.map((r) => r.seq)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+    const pgIds = (
+      await env.pool.query("SELECT id FROM transactions WHERE to_user_id = $1", [creator])
+    ).rows.map((r) => r.id as string);
+    expect(new Set(received.map((r) => r.id))).toEqual(new Set(pgIds));
+    for (const id of acked) expect(pgIds).toContain(id);
+    await waitFor(
+      async () =>
+        Number(
+          (await env.pool.query("SELECT count(*) AS n FROM tip_feed WHERE creator_id = $1", [creator]))
+            .rows[0].n,
+        ) === n,
+      30_000,
+      "tip_feed rows",
+    );
+    const feedRows = await env.pool.query(
+      "SELECT seq, transaction_id FROM tip_feed WHERE creator_id = $1 ORDER BY seq",
+      [creator],
+    );
+    expect(feedRows.rows.map((r) => ({ seq: Number(r.seq), id: r.transaction_id }))).toEqual(received);
+    following = false;
+    await subscriber;
+    await killChild();
+  }, 240_000);
+});

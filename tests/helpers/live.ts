@@ -1,0 +1,80 @@
+// WebSocket test client for the live protocol: connects to /ws of a started server, keeps every
+// frame it receives, and waits (with a deadline) for the frames a test expects.
+import WebSocket from "ws";
+import { waitFor } from "./env.ts";
+
+export interface LiveClient {
+  ws: WebSocket;
+  frames: any[];
+  closed: { code: number; reason: string } | null;
+  errors: string[];
+  send(frame: unknown): void;
+  /** Waits for a frame matching `pred` not yet returned by an earlier `next`, and returns it. */
+  next(pred: (f: any) => boolean, timeoutMs?: number): Promise<any>;
+  waitClosed(timeoutMs?: number): Promise<{ code: number; reason: string }>;
+  close(): Promise<void>;
+}
+
+export function wsUrl(base: string, query: string): string {
+  return `${base.replace(/^http/, "ws")}/ws?${query}`;
+}
+
+/** Resolves once open (with the welcome received), or rejects with the refused upgrade's status. */
+export function connectLive(
+  base: string,
+  query: string,
+  opts: { protocols?: string[]; maxPayload?: number; autoPong?: boolean } = {},
+): Promise<LiveClient> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(wsUrl(base, query), opts.protocols ?? [], {
+      maxPayload: opts.maxPayload ?? 100 * 1024 * 1024,
+      autoPong: opts.autoPong ?? true,
+    });
+    const c: LiveClient = {
+      ws,
+      frames: [],
+      closed: null,
+      errors: [],
+      send: (f) => ws.send(typeof f === "string" ? f : JSON.stringify(f)),
+      async next(pred, timeoutMs = 10_000) {
+        let found: any;
+        await waitFor(
+          () => {
+            const i = c.frames.findIndex((f) => !taken.has(f) && pred(f));
+            if (i < 0) return false;
+            found = c.frames[i];
+            taken.add(found);
+            return true;
+          },
+          timeoutMs,
+          "a websocket frame",
+        );
+        return found;
+      },
+      async waitClosed(timeoutMs = 10_000) {
+        await waitFor(() => c.closed !== null, timeoutMs, "the socket to close");
+        return c.closed!;
+      },
+      async close() {
+        if (c.closed) return;
+        ws.close();
+        await c.waitClosed();
+      },
+    };
+    const taken = new Set<any>();
+    ws.on("message", (data) => c.frames.push(JSON.parse(data.toString())));
+    ws.on("close", (code, reason) => {
+      c.closed = { code, reason: reason.toString() };
+    });
+    ws.on("unexpected-response", (_req, res) => {
+      reject(Object.assign(new Error(`upgrade refused: ${res.statusCode}`), { status: res.statusCode }));
+    });
+    ws.on("error", (err) => {
+      c.errors.push(err.message);
+      reject(err);
+    });
+    ws.on("open", () => {
+      c.next((f) => f.op === "welcome").then(() => resolve(c), reject);
+    });
+  });
+}
