@@ -18,6 +18,9 @@ export interface PayoutJobData {
   /** Set by the worker once the provider accepted the transfer (a later attempt then never
    * declares the payout failed on its own). */
   providerTransferId?: string;
+  /** Set by the worker when the attempts ran out and the provider could not say whether it made
+   * a transfer: the payout stays pending and the sweeper asks the provider again. */
+  unconfirmed?: boolean;
 }
 
 export interface PayoutJobs {

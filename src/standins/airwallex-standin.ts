@@ -121,6 +121,13 @@ function invalid(source: string, message: string): AwxHttpError {
   });
 }
 
+/** What a 0005 account's transfer call answers, the transfer made or not (an answer lost on the way). */
+const lostAnswer = () =>
+  new AwxHttpError(500, {
+    code: "internal_error",
+    message: "stand-in test account 0005: the transfer was made but this answer is lost",
+  });
+
 const awxTime = (ms: number) => `${new Date(ms).toISOString().slice(0, 19)}+0000`;
 
 function cents(v: unknown): number | null {
@@ -288,6 +295,10 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     transferCalls.set(requestId, (transferCalls.get(requestId) ?? 0) + 1);
     const existing = byRequestId.get(requestId);
     if (existing !== undefined) {
+      const first = transfers.get(existing)!;
+      if (testAccountBehaviour(beneficiaries.get(first.beneficiaryId)?.accountNumber ?? "") === "lost") {
+        throw lostAnswer();
+      }
       throw new AwxHttpError(400, {
         code: "request_id_duplicate",
         source: "request_id",
@@ -319,6 +330,12 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
         });
       }
     }
+    if (behaviour === "down") {
+      throw new AwxHttpError(503, {
+        code: "service_unavailable",
+        message: "stand-in test account 0006: the transfer service is down",
+      });
+    }
     if (behaviour === "refused") {
       throw invalid(
         "beneficiary_id",
@@ -345,6 +362,8 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     byRequestId.set(requestId, t.id);
     notify(t);
     walk(t, behaviour === "bounced");
+    // Test account 0005: the transfer is made and goes ahead, but its answer is lost.
+    if (behaviour === "lost") throw lostAnswer();
     return view(t);
   }
 
