@@ -147,6 +147,12 @@ export const configSchema = z.object({
   /** Payout jobs: provider attempts per round, and the first backoff (doubling each attempt). */
   PAYOUT_JOB_ATTEMPTS: int(5, 1),
   PAYOUT_JOB_BACKOFF_MS: int(2000, 1),
+  /** A running payout job's lock: a worker that dies (SIGKILL) leaves its job to be taken again
+   * this long after (BullMQ's lockDuration and stalled-job check interval). */
+  PAYOUT_JOB_LOCK_MS: int(30_000, 500).refine((n) => n <= 600_000, "at most 600000"),
+  /** Test-only: the worker pauses for good right after a provider accepted a transfer, printing
+   * `PAUSED_AFTER_SEND <payoutId>`, so a test can kill it in that window. Refused in production. */
+  PAYOUT_TEST_PAUSE_AFTER_SEND: bool(false),
   /** Finished payout jobs BullMQ keeps (for the dashboard and to see a job id was used). */
   PAYOUT_JOBS_KEPT: int(10_000, 1),
   /** Payout jobs one worker process runs at once. */
@@ -225,6 +231,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     );
   }
   const c = parsed.data;
+  if (c.NODE_ENV === "production" && c.PAYOUT_TEST_PAUSE_AFTER_SEND) {
+    throw new ConfigError("invalid configuration: PAYOUT_TEST_PAUSE_AFTER_SEND is for tests only");
+  }
   if (c.STRIPE_SECRET_KEY && !c.STRIPE_WEBHOOK_SECRET) {
     throw new ConfigError(
       "invalid configuration: STRIPE_WEBHOOK_SECRET is required with STRIPE_SECRET_KEY (webhooks are verified with it)",

@@ -7,7 +7,7 @@ import { createHttpServer } from "./http-app.ts";
 import { setUpStripe } from "../payments/stripe.ts";
 import { setUpPayoutProviders } from "../payouts/setup.ts";
 import { PayoutSweeper } from "../workers/payout-sweeper.ts";
-import { PayoutWorker } from "../workers/payout-worker.ts";
+import { PayoutWorker, pauseForTests } from "../workers/payout-worker.ts";
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -34,6 +34,8 @@ async function main(): Promise<void> {
         concurrency: config.PAYOUT_WORKER_CONCURRENCY,
         statusPollMs: config.PAYOUT_STATUS_POLL_MS,
         statusWaitMs: config.PAYOUT_STATUS_WAIT_MS,
+        lockMs: config.PAYOUT_JOB_LOCK_MS,
+        ...(config.PAYOUT_TEST_PAUSE_AFTER_SEND ? { pauseAfterSend: pauseForTests } : {}),
         onProviderError: (provider, code) => http.metrics.providerError(provider, code),
       })
     : null;

@@ -33,6 +33,10 @@ export interface PayoutWorkerOptions {
   /** While a transfer is processing, ask the provider this often, for at most statusWaitMs. */
   statusPollMs: number;
   statusWaitMs: number;
+  /** The job lock (ms): a job whose worker died is taken again this long after. */
+  lockMs?: number;
+  /** Test-only (PAYOUT_TEST_PAUSE_AFTER_SEND): awaited right after the provider accepted a transfer. */
+  pauseAfterSend?: (payoutId: string) => Promise<void>;
   /** Told of every failed provider call (metrics). */
   onProviderError?: (provider: string, code: string) => void;
 }
@@ -42,6 +46,12 @@ export interface PayoutJobResult {
   providerTransferId: string;
 }
 
+/** PAYOUT_TEST_PAUSE_AFTER_SEND: says where it stopped, then never goes on (the test kills the process). */
+export const pauseForTests = (payoutId: string): Promise<void> => {
+  process.stdout.write(`PAUSED_AFTER_SEND ${payoutId}\n`);
+  return new Promise<void>(() => {});
+};
+
 export class PayoutWorker {
   readonly worker: Worker<PayoutJobData, PayoutJobResult>;
 
@@ -50,6 +60,7 @@ export class PayoutWorker {
       connection: { url: o.redisUrl, maxRetriesPerRequest: null },
       prefix: redisKeys(o.prefix).bullPrefix,
       concurrency: o.concurrency,
+      ...(o.lockMs ? { lockDuration: o.lockMs, stalledInterval: o.lockMs } : {}),
     });
     this.worker.on("error", (err) => o.logger.error({ err }, "payout worker error"));
   }
@@ -124,6 +135,7 @@ export class PayoutWorker {
       }
       status = found;
     }
+    await this.o.pauseAfterSend?.(d.payoutId);
     if (d.providerTransferId !== status.providerTransferId) {
       await job.updateData({ ...d, providerTransferId: status.providerTransferId });
     }
