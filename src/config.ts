@@ -166,6 +166,9 @@ export const configSchema = z.object({
   PAYOUT_SWEEP_MS: int(60_000, 100),
   PAYOUT_SWEEP_STALE_MS: int(120_000, 0),
   PAYOUT_SWEEP_BATCH: int(500, 1).refine((n) => n <= 10_000, "at most 10000"),
+  /** The queue dashboard (bull-board, admins only) on its own port in `npm start`; 0 = off. */
+  BULL_BOARD_PORT: int(0).refine((n) => n <= 65_535, "at most 65535"),
+  BULL_BOARD_HOST: z.string().min(1).default("127.0.0.1"),
   /** Run the workers (payouts) inside `npm start`; false leaves them to `npm run worker`. */
   RUN_WORKERS: bool(true),
 

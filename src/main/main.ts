@@ -6,6 +6,7 @@ import { ConfigError, loadConfig } from "../config.ts";
 import { createHttpServer } from "./http-app.ts";
 import { setUpStripe } from "../payments/stripe.ts";
 import { setUpPayoutProviders } from "../payouts/setup.ts";
+import { startQueueDashboard } from "../admin/queue-dashboard.ts";
 import { PayoutSweeper } from "../workers/payout-sweeper.ts";
 import { PayoutWorker, pauseForTests } from "../workers/payout-worker.ts";
 
@@ -58,12 +59,27 @@ async function main(): Promise<void> {
   for (const p of payouts.standins)
     payouts.setWebhookUrl(p, `http://127.0.0.1:${port}/api/payments/webhooks/${p}`);
   logger.info({ port, shards: config.SHARDS }, "3AM backend listening");
+  const dashboard =
+    config.BULL_BOARD_PORT > 0
+      ? await startQueueDashboard(
+          {
+            queues: [http.payoutJobs.queue],
+            tokens: http.tokens,
+            roles: http.roles,
+            logger,
+            secureCookie: config.NODE_ENV === "production",
+          },
+          config.BULL_BOARD_PORT,
+          config.BULL_BOARD_HOST,
+        )
+      : null;
 
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, "shutting down: closing HTTP, flushing the ledger, draining the WAL");
+    await dashboard?.close();
     await http.close();
     await sweeper?.stop();
     await worker?.close();
