@@ -9,8 +9,10 @@
 // (c) SIGTERM: the worker stops taking jobs, lets its active one finish and exits 0.
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { Queue } from "bullmq";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
+import { PAYOUT_QUEUE, redisKeys } from "../../src/redis/keys.ts";
 import { type AirwallexStandin, startAirwallexStandin } from "../../src/standins/airwallex-standin.ts";
 import { startWiseStandin, type WiseStandin } from "../../src/standins/wise-standin.ts";
 import { type Api, startApi } from "../helpers/api.ts";
@@ -345,5 +347,63 @@ describe("the payout worker as a process", () => {
     await waitFor(async () => (await statusOf(laterId)) === "paid", 30_000, "the waiting job paid");
     await kill(w2);
     expect(await reconcileLedger(env.pool, api.core.ledger.snapshot())).toMatchObject({ ok: true });
+  });
+});
+
+describe("npm start", () => {
+  it("runs the payout worker inside the API by default, and SIGTERM stops both and exits 0", async () => {
+    const own = await createTestEnv("npm_start");
+    const queue = new Queue(PAYOUT_QUEUE, {
+      connection: { url: REDIS_URL },
+      prefix: redisKeys(own.redisPrefix).bullPrefix,
+    });
+    try {
+      const child = spawn(process.execPath, ["--import", "tsx", "src/main/main.ts"], {
+        env: {
+          PATH: process.env.PATH,
+          NODE_ENV: "test",
+          DATABASE_URL: own.databaseUrl,
+          REDIS_URL,
+          REDIS_PREFIX: own.redisPrefix,
+          LOG_LEVEL: "info",
+          PORT: "0",
+          HOST: "127.0.0.1",
+          SHARDS: "2",
+          STRIPE_STANDIN_PORT: "0",
+          WISE_STANDIN_PORT: "0",
+          AIRWALLEX_STANDIN_PORT: "0",
+          PASSWORD_HASH_THREADS: "1",
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      children.add(child);
+      let out = "";
+      child.stdout!.setEncoding("utf8").on("data", (x: string) => {
+        out += x;
+      });
+      child.stderr!.setEncoding("utf8").on("data", (x: string) => {
+        out += x;
+      });
+      const exited = new Promise<number | null>((resolve) =>
+        child.once("exit", (code) => {
+          children.delete(child);
+          resolve(code);
+        }),
+      );
+      await waitFor(() => out.includes("3AM backend listening"), 60_000, `the API up (${out.slice(-2000)})`);
+      // A BullMQ worker on the payouts queue, in the API's process (RUN_WORKERS defaults to true).
+      await waitFor(
+        async () => (await queue.getWorkers()).length === 1,
+        10_000,
+        "the payout worker connected",
+      );
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+      expect(out).toMatch(/shutting down/);
+      expect(await queue.getWorkers()).toHaveLength(0);
+    } finally {
+      await queue.close();
+      await own.cleanup();
+    }
   });
 });
