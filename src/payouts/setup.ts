@@ -17,6 +17,8 @@ export interface PayoutProvidersSetup {
   standins: PayoutProviderName[];
   /** The stand-ins' base URLs (their test-only GET /__standin/payouts/{payoutId} counts transfers). */
   standinUrls: Partial<Record<PayoutProviderName, string>>;
+  /** The Wise stand-in's webhook signer (X-Signature-SHA256 for a body), for tests. */
+  standinWiseSign: ((body: string) => string) | null;
   /** Where a stand-in delivers its webhooks (ignored for a real provider: set it in its dashboard). */
   setWebhookUrl(provider: PayoutProviderName, url: string | null): void;
   close(): Promise<void>;
@@ -46,6 +48,7 @@ export async function setUpPayoutProviders(config: Config, logger: Logger): Prom
   const urlSetters: Partial<Record<PayoutProviderName, (url: string | null) => void>> = {};
   const standins: PayoutProviderName[] = [];
   const standinUrls: Partial<Record<PayoutProviderName, string>> = {};
+  let standinWiseSign: ((body: string) => string) | null = null;
   try {
     let wise: PayoutProvider;
     let wisePublicKeyPem: string;
@@ -83,6 +86,7 @@ export async function setUpPayoutProviders(config: Config, logger: Logger): Prom
       urlSetters.wise = (url) => standin.setWebhookUrl(url);
       standins.push("wise");
       standinUrls.wise = standin.url;
+      standinWiseSign = (body) => standin.signPayload(body);
       wise = new WiseClient({ apiKey, profileId, apiUrl: standin.url, timeoutMs });
       wisePublicKeyPem = standin.publicKeyPem;
       logger.warn(
@@ -142,6 +146,7 @@ export async function setUpPayoutProviders(config: Config, logger: Logger): Prom
       webhooks: { wisePublicKeyPem, airwallexSecret, toleranceMs: config.PAYOUT_WEBHOOK_TOLERANCE_MS },
       standins,
       standinUrls,
+      standinWiseSign,
       setWebhookUrl: (provider, url) => urlSetters[provider]?.(url),
       close: async () => {
         await Promise.all(closers.map((c) => c()));

@@ -191,7 +191,9 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     t.updatedAt = new Date().toISOString();
     if (status === "SENT") t.dispatchDate = t.updatedAt.slice(0, 10);
     if (status === "FAILED")
-      t.failureReason = "The beneficiary's bank returned the transfer (stand-in test account 0004)";
+      t.failureReason = t.dispatchDate
+        ? "The beneficiary's bank returned the transfer (stand-in test account 0004)"
+        : "The transfer failed before it was sent (stand-in test account 0007)";
     notify(t);
   }
 
@@ -210,18 +212,23 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
   }
 
   /** SCHEDULED -> PROCESSING -> SENT -> PAID, or for a bounced account SENT -> FAILED. */
-  function walk(t: Transfer, bounced: boolean): void {
-    const steps: [number, string][] = bounced
+  function walk(t: Transfer, bounced: boolean, cancelled = false): void {
+    const steps: [number, string][] = cancelled
       ? [
           [delayMs / 3, "PROCESSING"],
-          [delayMs / 3, "SENT"],
-          [delayMs / 2, "FAILED"],
+          [delayMs / 3, "FAILED"],
         ]
-      : [
-          [delayMs / 3, "PROCESSING"],
-          [delayMs / 3, "SENT"],
-          [delayMs - (2 * delayMs) / 3, "PAID"],
-        ];
+      : bounced
+        ? [
+            [delayMs / 3, "PROCESSING"],
+            [delayMs / 3, "SENT"],
+            [delayMs / 2, "FAILED"],
+          ]
+        : [
+            [delayMs / 3, "PROCESSING"],
+            [delayMs / 3, "SENT"],
+            [delayMs - (2 * delayMs) / 3, "PAID"],
+          ];
     const next = (i: number) => {
       const step = steps[i];
       if (!step) return;
@@ -361,7 +368,7 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     transfers.set(t.id, t);
     byRequestId.set(requestId, t.id);
     notify(t);
-    walk(t, behaviour === "bounced");
+    walk(t, behaviour === "bounced", behaviour === "cancelled");
     // Test account 0005: the transfer is made and goes ahead, but its answer is lost.
     if (behaviour === "lost") throw lostAnswer();
     return view(t);

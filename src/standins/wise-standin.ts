@@ -213,17 +213,19 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
   }
 
   /** Funded: processing -> funds_converted -> outgoing_payment_sent (-> bounced_back -> funds_refunded). */
-  function walk(t: Transfer, bounced: boolean): void {
-    const steps: [number, string][] = [
-      [delayMs / 3, "funds_converted"],
-      [delayMs - delayMs / 3, "outgoing_payment_sent"],
-      ...(bounced
-        ? ([
-            [delayMs / 2, "bounced_back"],
-            [delayMs / 2, "funds_refunded"],
-          ] as [number, string][])
-        : []),
-    ];
+  function walk(t: Transfer, bounced: boolean, cancelled = false): void {
+    const steps: [number, string][] = cancelled
+      ? [[delayMs / 2, "cancelled"]]
+      : [
+          [delayMs / 3, "funds_converted"],
+          [delayMs - delayMs / 3, "outgoing_payment_sent"],
+          ...(bounced
+            ? ([
+                [delayMs / 2, "bounced_back"],
+                [delayMs / 2, "funds_refunded"],
+              ] as [number, string][])
+            : []),
+        ];
     const next = (i: number) => {
       const step = steps[i];
       if (!step) return;
@@ -427,7 +429,8 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
       };
     }
     const account = accounts.get(t.targetAccount)!;
-    walk(t, testAccountBehaviour(account.accountNumber) === "bounced");
+    const behaviour = testAccountBehaviour(account.accountNumber);
+    walk(t, behaviour === "bounced", behaviour === "cancelled");
     return {
       status: 201,
       body: { type: "BALANCE", status: "COMPLETED", errorCode: null, errorMessage: null },

@@ -233,6 +233,13 @@ describe("the payout worker", () => {
         headers: { "x-timestamp": ts, "x-signature": signAirwallexPayload(raw, sign, ts) },
       });
     };
+    const deliverWise = (event: Record<string, unknown>) => {
+      const raw = JSON.stringify(event);
+      return api.call("POST", "/api/payments/webhooks/wise", {
+        raw,
+        headers: { "x-signature-sha256": api.payouts.standinWiseSign!(raw), "x-delivery-id": randomUUID() },
+      });
+    };
     const paidEvent = (payoutId: string, transferId: string) => ({
       id: `evt_${randomUUID()}`,
       name: "payout.transfer.paid",
@@ -255,6 +262,44 @@ describe("the payout worker", () => {
       expect((await payoutOf(creator, id)).status).toBe("failed");
       expect(await money(creator.id)).toEqual(before);
     });
+
+    for (const provider of ["wise", "airwallex"] as const) {
+      it(`a genuine ${provider} delivery claiming paid for a transfer the provider says failed (account ending 0007) moves no money`, async () => {
+        const creator = await creatorWithMethod(provider, "100000000007");
+        const id = await withdraw20(creator);
+        // As soon as the provider has the transfer (it fails it shortly after), a delivery signed
+        // with the provider's own key/secret names it and claims it paid.
+        await waitFor(async () => (await atStandin(provider, id)).transfers.length === 1, 10_000, "sent");
+        const transferId = String((await atStandin(provider, id)).transfers[0]!.id);
+        const r =
+          provider === "airwallex"
+            ? await deliver(paidEvent(id, transferId))
+            : await deliverWise({
+                data: {
+                  resource: { type: "transfer", id: Number(transferId), profile_id: 1000001 },
+                  current_state: "outgoing_payment_sent",
+                  previous_state: "processing",
+                  occurred_at: new Date().toISOString(),
+                },
+                subscription_id: randomUUID(),
+                event_type: "transfers#state-change",
+                schema_version: "2.0.0",
+                sent_at: new Date().toISOString(),
+              });
+        expect(r.status, JSON.stringify(r.body)).toBe(200);
+        const p = await finalState(creator, id, "failed");
+        expect(p.paid_at).toBeNull();
+        await waitFor(
+          async () => (await env.redis.xlen(`${env.redisPrefix}payouts:outcomes`)) === 0,
+          10_000,
+          "outcomes consumed",
+        );
+        await settle(api.core);
+        expect((await payoutOf(creator, id)).status).toBe("failed");
+        expect(await money(creator.id)).toEqual({ bal: 4850, res: 0, earned: 4850 });
+        expect(await reconcileLedger(env.pool, api.core.ledger.snapshot())).toMatchObject({ ok: true });
+      });
+    }
 
     it("answers a repeated delivery without effect; a late one changes nothing", async () => {
       const creator = await creatorWithMethod("airwallex", "000123456789");
