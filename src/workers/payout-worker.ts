@@ -168,7 +168,8 @@ export class PayoutWorker {
     log: Logger,
   ): Promise<TransferStatus | null | undefined> {
     try {
-      return await provider.findTransfer(req, new Date(job.timestamp));
+      const since = job.data.createdAt ? Date.parse(job.data.createdAt) : Number.NaN;
+      return await provider.findTransfer(req, new Date(Number.isFinite(since) ? since : job.timestamp));
     } catch (err) {
       const pe = err instanceof PayoutProviderError ? err : null;
       this.o.onProviderError?.(provider.name, pe?.code ?? "error");
