@@ -234,9 +234,10 @@ describe("the payout worker as a process", () => {
       expect(await postsFor(id, creator.id)).toBe(1);
       expect(await money(creator.id)).toEqual({ bal: 2850, res: 0 });
     }
-    // The restarted worker took the stalled job over and found the transfer by the payout id.
-    expect(wise.transferCallsFor(ids.wise)).toBe(2);
-    expect(awx.transferCallsFor(ids.airwallex)).toBe(2);
+    // The restarted worker took the stalled job over and found the transfer by the payout id (on
+    // a loaded machine a 1 s lock may lapse and the job run once more: still one transfer).
+    expect(wise.transferCallsFor(ids.wise)).toBeGreaterThanOrEqual(2);
+    expect(awx.transferCallsFor(ids.airwallex)).toBeGreaterThanOrEqual(2);
     expect(await reconcileLedger(env.pool, api.core.ledger.snapshot())).toMatchObject({ ok: true });
     await kill(w2);
   });
