@@ -170,6 +170,12 @@ export const configSchema = z.object({
   /** Payout jobs: provider attempts per round, and the first backoff (doubling each attempt). */
   PAYOUT_JOB_ATTEMPTS: int(5, 1),
   PAYOUT_JOB_BACKOFF_MS: int(2000, 1),
+  /** A running payout job's lock: a worker that dies (SIGKILL) leaves its job to be taken again
+   * this long after (BullMQ's lockDuration and stalled-job check interval). */
+  PAYOUT_JOB_LOCK_MS: int(30_000, 500).refine((n) => n <= 600_000, "at most 600000"),
+  /** Test-only: the worker pauses for good right after a provider accepted a transfer, printing
+   * `PAUSED_AFTER_SEND <payoutId>`, so a test can kill it in that window. Refused in production. */
+  PAYOUT_TEST_PAUSE_AFTER_SEND: bool(false),
   /** Finished payout jobs BullMQ keeps (for the dashboard and to see a job id was used). */
   PAYOUT_JOBS_KEPT: int(10_000, 1),
   /** Payout jobs one worker process runs at once. */
@@ -183,6 +189,9 @@ export const configSchema = z.object({
   PAYOUT_SWEEP_MS: int(60_000, 100),
   PAYOUT_SWEEP_STALE_MS: int(120_000, 0),
   PAYOUT_SWEEP_BATCH: int(500, 1).refine((n) => n <= 10_000, "at most 10000"),
+  /** The queue dashboard (bull-board, admins only) on its own port in `npm start`; 0 = off. */
+  BULL_BOARD_PORT: int(0).refine((n) => n <= 65_535, "at most 65535"),
+  BULL_BOARD_HOST: z.string().min(1).default("127.0.0.1"),
   /** Run the workers (payouts) inside `npm start`; false leaves them to `npm run worker`. */
   RUN_WORKERS: bool(true),
 
@@ -314,6 +323,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     );
   }
   const c = parsed.data;
+  if (c.NODE_ENV === "production" && c.PAYOUT_TEST_PAUSE_AFTER_SEND) {
+    throw new ConfigError("invalid configuration: PAYOUT_TEST_PAUSE_AFTER_SEND is for tests only");
+  }
   if (c.STRIPE_SECRET_KEY && !c.STRIPE_WEBHOOK_SECRET) {
     throw new ConfigError(
       "invalid configuration: STRIPE_WEBHOOK_SECRET is required with STRIPE_SECRET_KEY (webhooks are verified with it)",

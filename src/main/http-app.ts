@@ -11,6 +11,7 @@ import type { TextModel } from "../ai/text-model.ts";
 import { type IdentityProvider, LocalIdentity, SupabaseIdentity } from "../auth/identity.ts";
 import { PasswordHasher } from "../auth/passwords.ts";
 import { DEV_JWT_SECRET, TokenService } from "../auth/tokens.ts";
+import type { RoleSource } from "../http/access.ts";
 import type { Config } from "../config.ts";
 import { createEmailQueue, EmailNotifier } from "../email/queue.ts";
 import { corsPolicy } from "../http/cors.ts";
@@ -53,6 +54,8 @@ export interface HttpServer {
   close(): Promise<void>;
   readonly tokens: TokenService;
   readonly users: UserStore;
+  /** Roles and statuses as authorization reads them (the queue dashboard's admin check). */
+  readonly roles: RoleSource;
   readonly moneyIn: MoneyIn;
   /** The server's endpoint table (API routes and health/metrics), for tests to enumerate. */
   readonly endpoints: readonly Endpoint[];
@@ -287,6 +290,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   return {
     tokens,
     users,
+    roles,
     moneyIn,
     endpoints: http.endpoints,
     payoutJobs,

@@ -7,8 +7,9 @@ import { createHttpServer } from "./http-app.ts";
 import { setUpStripe } from "../payments/stripe.ts";
 import { createEmailWorker } from "../email/worker.ts";
 import { setUpPayoutProviders } from "../payouts/setup.ts";
+import { startQueueDashboard } from "../admin/queue-dashboard.ts";
 import { PayoutSweeper } from "../workers/payout-sweeper.ts";
-import { PayoutWorker } from "../workers/payout-worker.ts";
+import { PayoutWorker, pauseForTests } from "../workers/payout-worker.ts";
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -35,6 +36,8 @@ async function main(): Promise<void> {
         concurrency: config.PAYOUT_WORKER_CONCURRENCY,
         statusPollMs: config.PAYOUT_STATUS_POLL_MS,
         statusWaitMs: config.PAYOUT_STATUS_WAIT_MS,
+        lockMs: config.PAYOUT_JOB_LOCK_MS,
+        ...(config.PAYOUT_TEST_PAUSE_AFTER_SEND ? { pauseAfterSend: pauseForTests } : {}),
         onProviderError: (provider, code) => http.metrics.providerError(provider, code),
       })
     : null;
@@ -58,12 +61,27 @@ async function main(): Promise<void> {
   for (const p of payouts.standins)
     payouts.setWebhookUrl(p, `http://127.0.0.1:${port}/api/payments/webhooks/${p}`);
   logger.info({ port, shards: config.SHARDS }, "3AM backend listening");
+  const dashboard =
+    config.BULL_BOARD_PORT > 0
+      ? await startQueueDashboard(
+          {
+            queues: [http.payoutJobs.queue, http.emailQueue],
+            tokens: http.tokens,
+            roles: http.roles,
+            logger,
+            secureCookie: config.NODE_ENV === "production",
+          },
+          config.BULL_BOARD_PORT,
+          config.BULL_BOARD_HOST,
+        )
+      : null;
 
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, "shutting down: closing HTTP, flushing the ledger, draining the WAL");
+    await dashboard?.close();
     await http.close();
     await sweeper?.stop();
     await worker?.close();

@@ -159,6 +159,18 @@ export class AirwallexClient implements PayoutProvider {
       // The payout was sent before (a retried or doubled job): read the transfer it made.
       transfer = await this.findByRequestId(req.payoutId, res);
     }
+    return this.checked(transfer, req, res);
+  }
+
+  /** The transfer listed for this payout's request_id (GET /api/v1/transfers?request_id=), or null when Airwallex lists none. */
+  async findTransfer(req: TransferRequest, _since: Date): Promise<TransferStatus | null> {
+    const list = await this.listByRequestId(req.payoutId);
+    const match = list.items.find((t) => isObject(t) && t.request_id === req.payoutId);
+    if (!match) return null;
+    return this.checked(this.transferOf({ ...list.res, body: match }, "list transfers"), req, list.res);
+  }
+
+  private checked(transfer: AirwallexTransfer, req: TransferRequest, res: ProviderResponse): TransferStatus {
     if (
       (transfer.beneficiary_id !== undefined && transfer.beneficiary_id !== req.providerRecipientId) ||
       (typeof transfer.transfer_amount === "number" &&
@@ -174,6 +186,17 @@ export class AirwallexClient implements PayoutProvider {
       );
     }
     return this.statusOf(transfer);
+  }
+
+  private async listByRequestId(requestId: string): Promise<{ res: ProviderResponse; items: unknown[] }> {
+    const res = await this.call(
+      "GET",
+      `/api/v1/transfers?request_id=${encodeURIComponent(requestId)}`,
+      "list transfers",
+    );
+    const items = isObject(res.body) && Array.isArray(res.body.items) ? res.body.items : null;
+    if (!items) throw malformed("airwallex", "list transfers", res);
+    return { res, items };
   }
 
   async getTransfer(providerTransferId: string): Promise<TransferStatus> {
@@ -192,13 +215,7 @@ export class AirwallexClient implements PayoutProvider {
       const res = await this.call("GET", `/api/v1/transfers/${encodeURIComponent(named)}`, "get transfer");
       return this.transferOf(res, "get transfer");
     }
-    const list = await this.call(
-      "GET",
-      `/api/v1/transfers?request_id=${encodeURIComponent(requestId)}`,
-      "list transfers",
-    );
-    const items = isObject(list.body) && Array.isArray(list.body.items) ? list.body.items : null;
-    if (!items) throw malformed("airwallex", "list transfers", list);
+    const { res: list, items } = await this.listByRequestId(requestId);
     const match = items.find((t) => isObject(t) && t.request_id === requestId);
     if (!match) {
       // Airwallex says the id is taken but lists no transfer for it yet: ask again later.

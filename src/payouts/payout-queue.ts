@@ -15,9 +15,15 @@ export interface PayoutJobData {
   currency: "USD";
   provider: string | null;
   providerRecipientId: string | null;
+  /** When the payout was made (ISO): a lost transfer is looked for from then (an admin retry's
+   * job is newer than the transfer an earlier round may have made). */
+  createdAt?: string;
   /** Set by the worker once the provider accepted the transfer (a later attempt then never
    * declares the payout failed on its own). */
   providerTransferId?: string;
+  /** Set by the worker when the attempts ran out and the provider could not say whether it made
+   * a transfer: the payout stays pending and the sweeper asks the provider again. */
+  unconfirmed?: boolean;
 }
 
 export interface PayoutJobs {
@@ -44,6 +50,7 @@ export const payoutJobData = (p: PayoutRecord): PayoutJobData => ({
   currency: "USD",
   provider: p.provider,
   providerRecipientId: p.providerRecipientId,
+  createdAt: p.createdAt,
 });
 
 export class BullPayoutJobs implements PayoutJobs {

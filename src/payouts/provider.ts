@@ -67,6 +67,14 @@ export interface PayoutProvider {
    */
   sendTransfer(req: TransferRequest): Promise<TransferStatus>;
   getTransfer(providerTransferId: string): Promise<TransferStatus>;
+  /**
+   * Looks for the transfer made for this payout id (created at or after `since`), when every
+   * answer to sendTransfer was lost (5xx, timeouts): the provider may have made it anyway.
+   * Resolves with its status (a transfer left half-made, Wise's unfunded one, is finished first),
+   * or null when the provider confirms it has none: only then may the payout be declared failed.
+   * Throws (retryable) when it cannot tell.
+   */
+  findTransfer(req: TransferRequest, since: Date): Promise<TransferStatus | null>;
 }
 
 /** A provider call that failed: `retryable` for 5xx, timeouts and network errors; not for 4xx. */

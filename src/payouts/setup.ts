@@ -15,6 +15,10 @@ export interface PayoutProvidersSetup {
   webhooks: PayoutWebhookConfig;
   /** Providers served by a local stand-in in this process (no real money moves through them). */
   standins: PayoutProviderName[];
+  /** The stand-ins' base URLs (their test-only GET /__standin/payouts/{payoutId} counts transfers). */
+  standinUrls: Partial<Record<PayoutProviderName, string>>;
+  /** The Wise stand-in's webhook signer (X-Signature-SHA256 for a body), for tests. */
+  standinWiseSign: ((body: string) => string) | null;
   /** Where a stand-in delivers its webhooks (ignored for a real provider: set it in its dashboard). */
   setWebhookUrl(provider: PayoutProviderName, url: string | null): void;
   close(): Promise<void>;
@@ -43,6 +47,8 @@ export async function setUpPayoutProviders(config: Config, logger: Logger): Prom
   const closers: (() => Promise<void>)[] = [];
   const urlSetters: Partial<Record<PayoutProviderName, (url: string | null) => void>> = {};
   const standins: PayoutProviderName[] = [];
+  const standinUrls: Partial<Record<PayoutProviderName, string>> = {};
+  let standinWiseSign: ((body: string) => string) | null = null;
   try {
     let wise: PayoutProvider;
     let wisePublicKeyPem: string;
@@ -79,6 +85,8 @@ export async function setUpPayoutProviders(config: Config, logger: Logger): Prom
       closers.push(() => standin.close());
       urlSetters.wise = (url) => standin.setWebhookUrl(url);
       standins.push("wise");
+      standinUrls.wise = standin.url;
+      standinWiseSign = (body) => standin.signPayload(body);
       wise = new WiseClient({ apiKey, profileId, apiUrl: standin.url, timeoutMs });
       wisePublicKeyPem = standin.publicKeyPem;
       logger.warn(
@@ -125,6 +133,7 @@ export async function setUpPayoutProviders(config: Config, logger: Logger): Prom
       closers.push(() => standin.close());
       urlSetters.airwallex = (url) => standin.setWebhookUrl(url);
       standins.push("airwallex");
+      standinUrls.airwallex = standin.url;
       airwallex = new AirwallexClient({ clientId, apiKey, apiUrl: standin.url, timeoutMs });
       logger.warn(
         { url: standin.url },
@@ -136,6 +145,8 @@ export async function setUpPayoutProviders(config: Config, logger: Logger): Prom
       providers: { wise, airwallex },
       webhooks: { wisePublicKeyPem, airwallexSecret, toleranceMs: config.PAYOUT_WEBHOOK_TOLERANCE_MS },
       standins,
+      standinUrls,
+      standinWiseSign,
       setWebhookUrl: (provider, url) => urlSetters[provider]?.(url),
       close: async () => {
         await Promise.all(closers.map((c) => c()));

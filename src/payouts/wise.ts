@@ -31,6 +31,13 @@ export interface WiseOptions {
   reference?: string;
 }
 
+/** Transfers read per page when looking for a payout's lost transfer (Wise's list allows up to 100). */
+export const WISE_LIST_PAGE_SIZE = 100;
+/** Most pages read before giving up on confirming a payout has no transfer (retried later). */
+export const WISE_LIST_PAGES_MAX = 50;
+/** The list starts this long before the payout was queued (clock skew between us and Wise). */
+export const WISE_LIST_MARGIN_MS = 60 * 60_000;
+
 /** Wise's transfer states, as GET /v1/transfers/{id} answers them, in our words. */
 const WISE_STATES: Record<string, TransferState> = {
   incoming_payment_waiting: "processing",
@@ -168,7 +175,45 @@ export class WiseClient implements PayoutProvider {
       customerTransactionId: wiseCustomerTransactionId(req.payoutId),
       details: { reference: this.o.reference ?? "3AM payout" },
     });
-    const transfer = this.transferOf(created, "create transfer");
+    return this.finish(this.transferOf(created, "create transfer"), req, created);
+  }
+
+  /**
+   * Finds the transfer made with this payout's customerTransactionId by listing the profile's
+   * transfers created since `since` (GET /v1/transfers, WISE_LIST_PAGES_MAX pages of
+   * WISE_LIST_PAGE_SIZE), and finishes it when it was left unfunded.
+   */
+  async findTransfer(req: TransferRequest, since: Date): Promise<TransferStatus | null> {
+    const key = wiseCustomerTransactionId(req.payoutId);
+    const start = new Date(since.getTime() - WISE_LIST_MARGIN_MS).toISOString();
+    for (let page = 0; page < WISE_LIST_PAGES_MAX; page++) {
+      const q = new URLSearchParams({
+        profile: this.o.profileId,
+        createdDateStart: start,
+        limit: String(WISE_LIST_PAGE_SIZE),
+        offset: String(page * WISE_LIST_PAGE_SIZE),
+      });
+      const res = await this.call("GET", `/v1/transfers?${q}`, "list transfers");
+      if (!Array.isArray(res.body)) throw malformed("wise", "list transfers", res);
+      const match = res.body.find((t) => isObject(t) && t.customerTransactionId === key);
+      if (match) return this.finish(this.transferOf({ ...res, body: match }, "list transfers"), req, res);
+      if (res.body.length < WISE_LIST_PAGE_SIZE) return null;
+    }
+    throw new PayoutProviderError(
+      `wise: more than ${WISE_LIST_PAGES_MAX * WISE_LIST_PAGE_SIZE} transfers since ${start}; cannot confirm payout ${req.payoutId} has none`,
+      "wise",
+      true,
+      "lookup_incomplete",
+    );
+  }
+
+  /** Checks a transfer found for a payout is this payout's, funds it if it is not yet, and reads its status. */
+  private async finish(
+    transfer: WiseTransfer,
+    req: TransferRequest,
+    res: ProviderResponse,
+  ): Promise<TransferStatus> {
+    const targetAccount = Number(req.providerRecipientId);
     // A repeated customerTransactionId answers the transfer made the first time: it must be this payout's.
     if (
       transfer.targetAccount !== targetAccount ||
@@ -180,8 +225,8 @@ export class WiseClient implements PayoutProvider {
         "wise",
         false,
         "idempotency_mismatch",
-        created.status,
-        created.requestId,
+        res.status,
+        res.requestId,
       );
     }
     if (transfer.status === "incoming_payment_waiting") {

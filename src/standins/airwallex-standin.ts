@@ -121,6 +121,13 @@ function invalid(source: string, message: string): AwxHttpError {
   });
 }
 
+/** What a 0005 account's transfer call answers, the transfer made or not (an answer lost on the way). */
+const lostAnswer = () =>
+  new AwxHttpError(500, {
+    code: "internal_error",
+    message: "stand-in test account 0005: the transfer was made but this answer is lost",
+  });
+
 const awxTime = (ms: number) => `${new Date(ms).toISOString().slice(0, 19)}+0000`;
 
 function cents(v: unknown): number | null {
@@ -184,7 +191,9 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     t.updatedAt = new Date().toISOString();
     if (status === "SENT") t.dispatchDate = t.updatedAt.slice(0, 10);
     if (status === "FAILED")
-      t.failureReason = "The beneficiary's bank returned the transfer (stand-in test account 0004)";
+      t.failureReason = t.dispatchDate
+        ? "The beneficiary's bank returned the transfer (stand-in test account 0004)"
+        : "The transfer failed before it was sent (stand-in test account 0007)";
     notify(t);
   }
 
@@ -203,18 +212,23 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
   }
 
   /** SCHEDULED -> PROCESSING -> SENT -> PAID, or for a bounced account SENT -> FAILED. */
-  function walk(t: Transfer, bounced: boolean): void {
-    const steps: [number, string][] = bounced
+  function walk(t: Transfer, bounced: boolean, cancelled = false): void {
+    const steps: [number, string][] = cancelled
       ? [
           [delayMs / 3, "PROCESSING"],
-          [delayMs / 3, "SENT"],
-          [delayMs / 2, "FAILED"],
+          [delayMs / 3, "FAILED"],
         ]
-      : [
-          [delayMs / 3, "PROCESSING"],
-          [delayMs / 3, "SENT"],
-          [delayMs - (2 * delayMs) / 3, "PAID"],
-        ];
+      : bounced
+        ? [
+            [delayMs / 3, "PROCESSING"],
+            [delayMs / 3, "SENT"],
+            [delayMs / 2, "FAILED"],
+          ]
+        : [
+            [delayMs / 3, "PROCESSING"],
+            [delayMs / 3, "SENT"],
+            [delayMs - (2 * delayMs) / 3, "PAID"],
+          ];
     const next = (i: number) => {
       const step = steps[i];
       if (!step) return;
@@ -288,6 +302,10 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     transferCalls.set(requestId, (transferCalls.get(requestId) ?? 0) + 1);
     const existing = byRequestId.get(requestId);
     if (existing !== undefined) {
+      const first = transfers.get(existing)!;
+      if (testAccountBehaviour(beneficiaries.get(first.beneficiaryId)?.accountNumber ?? "") === "lost") {
+        throw lostAnswer();
+      }
       throw new AwxHttpError(400, {
         code: "request_id_duplicate",
         source: "request_id",
@@ -319,6 +337,12 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
         });
       }
     }
+    if (behaviour === "down") {
+      throw new AwxHttpError(503, {
+        code: "service_unavailable",
+        message: "stand-in test account 0006: the transfer service is down",
+      });
+    }
     if (behaviour === "refused") {
       throw invalid(
         "beneficiary_id",
@@ -344,7 +368,9 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     transfers.set(t.id, t);
     byRequestId.set(requestId, t.id);
     notify(t);
-    walk(t, behaviour === "bounced");
+    walk(t, behaviour === "bounced", behaviour === "cancelled");
+    // Test account 0005: the transfer is made and goes ahead, but its answer is lost.
+    if (behaviour === "lost") throw lostAnswer();
     return view(t);
   }
 

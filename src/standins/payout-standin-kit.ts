@@ -19,14 +19,21 @@ export const DEFAULT_STANDIN_DELAY_MS = 1000;
 /**
  * What a test account number does, by its last four digits (README "Money out: providers and
  * test account numbers"): 0002 fails the transfer call twice with a 5xx, 0003 is refused with a
- * validation error, 0004 is sent then bounced back; anything else is paid after the delay.
+ * validation error, 0004 is sent then bounced back, 0005 makes the transfer but every answer to
+ * the transfer call is a 5xx (the answer lost: the transfer goes ahead), 0006 answers every
+ * transfer call with a 5xx and makes nothing (the provider down), 0007 accepts the transfer and
+ * then fails it before sending (Wise `cancelled`, Airwallex `FAILED` with no dispatch date);
+ * anything else is paid after the delay.
  */
-export type TestAccountBehaviour = "paid" | "flaky" | "refused" | "bounced";
+export type TestAccountBehaviour = "paid" | "flaky" | "refused" | "bounced" | "lost" | "down" | "cancelled";
 
 export function testAccountBehaviour(accountNumber: string): TestAccountBehaviour {
   if (accountNumber.endsWith("0002")) return "flaky";
   if (accountNumber.endsWith("0003")) return "refused";
   if (accountNumber.endsWith("0004")) return "bounced";
+  if (accountNumber.endsWith("0005")) return "lost";
+  if (accountNumber.endsWith("0006")) return "down";
+  if (accountNumber.endsWith("0007")) return "cancelled";
   return "paid";
 }
 

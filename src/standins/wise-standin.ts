@@ -97,6 +97,7 @@ interface Transfer {
   reference: string;
   value: number;
   created: string;
+  createdMs: number;
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -120,6 +121,16 @@ function notFound(what: string): WiseHttpError {
     errors: [{ code: "NOT_FOUND", message: `${what} not found`, arguments: [] }],
   });
 }
+
+/** What a 0005 account's transfer call answers, the transfer made or not (an answer lost on the way). */
+const lostAnswer = () =>
+  new WiseHttpError(502, {
+    timestamp: new Date().toISOString(),
+    status: 502,
+    error: "Bad Gateway",
+    message: "stand-in test account 0005: the transfer was made but this answer is lost",
+    path: "/v1/transfers",
+  });
 
 const wiseTime = (d = new Date()) => d.toISOString().replace("T", " ").slice(0, 19);
 
@@ -202,17 +213,19 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
   }
 
   /** Funded: processing -> funds_converted -> outgoing_payment_sent (-> bounced_back -> funds_refunded). */
-  function walk(t: Transfer, bounced: boolean): void {
-    const steps: [number, string][] = [
-      [delayMs / 3, "funds_converted"],
-      [delayMs - delayMs / 3, "outgoing_payment_sent"],
-      ...(bounced
-        ? ([
-            [delayMs / 2, "bounced_back"],
-            [delayMs / 2, "funds_refunded"],
-          ] as [number, string][])
-        : []),
-    ];
+  function walk(t: Transfer, bounced: boolean, cancelled = false): void {
+    const steps: [number, string][] = cancelled
+      ? [[delayMs / 2, "cancelled"]]
+      : [
+          [delayMs / 3, "funds_converted"],
+          [delayMs - delayMs / 3, "outgoing_payment_sent"],
+          ...(bounced
+            ? ([
+                [delayMs / 2, "bounced_back"],
+                [delayMs / 2, "funds_refunded"],
+              ] as [number, string][])
+            : []),
+        ];
     const next = (i: number) => {
       const step = steps[i];
       if (!step) return;
@@ -329,7 +342,13 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
     transferCalls.set(key, (transferCalls.get(key) ?? 0) + 1);
     // The idempotency check comes first: a repeat answers the transfer made the first time.
     const existing = byCustomerTx.get(key);
-    if (existing !== undefined) return { status: 200, body: view(transfers.get(existing)!) };
+    if (existing !== undefined) {
+      const first = transfers.get(existing)!;
+      if (testAccountBehaviour(accounts.get(first.targetAccount)?.accountNumber ?? "") === "lost") {
+        throw lostAnswer();
+      }
+      return { status: 200, body: view(first) };
+    }
     full();
     if (typeof b.targetAccount !== "number" || !accounts.has(b.targetAccount)) {
       throw notValid("targetAccount", "Recipient account not found");
@@ -356,6 +375,15 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
         });
       }
     }
+    if (behaviour === "down") {
+      throw new WiseHttpError(503, {
+        timestamp: new Date().toISOString(),
+        status: 503,
+        error: "Service Unavailable",
+        message: "stand-in test account 0006: the transfer service is down",
+        path: "/v1/transfers",
+      });
+    }
     if (behaviour === "refused") {
       throw notValid(
         "targetAccount",
@@ -374,11 +402,14 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
       reference,
       value: quote.targetAmount,
       created: wiseTime(),
+      createdMs: Date.now(),
     };
     quote.usedBy = t.id;
     transfers.set(t.id, t);
     byCustomerTx.set(key, t.id);
     notify(t, null);
+    // Test account 0005: the transfer is made (waiting for funding), but its answer is lost.
+    if (behaviour === "lost") throw lostAnswer();
     return { status: 200, body: view(t) };
   }
 
@@ -398,7 +429,8 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
       };
     }
     const account = accounts.get(t.targetAccount)!;
-    walk(t, testAccountBehaviour(account.accountNumber) === "bounced");
+    const behaviour = testAccountBehaviour(account.accountNumber);
+    walk(t, behaviour === "bounced", behaviour === "cancelled");
     return {
       status: 201,
       body: { type: "BALANCE", status: "COMPLETED", errorCode: null, errorMessage: null },
@@ -455,6 +487,19 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
       checkProfile(parts[2]);
       const r = fund(Number(parts[4]), b);
       return sendJson(res, r.status, r.body, TRACE);
+    }
+    if (method === "GET" && p === "v1/transfers") {
+      // Wise's transfer list: the profile's transfers created since createdDateStart, newest first.
+      checkProfile(url.searchParams.get("profile") ?? undefined);
+      const since = Date.parse(url.searchParams.get("createdDateStart") ?? "");
+      const limit = Math.min(Math.max(Number(url.searchParams.get("limit") ?? 10) || 10, 1), 100);
+      const offset = Math.max(Number(url.searchParams.get("offset") ?? 0) || 0, 0);
+      const list = [...transfers.values()]
+        .filter((t) => !Number.isFinite(since) || t.createdMs >= since)
+        .sort((a, b) => b.id - a.id)
+        .slice(offset, offset + limit)
+        .map(view);
+      return sendJson(res, 200, list, TRACE);
     }
     if (method === "GET" && parts.length === 3 && parts[0] === "v1" && parts[1] === "transfers") {
       const t = /^\d+$/.test(parts[2]!) ? transfers.get(Number(parts[2])) : undefined;

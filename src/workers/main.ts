@@ -9,7 +9,7 @@ import { createEmailWorker } from "../email/worker.ts";
 import { BullPayoutJobs } from "../payouts/payout-queue.ts";
 import { setUpPayoutProviders } from "../payouts/setup.ts";
 import { PayoutSweeper } from "./payout-sweeper.ts";
-import { PayoutWorker } from "./payout-worker.ts";
+import { PayoutWorker, pauseForTests } from "./payout-worker.ts";
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -26,6 +26,8 @@ async function main(): Promise<void> {
     concurrency: config.PAYOUT_WORKER_CONCURRENCY,
     statusPollMs: config.PAYOUT_STATUS_POLL_MS,
     statusWaitMs: config.PAYOUT_STATUS_WAIT_MS,
+    lockMs: config.PAYOUT_JOB_LOCK_MS,
+    ...(config.PAYOUT_TEST_PAUSE_AFTER_SEND ? { pauseAfterSend: pauseForTests } : {}),
   });
   const pool = createPool(config.DATABASE_URL, 2, {
     connectTimeoutMs: config.PG_CONNECT_TIMEOUT_MS,

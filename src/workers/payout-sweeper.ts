@@ -28,6 +28,8 @@ export interface PayoutSweeperOptions {
 export interface SweepReport {
   requeued: number;
   checked: number;
+  /** Pending payouts whose attempts ran out unconfirmed, settled by asking the provider. */
+  confirmed: number;
 }
 
 export class PayoutSweeper {
@@ -58,14 +60,16 @@ export class PayoutSweeper {
         ORDER BY updated_at LIMIT $2`,
       [this.o.staleMs / 1000, this.o.batch],
     );
-    const report: SweepReport = { requeued: 0, checked: 0 };
+    const report: SweepReport = { requeued: 0, checked: 0, confirmed: 0 };
     for (const row of r.rows) {
       const p = payoutFromRow(row);
       try {
         if (p.status === "processing" && p.providerTransferId) {
           if (await this.check(p)) report.checked++;
-        } else if (await this.requeue(p)) {
-          report.requeued++;
+        } else {
+          const r = await this.requeue(p);
+          if (r === "requeued") report.requeued++;
+          if (r === "confirmed") report.confirmed++;
         }
       } catch (err) {
         this.o.logger.warn({ err, payout_id: p.id }, "sweeping a payout failed; next sweep tries again");
@@ -74,18 +78,67 @@ export class PayoutSweeper {
     return report;
   }
 
-  /** Queues a payout again unless a job for its round is waiting, delayed or running. */
-  private async requeue(p: PayoutRecord): Promise<boolean> {
+  /**
+   * Queues a payout again unless a job for its round is waiting, delayed or running. A job whose
+   * attempts ran out while the provider could not say whether it made the transfer is settled by
+   * asking the provider instead (confirm).
+   */
+  private async requeue(p: PayoutRecord): Promise<"requeued" | "confirmed" | "none"> {
     const job = await this.o.jobs.queue.getJob(p.id);
     if (job && job.data.round >= p.round) {
       const state = await job.getState();
-      if (state !== "completed" && state !== "failed" && state !== "unknown") return false;
+      if (state !== "completed" && state !== "failed" && state !== "unknown") return "none";
+      if (state === "failed" && job.data.unconfirmed) return (await this.confirm(p)) ? "confirmed" : "none";
       // The job ended but the payout did not move: its outcome was lost. Run it again (the
       // provider's idempotency key finds the transfer it made, if any).
       await job.remove();
     }
     await this.o.jobs.enqueue(p);
     this.o.logger.warn({ payout_id: p.id, status: p.status }, "payout without a live job queued again");
+    return "requeued";
+  }
+
+  /**
+   * A pending payout whose attempts ran out unconfirmed: the provider's transfer for it, if any,
+   * decides (its status is published); only a provider confirming it has none fails the payout.
+   * False (asked again next sweep) while the provider cannot tell.
+   */
+  private async confirm(p: PayoutRecord): Promise<boolean> {
+    const provider = p.provider ? this.o.providers[p.provider as PayoutProviderName] : undefined;
+    if (!provider || !p.providerRecipientId) return false;
+    let found: Awaited<ReturnType<PayoutProvider["findTransfer"]>>;
+    try {
+      found = await provider.findTransfer(
+        {
+          payoutId: p.id,
+          providerRecipientId: p.providerRecipientId,
+          amountCents: p.amountCents,
+          currency: "USD",
+        },
+        new Date(p.createdAt),
+      );
+    } catch (err) {
+      this.o.logger.warn(
+        { err: err instanceof PayoutProviderError ? err.message : err, payout_id: p.id },
+        "the provider still cannot say whether it made the payout's transfer; asking again next sweep",
+      );
+      return false;
+    }
+    const failed = `retries exhausted; ${provider.name} has no transfer for the payout`;
+    const outcomes = found ? outcomesOf(found, false) : [{ state: "failed" as const, failureReason: failed }];
+    for (const o of outcomes) {
+      await publishPayoutOutcome(this.o.outcomes, this.o.prefix, {
+        payoutId: p.id,
+        userId: p.userId,
+        round: p.round,
+        ...(found ? { providerTransferId: found.providerTransferId } : {}),
+        ...o,
+      });
+    }
+    this.o.logger.warn(
+      { payout_id: p.id, state: found?.state ?? "none" },
+      "payout whose attempts ran out unconfirmed settled by asking the provider",
+    );
     return true;
   }
 

@@ -4,7 +4,10 @@
 // payout id as its idempotency key, so a job that runs twice (BullMQ is at-least-once: a stalled
 // job is run again) moves money once. A provider's 4xx is final (UnrecoverableError: the payout
 // fails and its reserve is released); 5xx, timeouts and network errors are retried with
-// exponential backoff until the job's attempts run out, then the payout fails.
+// exponential backoff until the job's attempts run out; then the payout fails only once the
+// provider confirms it made no transfer for the payout id (findTransfer): an answer lost after the
+// provider made the transfer must not release the reserve while the money still goes out. When the
+// provider cannot tell, the job ends `unconfirmed` and the sweeper keeps asking.
 import { type Job, UnrecoverableError, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
@@ -14,6 +17,7 @@ import {
   type PayoutProvider,
   PayoutProviderError,
   type PayoutProviderName,
+  type TransferRequest,
   type TransferStatus,
 } from "../payouts/provider.ts";
 import { PAYOUT_QUEUE, redisKeys } from "../redis/keys.ts";
@@ -29,6 +33,10 @@ export interface PayoutWorkerOptions {
   /** While a transfer is processing, ask the provider this often, for at most statusWaitMs. */
   statusPollMs: number;
   statusWaitMs: number;
+  /** The job lock (ms): a job whose worker died is taken again this long after. */
+  lockMs?: number;
+  /** Test-only (PAYOUT_TEST_PAUSE_AFTER_SEND): awaited right after the provider accepted a transfer. */
+  pauseAfterSend?: (payoutId: string) => Promise<void>;
   /** Told of every failed provider call (metrics). */
   onProviderError?: (provider: string, code: string) => void;
 }
@@ -38,6 +46,12 @@ export interface PayoutJobResult {
   providerTransferId: string;
 }
 
+/** PAYOUT_TEST_PAUSE_AFTER_SEND: says where it stopped, then never goes on (the test kills the process). */
+export const pauseForTests = (payoutId: string): Promise<void> => {
+  process.stdout.write(`PAUSED_AFTER_SEND ${payoutId}\n`);
+  return new Promise<void>(() => {});
+};
+
 export class PayoutWorker {
   readonly worker: Worker<PayoutJobData, PayoutJobResult>;
 
@@ -46,6 +60,7 @@ export class PayoutWorker {
       connection: { url: o.redisUrl, maxRetriesPerRequest: null },
       prefix: redisKeys(o.prefix).bullPrefix,
       concurrency: o.concurrency,
+      ...(o.lockMs ? { lockDuration: o.lockMs, stalledInterval: o.lockMs } : {}),
     });
     this.worker.on("error", (err) => o.logger.error({ err }, "payout worker error"));
   }
@@ -81,14 +96,15 @@ export class PayoutWorker {
       });
       throw new UnrecoverableError(`no provider ${d.provider ?? "(none)"} for payout ${d.payoutId}`);
     }
+    const req = {
+      payoutId: d.payoutId,
+      providerRecipientId: d.providerRecipientId,
+      amountCents: d.amountCents,
+      currency: "USD" as const,
+    };
     let status: TransferStatus;
     try {
-      status = await provider.sendTransfer({
-        payoutId: d.payoutId,
-        providerRecipientId: d.providerRecipientId,
-        amountCents: d.amountCents,
-        currency: "USD",
-      });
+      status = await provider.sendTransfer(req);
     } catch (err) {
       const pe = err instanceof PayoutProviderError ? err : null;
       this.o.onProviderError?.(d.provider ?? "none", pe?.code ?? "error");
@@ -104,17 +120,22 @@ export class PayoutWorker {
         });
         throw new UnrecoverableError(pe.message);
       }
-      // Once a transfer was accepted (an earlier attempt), the payout is never declared failed
-      // here: the money may be on its way; its status is the provider's to tell.
-      if (last && !d.providerTransferId) {
+      if (!last) throw err;
+      // The last attempt's answer is lost too, but the provider may have made the transfer on any
+      // attempt: never declare the payout failed before the provider confirms it has none.
+      const found = await this.lookUp(job, provider, req, log);
+      if (found === undefined) throw err; // cannot tell: the sweeper asks again
+      if (found === null) {
         await this.publish(d, {
           state: "failed",
-          failureReason: `retries exhausted (${pe?.code ?? "error"})`,
+          failureReason: `retries exhausted (${pe?.code ?? "error"}); ${provider.name} has no transfer for the payout`,
           attempts: attempt,
         });
+        throw err;
       }
-      throw err;
+      status = found;
     }
+    await this.o.pauseAfterSend?.(d.payoutId);
     if (d.providerTransferId !== status.providerTransferId) {
       await job.updateData({ ...d, providerTransferId: status.providerTransferId });
     }
@@ -133,6 +154,32 @@ export class PayoutWorker {
       if (status.state !== "processing") paid = await this.report(d, status, attempt, paid);
     }
     return { state: status.state, providerTransferId: status.providerTransferId };
+  }
+
+  /**
+   * Asks the provider for the transfer made for this payout: its status, null when the provider
+   * confirms none exists, undefined when it cannot tell (the job is then marked `unconfirmed`,
+   * so the sweeper asks again rather than declaring anything).
+   */
+  private async lookUp(
+    job: Job<PayoutJobData, PayoutJobResult>,
+    provider: PayoutProvider,
+    req: TransferRequest,
+    log: Logger,
+  ): Promise<TransferStatus | null | undefined> {
+    try {
+      const since = job.data.createdAt ? Date.parse(job.data.createdAt) : Number.NaN;
+      return await provider.findTransfer(req, new Date(Number.isFinite(since) ? since : job.timestamp));
+    } catch (err) {
+      const pe = err instanceof PayoutProviderError ? err : null;
+      this.o.onProviderError?.(provider.name, pe?.code ?? "error");
+      log.error(
+        { err: pe ? pe.message : err, code: pe?.code, status: pe?.httpStatus },
+        "payout retries exhausted and the provider cannot say whether a transfer exists; left to the sweeper",
+      );
+      await job.updateData({ ...job.data, unconfirmed: true });
+      return undefined;
+    }
   }
 
   /** Publishes what a transfer's status means for the payout; returns whether it is known paid. */

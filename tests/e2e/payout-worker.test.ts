@@ -11,6 +11,7 @@ import { signAirwallexPayload } from "../../src/payouts/webhooks.ts";
 import { PayoutSweeper } from "../../src/workers/payout-sweeper.ts";
 import { PayoutWorker } from "../../src/workers/payout-worker.ts";
 import { publishPayoutOutcome } from "../../src/payouts/outcomes.ts";
+import { PayoutProviderError } from "../../src/payouts/provider.ts";
 import { type Api, startApi } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { settle, silentLogger } from "../helpers/ledger.ts";
@@ -142,6 +143,52 @@ describe("the payout worker", () => {
     expect(await job?.getState()).toBe("failed");
   });
 
+  /** What the provider's stand-in holds for a payout: its transfers and the transfer calls made. */
+  async function atStandin(provider: "wise" | "airwallex", payoutId: string) {
+    const r = await fetch(`${api.payouts.standinUrls[provider]}/__standin/payouts/${payoutId}`);
+    return (await r.json()) as { transfers: { id: unknown; status: string }[]; transfer_calls: number };
+  }
+
+  for (const provider of ["wise", "airwallex"] as const) {
+    it(`never fails a payout whose transfer ${provider} made while every answer was lost (account ending 0005): paid once`, async () => {
+      const creator = await creatorWithMethod(provider, "100000000005");
+      // Every attempt's answer is a 5xx, yet the stand-in made the transfer on the first: the
+      // worker finds it by the payout id when the attempts run out (Wise also funds it) and
+      // follows it to paid. Declaring it failed would release the reserve while the money goes out.
+      // No webhook: the worker alone must find out.
+      api.payouts.setWebhookUrl(provider, null);
+      let p: Awaited<ReturnType<typeof payoutOf>>;
+      let id: string;
+      try {
+        id = await withdraw20(creator);
+        p = await finalState(creator, id, "paid");
+      } finally {
+        api.payouts.setWebhookUrl(provider, `${api.base}/api/payments/webhooks/${provider}`);
+      }
+      expect(p.attempts).toBe(api.core.config.PAYOUT_JOB_ATTEMPTS);
+      expect(await money(creator.id)).toEqual({ bal: 2850, res: 0, earned: 2850 });
+      const at = await atStandin(provider, id);
+      expect(at.transfers).toHaveLength(1);
+      expect(at.transfer_calls).toBe(api.core.config.PAYOUT_JOB_ATTEMPTS);
+      expect(p.provider_reference).toBe(String(at.transfers[0]!.id));
+      const posts = await env.pool.query(
+        "SELECT count(*)::int AS n FROM ledger_entries WHERE transaction_id = $1 AND account_id = $2",
+        [id, creator.id],
+      );
+      expect(posts.rows[0].n).toBe(1);
+      expect(await reconcileLedger(env.pool, api.core.ledger.snapshot())).toMatchObject({ ok: true });
+    });
+
+    it(`fails a payout only once ${provider} confirms it made no transfer (account ending 0006: always 5xx)`, async () => {
+      const creator = await creatorWithMethod(provider, "100000000006");
+      const id = await withdraw20(creator);
+      const p = await finalState(creator, id, "failed");
+      expect(p.failure_reason).toMatch(/retries exhausted .*has no transfer/);
+      expect(await money(creator.id)).toEqual({ bal: 4850, res: 0, earned: 4850 });
+      expect((await atStandin(provider, id)).transfers).toHaveLength(0);
+    });
+  }
+
   it("pays once when the same job runs twice (a stalled job run again)", async () => {
     const creator = await creatorWithMethod("wise", "000123456789");
     const id = await withdraw20(creator);
@@ -186,6 +233,13 @@ describe("the payout worker", () => {
         headers: { "x-timestamp": ts, "x-signature": signAirwallexPayload(raw, sign, ts) },
       });
     };
+    const deliverWise = (event: Record<string, unknown>) => {
+      const raw = JSON.stringify(event);
+      return api.call("POST", "/api/payments/webhooks/wise", {
+        raw,
+        headers: { "x-signature-sha256": api.payouts.standinWiseSign!(raw), "x-delivery-id": randomUUID() },
+      });
+    };
     const paidEvent = (payoutId: string, transferId: string) => ({
       id: `evt_${randomUUID()}`,
       name: "payout.transfer.paid",
@@ -208,6 +262,44 @@ describe("the payout worker", () => {
       expect((await payoutOf(creator, id)).status).toBe("failed");
       expect(await money(creator.id)).toEqual(before);
     });
+
+    for (const provider of ["wise", "airwallex"] as const) {
+      it(`a genuine ${provider} delivery claiming paid for a transfer the provider says failed (account ending 0007) moves no money`, async () => {
+        const creator = await creatorWithMethod(provider, "100000000007");
+        const id = await withdraw20(creator);
+        // As soon as the provider has the transfer (it fails it shortly after), a delivery signed
+        // with the provider's own key/secret names it and claims it paid.
+        await waitFor(async () => (await atStandin(provider, id)).transfers.length === 1, 10_000, "sent");
+        const transferId = String((await atStandin(provider, id)).transfers[0]!.id);
+        const r =
+          provider === "airwallex"
+            ? await deliver(paidEvent(id, transferId))
+            : await deliverWise({
+                data: {
+                  resource: { type: "transfer", id: Number(transferId), profile_id: 1000001 },
+                  current_state: "outgoing_payment_sent",
+                  previous_state: "processing",
+                  occurred_at: new Date().toISOString(),
+                },
+                subscription_id: randomUUID(),
+                event_type: "transfers#state-change",
+                schema_version: "2.0.0",
+                sent_at: new Date().toISOString(),
+              });
+        expect(r.status, JSON.stringify(r.body)).toBe(200);
+        const p = await finalState(creator, id, "failed");
+        expect(p.paid_at).toBeNull();
+        await waitFor(
+          async () => (await env.redis.xlen(`${env.redisPrefix}payouts:outcomes`)) === 0,
+          10_000,
+          "outcomes consumed",
+        );
+        await settle(api.core);
+        expect((await payoutOf(creator, id)).status).toBe("failed");
+        expect(await money(creator.id)).toEqual({ bal: 4850, res: 0, earned: 4850 });
+        expect(await reconcileLedger(env.pool, api.core.ledger.snapshot())).toMatchObject({ ok: true });
+      });
+    }
 
     it("answers a repeated delivery without effect; a late one changes nothing", async () => {
       const creator = await creatorWithMethod("airwallex", "000123456789");
@@ -308,6 +400,63 @@ describe("the payout worker", () => {
       // The job queued again is paid by the worker.
       await finalState(a, lost, "paid");
       expect(await money(a.id)).toEqual({ bal: 2850, res: 0, earned: 2850 });
+    });
+
+    it("settles a payout whose attempts ran out while the provider could not tell: the sweeper asks again", async () => {
+      await worker.close();
+      api.payouts.setWebhookUrl("airwallex", null);
+      // The provider's lookup is down too (its list call failing), only for this worker.
+      const real = api.payouts.providers.airwallex;
+      const blind = Object.assign(Object.create(real) as typeof real, {
+        findTransfer: async () => {
+          throw new PayoutProviderError("list transfers: 503", "airwallex", true, "http_503", 503);
+        },
+      });
+      const blindWorker = new PayoutWorker({
+        redisUrl: api.core.config.REDIS_URL,
+        outcomes: env.redis,
+        prefix: env.redisPrefix,
+        providers: { ...api.payouts.providers, airwallex: blind },
+        logger: silentLogger,
+        concurrency: 4,
+        statusPollMs: 25,
+        statusWaitMs: 10_000,
+      });
+      let creator: { id: string; token: string } | null = null;
+      let id = "";
+      try {
+        creator = await creatorWithMethod("airwallex", "100000000005");
+        id = await withdraw20(creator);
+        await waitFor(
+          async () => (await (await api.http.payoutJobs.queue.getJob(id))?.getState()) === "failed",
+          20_000,
+          "the job's attempts run out",
+        );
+        await settle(api.core);
+        // Not declared failed: the reserve is held and the job says why.
+        expect((await payoutOf(creator, id)).status).toBe("pending");
+        expect(await money(creator.id)).toEqual({ bal: 4850, res: 2000, earned: 2850 });
+        expect((await api.http.payoutJobs.queue.getJob(id))?.data.unconfirmed).toBe(true);
+      } finally {
+        await blindWorker.close();
+        api.payouts.setWebhookUrl("airwallex", `${api.base}/api/payments/webhooks/airwallex`);
+        worker = new PayoutWorker({
+          redisUrl: api.core.config.REDIS_URL,
+          outcomes: env.redis,
+          prefix: env.redisPrefix,
+          providers: api.payouts.providers,
+          logger: silentLogger,
+          concurrency: 4,
+          statusPollMs: 25,
+          statusWaitMs: 10_000,
+        });
+      }
+      const report = await sweeper().sweepOnce();
+      expect(report.confirmed).toBe(1);
+      await finalState(creator, id, "paid");
+      expect(await money(creator.id)).toEqual({ bal: 2850, res: 0, earned: 2850 });
+      expect((await atStandin("airwallex", id)).transfers).toHaveLength(1);
+      expect(await reconcileLedger(env.pool, api.core.ledger.snapshot())).toMatchObject({ ok: true });
     });
   });
 

@@ -106,7 +106,9 @@ describe("withdrawals", () => {
       currency: "USD",
       provider: "wise",
       providerRecipientId: `rcp_${creator.id.slice(0, 8)}`,
+      createdAt: expect.any(String),
     });
+    expect(Date.parse(j!.data.createdAt!)).toBeGreaterThan(Date.now() - 60_000);
     expect(j?.opts).toMatchObject({ attempts: 5, backoff: { type: "exponential", delay: 2000 } });
 
     // Readable at once (the owner's shard knows it before Postgres does), then from Postgres.
