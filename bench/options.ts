@@ -9,6 +9,7 @@ export const SCENARIOS = [
   "tip-uniform",
   "tip-uniform-half",
   "tip-uniform-half-paced",
+  "tip-uniform-half-paced-ai",
   "tip-hot",
   "ws-tip-uniform",
   "ws-tip-hot",
@@ -119,6 +120,11 @@ export function parseOptions(argv: string[]): BenchOptions {
   }
   // The half-rate runs are defined by the full-rate run's measured throughput.
   if (picked.has("tip-uniform-half") || picked.has("tip-uniform-half-paced")) picked.add("tip-uniform");
+  // Tip latency under AI load is read against the paced run without it, from the same run.
+  if (picked.has("tip-uniform-half-paced-ai")) {
+    picked.add("tip-uniform");
+    picked.add("tip-uniform-half-paced");
+  }
   // The feed's subscribers watch the hot creator during ws-tip-hot.
   if (picked.has("ws-feed")) picked.add("ws-tip-hot");
   if (values.redis !== "durable" && values.redis !== "shared") {
@@ -153,6 +159,7 @@ export function viewersNeeded(o: BenchOptions): number {
     (o.scenarios.includes("tip-uniform") ? o.durationS : 0) +
     (o.scenarios.includes("tip-uniform-half") ? o.durationS / 2 : 0) +
     (o.scenarios.includes("tip-uniform-half-paced") ? o.durationS / 2 : 0) +
+    (o.scenarios.includes("tip-uniform-half-paced-ai") ? o.durationS / 2 : 0) +
     (o.scenarios.includes("tip-hot") ? o.durationS : 0) +
     (o.scenarios.includes("ws-tip-uniform") ? o.durationS : 0) +
     (o.scenarios.includes("ws-tip-hot") ? o.durationS : 0);

@@ -2,6 +2,7 @@
 // alone as a child process (a bare uWS echo, the 3AM server, the seed's architecture as a peer),
 // then the checks that nothing acknowledged went missing and that money is conserved. Prints a
 // table, ratios, targets and checks; writes JSON and an SVG chart to bench/results/.
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
@@ -49,6 +50,39 @@ import { type FeedWatch, runWsTips, watchFeed } from "./ws-load.ts";
 /** The Redis of `--redis shared`. */
 const SHARED_REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const RATE_LIMIT_BENCH = "1000000000";
+
+/** The AI side load: connections kept busy with quality requests while tips are paced. */
+const AI_LOAD_CONNECTIONS = 8;
+const AI_LOAD_TEXT = (
+  "Tonight we build a small home battery from recycled laptop cells, test how long it keeps a fridge " +
+  "running through a blackout, and compare it with a store-bought power station. Bring questions! "
+).repeat(20);
+
+/** Runs autocannon's CLI in a process of its own (so its work is not the tip load generator's). */
+async function runAiLoad(
+  base: string,
+  token: string,
+  durationS: number,
+): Promise<{ ok: number; non2xx: number; p99Ms: number }> {
+  const cli = join(process.cwd(), "node_modules", "autocannon", "autocannon.js");
+  const body = JSON.stringify({ title: "A home battery from laptop cells", text: AI_LOAD_TEXT });
+  const args = [cli, "-j", "-c", String(AI_LOAD_CONNECTIONS), "-d", String(durationS), "-m", "POST"];
+  args.push("-H", `authorization=Bearer ${token}`, "-H", "content-type=application/json", "-b", body);
+  const child = spawn(process.execPath, [...args, `${base}/api/ai/quality`], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  let out = "";
+  child.stdout.on("data", (d) => {
+    out += d;
+  });
+  await new Promise((r) => child.once("exit", r));
+  try {
+    const j = JSON.parse(out) as { "2xx": number; non2xx: number; latency: { p99: number } };
+    return { ok: j["2xx"], non2xx: j.non2xx, p99Ms: j.latency.p99 };
+  } catch {
+    return { ok: 0, non2xx: 0, p99Ms: 0 };
+  }
+}
 /** Tokens outlive any run; the server checks exp, and a run must not see them expire. */
 const TOKEN_TTL_S = 6 * 3600;
 /** Longest the WAL may take to drain after a tip scenario before the run calls it a failure. */
@@ -205,6 +239,13 @@ async function runLedgerServer(s: RunState, pop: Population): Promise<void> {
     // budgets are too big to refuse anything (all load comes from one IP).
     RATE_LIMIT_IP_PER_MIN: RATE_LIMIT_BENCH,
     RATE_LIMIT_USER_PER_MIN: RATE_LIMIT_BENCH,
+    RATE_LIMIT_AI_PER_MIN: RATE_LIMIT_BENCH,
+    // The API process alone: the payout and email workers idle here and would only add noise.
+    RUN_WORKERS: "false",
+    WISE_STANDIN_PORT: "0",
+    AIRWALLEX_STANDIN_PORT: "0",
+    // Every AI request is analysed (the AI load repeats one body, which the cache would answer).
+    AI_CACHE_MAX: "0",
   };
   const config = loadConfig({ ...process.env, ...serverEnv });
   s.setup.push(
@@ -354,6 +395,22 @@ async function runLedgerScenarios(
       await tipScenario("tip-uniform-half-paced", false, { perS: half, paced: true }, [
         `${half} req/s evenly paced, open loop (bench/paced.ts), latency from when each request was due`,
       ]);
+    }
+    if (want("tip-uniform-half-paced-ai") && uniform) {
+      const ai = runAiLoad(server.base, pop.viewers[0]!.token, o.durationS);
+      const r = await tipScenario("tip-uniform-half-paced-ai", false, { perS: half, paced: true }, [
+        `${half} req/s evenly paced as tip-uniform-half-paced, while ${AI_LOAD_CONNECTIONS} other connections (autocannon in its own process) send POST /api/ai/quality with a ${AI_LOAD_TEXT.length}-character text back to back (cache off: every one analysed on the AI pool)`,
+      ]);
+      const a = await ai;
+      r.notes.push(
+        `AI load: ${a.ok} quality answers 2xx (${(a.ok / o.durationS).toFixed(1)}/s), ${a.non2xx} non-2xx, p99 ${a.p99Ms} ms`,
+      );
+      const base = s.results.find((x) => x.name === "tip-uniform-half-paced");
+      if (base) {
+        r.notes.push(
+          `tip p99 with AI load / without (same run): ${(r.latencyMs.p99 / Math.max(base.latencyMs.p99, 0.001)).toFixed(2)} (${r.latencyMs.p99} vs ${base.latencyMs.p99} ms)`,
+        );
+      }
     }
     if (want("tip-hot")) {
       await tipScenario("tip-hot", true, null, [`every tip to ${pop.creators[0]!.username}`]);
