@@ -13,10 +13,11 @@ import { idempotencyKeySchema } from "../http/idempotency.ts";
 import type { RateLimits } from "../http/rate-limit.ts";
 import { parseJsonObject } from "../http/request.ts";
 import { errorAnswer } from "../http/respond.ts";
-import { type TipDesk, tipFields } from "../payments/tip.ts";
+import type { TipDesk } from "../payments/tip.ts";
 import type { UserStore } from "../users/user-store.ts";
 import type { OverlayKeys } from "./overlay-keys.ts";
 import type { TipFeed } from "./tip-feed.ts";
+import { clientFrames } from "./ws-frames.ts";
 
 /** Close codes a client acts on. 4008: you fell behind; reconnect and subscribe with `since`. */
 export const CLOSE_SLOW_CONSUMER = 4008;
@@ -71,15 +72,7 @@ export interface LiveSockets {
 
 export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
   const s = d.settings;
-  const fields = tipFields(s);
-  const tipFrame = z
-    .strictObject({ op: z.literal("tip"), id: idempotencyKeySchema, ...fields.shape })
-    .superRefine(fields.refine);
-  const subscribeFrame = z.strictObject({
-    op: z.literal("subscribe"),
-    channel: z.literal("tips"),
-    since: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
-  });
+  const { tip: tipFrame, subscribe: subscribeFrame } = clientFrames(s);
   const feedSockets = new Set<Ws>();
   const subscribersOf = new Map<string, Set<Ws>>();
   const overlays = new Map<string, Set<Ws>>();

@@ -14,6 +14,7 @@ import { DEV_JWT_SECRET, TokenService } from "../auth/tokens.ts";
 import type { Config } from "../config.ts";
 import { createEmailQueue, EmailNotifier } from "../email/queue.ts";
 import { corsPolicy } from "../http/cors.ts";
+import { registerDocs } from "../http/docs.ts";
 import { type ReadinessProbes, registerHealth, registerMetrics } from "../http/health.ts";
 import { Metrics } from "../http/metrics.ts";
 import { createLive } from "../live/live.ts";
@@ -34,6 +35,7 @@ import type { PayoutWebhookConfig } from "../payouts/webhooks.ts";
 import { userRoutes } from "../users/routes.ts";
 import { Roles } from "../users/roles.ts";
 import { UserStore } from "../users/user-store.ts";
+import { apiDocument } from "./api-doc.ts";
 import type { Core } from "./core.ts";
 
 export interface HttpDeps {
@@ -283,6 +285,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     ...aiRoutes({ model: textModel, limits }),
     ...live.routes,
   ]);
+  registerDocs(http, () => apiDocument(http.endpoints, config));
 
   return {
     tokens,

@@ -59,6 +59,13 @@ export function moneyInRoutes(d: MoneyInRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/payments/intent",
       auth: "user",
+      doc: {
+        summary: "Create a Stripe PaymentIntent for the client to confirm",
+        body: intentBody,
+        response: { status: 201, description: "the PaymentIntent's id and client secret" },
+        errors: ["payment_failed", "idempotency_conflict"],
+        idempotency: "optional",
+      },
       async handler(ctx) {
         const b = intentBody.parse(ctx.body);
         const userId = b.user_id.toLowerCase();
@@ -84,6 +91,15 @@ export function moneyInRoutes(d: MoneyInRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/payments/credits/purchase",
       auth: "user",
+      doc: {
+        summary: "Buy credits with a Stripe PaymentMethod",
+        description:
+          "201 when Stripe confirmed and the deposit is durable; 202 while the PaymentIntent needs more (3-D Secure).",
+        body: purchaseBody,
+        response: { status: 201, description: "the PaymentIntent and the new balance" },
+        errors: ["card_declined", "payment_failed", "idempotency_conflict"],
+        idempotency: "optional",
+      },
       async handler(ctx) {
         const b = purchaseBody.parse(ctx.body);
         const userId = b.user_id.toLowerCase();
@@ -109,6 +125,11 @@ export function moneyInRoutes(d: MoneyInRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/payments/webhook",
       auth: "none",
+      doc: {
+        summary: "Stripe webhook (signed; Stripe calls it)",
+        response: { status: 200, description: "received" },
+        errors: ["invalid_signature"],
+      },
       body: "raw",
       async handler(ctx) {
         const r = await d.moneyIn.handleWebhook(ctx.raw!, ctx.req.headers.get("stripe-signature"));
@@ -119,6 +140,12 @@ export function moneyInRoutes(d: MoneyInRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/payments/reconcile",
       auth: "user",
+      doc: {
+        summary: "Reconcile the ledger with Stripe (admin)",
+        body: reconcileBody,
+        response: { status: 200, description: "the reconcile report" },
+        admin: true,
+      },
       async handler(ctx) {
         await requireAdmin(ctx, d.roles);
         const b = reconcileBody.parse(ctx.body);
