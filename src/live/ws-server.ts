@@ -67,6 +67,8 @@ export const tipTopic = (creatorId: string): string => `tips:${creatorId}`;
 export interface LiveSockets {
   /** Closes the overlay sockets of a creator (their key was replaced). */
   revokeOverlay(creatorId: string): void;
+  /** Open sockets and feed subscribers, for /metrics. */
+  stats(): { connections: number; subscribers: number };
   close(): void;
 }
 
@@ -74,6 +76,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
   const s = d.settings;
   const { tip: tipFrame, subscribe: subscribeFrame } = clientFrames(s);
   const feedSockets = new Set<Ws>();
+  let connections = 0;
   const subscribersOf = new Map<string, Set<Ws>>();
   const overlays = new Map<string, Set<Ws>>();
 
@@ -266,6 +269,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
       );
     },
     open: (ws: Ws) => {
+      connections++;
       const u = ws.getUserData();
       if (u.readOnly) {
         const set = overlays.get(u.userId) ?? new Set<Ws>();
@@ -314,6 +318,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
       }
     },
     close: (ws: Ws) => {
+      connections--;
       const u = ws.getUserData();
       u.closed = true;
       if (feedSockets.delete(ws)) {
@@ -333,6 +338,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     revokeOverlay(creatorId) {
       for (const ws of overlays.get(creatorId) ?? []) ws.end(CLOSE_KEY_REVOKED, "overlay key replaced");
     },
+    stats: () => ({ connections, subscribers: feedSockets.size }),
     close() {
       clearInterval(sweep);
     },

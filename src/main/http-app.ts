@@ -37,6 +37,7 @@ import { Roles } from "../users/roles.ts";
 import { UserStore } from "../users/user-store.ts";
 import { apiDocument } from "./api-doc.ts";
 import type { Core } from "./core.ts";
+import { observeLedger } from "./observe.ts";
 
 export interface HttpDeps {
   config: Config;
@@ -132,6 +133,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   });
   // Built before the queue below: the metric sources read it at scrape time only.
   let jobsForMetrics: BullPayoutJobs | null = null;
+  let liveForMetrics: { stats(): { connections: number; subscribers: number } } | null = null;
   const metrics = new Metrics({
     payouts: {
       byStatus: async () => {
@@ -143,6 +145,10 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       jobs: async () =>
         jobsForMetrics ? jobsForMetrics.queue.getJobCounts("waiting", "active", "delayed", "failed") : {},
     },
+    queues: {
+      email: () => emailQueue.queue.getJobCounts("waiting", "active", "delayed", "failed"),
+    },
+    live: () => liveForMetrics?.stats() ?? { connections: 0, subscribers: 0 },
     persist: () => core.persister.health(),
     ledger: () => ({
       recovering: core.ledger.health().recovering,
@@ -222,6 +228,8 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   registerHealth(http, probes);
   registerMetrics(http, metrics, config.METRICS_TOKEN, logger);
   const live = createLive({ app: http.app, config, logger, core, tokens, users, roles, limits });
+  liveForMetrics = live;
+  observeLedger(core.ledger, metrics, logger);
   http.register([
     ...userRoutes({
       users,
