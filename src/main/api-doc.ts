@@ -115,6 +115,7 @@ export const API_RESPONSES: Readonly<Record<string, z.ZodType>> = {
   "POST /api/admin/payouts/:payoutId/retry": z.object({ payout }),
   "POST /api/admin/users/:userId/suspend": z.object({ user_id: z.uuid(), status: z.literal("suspended") }),
   "POST /api/admin/users/:userId/unsuspend": z.object({ user_id: z.uuid(), status: z.literal("active") }),
+  "POST /api/payments/reconcile": z.object({ job: z.object({ id: z.uuid(), status: z.literal("waiting") }) }),
   "POST /api/ai/titles": suggestions,
   "POST /api/ai/cta": suggestions,
   "POST /api/users/:userId/overlay-key": z.object({ overlay_url: z.string(), overlay_key: z.string() }),

@@ -23,6 +23,7 @@ import type { Endpoint } from "../http/router.ts";
 import { createHttpApp } from "../http/server.ts";
 import { MoneyIn } from "../payments/money-in.ts";
 import { moneyInRoutes } from "../payments/money-in-routes.ts";
+import { ReconcileJobs, reconcileFindings } from "../payments/reconcile-jobs.ts";
 import { paymentRoutes } from "../payments/routes.ts";
 import type { StripeSetup } from "../payments/stripe.ts";
 import { BullPayoutJobs } from "../payouts/payout-queue.ts";
@@ -37,7 +38,7 @@ import { Roles } from "../users/roles.ts";
 import { UserStore } from "../users/user-store.ts";
 import { apiDocument } from "./api-doc.ts";
 import type { Core } from "./core.ts";
-import { observeLedger } from "./observe.ts";
+import { LOG_EVENTS, observeLedger } from "./observe.ts";
 
 export interface HttpDeps {
   config: Config;
@@ -63,6 +64,7 @@ export interface HttpServer {
   readonly payoutOutcomes: PayoutOutcomeConsumer;
   readonly metrics: Metrics;
   readonly textModel: TextModel;
+  readonly reconcileJobs: ReconcileJobs;
   /** The `email` queue this server enqueues to. */
   readonly emailQueue: Queue;
 }
@@ -131,6 +133,12 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       }
     },
   });
+  const reconcileJobs = new ReconcileJobs({
+    redisUrl: config.REDIS_URL,
+    prefix: config.REDIS_PREFIX,
+    keep: config.RECONCILE_JOBS_KEPT,
+    logger,
+  });
   // Built before the queue below: the metric sources read it at scrape time only.
   let jobsForMetrics: BullPayoutJobs | null = null;
   let liveForMetrics: { stats(): { connections: number; subscribers: number } } | null = null;
@@ -147,6 +155,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     },
     queues: {
       email: () => emailQueue.queue.getJobCounts("waiting", "active", "delayed", "failed"),
+      reconcile: () => reconcileJobs.queue.getJobCounts("waiting", "active", "delayed", "failed"),
     },
     live: () => liveForMetrics?.stats() ?? { connections: 0, subscribers: 0 },
     persist: () => core.persister.health(),
@@ -252,6 +261,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       roles,
       minUsd: config.PURCHASE_MIN_USD,
       maxUsd: config.PURCHASE_MAX_USD,
+      reconcileJobs,
     }),
     ...adminRoutes({ ledger: core.ledger, users, roles, pool: core.pool }),
     ...(deps.payoutWebhooks
@@ -294,6 +304,35 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     ...live.routes,
   ]);
   registerDocs(http, () => apiDocument(http.endpoints, config));
+  // The reconcile worker runs here, in the process that owns the ledger (it drains the WAL and
+  // fixes deposits through the ledger), whatever RUN_WORKERS says; the schedule is kept in Redis.
+  reconcileJobs.startWorker({
+    moneyIn,
+    windowMs: config.RECONCILE_WINDOW_MS,
+    done: (jobId, report, err) => {
+      if (!report) {
+        metrics.reconciled(null);
+        logger.error(
+          { event: LOG_EVENTS.reconcileFailed, job_id: jobId, err: err?.message },
+          "reconcile failed",
+        );
+        return;
+      }
+      const findings = reconcileFindings(report);
+      metrics.reconciled(findings);
+      for (const [kind, count] of Object.entries(findings)) {
+        if (count > 0) {
+          logger.error(
+            { event: LOG_EVENTS.reconcileDiscrepancy, kind, count, job_id: jobId, report_id: report.id },
+            "reconcile found discrepancies",
+          );
+        }
+      }
+    },
+  });
+  void reconcileJobs
+    .schedule(config.RECONCILE_EVERY)
+    .catch((err) => logger.warn({ err: err.message }, "reconcile schedule not set (Redis unreachable?)"));
 
   return {
     tokens,
@@ -305,12 +344,14 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     metrics,
     textModel,
     emailQueue: emailQueue.queue,
+    reconcileJobs,
     listen: (port, host) => http.listen(port, host),
     async close() {
       http.close();
       await payoutOutcomes.stop();
       await payoutJobs.close();
       live.close();
+      await reconcileJobs.close();
       await hasher.close();
       await textModel.close();
       await emailQueue.close();

@@ -133,6 +133,37 @@ describe("monitoring", () => {
     );
   });
 
+  it("runs reconcile on a schedule (a BullMQ job scheduler) and reports it to /metrics", async () => {
+    const jobs = api.http.reconcileJobs;
+    // RECONCILE_EVERY's schedule (default 1 h) is set at start, its first run one period later.
+    await waitFor(async () => (await jobs.queue.getJobSchedulers()).length === 1, 5000, "the schedule");
+    expect((await jobs.queue.getJobSchedulers())[0]).toMatchObject({
+      key: "reconcile-every",
+      every: 3_600_000,
+    });
+    await jobs.schedule(300);
+    let done: string | undefined;
+    await waitFor(
+      async () => {
+        const [job] = await jobs.queue.getJobs(["completed"]);
+        done = job?.id;
+        return done !== undefined;
+      },
+      20_000,
+      "a scheduled reconcile run",
+    );
+    await jobs.schedule(0);
+    const status = await jobs.status(done!);
+    expect(status).toMatchObject({ status: "completed", scheduled: true, error: null });
+    expect(status!.report!.ledger_invariants.ok).toBe(true);
+    const text = await (await fetch(`${api.base}/metrics`)).text();
+    expect(sample(text, 'threeam_reconcile_runs_total{result="ok"}')).toBeGreaterThanOrEqual(1);
+    expect(sample(text, "threeam_reconcile_last_run_timestamp_seconds")).toBeGreaterThan(
+      Date.now() / 1000 - 60,
+    );
+    expect(sample(text, 'threeam_queue_jobs{queue="reconcile",state="failed"}')).toBe(0);
+  });
+
   it("the dashboard and the alert rules query only metrics the server exposes", async () => {
     const text = await (await fetch(`${api.base}/metrics`)).text();
     const have = exposed(text);
