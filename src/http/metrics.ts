@@ -175,7 +175,7 @@ export class Metrics {
     }
     this.transactions = new client.Counter({
       name: "threeam_transactions_total",
-      help: "Ledger commands by type and outcome: completed, refused (code: the refusal) or failed (unavailable, internal)",
+      help: "Ledger commands by type and outcome: completed, replayed (a retried idempotency key), refused (code: the refusal) or failed (unavailable, internal)",
       labelNames: ["type", "outcome", "code"],
       registers,
     });
@@ -219,7 +219,7 @@ export class Metrics {
   }
 
   /** A ledger command's outcome; code is the refusal's (or "none"). */
-  transaction(type: string, outcome: "completed" | "refused" | "failed", code = "none"): void {
+  transaction(type: string, outcome: "completed" | "replayed" | "refused" | "failed", code = "none"): void {
     this.transactions.labels(type, outcome, code).inc();
   }
 

@@ -26,9 +26,13 @@ export function commandType(cmd: UserCommand): string {
 const FAILED = new Set(["unavailable", "internal"]);
 
 export function observeLedger(ledger: Ledger, metrics: Metrics, logger: Logger): void {
-  ledger.onOutcome = (cmd, err) => {
+  ledger.onOutcome = (cmd, err, result) => {
     const type = commandType(cmd);
-    if (err === null) return metrics.transaction(type, "completed");
+    if (err === null) {
+      // A retried key answers the first result again: counted apart, so rates are not doubled.
+      const replayed = (result as { replayed?: boolean } | undefined)?.replayed === true;
+      return metrics.transaction(type, replayed ? "replayed" : "completed");
+    }
     const code = isAppError(err) ? err.code : "internal";
     if (!FAILED.has(code)) return metrics.transaction(type, "refused", code);
     metrics.transaction(type, "failed", code);

@@ -168,7 +168,7 @@ export class Ledger {
   }
 
   /** Metrics hook: every submitted command's outcome (a result, or the error it was refused with). */
-  onOutcome: ((cmd: UserCommand, error: unknown) => void) | null = null;
+  onOutcome: ((cmd: UserCommand, error: unknown, result?: Result) => void) | null = null;
 
   /** Runs recovery; the ledger accepts commands once it resolves. */
   async start(): Promise<void> {

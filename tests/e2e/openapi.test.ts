@@ -36,7 +36,7 @@ function readmeCurls(readme: string, vars: Record<string, string>) {
           flush();
           continue;
         }
-        if (c === "\n" || c === "|" || c === ";" || (c === ")" && !inWord)) break;
+        if (c === "\n" || c === "|" || c === ";" || c === ")") break;
         if (c === " " || c === "\t") {
           flush();
           continue;
@@ -51,13 +51,15 @@ function readmeCurls(readme: string, vars: Record<string, string>) {
           for (; block[j] !== '"'; j++) {
             if (block[j] === "\\" && /["\\$`]/.test(block[j + 1]!)) w += block[++j];
             else if (block[j] === "$") {
-              const name = /^\$([A-Z_]+)/.exec(block.slice(j))![1]!;
-              w += vars[name] ?? `$${name}`;
-              j += name.length;
+              const name = /^\$([A-Za-z_]+)/.exec(block.slice(j))?.[1];
+              if (name) {
+                w += vars[name] ?? `$${name}`;
+                j += name.length;
+              } else w += "$";
             } else w += block[j];
           }
         } else if (c === "$") {
-          const name = /^\$([A-Z_]+)/.exec(block.slice(j))?.[1];
+          const name = /^\$([A-Za-z_]+)/.exec(block.slice(j))?.[1];
           if (name) {
             w += vars[name] ?? `$${name}`;
             j += name.length;
