@@ -67,9 +67,10 @@ export class ReconcileJobs {
 
   /** A job's state (waiting, active, completed, failed, ...) and, once done, its report or error. */
   async status(id: string) {
+    // The state first: a job read before it and finished in between would say completed with no report.
+    const state = await this.queue.getJobState(id);
     const job = await this.queue.getJob(id);
-    if (!job) return null;
-    const state = await job.getState();
+    if (!job || state === "unknown") return null;
     return {
       id,
       status: state,
