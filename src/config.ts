@@ -41,6 +41,8 @@ export const AI_QUEUE_MAX = 10_000;
 export const AI_CACHE_MAX = 100_000;
 export const OPENAI_TIMEOUT_MS_MAX = 60_000;
 export const EMAIL_ATTEMPTS_MAX = 50;
+/** Longest reconcile window (90 days): Stripe's lists are paged through for the whole window. */
+export const RECONCILE_WINDOW_MS_MAX = 90 * 86_400_000;
 export const EMAIL_BACKOFF_MS_MAX = 600_000;
 export const EMAIL_KEEP_JOBS_MAX = 1_000_000;
 export const SMTP_TIMEOUT_MS_MAX = 120_000;
@@ -194,6 +196,15 @@ export const configSchema = z.object({
   BULL_BOARD_HOST: z.string().min(1).default("127.0.0.1"),
   /** Run the workers (payouts) inside `npm start`; false leaves them to `npm run worker`. */
   RUN_WORKERS: bool(true),
+  /** How often the scheduled reconcile job runs (ms; 0: never, only on request). Its window is the
+   * RECONCILE_WINDOW_MS before each run. */
+  RECONCILE_EVERY: int(3_600_000, 0).refine((n) => n === 0 || n >= 60_000, "0 or at least 60000"),
+  RECONCILE_WINDOW_MS: int(7 * 86_400_000, 60_000).refine(
+    (n) => n <= RECONCILE_WINDOW_MS_MAX,
+    `at most ${RECONCILE_WINDOW_MS_MAX}`,
+  ),
+  /** Finished reconcile jobs kept (their status and report answer GET /api/payments/reconcile/:id). */
+  RECONCILE_JOBS_KEPT: int(1000, 1).refine((n) => n <= 100_000, "at most 100000"),
 
   // --- Money out: Wise and Airwallex (issue 13). Unset keys: local stand-ins, no real money moves. ---
   /** Wise API token (Bearer); with WISE_PROFILE_ID and WISE_WEBHOOK_PUBLIC_KEY. */

@@ -43,6 +43,13 @@ export function adminRoutes(d: AdminRouteDeps): RouteDef[] {
     method: "post",
     path: `/api/admin/users/:userId/${status === "active" ? "unsuspend" : "suspend"}`,
     auth: "user",
+    doc: {
+      summary: status === "active" ? "Reinstate a user (admin)" : "Suspend a user (admin)",
+      body: statusBody,
+      response: { status: 200, description: "the user's id and status" },
+      idempotency: "optional",
+      admin: true,
+    },
     async handler(ctx) {
       await requireAdmin(ctx, d.roles);
       const id = uuidFrom(ctx, 0, "userId");
@@ -67,6 +74,12 @@ export function adminRoutes(d: AdminRouteDeps): RouteDef[] {
       method: "get",
       path: "/api/admin/fraud-logs",
       auth: "user",
+      doc: {
+        summary: "Fraud logs, newest first (admin)",
+        query: fraudQuery,
+        response: { status: 200, description: "fraud log rows" },
+        admin: true,
+      },
       async handler(ctx) {
         await requireAdmin(ctx, d.roles);
         const q = fraudQuery.parse(Object.fromEntries(ctx.req.query));

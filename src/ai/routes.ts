@@ -33,6 +33,11 @@ export function aiRoutes(d: AiRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/ai/titles",
       auth: "user",
+      doc: {
+        summary: "Title suggestions for a text",
+        body: titlesBody,
+        response: { status: 200, description: "title suggestions for a text" },
+      },
       async handler(ctx) {
         const b = titlesBody.parse(ctx.body);
         await d.limits.consume("ai", ctx.user!.sub);
@@ -43,6 +48,11 @@ export function aiRoutes(d: AiRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/ai/cta",
       auth: "user",
+      doc: {
+        summary: "Calls to action for a text",
+        body: ctaBody,
+        response: { status: 200, description: "calls to action for a text" },
+      },
       async handler(ctx) {
         const b = ctaBody.parse(ctx.body);
         await d.limits.consume("ai", ctx.user!.sub);
@@ -53,6 +63,11 @@ export function aiRoutes(d: AiRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/ai/quality",
       auth: "user",
+      doc: {
+        summary: "A quality score with signals and tips",
+        body: qualityBody,
+        response: { status: 200, description: "a quality score with signals and tips" },
+      },
       async handler(ctx) {
         const b = qualityBody.parse(ctx.body);
         await d.limits.consume("ai", ctx.user!.sub);

@@ -28,3 +28,7 @@ const STATUS: Record<ErrorCode, number> = {
 
 /** The HTTP status an AppError with this code is answered with. */
 export const httpStatusOf = (code: ErrorCode): number => STATUS[code];
+
+/** Every error code with its status, for the API document. */
+export const errorStatuses = (): ReadonlyArray<readonly [ErrorCode, number]> =>
+  Object.entries(STATUS) as Array<[ErrorCode, number]>;

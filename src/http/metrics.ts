@@ -13,7 +13,14 @@ export interface MetricsSources {
     byStatus(): Promise<Record<string, number>>;
     jobs(): Promise<Record<string, number>>;
   };
+  /** Other BullMQ queues by name (email, reconcile): jobs by state, read at scrape time. */
+  queues?: Record<string, () => Promise<Record<string, number>>>;
+  /** Open WebSocket connections and feed subscribers, read at scrape time. */
+  live?: () => { connections: number; subscribers: number };
 }
+
+/** What a reconcile run found (the job's report, summed): counts by kind of discrepancy. */
+export type ReconcileFindings = Record<string, number>;
 
 /** Counts one route's requests; `done` once the answer is written (or the client went away). */
 export interface RouteMeter {
@@ -29,6 +36,11 @@ export class Metrics {
   private readonly flushFailures: client.Counter;
   private readonly payoutSeconds: client.Histogram;
   private readonly providerErrors: client.Counter<"provider" | "code">;
+  private readonly transactions: client.Counter<"type" | "outcome" | "code">;
+  private readonly fraudTriggers: client.Counter<"rule" | "severity" | "action">;
+  private readonly reconcileRuns: client.Counter<"result">;
+  private readonly reconcileFound: client.Gauge<"kind">;
+  private readonly reconcileLast: client.Gauge;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -120,18 +132,77 @@ export class Metrics {
           for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
         },
       });
+    }
+    const queues: Record<string, () => Promise<Record<string, number>>> = {
+      ...(payouts ? { payouts: () => payouts.jobs() } : {}),
+      ...sources.queues,
+    };
+    if (Object.keys(queues).length > 0) {
       new client.Gauge({
         name: "threeam_queue_jobs",
-        help: "Jobs of the payouts queue by state (waiting, active, delayed, failed)",
+        help: "Jobs of each BullMQ queue by state (waiting, active, delayed, failed)",
         labelNames: ["queue", "state"],
         registers,
         async collect() {
-          const counts = await payouts.jobs().catch(() => null);
-          if (!counts) return;
-          for (const [state, n] of Object.entries(counts)) this.set({ queue: "payouts", state }, n);
+          await Promise.all(
+            Object.entries(queues).map(async ([queue, read]) => {
+              const counts = await read().catch(() => null);
+              if (!counts) return;
+              for (const [state, n] of Object.entries(counts)) this.set({ queue, state }, n);
+            }),
+          );
         },
       });
     }
+    const live = sources.live;
+    if (live) {
+      new client.Gauge({
+        name: "threeam_ws_connections",
+        help: "Open WebSocket connections (/ws)",
+        registers,
+        collect() {
+          this.set(live().connections);
+        },
+      });
+      new client.Gauge({
+        name: "threeam_feed_subscribers",
+        help: "WebSocket connections subscribed to a creator's tip feed (overlays included)",
+        registers,
+        collect() {
+          this.set(live().subscribers);
+        },
+      });
+    }
+    this.transactions = new client.Counter({
+      name: "threeam_transactions_total",
+      help: "Ledger commands by type and outcome: completed, replayed (a retried idempotency key), refused (code: the refusal) or failed (unavailable, internal)",
+      labelNames: ["type", "outcome", "code"],
+      registers,
+    });
+    this.fraudTriggers = new client.Counter({
+      name: "threeam_fraud_triggers_total",
+      help: "Fraud rules triggered (each a fraud_logs row), by rule, severity and action, as the WAL confirms them",
+      labelNames: ["rule", "severity", "action"],
+      registers,
+    });
+    this.reconcileRuns = new client.Counter({
+      name: "threeam_reconcile_runs_total",
+      help: "Reconcile jobs finished, by result: ok, discrepancies, error",
+      labelNames: ["result"],
+      registers,
+    });
+    this.reconcileFound = new client.Gauge({
+      name: "threeam_reconcile_discrepancies",
+      help: "Discrepancies the last reconcile found, by kind (0 when it found none)",
+      labelNames: ["kind"],
+      registers,
+    });
+    this.reconcileLast = new client.Gauge({
+      name: "threeam_reconcile_last_run_timestamp_seconds",
+      help: "When the last reconcile job finished (Unix time)",
+      registers,
+    });
+    this.reconcileFound.set({ kind: "total" }, 0);
     new client.Gauge({
       name: "threeam_ledger_accounts_in_memory",
       help: "Accounts held by the shard actors",
@@ -145,6 +216,33 @@ export class Metrics {
   /** A payout reached paid this long after its withdrawal (the seed's "average payout time"). */
   payoutPaid(seconds: number): void {
     this.payoutSeconds.observe(seconds);
+  }
+
+  /** A ledger command's outcome; code is the refusal's (or "none"). */
+  transaction(type: string, outcome: "completed" | "replayed" | "refused" | "failed", code = "none"): void {
+    this.transactions.labels(type, outcome, code).inc();
+  }
+
+  /** A fraud rule triggered (a fraud_logs row made durable). */
+  fraudTriggered(rule: string, severity: string, action: string): void {
+    this.fraudTriggers.labels(rule, severity, action).inc();
+  }
+
+  /** A reconcile job finished: its findings by kind (empty: none), or null when it failed. */
+  reconciled(findings: ReconcileFindings | null): void {
+    this.reconcileLast.set(Date.now() / 1000);
+    if (!findings) {
+      this.reconcileRuns.labels("error").inc();
+      return;
+    }
+    this.reconcileFound.reset();
+    let total = 0;
+    for (const [kind, n] of Object.entries(findings)) {
+      this.reconcileFound.set({ kind }, n);
+      total += n;
+    }
+    this.reconcileFound.set({ kind: "total" }, total);
+    this.reconcileRuns.labels(total > 0 ? "discrepancies" : "ok").inc();
   }
 
   /** A provider call of the payout worker failed with this code. */

@@ -3,8 +3,9 @@
 // Routes only see a plain request and return a status and a body.
 import type { HttpRequest, HttpResponse, TemplatedApp } from "uWebSockets.js";
 import type { Logger } from "pino";
+import type { z } from "zod";
 import type { TokenClaims, TokenService } from "../auth/tokens.ts";
-import { AppError } from "../errors.ts";
+import { AppError, type ErrorCode } from "../errors.ts";
 import type { CorsPolicy } from "./cors.ts";
 import type { Metrics } from "./metrics.ts";
 import type { RateLimits } from "./rate-limit.ts";
@@ -27,6 +28,27 @@ export interface RouteResult {
   body: unknown;
 }
 
+/**
+ * What the API document (GET /openapi.json) says of a route. The body and query schemas are the
+ * ones the handler parses with, so the document cannot drift from the validation.
+ */
+export interface RouteDoc {
+  summary: string;
+  description?: string;
+  /** The JSON body the handler parses (routes with a body). */
+  body?: z.ZodType;
+  /** The query string the handler parses. */
+  query?: z.ZodType;
+  /** The success answer: status, what it is, and its shape when one is declared. */
+  response: { status: number; description: string; schema?: z.ZodType };
+  /** Codes this route answers beyond the ones every route of its kind may (see openapi.ts). */
+  errors?: ErrorCode[];
+  /** Takes an Idempotency-Key header: "optional" (made by the server when absent) or "required". */
+  idempotency?: "optional" | "required";
+  /** Only for users with role admin (the route checks it; the document says so). */
+  admin?: boolean;
+}
+
 export interface RouteDef {
   method: "get" | "post" | "put" | "del";
   path: string;
@@ -36,6 +58,8 @@ export interface RouteDef {
   /** "raw": the handler gets the unparsed bytes in ctx.raw (signature checks need them). */
   body?: "json" | "raw";
   handler(ctx: RouteContext): Promise<RouteResult> | RouteResult;
+  /** The route's entry in the API document; every API route has one (a test checks it). */
+  doc?: RouteDoc;
 }
 
 export interface RouterDeps {
@@ -61,6 +85,7 @@ export interface Endpoint {
   body: "none" | "json" | "raw";
   /** False for endpoints answered by their own handler, outside the API pipeline. */
   pipeline: boolean;
+  doc?: RouteDoc;
 }
 
 export function endpointOf(route: RouteDef): Endpoint {
@@ -71,6 +96,7 @@ export function endpointOf(route: RouteDef): Endpoint {
     auth: route.auth,
     body: hasBody ? (route.body ?? "json") : "none",
     pipeline: true,
+    ...(route.doc ? { doc: route.doc } : {}),
   };
 }
 

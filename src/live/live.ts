@@ -19,6 +19,8 @@ import { registerLive } from "./ws-server.ts";
 
 export interface Live {
   routes: RouteDef[];
+  /** Open sockets and feed subscribers, for /metrics. */
+  stats(): { connections: number; subscribers: number };
   close(): void;
 }
 
@@ -69,6 +71,7 @@ export function createLive(d: {
   });
   registerOverlayPage(d.app, overlayKeys, d.logger);
   return {
+    stats: () => sockets.stats(),
     routes: liveRoutes({
       feed,
       users: d.users,

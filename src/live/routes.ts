@@ -37,6 +37,11 @@ export function liveRoutes(d: LiveRouteDeps): RouteDef[] {
       method: "get",
       path: "/api/payments/tips",
       auth: "user",
+      doc: {
+        summary: "A creator's tip feed history (owner or admin)",
+        query: tipsQuery,
+        response: { status: 200, description: "tips with their feed numbers" },
+      },
       async handler(ctx) {
         const q = tipsQuery.parse(Object.fromEntries(ctx.req.query));
         const creatorId = q.creator_id.toLowerCase();
@@ -49,6 +54,10 @@ export function liveRoutes(d: LiveRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/users/:userId/overlay-key",
       auth: "user",
+      doc: {
+        summary: "A new overlay key and URL for OBS (creator; replaces the old key)",
+        response: { status: 201, description: "the overlay URL and key" },
+      },
       async handler(ctx) {
         const id = uuidFrom(ctx, 0, "userId");
         await requireSelfOrAdmin(ctx, d.roles, id);

@@ -13,10 +13,11 @@ import { idempotencyKeySchema } from "../http/idempotency.ts";
 import type { RateLimits } from "../http/rate-limit.ts";
 import { parseJsonObject } from "../http/request.ts";
 import { errorAnswer } from "../http/respond.ts";
-import { type TipDesk, tipFields } from "../payments/tip.ts";
+import type { TipDesk } from "../payments/tip.ts";
 import type { UserStore } from "../users/user-store.ts";
 import type { OverlayKeys } from "./overlay-keys.ts";
 import type { TipFeed } from "./tip-feed.ts";
+import { clientFrames } from "./ws-frames.ts";
 
 /** Close codes a client acts on. 4008: you fell behind; reconnect and subscribe with `since`. */
 export const CLOSE_SLOW_CONSUMER = 4008;
@@ -66,21 +67,16 @@ export const tipTopic = (creatorId: string): string => `tips:${creatorId}`;
 export interface LiveSockets {
   /** Closes the overlay sockets of a creator (their key was replaced). */
   revokeOverlay(creatorId: string): void;
+  /** Open sockets and feed subscribers, for /metrics. */
+  stats(): { connections: number; subscribers: number };
   close(): void;
 }
 
 export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
   const s = d.settings;
-  const fields = tipFields(s);
-  const tipFrame = z
-    .strictObject({ op: z.literal("tip"), id: idempotencyKeySchema, ...fields.shape })
-    .superRefine(fields.refine);
-  const subscribeFrame = z.strictObject({
-    op: z.literal("subscribe"),
-    channel: z.literal("tips"),
-    since: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
-  });
+  const { tip: tipFrame, subscribe: subscribeFrame } = clientFrames(s);
   const feedSockets = new Set<Ws>();
+  let connections = 0;
   const subscribersOf = new Map<string, Set<Ws>>();
   const overlays = new Map<string, Set<Ws>>();
 
@@ -273,6 +269,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
       );
     },
     open: (ws: Ws) => {
+      connections++;
       const u = ws.getUserData();
       if (u.readOnly) {
         const set = overlays.get(u.userId) ?? new Set<Ws>();
@@ -321,6 +318,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
       }
     },
     close: (ws: Ws) => {
+      connections--;
       const u = ws.getUserData();
       u.closed = true;
       if (feedSockets.delete(ws)) {
@@ -340,6 +338,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     revokeOverlay(creatorId) {
       for (const ws of overlays.get(creatorId) ?? []) ws.end(CLOSE_KEY_REVOKED, "overlay key replaced");
     },
+    stats: () => ({ connections, subscribers: feedSockets.size }),
     close() {
       clearInterval(sweep);
     },

@@ -15,6 +15,7 @@ import type { RoleSource } from "../http/access.ts";
 import type { Config } from "../config.ts";
 import { createEmailQueue, EmailNotifier } from "../email/queue.ts";
 import { corsPolicy } from "../http/cors.ts";
+import { registerDocs } from "../http/docs.ts";
 import { type ReadinessProbes, registerHealth, registerMetrics } from "../http/health.ts";
 import { Metrics } from "../http/metrics.ts";
 import { createLive } from "../live/live.ts";
@@ -23,6 +24,7 @@ import type { Endpoint } from "../http/router.ts";
 import { createHttpApp } from "../http/server.ts";
 import { MoneyIn } from "../payments/money-in.ts";
 import { moneyInRoutes } from "../payments/money-in-routes.ts";
+import { ReconcileJobs, reconcileFindings } from "../payments/reconcile-jobs.ts";
 import { paymentRoutes } from "../payments/routes.ts";
 import type { StripeSetup } from "../payments/stripe.ts";
 import { BullPayoutJobs } from "../payouts/payout-queue.ts";
@@ -35,7 +37,9 @@ import type { PayoutWebhookConfig } from "../payouts/webhooks.ts";
 import { userRoutes } from "../users/routes.ts";
 import { Roles } from "../users/roles.ts";
 import { UserStore } from "../users/user-store.ts";
+import { apiDocument } from "./api-doc.ts";
 import type { Core } from "./core.ts";
+import { LOG_EVENTS, observeLedger } from "./observe.ts";
 
 export interface HttpDeps {
   config: Config;
@@ -63,6 +67,7 @@ export interface HttpServer {
   readonly payoutOutcomes: PayoutOutcomeConsumer;
   readonly metrics: Metrics;
   readonly textModel: TextModel;
+  readonly reconcileJobs: ReconcileJobs;
   /** The `email` queue this server enqueues to. */
   readonly emailQueue: Queue;
 }
@@ -131,8 +136,15 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       }
     },
   });
+  const reconcileJobs = new ReconcileJobs({
+    redisUrl: config.REDIS_URL,
+    prefix: config.REDIS_PREFIX,
+    keep: config.RECONCILE_JOBS_KEPT,
+    logger,
+  });
   // Built before the queue below: the metric sources read it at scrape time only.
   let jobsForMetrics: BullPayoutJobs | null = null;
+  let liveForMetrics: { stats(): { connections: number; subscribers: number } } | null = null;
   const metrics = new Metrics({
     payouts: {
       byStatus: async () => {
@@ -144,6 +156,11 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       jobs: async () =>
         jobsForMetrics ? jobsForMetrics.queue.getJobCounts("waiting", "active", "delayed", "failed") : {},
     },
+    queues: {
+      email: () => emailQueue.queue.getJobCounts("waiting", "active", "delayed", "failed"),
+      reconcile: () => reconcileJobs.queue.getJobCounts("waiting", "active", "delayed", "failed"),
+    },
+    live: () => liveForMetrics?.stats() ?? { connections: 0, subscribers: 0 },
     persist: () => core.persister.health(),
     ledger: () => ({
       recovering: core.ledger.health().recovering,
@@ -223,6 +240,8 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   registerHealth(http, probes);
   registerMetrics(http, metrics, config.METRICS_TOKEN, logger);
   const live = createLive({ app: http.app, config, logger, core, tokens, users, roles, limits });
+  liveForMetrics = live;
+  observeLedger(core.ledger, metrics, logger);
   http.register([
     ...userRoutes({
       users,
@@ -245,6 +264,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       roles,
       minUsd: config.PURCHASE_MIN_USD,
       maxUsd: config.PURCHASE_MAX_USD,
+      reconcileJobs,
     }),
     ...adminRoutes({ ledger: core.ledger, users, roles, pool: core.pool }),
     ...(deps.payoutWebhooks
@@ -286,6 +306,36 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     ...aiRoutes({ model: textModel, limits }),
     ...live.routes,
   ]);
+  registerDocs(http, () => apiDocument(http.endpoints, config));
+  // The reconcile worker runs here, in the process that owns the ledger (it drains the WAL and
+  // fixes deposits through the ledger), whatever RUN_WORKERS says; the schedule is kept in Redis.
+  reconcileJobs.startWorker({
+    moneyIn,
+    windowMs: config.RECONCILE_WINDOW_MS,
+    done: (jobId, report, err) => {
+      if (!report) {
+        metrics.reconciled(null);
+        logger.error(
+          { event: LOG_EVENTS.reconcileFailed, job_id: jobId, err: err?.message },
+          "reconcile failed",
+        );
+        return;
+      }
+      const findings = reconcileFindings(report);
+      metrics.reconciled(findings);
+      for (const [kind, count] of Object.entries(findings)) {
+        if (count > 0) {
+          logger.error(
+            { event: LOG_EVENTS.reconcileDiscrepancy, kind, count, job_id: jobId, report_id: report.id },
+            "reconcile found discrepancies",
+          );
+        }
+      }
+    },
+  });
+  void reconcileJobs
+    .schedule(config.RECONCILE_EVERY)
+    .catch((err) => logger.warn({ err: err.message }, "reconcile schedule not set (Redis unreachable?)"));
 
   return {
     tokens,
@@ -298,12 +348,14 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     metrics,
     textModel,
     emailQueue: emailQueue.queue,
+    reconcileJobs,
     listen: (port, host) => http.listen(port, host),
     async close() {
       http.close();
       await payoutOutcomes.stop();
       await payoutJobs.close();
       live.close();
+      await reconcileJobs.close();
       await hasher.close();
       await textModel.close();
       await emailQueue.close();

@@ -1,9 +1,10 @@
 // Process entry point (`npm start`): configuration, the ledger core (Postgres, Redis WAL,
 // persister), then the HTTP server. Exits with one clear line when a dependency is missing.
-import pino from "pino";
 import { DependencyError, startCore } from "./core.ts";
 import { ConfigError, loadConfig } from "../config.ts";
 import { createHttpServer } from "./http-app.ts";
+import { createLogger } from "./logger.ts";
+import { LOG_EVENTS } from "./observe.ts";
 import { setUpStripe } from "../payments/stripe.ts";
 import { createEmailWorker } from "../email/worker.ts";
 import { setUpPayoutProviders } from "../payouts/setup.ts";
@@ -13,7 +14,7 @@ import { PayoutWorker, pauseForTests } from "../workers/payout-worker.ts";
 
 async function main(): Promise<void> {
   const config = loadConfig();
-  const logger = pino({ level: config.LOG_LEVEL });
+  const logger = createLogger(config.LOG_LEVEL);
   const core = await startCore(config, logger);
   const stripe = await setUpStripe(config, logger);
   const payouts = await setUpPayoutProviders(config, logger);
@@ -38,7 +39,10 @@ async function main(): Promise<void> {
         statusWaitMs: config.PAYOUT_STATUS_WAIT_MS,
         lockMs: config.PAYOUT_JOB_LOCK_MS,
         ...(config.PAYOUT_TEST_PAUSE_AFTER_SEND ? { pauseAfterSend: pauseForTests } : {}),
-        onProviderError: (provider, code) => http.metrics.providerError(provider, code),
+        onProviderError: (provider, code) => {
+          http.metrics.providerError(provider, code);
+          logger.warn({ event: LOG_EVENTS.payoutError, provider, code }, "payout provider call failed");
+        },
       })
     : null;
   const sweeper = config.RUN_WORKERS

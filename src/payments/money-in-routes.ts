@@ -3,13 +3,14 @@
 // to Stripe and the ledger.
 import { z } from "zod";
 import { AppError } from "../errors.ts";
-import { type RoleSource, requireAdmin } from "../http/access.ts";
+import { type RoleSource, requireAdmin, uuidFrom } from "../http/access.ts";
 import { idempotencyKey, idempotencyKeySchema } from "../http/idempotency.ts";
 import type { RouteDef } from "../http/router.ts";
 import { centsToDollars, dollarsToCents } from "../ledger/money.ts";
 import type { UserStore } from "../users/user-store.ts";
 import type { MoneyIn } from "./money-in.ts";
 import { balanceJson } from "./present.ts";
+import type { ReconcileJobs } from "./reconcile-jobs.ts";
 
 export interface MoneyInRouteDeps {
   moneyIn: MoneyIn;
@@ -17,9 +18,9 @@ export interface MoneyInRouteDeps {
   roles: RoleSource;
   minUsd: number;
   maxUsd: number;
+  /** Reconcile runs as a job; the routes enqueue and read them. */
+  reconcileJobs: ReconcileJobs;
 }
-
-const DAY_MS = 86_400_000;
 
 export function moneyInRoutes(d: MoneyInRouteDeps): RouteDef[] {
   const minCents = dollarsToCents(d.minUsd)!;
@@ -59,6 +60,13 @@ export function moneyInRoutes(d: MoneyInRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/payments/intent",
       auth: "user",
+      doc: {
+        summary: "Create a Stripe PaymentIntent for the client to confirm",
+        body: intentBody,
+        response: { status: 201, description: "the PaymentIntent's id and client secret" },
+        errors: ["payment_failed", "idempotency_conflict"],
+        idempotency: "optional",
+      },
       async handler(ctx) {
         const b = intentBody.parse(ctx.body);
         const userId = b.user_id.toLowerCase();
@@ -84,6 +92,15 @@ export function moneyInRoutes(d: MoneyInRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/payments/credits/purchase",
       auth: "user",
+      doc: {
+        summary: "Buy credits with a Stripe PaymentMethod",
+        description:
+          "201 when Stripe confirmed and the deposit is durable; 202 while the PaymentIntent needs more (3-D Secure).",
+        body: purchaseBody,
+        response: { status: 201, description: "the PaymentIntent and the new balance" },
+        errors: ["card_declined", "payment_failed", "idempotency_conflict"],
+        idempotency: "optional",
+      },
       async handler(ctx) {
         const b = purchaseBody.parse(ctx.body);
         const userId = b.user_id.toLowerCase();
@@ -109,6 +126,11 @@ export function moneyInRoutes(d: MoneyInRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/payments/webhook",
       auth: "none",
+      doc: {
+        summary: "Stripe webhook (signed; Stripe calls it)",
+        response: { status: 200, description: "received" },
+        errors: ["invalid_signature"],
+      },
       body: "raw",
       async handler(ctx) {
         const r = await d.moneyIn.handleWebhook(ctx.raw!, ctx.req.headers.get("stripe-signature"));
@@ -119,14 +141,50 @@ export function moneyInRoutes(d: MoneyInRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/payments/reconcile",
       auth: "user",
+      doc: {
+        summary: "Start a reconcile of the ledger with Stripe (admin): a job, answered at once",
+        body: reconcileBody,
+        response: {
+          status: 202,
+          description: "the job's id; its report at GET /api/payments/reconcile/{jobId}",
+        },
+        admin: true,
+      },
       async handler(ctx) {
         await requireAdmin(ctx, d.roles);
         const b = reconcileBody.parse(ctx.body);
-        const to = b.to ? new Date(b.to) : new Date();
-        const from = b.from ? new Date(b.from) : new Date(to.getTime() - 7 * DAY_MS);
-        if (from >= to) throw new AppError("validation_error", "from must be before to");
-        const report = await d.moneyIn.reconcile({ from, to, fix: b.fix, requestedBy: ctx.user!.sub });
-        return { status: 200, body: { report } };
+        if (b.from && b.to && new Date(b.from) >= new Date(b.to)) {
+          throw new AppError("validation_error", "from must be before to");
+        }
+        // A job, not the request: a reconcile pages through Stripe and may outlast any timeout.
+        const id = await d.reconcileJobs.enqueue({
+          ...(b.from ? { from: b.from } : {}),
+          ...(b.to ? { to: b.to } : {}),
+          fix: b.fix,
+          requestedBy: ctx.user!.sub,
+        });
+        return { status: 202, body: { job: { id, status: "waiting" } } };
+      },
+    },
+    {
+      method: "get",
+      path: "/api/payments/reconcile/:jobId",
+      auth: "user",
+      doc: {
+        summary: "A reconcile job's status and, once completed, its report (admin)",
+        response: { status: 200, description: "the job" },
+        admin: true,
+      },
+      async handler(ctx) {
+        await requireAdmin(ctx, d.roles);
+        const id = uuidFrom(ctx, 0, "jobId");
+        const job = await d.reconcileJobs.status(id);
+        if (!job)
+          throw new AppError(
+            "not_found",
+            "no such reconcile job (finished jobs are kept RECONCILE_JOBS_KEPT)",
+          );
+        return { status: 200, body: { job } };
       },
     },
   ];

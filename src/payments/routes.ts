@@ -33,6 +33,15 @@ export function paymentRoutes(d: PaymentRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/payments/tip",
       auth: "user",
+      doc: {
+        summary: "Tip a creator",
+        description:
+          "Fees: 3% platform (1% of it to charity), 97% to the creator. Also over the WebSocket (op tip).",
+        body: tipBody,
+        response: { status: 201, description: "the transaction and the sender's balance, once durable" },
+        errors: ["insufficient_funds", "fraud_blocked", "idempotency_conflict"],
+        idempotency: "optional",
+      },
       async handler(ctx) {
         const b = tipBody.parse(ctx.body);
         const from = b.from_user_id.toLowerCase();
@@ -45,6 +54,7 @@ export function paymentRoutes(d: PaymentRouteDeps): RouteDef[] {
       method: "get",
       path: "/api/payments/balance/:userId",
       auth: "user",
+      doc: { summary: "A balance (owner or admin)", response: { status: 200, description: "the balance" } },
       async handler(ctx) {
         const id = uuidFrom(ctx, 0, "userId");
         await requireSelfOrAdmin(ctx, d.roles, id);

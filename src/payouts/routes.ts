@@ -82,6 +82,14 @@ function requiredKey(ctx: RouteContext, fromBody: string | undefined): string {
 export function payoutRoutes(d: PayoutRouteDeps): RouteDef[] {
   const minCents = dollarsToCents(d.minUsd) ?? Math.round(d.minUsd * 100);
   const maxCents = dollarsToCents(d.maxUsd) ?? Math.round(d.maxUsd * 100);
+  const userPayoutsQuery = z.strictObject({
+    user_id: z.uuid(),
+    limit: z.coerce.number().int().min(1).max(d.listMax).default(Math.min(20, d.listMax)),
+  });
+  const adminPayoutsQuery = z.strictObject({
+    status: z.enum(PAYOUT_STATUSES).optional(),
+    limit: z.coerce.number().int().min(1).max(d.listMax).default(Math.min(100, d.listMax)),
+  });
 
   /** Hands a pending round to the worker; a failure here is logged, never a lost payout: the
    * reserve is durable, and the client's retry with the same key (or the sweeper) enqueues it. */
@@ -110,6 +118,12 @@ export function payoutRoutes(d: PayoutRouteDeps): RouteDef[] {
       method: "put",
       path: "/api/payments/payout-method",
       auth: "user",
+      doc: {
+        summary: "Set where payouts go (owner): a US bank account at Wise or Airwallex",
+        body: methodBody,
+        response: { status: 200, description: "the payout method (last four digits only)" },
+        errors: ["payout_method_rejected"],
+      },
       async handler(ctx) {
         const b = methodBody.parse(ctx.body);
         const userId = b.user_id.toLowerCase();
@@ -155,6 +169,10 @@ export function payoutRoutes(d: PayoutRouteDeps): RouteDef[] {
       method: "get",
       path: "/api/payments/payout-method/:userId",
       auth: "user",
+      doc: {
+        summary: "A payout method (owner or admin)",
+        response: { status: 200, description: "the payout method" },
+      },
       async handler(ctx) {
         const id = uuidFrom(ctx, 0, "userId");
         await requireSelfOrAdmin(ctx, d.roles, id);
@@ -167,6 +185,19 @@ export function payoutRoutes(d: PayoutRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/payments/withdraw",
       auth: "user",
+      doc: {
+        summary: "Withdraw earned money (owner)",
+        body: withdrawBody,
+        response: { status: 202, description: "the pending payout and the balance" },
+        errors: [
+          "insufficient_funds",
+          "below_minimum",
+          "payout_method_required",
+          "fraud_blocked",
+          "idempotency_conflict",
+        ],
+        idempotency: "required",
+      },
       async handler(ctx) {
         const b = withdrawBody.parse(ctx.body);
         const userId = b.user_id.toLowerCase();
@@ -235,6 +266,7 @@ export function payoutRoutes(d: PayoutRouteDeps): RouteDef[] {
       method: "get",
       path: "/api/payments/payouts/:payoutId",
       auth: "user",
+      doc: { summary: "One payout (owner or admin)", response: { status: 200, description: "the payout" } },
       async handler(ctx) {
         const id = uuidFrom(ctx, 0, "payoutId");
         return { status: 200, body: { payout: payoutJson(await readPayout(ctx, id)) } };
@@ -244,13 +276,13 @@ export function payoutRoutes(d: PayoutRouteDeps): RouteDef[] {
       method: "get",
       path: "/api/payments/payouts",
       auth: "user",
+      doc: {
+        summary: "A creator's payouts, newest first (owner or admin)",
+        query: userPayoutsQuery,
+        response: { status: 200, description: "payouts" },
+      },
       async handler(ctx) {
-        const q = z
-          .strictObject({
-            user_id: z.uuid(),
-            limit: z.coerce.number().int().min(1).max(d.listMax).default(Math.min(20, d.listMax)),
-          })
-          .parse(Object.fromEntries(ctx.req.query));
+        const q = userPayoutsQuery.parse(Object.fromEntries(ctx.req.query));
         const userId = q.user_id.toLowerCase();
         await requireSelfOrAdmin(ctx, d.roles, userId);
         // Postgres, overlaid with the shard's memory (ahead of it by the persister's lag).
@@ -272,14 +304,15 @@ export function payoutRoutes(d: PayoutRouteDeps): RouteDef[] {
       method: "get",
       path: "/api/admin/payouts",
       auth: "user",
+      doc: {
+        summary: "Payouts by status (admin)",
+        query: adminPayoutsQuery,
+        response: { status: 200, description: "payouts" },
+        admin: true,
+      },
       async handler(ctx) {
         await requireAdmin(ctx, d.roles);
-        const q = z
-          .strictObject({
-            status: z.enum(PAYOUT_STATUSES).optional(),
-            limit: z.coerce.number().int().min(1).max(d.listMax).default(Math.min(100, d.listMax)),
-          })
-          .parse(Object.fromEntries(ctx.req.query));
+        const q = adminPayoutsQuery.parse(Object.fromEntries(ctx.req.query));
         const list = await d.store.listByStatus(q.status ?? null, q.limit);
         return { status: 200, body: { payouts: list.map(payoutJson) } };
       },
@@ -288,6 +321,12 @@ export function payoutRoutes(d: PayoutRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/admin/payouts/:payoutId/retry",
       auth: "user",
+      doc: {
+        summary: "Retry a failed payout (admin): reserved again, a new round",
+        response: { status: 202, description: "the payout" },
+        errors: ["insufficient_funds", "fraud_blocked"],
+        admin: true,
+      },
       async handler(ctx) {
         await requireAdmin(ctx, d.roles);
         const id = uuidFrom(ctx, 0, "payoutId");

@@ -42,6 +42,11 @@ export function payoutWebhookRoutes(d: PayoutWebhookDeps): RouteDef[] {
     method: "post",
     path: `/api/payments/webhooks/${provider}`,
     auth: "none",
+    doc: {
+      summary: `${provider === "wise" ? "Wise" : "Airwallex"} webhook (signed; the provider calls it)`,
+      response: { status: 200, description: "received" },
+      errors: ["invalid_signature"],
+    },
     body: "raw",
     async handler(ctx) {
       const hint = verify(provider, ctx, d.webhooks);

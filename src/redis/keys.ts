@@ -42,5 +42,8 @@ export const PAYOUT_QUEUE = "payouts";
 /** The BullMQ queue of transactional emails (job id derived from the event that causes one). */
 export const EMAIL_QUEUE = "email";
 
+/** The BullMQ queue of reconcile runs (scheduled every RECONCILE_EVERY, or asked for by an admin). */
+export const RECONCILE_QUEUE = "reconcile";
+
 /** The persister's consumer group on every WAL stream. */
 export const PERSIST_GROUP = "persister";

@@ -163,6 +163,13 @@ export class Ledger {
     this.commit.onDurable = f;
   }
 
+  get onDurable(): DurableObserver | null {
+    return this.commit.onDurable;
+  }
+
+  /** Metrics hook: every submitted command's outcome (a result, or the error it was refused with). */
+  onOutcome: ((cmd: UserCommand, error: unknown, result?: Result) => void) | null = null;
+
   /** Runs recovery; the ledger accepts commands once it resolves. */
   async start(): Promise<void> {
     await this.opts.store.ensureSystemAccounts(this.shards.length);
@@ -193,16 +200,31 @@ export class Ledger {
   /** Submits a command to the shard owning its account; resolves once its effect is durable. */
   submit(cmd: UserCommand): Promise<Result> {
     const refused = this.refusal();
-    if (refused) return Promise.reject(refused);
+    if (refused) {
+      this.onOutcome?.(cmd, refused);
+      return Promise.reject(refused);
+    }
     const bad = validateCommand(cmd);
-    if (bad) return Promise.reject(bad);
+    if (bad) {
+      this.onOutcome?.(cmd, bad);
+      return Promise.reject(bad);
+    }
     const shard = this.shardFor(ownerOf(cmd));
     if (shard.mailbox.length >= this.settings.mailboxMax) {
-      return Promise.reject(new AppError("unavailable", "ledger shard is overloaded; retry shortly"));
+      const busy = new AppError("unavailable", "ledger shard is overloaded; retry shortly");
+      this.onOutcome?.(cmd, busy);
+      return Promise.reject(busy);
     }
-    return new Promise<Result>((resolve, reject) => {
+    const p = new Promise<Result>((resolve, reject) => {
       shard.submit(cmd, { resolve, reject, result: null, error: null });
     });
+    const seen = this.onOutcome;
+    if (seen)
+      p.then(
+        () => seen(cmd, null),
+        (err) => seen(cmd, err),
+      );
+    return p;
   }
 
   async getAccount(accountId: string): Promise<AccountView> {

@@ -52,6 +52,12 @@ export function userRoutes(d: UserRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/users/register",
       auth: "none",
+      doc: {
+        summary: "Register a viewer or creator",
+        body: registerBody,
+        response: { status: 201, description: "the user and a session" },
+        errors: ["email_taken", "username_taken"],
+      },
       limit: "auth",
       async handler(ctx) {
         const b = registerBody.parse(ctx.body);
@@ -78,6 +84,11 @@ export function userRoutes(d: UserRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/users/login",
       auth: "none",
+      doc: {
+        summary: "Log in with email and password",
+        body: loginBody,
+        response: { status: 200, description: "the user and a session" },
+      },
       limit: "auth",
       async handler(ctx) {
         const b = loginBody.parse(ctx.body);
@@ -95,6 +106,10 @@ export function userRoutes(d: UserRouteDeps): RouteDef[] {
       method: "get",
       path: "/api/users/:username",
       auth: "none",
+      doc: {
+        summary: "A user's public profile",
+        response: { status: 200, description: "the public profile (no email)" },
+      },
       async handler(ctx) {
         const username = ctx.req.params[0] ?? "";
         if (!/^[A-Za-z0-9_]{3,30}$/.test(username)) throw new AppError("not_found", "user not found");
@@ -107,6 +122,11 @@ export function userRoutes(d: UserRouteDeps): RouteDef[] {
       method: "post",
       path: "/api/users/:userId/upgrade",
       auth: "user",
+      doc: {
+        summary: "Upgrade a viewer to creator (owner or admin)",
+        response: { status: 200, description: "the user" },
+        errors: ["conflict", "account_suspended"],
+      },
       async handler(ctx) {
         const id = uuidFrom(ctx, 0, "userId");
         await requireSelfOrAdmin(ctx, d.roles, id);
@@ -125,6 +145,11 @@ export function userRoutes(d: UserRouteDeps): RouteDef[] {
       method: "put",
       path: "/api/users/:userId",
       auth: "user",
+      doc: {
+        summary: "Update a profile (owner or admin)",
+        body: updateBody,
+        response: { status: 200, description: "the user" },
+      },
       async handler(ctx) {
         const id = uuidFrom(ctx, 0, "userId");
         await requireSelfOrAdmin(ctx, d.roles, id);

@@ -767,7 +767,8 @@ function checkAnswer(r: FuzzRequest, answer: RawAnswer): void {
       httpStatusOf(parsed.error!.code as ErrorCode),
       `status of ${String(parsed.error!.code)}: ${what}`,
     ).toBe(answer.status);
-  } else if (answer.body.length > 0 && !r.target.startsWith("/metrics")) {
+  } else if (answer.body.length > 0 && !/^\/(metrics|docs)(\/|\?|$)/.test(r.target)) {
+    // /metrics is Prometheus text, /docs the API reference page and its scripts.
     expect(contentType, what).toMatch(/^application\/json/);
     JSON.parse(answer.body.toString("utf8"));
   }

@@ -370,6 +370,29 @@ describe("refunds and disputes", () => {
   });
 });
 
+/**
+ * Reconcile is a job: POST answers 202 with its id at once; the report is read from
+ * GET /api/payments/reconcile/:id once the job completed (waited for with a deadline).
+ */
+async function reconcileJob(body: Record<string, unknown>, token: string) {
+  const started = await api.call("POST", "/api/payments/reconcile", { token, body });
+  if (started.status !== 202) return started;
+  expect(started.body.job).toEqual({ id: expect.any(String), status: "waiting" });
+  let job: any = null;
+  await waitFor(
+    async () => {
+      const r = await api.call("GET", `/api/payments/reconcile/${started.body.job.id}`, { token });
+      expect(r.status).toBe(200);
+      job = r.body.job;
+      return job.status === "completed" || job.status === "failed";
+    },
+    20_000,
+    "the reconcile job to finish",
+  );
+  expect(job.error).toBeNull();
+  return { status: 200, body: { report: job.report, job } };
+}
+
 describe("reconcile", () => {
   it("finds a deposit missing from the ledger database and one Stripe does not know; fix repairs the first", async () => {
     const user = await api.register();
@@ -404,15 +427,25 @@ describe("reconcile", () => {
     api = await start();
     expect(await balanceOf(user.id)).toBe(700);
 
-    const call = (body: Record<string, unknown>, token = admin.token) =>
-      api.call("POST", "/api/payments/reconcile", { token, body });
+    const call = (body: Record<string, unknown>, token = admin.token) => reconcileJob(body, token);
     expect((await call({}, user.token)).status).toBe(403);
     expect((await call({ fix: "yes" })).status).toBe(400);
+
+    expect(
+      (await api.call("GET", `/api/payments/reconcile/${randomUUID()}`, { token: admin.token })).status,
+    ).toBe(404);
+    expect(
+      (await api.call("GET", `/api/payments/reconcile/${randomUUID()}`, { token: user.token })).status,
+    ).toBe(403);
 
     const first = await call({});
     expect(first.body.error ?? null).toBeNull();
     const report = first.body.report;
     expect(report.ok).toBe(false);
+    // The run reported to /metrics: the discrepancies of its kinds, and their total.
+    const metrics = await (await fetch(`${api.base}/metrics`)).text();
+    expect(metrics).toMatch(/^threeam_reconcile_discrepancies\{kind="missing_deposits"\} [1-9]/m);
+    expect(metrics).toMatch(/^threeam_reconcile_runs_total\{result="discrepancies"\} 1$/m);
     // Earlier tests left their own findings (a correctly signed test event for an invented
     // PaymentIntent); this user's are the ones planted here.
     const mine = (xs: Array<{ user_id: string }>) => xs.filter((x) => x.user_id === user.id);
@@ -543,7 +576,7 @@ describe("webhooks are hints, Stripe is the truth", () => {
       amountCents: 50_000,
       stripePaymentId: unpaid.id,
     });
-    const r = await api.call("POST", "/api/payments/reconcile", { token: admin.token, body: {} });
+    const r = await reconcileJob({}, admin.token);
     expect(r.status).toBe(200);
     expect(r.body.report.ok).toBe(false);
     expect(r.body.report.unknown_to_stripe.filter((x: { user_id: string }) => x.user_id === user.id)).toEqual(

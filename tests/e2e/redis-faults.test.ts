@@ -244,14 +244,24 @@ describe("the WAL's Redis", () => {
     );
 
     // The charged purchase: reconcile finds the missing deposit and makes it, once.
+    // Reconcile is a job: started at once (202), its report read once it completed.
     const rec = await api.call("POST", "/api/payments/reconcile", {
       token: admin.token,
       body: { fix: true },
     });
-    expect(rec.status).toBe(200);
-    expect(rec.body.report.fixed.map((f: { payment_intent_id: string }) => f.payment_intent_id)).toContain(
-      piId,
+    expect(rec.status).toBe(202);
+    let job: { status: string; report: { fixed: Array<{ payment_intent_id: string }> } | null } | null = null;
+    await waitFor(
+      async () => {
+        const r = await api.call("GET", `/api/payments/reconcile/${rec.body.job.id}`, { token: admin.token });
+        job = r.body.job;
+        return job?.status === "completed" || job?.status === "failed";
+      },
+      20_000,
+      "the reconcile job",
     );
+    expect(job!.status).toBe("completed");
+    expect(job!.report!.fixed.map((f) => f.payment_intent_id)).toContain(piId);
     // The client's retry with the same key is safe: the same PaymentIntent, no second deposit.
     const retry = await api.call("POST", "/api/payments/credits/purchase", {
       token: buyer.token,
