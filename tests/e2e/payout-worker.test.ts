@@ -9,10 +9,11 @@ import type { PayoutJobData } from "../../src/payouts/payout-queue.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { signAirwallexPayload } from "../../src/payouts/webhooks.ts";
 import { PayoutSweeper } from "../../src/workers/payout-sweeper.ts";
-import { PayoutWorker } from "../../src/workers/payout-worker.ts";
+import type { PayoutWorker } from "../../src/workers/payout-worker.ts";
 import { publishPayoutOutcome } from "../../src/payouts/outcomes.ts";
 import { PayoutProviderError } from "../../src/payouts/provider.ts";
 import { type Api, startApi } from "../helpers/api.ts";
+import { testPayoutWorker } from "../helpers/payout-worker.ts";
 import { creatorWithMethod, withdraw20 } from "../helpers/payout-creator.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { settle, silentLogger } from "../helpers/ledger.ts";
@@ -28,15 +29,7 @@ beforeAll(async () => {
     PAYOUT_JOB_BACKOFF_MS: "50",
     PAYOUT_STANDIN_DELAY_MS: "100",
   });
-  worker = new PayoutWorker({
-    redisUrl: api.core.config.REDIS_URL,
-    outcomes: env.redis,
-    prefix: env.redisPrefix,
-    providers: api.payouts.providers,
-    logger: silentLogger,
-    concurrency: 4,
-    statusPollMs: 25,
-    statusWaitMs: 10_000,
+  worker = testPayoutWorker(api, env, {
     onProviderError: (provider, code) => api.http.metrics.providerError(provider, code),
   });
 });
@@ -348,16 +341,7 @@ describe("the payout worker", () => {
         await finalState(b, stuck, "paid");
       } finally {
         api.payouts.setWebhookUrl("airwallex", `${api.base}/api/payments/webhooks/airwallex`);
-        worker = new PayoutWorker({
-          redisUrl: api.core.config.REDIS_URL,
-          outcomes: env.redis,
-          prefix: env.redisPrefix,
-          providers: api.payouts.providers,
-          logger: silentLogger,
-          concurrency: 4,
-          statusPollMs: 25,
-          statusWaitMs: 10_000,
-        });
+        worker = testPayoutWorker(api, env);
       }
       // The job queued again is paid by the worker.
       await finalState(a, lost, "paid");
@@ -374,15 +358,8 @@ describe("the payout worker", () => {
           throw new PayoutProviderError("list transfers: 503", "airwallex", true, "http_503", 503);
         },
       });
-      const blindWorker = new PayoutWorker({
-        redisUrl: api.core.config.REDIS_URL,
-        outcomes: env.redis,
-        prefix: env.redisPrefix,
+      const blindWorker = testPayoutWorker(api, env, {
         providers: { ...api.payouts.providers, airwallex: blind },
-        logger: silentLogger,
-        concurrency: 4,
-        statusPollMs: 25,
-        statusWaitMs: 10_000,
       });
       let creator: { id: string; token: string } | null = null;
       let id = "";
@@ -402,16 +379,7 @@ describe("the payout worker", () => {
       } finally {
         await blindWorker.close();
         api.payouts.setWebhookUrl("airwallex", `${api.base}/api/payments/webhooks/airwallex`);
-        worker = new PayoutWorker({
-          redisUrl: api.core.config.REDIS_URL,
-          outcomes: env.redis,
-          prefix: env.redisPrefix,
-          providers: api.payouts.providers,
-          logger: silentLogger,
-          concurrency: 4,
-          statusPollMs: 25,
-          statusWaitMs: 10_000,
-        });
+        worker = testPayoutWorker(api, env);
       }
       const report = await sweeper().sweepOnce();
       expect(report.confirmed).toBe(1);
