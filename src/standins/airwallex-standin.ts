@@ -20,6 +20,7 @@ import {
   type PayoutWebhookDelivery,
   readJsonBody,
   STANDIN_OBJECTS_MAX,
+  StandinHttpError,
   type StandinLog,
   sendJson,
   standinCloser,
@@ -107,17 +108,8 @@ interface Transfer {
 
 const TRACE = "x-awx-traceid";
 
-class AwxHttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly body: unknown,
-  ) {
-    super(`HTTP ${status}`);
-  }
-}
-
-function invalid(source: string, message: string): AwxHttpError {
-  return new AwxHttpError(400, {
+function invalid(source: string, message: string): StandinHttpError {
+  return new StandinHttpError(400, {
     code: "validation_failed",
     source,
     message,
@@ -127,7 +119,7 @@ function invalid(source: string, message: string): AwxHttpError {
 
 /** What a 0005 account's transfer call answers, the transfer made or not (an answer lost on the way). */
 const lostAnswer = () =>
-  new AwxHttpError(500, {
+  new StandinHttpError(500, {
     code: "internal_error",
     message: "stand-in test account 0005: the transfer was made but this answer is lost",
   });
@@ -232,13 +224,16 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
 
   function full(): void {
     if (beneficiaries.size >= STANDIN_OBJECTS_MAX || transfers.size >= STANDIN_OBJECTS_MAX) {
-      throw new AwxHttpError(500, { code: "internal_error", message: "stand-in full: restart it" });
+      throw new StandinHttpError(500, { code: "internal_error", message: "stand-in full: restart it" });
     }
   }
 
   function login(req: IncomingMessage): unknown {
     if (req.headers["x-client-id"] !== opts.clientId || req.headers["x-api-key"] !== opts.apiKey) {
-      throw new AwxHttpError(401, { code: "credentials_invalid", message: "Invalid client id or API key" });
+      throw new StandinHttpError(401, {
+        code: "credentials_invalid",
+        message: "Invalid client id or API key",
+      });
     }
     const token = randomBytes(24).toString("base64url");
     const expiresAt = Date.now() + tokenTtlMs;
@@ -296,7 +291,7 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
       if (testAccountBehaviour(beneficiaries.get(first.beneficiaryId)?.accountNumber ?? "") === "lost") {
         throw lostAnswer();
       }
-      throw new AwxHttpError(400, {
+      throw new StandinHttpError(400, {
         code: "request_id_duplicate",
         source: "request_id",
         message:
@@ -318,13 +313,13 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     if (typeof b.reason !== "string" || !b.reason) throw invalid("reason", "reason is required");
     const behaviour = testAccountBehaviour(ben.accountNumber);
     if (behaviour === "flaky" && flaky.failNow(requestId)) {
-      throw new AwxHttpError(500, {
+      throw new StandinHttpError(500, {
         code: "internal_error",
         message: "stand-in test account 0002: failing this transfer call",
       });
     }
     if (behaviour === "down") {
-      throw new AwxHttpError(503, {
+      throw new StandinHttpError(503, {
         code: "service_unavailable",
         message: "stand-in test account 0006: the transfer service is down",
       });
@@ -379,7 +374,10 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     const expiresAt = tokens.get(token);
     if (expiresAt === undefined || expiresAt <= Date.now()) {
       if (expiresAt !== undefined) tokens.delete(token);
-      throw new AwxHttpError(401, { code: "unauthorized", message: "Access denied, authentication failed" });
+      throw new StandinHttpError(401, {
+        code: "unauthorized",
+        message: "Access denied, authentication failed",
+      });
     }
     const body = method === "POST" ? await readJsonBody(req) : {};
     if (!isObject(body)) throw invalid("body", "The request body must be a JSON object");
@@ -399,16 +397,22 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     if (method === "GET" && parts.length === 4 && p.startsWith("api/v1/transfers/")) {
       const t = transfers.get(decodeSegment(parts[3]!) ?? "");
       if (!t)
-        throw new AwxHttpError(404, { code: "resource_not_found", message: "The transfer was not found" });
+        throw new StandinHttpError(404, {
+          code: "resource_not_found",
+          message: "The transfer was not found",
+        });
       return sendJson(res, 200, view(t), TRACE);
     }
-    throw new AwxHttpError(404, { code: "not_found", message: `No handler for ${method} ${url.pathname}` });
+    throw new StandinHttpError(404, {
+      code: "not_found",
+      message: `No handler for ${method} ${url.pathname}`,
+    });
   }
 
   const server = createServer((req, res) => {
     route(req, res).catch((err: unknown) => {
       if (res.headersSent) return;
-      if (err instanceof AwxHttpError) return sendJson(res, err.status, err.body, TRACE);
+      if (err instanceof StandinHttpError) return sendJson(res, err.status, err.body, TRACE);
       if (err instanceof BodyError) {
         return sendJson(res, err.status, { code: "invalid_argument", message: err.message }, TRACE);
       }

@@ -61,6 +61,16 @@ export class BodyError extends Error {
   }
 }
 
+/** An answer a stand-in's handler throws: the status and the body in the provider's own error format. */
+export class StandinHttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: unknown,
+  ) {
+    super(`HTTP ${status}`);
+  }
+}
+
 export async function readJsonBody(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;

@@ -18,6 +18,7 @@ import {
   type PayoutWebhookDelivery,
   readJsonBody,
   STANDIN_OBJECTS_MAX,
+  StandinHttpError,
   type StandinLog,
   sendJson,
   standinCloser,
@@ -106,28 +107,19 @@ interface Transfer {
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const TRACE = "x-trace-id";
 
-class WiseHttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly body: unknown,
-  ) {
-    super(`HTTP ${status}`);
-  }
+function notValid(path: string, message: string, code = "NOT_VALID", status = 422): StandinHttpError {
+  return new StandinHttpError(status, { errors: [{ code, message, path, arguments: [] }] });
 }
 
-function notValid(path: string, message: string, code = "NOT_VALID", status = 422): WiseHttpError {
-  return new WiseHttpError(status, { errors: [{ code, message, path, arguments: [] }] });
-}
-
-function notFound(what: string): WiseHttpError {
-  return new WiseHttpError(404, {
+function notFound(what: string): StandinHttpError {
+  return new StandinHttpError(404, {
     errors: [{ code: "NOT_FOUND", message: `${what} not found`, arguments: [] }],
   });
 }
 
 /** What a 0005 account's transfer call answers, the transfer made or not (an answer lost on the way). */
 const lostAnswer = () =>
-  new WiseHttpError(502, {
+  new StandinHttpError(502, {
     timestamp: new Date().toISOString(),
     status: 502,
     error: "Bad Gateway",
@@ -228,7 +220,7 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
 
   function checkProfile(p: string | undefined): void {
     if (p !== opts.profileId) {
-      throw new WiseHttpError(403, { error: "forbidden", error_description: "No access to this profile" });
+      throw new StandinHttpError(403, { error: "forbidden", error_description: "No access to this profile" });
     }
   }
 
@@ -238,7 +230,10 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
       quotes.size >= STANDIN_OBJECTS_MAX ||
       transfers.size >= STANDIN_OBJECTS_MAX
     ) {
-      throw new WiseHttpError(500, { error: "Internal Server Error", message: "stand-in full: restart it" });
+      throw new StandinHttpError(500, {
+        error: "Internal Server Error",
+        message: "stand-in full: restart it",
+      });
     }
   }
 
@@ -351,7 +346,7 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
     }
     const behaviour = testAccountBehaviour(account.accountNumber);
     if (behaviour === "flaky" && flaky.failNow(key)) {
-      throw new WiseHttpError(500, {
+      throw new StandinHttpError(500, {
         timestamp: new Date().toISOString(),
         status: 500,
         error: "Internal Server Error",
@@ -360,7 +355,7 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
       });
     }
     if (behaviour === "down") {
-      throw new WiseHttpError(503, {
+      throw new StandinHttpError(503, {
         timestamp: new Date().toISOString(),
         status: 503,
         error: "Service Unavailable",
@@ -480,13 +475,16 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
       if (!t) throw notFound("Transfer");
       return sendJson(res, 200, view(t), TRACE);
     }
-    throw new WiseHttpError(404, { error: "Not Found", message: `No handler for ${method} ${url.pathname}` });
+    throw new StandinHttpError(404, {
+      error: "Not Found",
+      message: `No handler for ${method} ${url.pathname}`,
+    });
   }
 
   const server = createServer((req, res) => {
     route(req, res).catch((err: unknown) => {
       if (res.headersSent) return;
-      if (err instanceof WiseHttpError) return sendJson(res, err.status, err.body, TRACE);
+      if (err instanceof StandinHttpError) return sendJson(res, err.status, err.body, TRACE);
       if (err instanceof BodyError)
         return sendJson(
           res,
