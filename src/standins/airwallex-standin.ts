@@ -6,19 +6,24 @@
 // in memory; no real money moves.
 import { randomBytes, randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { signAirwallexPayload } from "../payouts/webhooks.ts";
 import {
   BodyError,
   decodeSegment,
   DEFAULT_STANDIN_DELAY_MS,
-  FLAKY_FAILURES,
+  decimalCents,
+  FlakyCalls,
+  inspectionBody,
+  inspectionPayoutId,
   isObject,
+  listenStandin,
   type PayoutWebhookDelivery,
   readJsonBody,
   STANDIN_OBJECTS_MAX,
+  StandinHttpError,
   type StandinLog,
   sendJson,
+  standinCloser,
   Timers,
   testAccountBehaviour,
   validAba,
@@ -103,17 +108,8 @@ interface Transfer {
 
 const TRACE = "x-awx-traceid";
 
-class AwxHttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly body: unknown,
-  ) {
-    super(`HTTP ${status}`);
-  }
-}
-
-function invalid(source: string, message: string): AwxHttpError {
-  return new AwxHttpError(400, {
+function invalid(source: string, message: string): StandinHttpError {
+  return new StandinHttpError(400, {
     code: "validation_failed",
     source,
     message,
@@ -123,18 +119,12 @@ function invalid(source: string, message: string): AwxHttpError {
 
 /** What a 0005 account's transfer call answers, the transfer made or not (an answer lost on the way). */
 const lostAnswer = () =>
-  new AwxHttpError(500, {
+  new StandinHttpError(500, {
     code: "internal_error",
     message: "stand-in test account 0005: the transfer was made but this answer is lost",
   });
 
 const awxTime = (ms: number) => `${new Date(ms).toISOString().slice(0, 19)}+0000`;
-
-function cents(v: unknown): number | null {
-  if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) return null;
-  const c = Math.round(v * 100);
-  return Math.abs(c - v * 100) < 1e-6 && c <= 100_000_000 ? c : null;
-}
 
 export async function startAirwallexStandin(opts: AirwallexStandinOptions): Promise<AirwallexStandin> {
   const delayMs = opts.delayMs ?? DEFAULT_STANDIN_DELAY_MS;
@@ -145,7 +135,7 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
   const transfers = new Map<string, Transfer>();
   const byRequestId = new Map<string, string>();
   const transferCalls = new Map<string, number>();
-  const flakyFailures = new Map<string, number>();
+  const flaky = new FlakyCalls();
   let logins = 0;
   const timers = new Timers();
   const signPayload = (body: string, timestamp: string) =>
@@ -229,26 +219,21 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
             [delayMs / 3, "SENT"],
             [delayMs - (2 * delayMs) / 3, "PAID"],
           ];
-    const next = (i: number) => {
-      const step = steps[i];
-      if (!step) return;
-      timers.after(step[0], () => {
-        moveTo(t, step[1]);
-        next(i + 1);
-      });
-    };
-    next(0);
+    timers.chain(steps, (status) => moveTo(t, status));
   }
 
   function full(): void {
     if (beneficiaries.size >= STANDIN_OBJECTS_MAX || transfers.size >= STANDIN_OBJECTS_MAX) {
-      throw new AwxHttpError(500, { code: "internal_error", message: "stand-in full: restart it" });
+      throw new StandinHttpError(500, { code: "internal_error", message: "stand-in full: restart it" });
     }
   }
 
   function login(req: IncomingMessage): unknown {
     if (req.headers["x-client-id"] !== opts.clientId || req.headers["x-api-key"] !== opts.apiKey) {
-      throw new AwxHttpError(401, { code: "credentials_invalid", message: "Invalid client id or API key" });
+      throw new StandinHttpError(401, {
+        code: "credentials_invalid",
+        message: "Invalid client id or API key",
+      });
     }
     const token = randomBytes(24).toString("base64url");
     const expiresAt = Date.now() + tokenTtlMs;
@@ -306,7 +291,7 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
       if (testAccountBehaviour(beneficiaries.get(first.beneficiaryId)?.accountNumber ?? "") === "lost") {
         throw lostAnswer();
       }
-      throw new AwxHttpError(400, {
+      throw new StandinHttpError(400, {
         code: "request_id_duplicate",
         source: "request_id",
         message:
@@ -320,25 +305,21 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     if (b.source_currency !== "USD" || b.transfer_currency !== "USD") {
       throw invalid("transfer_currency", "The stand-in transfers USD from USD only");
     }
-    const amount = cents(b.transfer_amount);
+    const amount = decimalCents(b.transfer_amount);
     if (amount === null)
       throw invalid("transfer_amount", "transfer_amount must be positive with at most 2 decimals");
     if (b.transfer_method !== "LOCAL") throw invalid("transfer_method", "transfer_method must be LOCAL");
     if (typeof b.reference !== "string" || !b.reference) throw invalid("reference", "reference is required");
     if (typeof b.reason !== "string" || !b.reason) throw invalid("reason", "reason is required");
     const behaviour = testAccountBehaviour(ben.accountNumber);
-    if (behaviour === "flaky") {
-      const n = flakyFailures.get(requestId) ?? 0;
-      if (n < FLAKY_FAILURES) {
-        flakyFailures.set(requestId, n + 1);
-        throw new AwxHttpError(500, {
-          code: "internal_error",
-          message: "stand-in test account 0002: failing this transfer call",
-        });
-      }
+    if (behaviour === "flaky" && flaky.failNow(requestId)) {
+      throw new StandinHttpError(500, {
+        code: "internal_error",
+        message: "stand-in test account 0002: failing this transfer call",
+      });
     }
     if (behaviour === "down") {
-      throw new AwxHttpError(503, {
+      throw new StandinHttpError(503, {
         code: "service_unavailable",
         message: "stand-in test account 0006: the transfer service is down",
       });
@@ -378,19 +359,10 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     const url = new URL(req.url ?? "/", "http://standin");
     const parts = url.pathname.split("/").filter(Boolean);
     const method = req.method ?? "GET";
-    if (parts[0] === "__standin" && parts[1] === "payouts" && parts[2] && method === "GET") {
-      const payoutId = decodeSegment(parts[2]) ?? "";
+    const payoutId = inspectionPayoutId(method, parts);
+    if (payoutId !== null) {
       const list = [...transfers.values()].filter((t) => t.requestId === payoutId);
-      sendJson(
-        res,
-        200,
-        {
-          transfers: list.map((t) => ({ id: t.id, status: t.status, history: t.history })),
-          transfer_calls: transferCalls.get(payoutId) ?? 0,
-        },
-        TRACE,
-      );
-      return;
+      return sendJson(res, 200, inspectionBody(list, transferCalls.get(payoutId) ?? 0), TRACE);
     }
     const p = parts.join("/");
     if (method === "POST" && p === "api/v1/authentication/login") {
@@ -402,7 +374,10 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     const expiresAt = tokens.get(token);
     if (expiresAt === undefined || expiresAt <= Date.now()) {
       if (expiresAt !== undefined) tokens.delete(token);
-      throw new AwxHttpError(401, { code: "unauthorized", message: "Access denied, authentication failed" });
+      throw new StandinHttpError(401, {
+        code: "unauthorized",
+        message: "Access denied, authentication failed",
+      });
     }
     const body = method === "POST" ? await readJsonBody(req) : {};
     if (!isObject(body)) throw invalid("body", "The request body must be a JSON object");
@@ -422,16 +397,22 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     if (method === "GET" && parts.length === 4 && p.startsWith("api/v1/transfers/")) {
       const t = transfers.get(decodeSegment(parts[3]!) ?? "");
       if (!t)
-        throw new AwxHttpError(404, { code: "resource_not_found", message: "The transfer was not found" });
+        throw new StandinHttpError(404, {
+          code: "resource_not_found",
+          message: "The transfer was not found",
+        });
       return sendJson(res, 200, view(t), TRACE);
     }
-    throw new AwxHttpError(404, { code: "not_found", message: `No handler for ${method} ${url.pathname}` });
+    throw new StandinHttpError(404, {
+      code: "not_found",
+      message: `No handler for ${method} ${url.pathname}`,
+    });
   }
 
   const server = createServer((req, res) => {
     route(req, res).catch((err: unknown) => {
       if (res.headersSent) return;
-      if (err instanceof AwxHttpError) return sendJson(res, err.status, err.body, TRACE);
+      if (err instanceof StandinHttpError) return sendJson(res, err.status, err.body, TRACE);
       if (err instanceof BodyError) {
         return sendJson(res, err.status, { code: "invalid_argument", message: err.message }, TRACE);
       }
@@ -439,16 +420,7 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
       sendJson(res, 500, { code: "internal_error", message: "stand-in error" }, TRACE);
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port ?? 0, opts.host ?? "127.0.0.1", () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
-  const host = opts.host ?? "127.0.0.1";
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  const { port, url } = await listenStandin(server, opts.port, opts.host);
 
   const snapshot = (t: Transfer): AirwallexStandinTransfer => ({
     id: t.id,
@@ -458,7 +430,6 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     status: t.status,
     history: [...t.history],
   });
-  let closing: Promise<void> | null = null;
   return {
     url,
     port,
@@ -472,14 +443,6 @@ export async function startAirwallexStandin(opts: AirwallexStandinOptions): Prom
     resendWebhook: (id) => webhooks.resend(id),
     flushWebhooks: () => webhooks.flush(),
     signPayload,
-    close: () => {
-      closing ??= (async () => {
-        timers.close();
-        await webhooks.close();
-        server.closeAllConnections();
-        await new Promise<void>((resolve) => server.close(() => resolve()));
-      })();
-      return closing;
-    },
+    close: standinCloser(server, timers, webhooks),
   };
 }

@@ -2,7 +2,8 @@
 // with the provider's trace header, the test account numbers' behaviours, timers that close with
 // the server, and a signed-webhook sender that POSTs each event off the request path with retries.
 import { randomBytes } from "node:crypto";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import type { StandinLog } from "./stripe-webhooks.ts";
 
 export type { StandinLog } from "./stripe-webhooks.ts";
@@ -40,12 +41,33 @@ export function testAccountBehaviour(accountNumber: string): TestAccountBehaviou
 /** How many 5xx answers a `flaky` account's transfer call gets before it succeeds. */
 export const FLAKY_FAILURES = 2;
 
+/** Counts a `flaky` account's transfer calls per idempotency key: true while this call must fail. */
+export class FlakyCalls {
+  private readonly failures = new Map<string, number>();
+  failNow(key: string): boolean {
+    const n = this.failures.get(key) ?? 0;
+    if (n >= FLAKY_FAILURES) return false;
+    this.failures.set(key, n + 1);
+    return true;
+  }
+}
+
 export class BodyError extends Error {
   constructor(
     readonly status: number,
     message: string,
   ) {
     super(message);
+  }
+}
+
+/** An answer a stand-in's handler throws: the status and the body in the provider's own error format. */
+export class StandinHttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: unknown,
+  ) {
+    super(`HTTP ${status}`);
   }
 }
 
@@ -85,6 +107,35 @@ export function decodeSegment(s: string): string | null {
   }
 }
 
+/** A positive decimal with at most two places, as cents (at most 100_000_000); null otherwise. */
+export function decimalCents(v: unknown): number | null {
+  if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) return null;
+  const c = Math.round(v * 100);
+  return Math.abs(c - v * 100) < 1e-6 && c <= 100_000_000 ? c : null;
+}
+
+/**
+ * The payout id of the test-only inspection request GET /__standin/payouts/{payoutId} (outside
+ * the provider's paths), or null when the request is not one.
+ */
+export function inspectionPayoutId(method: string, parts: string[]): string | null {
+  if (parts[0] === "__standin" && parts[1] === "payouts" && parts[2] && method === "GET") {
+    return decodeSegment(parts[2]) ?? "";
+  }
+  return null;
+}
+
+/** The inspection answer: a payout's transfers with their status history, and its transfer calls. */
+export function inspectionBody(
+  transfers: { id: string | number; status: string; history: string[] }[],
+  transferCalls: number,
+): unknown {
+  return {
+    transfers: transfers.map((t) => ({ id: t.id, status: t.status, history: t.history })),
+    transfer_calls: transferCalls,
+  };
+}
+
 export const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === "object" && v !== null && !Array.isArray(v);
 
@@ -108,11 +159,55 @@ export class Timers {
     }, ms);
     this.set.add(t);
   }
+  /** Runs `fn` for each step in turn, each `delayMs` after the one before. */
+  chain<T>(steps: [delayMs: number, step: T][], fn: (step: T) => void): void {
+    const next = (i: number) => {
+      const step = steps[i];
+      if (!step) return;
+      this.after(step[0], () => {
+        fn(step[1]);
+        next(i + 1);
+      });
+    };
+    next(0);
+  }
   close(): void {
     this.closed = true;
     for (const t of this.set) clearTimeout(t);
     this.set.clear();
   }
+}
+
+/** Listens on `host` (default 127.0.0.1) and `port` (default 0, a free one); answers the port and base URL. */
+export async function listenStandin(
+  server: Server,
+  port: number | undefined,
+  host: string | undefined,
+): Promise<{ port: number; url: string }> {
+  const h = host ?? "127.0.0.1";
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port ?? 0, h, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const p = (server.address() as AddressInfo).port;
+  return { port: p, url: `http://${h.includes(":") ? `[${h}]` : h}:${p}` };
+}
+
+/** A close() for a stand-in: timers stopped, webhooks under way settled, then the server shut; once. */
+export function standinCloser(server: Server, timers: Timers, webhooks: WebhookSender): () => Promise<void> {
+  let closing: Promise<void> | null = null;
+  return () => {
+    closing ??= (async () => {
+      timers.close();
+      await webhooks.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    })();
+    return closing;
+  };
 }
 
 export interface PayoutWebhookDelivery {

@@ -5,19 +5,23 @@
 // (X-Signature-SHA256, base64 RSA-SHA256 over the body). State is in memory; no real money moves.
 import { generateKeyPairSync, type KeyObject, randomUUID, sign } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { wiseCustomerTransactionId } from "../payouts/wise.ts";
 import {
   BodyError,
-  decodeSegment,
   DEFAULT_STANDIN_DELAY_MS,
-  FLAKY_FAILURES,
+  decimalCents,
+  FlakyCalls,
+  inspectionBody,
+  inspectionPayoutId,
   isObject,
+  listenStandin,
   type PayoutWebhookDelivery,
   readJsonBody,
   STANDIN_OBJECTS_MAX,
+  StandinHttpError,
   type StandinLog,
   sendJson,
+  standinCloser,
   Timers,
   testAccountBehaviour,
   validAba,
@@ -103,28 +107,19 @@ interface Transfer {
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const TRACE = "x-trace-id";
 
-class WiseHttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly body: unknown,
-  ) {
-    super(`HTTP ${status}`);
-  }
+function notValid(path: string, message: string, code = "NOT_VALID", status = 422): StandinHttpError {
+  return new StandinHttpError(status, { errors: [{ code, message, path, arguments: [] }] });
 }
 
-function notValid(path: string, message: string, code = "NOT_VALID", status = 422): WiseHttpError {
-  return new WiseHttpError(status, { errors: [{ code, message, path, arguments: [] }] });
-}
-
-function notFound(what: string): WiseHttpError {
-  return new WiseHttpError(404, {
+function notFound(what: string): StandinHttpError {
+  return new StandinHttpError(404, {
     errors: [{ code: "NOT_FOUND", message: `${what} not found`, arguments: [] }],
   });
 }
 
 /** What a 0005 account's transfer call answers, the transfer made or not (an answer lost on the way). */
 const lostAnswer = () =>
-  new WiseHttpError(502, {
+  new StandinHttpError(502, {
     timestamp: new Date().toISOString(),
     status: 502,
     error: "Bad Gateway",
@@ -133,13 +128,6 @@ const lostAnswer = () =>
   });
 
 const wiseTime = (d = new Date()) => d.toISOString().replace("T", " ").slice(0, 19);
-
-/** A positive decimal with at most two places, as cents; null otherwise. */
-function cents(v: unknown): number | null {
-  if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) return null;
-  const c = Math.round(v * 100);
-  return Math.abs(c - v * 100) < 1e-6 && c <= 100_000_000 ? c : null;
-}
 
 export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseStandin> {
   if (!/^\d+$/.test(opts.profileId)) throw new RangeError("profileId must be numeric");
@@ -156,7 +144,7 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
   const transfers = new Map<number, Transfer>();
   const byCustomerTx = new Map<string, number>();
   const transferCalls = new Map<string, number>();
-  const flakyFailures = new Map<string, number>();
+  const flaky = new FlakyCalls();
   let nextId = 40_000_000 + Math.floor(Math.random() * 1_000_000);
   const timers = new Timers();
   const webhooks = new WebhookSender({
@@ -226,21 +214,13 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
               ] as [number, string][])
             : []),
         ];
-    const next = (i: number) => {
-      const step = steps[i];
-      if (!step) return;
-      timers.after(step[0], () => {
-        moveTo(t, step[1]);
-        next(i + 1);
-      });
-    };
     moveTo(t, "processing");
-    next(0);
+    timers.chain(steps, (status) => moveTo(t, status));
   }
 
   function checkProfile(p: string | undefined): void {
     if (p !== opts.profileId) {
-      throw new WiseHttpError(403, { error: "forbidden", error_description: "No access to this profile" });
+      throw new StandinHttpError(403, { error: "forbidden", error_description: "No access to this profile" });
     }
   }
 
@@ -250,7 +230,10 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
       quotes.size >= STANDIN_OBJECTS_MAX ||
       transfers.size >= STANDIN_OBJECTS_MAX
     ) {
-      throw new WiseHttpError(500, { error: "Internal Server Error", message: "stand-in full: restart it" });
+      throw new StandinHttpError(500, {
+        error: "Internal Server Error",
+        message: "stand-in full: restart it",
+      });
     }
   }
 
@@ -304,7 +287,7 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
     if (b.sourceCurrency !== "USD" || b.targetCurrency !== "USD") {
       throw notValid("targetCurrency", "The stand-in quotes USD to USD only");
     }
-    const amount = cents(b.targetAmount ?? b.sourceAmount);
+    const amount = decimalCents(b.targetAmount ?? b.sourceAmount);
     if (amount === null)
       throw notValid("targetAmount", "Please specify a positive amount with at most 2 decimals");
     let targetAccount: number | null = null;
@@ -362,21 +345,17 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
       throw notValid("targetAccount", "The quote was made for another recipient");
     }
     const behaviour = testAccountBehaviour(account.accountNumber);
-    if (behaviour === "flaky") {
-      const n = flakyFailures.get(key) ?? 0;
-      if (n < FLAKY_FAILURES) {
-        flakyFailures.set(key, n + 1);
-        throw new WiseHttpError(500, {
-          timestamp: new Date().toISOString(),
-          status: 500,
-          error: "Internal Server Error",
-          message: "stand-in test account 0002: failing this transfer call",
-          path: "/v1/transfers",
-        });
-      }
+    if (behaviour === "flaky" && flaky.failNow(key)) {
+      throw new StandinHttpError(500, {
+        timestamp: new Date().toISOString(),
+        status: 500,
+        error: "Internal Server Error",
+        message: "stand-in test account 0002: failing this transfer call",
+        path: "/v1/transfers",
+      });
     }
     if (behaviour === "down") {
-      throw new WiseHttpError(503, {
+      throw new StandinHttpError(503, {
         timestamp: new Date().toISOString(),
         status: 503,
         error: "Service Unavailable",
@@ -442,21 +421,11 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
     const parts = url.pathname.split("/").filter(Boolean);
     const method = req.method ?? "GET";
     // Test-only inspection, outside Wise's paths: GET /__standin/payouts/{payoutId}
-    if (parts[0] === "__standin" && parts[1] === "payouts" && parts[2] && method === "GET") {
-      const payoutId = decodeSegment(parts[2]) ?? "";
-      const list = [...transfers.values()].filter(
-        (t) => t.customerTransactionId === wiseCustomerTransactionId(payoutId),
-      );
-      sendJson(
-        res,
-        200,
-        {
-          transfers: list.map((t) => ({ id: t.id, status: t.status, history: t.history })),
-          transfer_calls: transferCalls.get(wiseCustomerTransactionId(payoutId)) ?? 0,
-        },
-        TRACE,
-      );
-      return;
+    const payoutId = inspectionPayoutId(method, parts);
+    if (payoutId !== null) {
+      const key = wiseCustomerTransactionId(payoutId);
+      const list = [...transfers.values()].filter((t) => t.customerTransactionId === key);
+      return sendJson(res, 200, inspectionBody(list, transferCalls.get(key) ?? 0), TRACE);
     }
     const auth = req.headers.authorization ?? "";
     if (auth !== `Bearer ${opts.apiKey}`) {
@@ -506,13 +475,16 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
       if (!t) throw notFound("Transfer");
       return sendJson(res, 200, view(t), TRACE);
     }
-    throw new WiseHttpError(404, { error: "Not Found", message: `No handler for ${method} ${url.pathname}` });
+    throw new StandinHttpError(404, {
+      error: "Not Found",
+      message: `No handler for ${method} ${url.pathname}`,
+    });
   }
 
   const server = createServer((req, res) => {
     route(req, res).catch((err: unknown) => {
       if (res.headersSent) return;
-      if (err instanceof WiseHttpError) return sendJson(res, err.status, err.body, TRACE);
+      if (err instanceof StandinHttpError) return sendJson(res, err.status, err.body, TRACE);
       if (err instanceof BodyError)
         return sendJson(
           res,
@@ -524,16 +496,7 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
       sendJson(res, 500, { error: "Internal Server Error", message: "stand-in error" }, TRACE);
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port ?? 0, opts.host ?? "127.0.0.1", () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
-  const host = opts.host ?? "127.0.0.1";
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  const { port, url } = await listenStandin(server, opts.port, opts.host);
 
   const snapshot = (t: Transfer): WiseStandinTransfer => ({
     id: t.id,
@@ -543,7 +506,6 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
     status: t.status,
     history: [...t.history],
   });
-  let closing: Promise<void> | null = null;
   return {
     url,
     port,
@@ -558,14 +520,6 @@ export async function startWiseStandin(opts: WiseStandinOptions): Promise<WiseSt
     resendWebhook: (id) => webhooks.resend(id),
     flushWebhooks: () => webhooks.flush(),
     signPayload,
-    close: () => {
-      closing ??= (async () => {
-        timers.close();
-        await webhooks.close();
-        server.closeAllConnections();
-        await new Promise<void>((resolve) => server.close(() => resolve()));
-      })();
-      return closing;
-    },
+    close: standinCloser(server, timers, webhooks),
   };
 }

@@ -14,9 +14,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEmailQueue, enqueueEmail } from "../../src/email/queue.ts";
 import { createEmailWorker, type EmailWorker } from "../../src/email/worker.ts";
 import { stripeClient } from "../../src/payments/stripe.ts";
-import { PayoutWorker } from "../../src/workers/payout-worker.ts";
 import { type StripeStandin, startStripeStandin } from "../../src/standins/stripe-standin.ts";
 import { type Api, startApi } from "../helpers/api.ts";
+import { testPayoutWorker } from "../helpers/payout-worker.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { silentLogger } from "../helpers/ledger.ts";
 
@@ -266,16 +266,7 @@ describe("messages", () => {
 
 describe("payout emails", () => {
   it("tells a creator a payout is on its way, then paid, failed with the reason, or returned: once each", async () => {
-    const worker = new PayoutWorker({
-      redisUrl: api.core.config.REDIS_URL,
-      outcomes: env.redis,
-      prefix: env.redisPrefix,
-      providers: api.payouts.providers,
-      logger: silentLogger,
-      concurrency: 4,
-      statusPollMs: 25,
-      statusWaitMs: 10_000,
-    });
+    const worker = testPayoutWorker(api, env);
     try {
       const payout = async (accountNumber: string) => {
         const creator = await api.register("creator");

@@ -16,6 +16,7 @@ import { PAYOUT_QUEUE, redisKeys } from "../../src/redis/keys.ts";
 import { type AirwallexStandin, startAirwallexStandin } from "../../src/standins/airwallex-standin.ts";
 import { startWiseStandin, type WiseStandin } from "../../src/standins/wise-standin.ts";
 import { type Api, startApi } from "../helpers/api.ts";
+import { creatorWithMethod, withdraw20 } from "../helpers/payout-creator.ts";
 import { createTestEnv, REDIS_URL, type TestEnv, waitFor } from "../helpers/env.ts";
 import { settle } from "../helpers/ledger.ts";
 
@@ -135,44 +136,6 @@ afterAll(async () => {
   await env?.cleanup();
 });
 
-async function creatorWithMethod(provider: "wise" | "airwallex", accountNumber: string) {
-  const creator = await api.register("creator");
-  const fan = await api.register();
-  await api.fund(fan.id, 5000);
-  await api.core.ledger.submit({
-    kind: "tip",
-    key: randomUUID(),
-    fromAccountId: fan.id,
-    toAccountId: creator.id,
-    amountCents: 5000,
-  });
-  await settle(api.core);
-  const m = await api.call("PUT", "/api/payments/payout-method", {
-    token: creator.token,
-    body: {
-      user_id: creator.id,
-      provider,
-      account_holder_name: "Test Creator",
-      country: "US",
-      currency: "USD",
-      account_number: accountNumber,
-      routing_number: "021000021",
-    },
-  });
-  expect(m.status, JSON.stringify(m.body)).toBe(200);
-  return creator;
-}
-
-async function withdraw20(creator: { id: string; token: string }): Promise<string> {
-  const r = await api.call("POST", "/api/payments/withdraw", {
-    token: creator.token,
-    body: { user_id: creator.id, amount: 20 },
-    headers: { "idempotency-key": randomUUID() },
-  });
-  expect(r.status, JSON.stringify(r.body)).toBe(202);
-  return r.body.payout.id;
-}
-
 const statusOf = async (payoutId: string) =>
   (await env.pool.query("SELECT status FROM payouts WHERE id = $1", [payoutId])).rows[0]?.status as
     | string
@@ -206,9 +169,9 @@ describe("the payout worker as a process", () => {
     wise.setWebhookUrl(null);
     awx.setWebhookUrl(null);
     const w1 = startWorker({ PAYOUT_TEST_PAUSE_AFTER_SEND: "true" });
-    const a = await creatorWithMethod("wise", "000123456789");
-    const b = await creatorWithMethod("airwallex", "000123456789");
-    const ids = { wise: await withdraw20(a), airwallex: await withdraw20(b) };
+    const a = await creatorWithMethod(api, "wise", "000123456789");
+    const b = await creatorWithMethod(api, "airwallex", "000123456789");
+    const ids = { wise: await withdraw20(api, a), airwallex: await withdraw20(api, b) };
     await waitFor(() => w1.paused.length === 2, 30_000, `both transfers sent (${w1.stderr()})`);
     // In the window: the providers have the transfers, the ledger knows nothing of them.
     expect(w1.paused.sort()).toEqual([ids.wise, ids.airwallex].sort());
@@ -274,8 +237,8 @@ describe("the payout worker as a process", () => {
     }> = [];
     for (const provider of ["wise", "airwallex"] as const) {
       for (const [account, expected] of paths) {
-        const creator = await creatorWithMethod(provider, account);
-        cases.push({ provider, creator, id: await withdraw20(creator), expected, account });
+        const creator = await creatorWithMethod(api, provider, account);
+        cases.push({ provider, creator, id: await withdraw20(api, creator), expected, account });
       }
     }
     // Mid-flight: some payouts have moved, not all of them are final.
@@ -294,11 +257,11 @@ describe("the payout worker as a process", () => {
     api = await startTheApi(true);
     // Two more withdrawals queued while no worker runs.
     for (const provider of ["wise", "airwallex"] as const) {
-      const creator = await creatorWithMethod(provider, "000123456789");
+      const creator = await creatorWithMethod(api, provider, "000123456789");
       cases.push({
         provider,
         creator,
-        id: await withdraw20(creator),
+        id: await withdraw20(api, creator),
         expected: "paid",
         account: "000123456789",
       });
@@ -335,15 +298,15 @@ describe("the payout worker as a process", () => {
     awx.setWebhookUrl(null);
     // It asks the provider every 250 ms: its job stays active for about two polls after sending.
     const w = startWorker({ PAYOUT_STATUS_POLL_MS: "250" });
-    const creator = await creatorWithMethod("wise", "000123456789");
-    const id = await withdraw20(creator);
+    const creator = await creatorWithMethod(api, "wise", "000123456789");
+    const id = await withdraw20(api, creator);
     await waitFor(async () => (await statusOf(id)) === "processing", 30_000, "sent to the provider");
     const job = await api.http.payoutJobs.queue.getJob(id);
     const activeAtSignal = (await job?.getState()) === "active";
     w.child.kill("SIGTERM");
     // Queued after the signal: a stopping worker does not take it.
-    const later = await creatorWithMethod("airwallex", "000123456789");
-    const laterId = await withdraw20(later);
+    const later = await creatorWithMethod(api, "airwallex", "000123456789");
+    const laterId = await withdraw20(api, later);
     expect(await w.exited).toEqual({ code: 0, signal: null });
     await waitFor(async () => (await statusOf(id)) === "paid", 10_000, "the active job finished");
     expect(await (await api.http.payoutJobs.queue.getJob(id))?.getState()).toBe("completed");

@@ -9,10 +9,12 @@ import type { PayoutJobData } from "../../src/payouts/payout-queue.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { signAirwallexPayload } from "../../src/payouts/webhooks.ts";
 import { PayoutSweeper } from "../../src/workers/payout-sweeper.ts";
-import { PayoutWorker } from "../../src/workers/payout-worker.ts";
+import type { PayoutWorker } from "../../src/workers/payout-worker.ts";
 import { publishPayoutOutcome } from "../../src/payouts/outcomes.ts";
 import { PayoutProviderError } from "../../src/payouts/provider.ts";
 import { type Api, startApi } from "../helpers/api.ts";
+import { testPayoutWorker } from "../helpers/payout-worker.ts";
+import { creatorWithMethod, withdraw20 } from "../helpers/payout-creator.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { settle, silentLogger } from "../helpers/ledger.ts";
 
@@ -27,15 +29,7 @@ beforeAll(async () => {
     PAYOUT_JOB_BACKOFF_MS: "50",
     PAYOUT_STANDIN_DELAY_MS: "100",
   });
-  worker = new PayoutWorker({
-    redisUrl: api.core.config.REDIS_URL,
-    outcomes: env.redis,
-    prefix: env.redisPrefix,
-    providers: api.payouts.providers,
-    logger: silentLogger,
-    concurrency: 4,
-    statusPollMs: 25,
-    statusWaitMs: 10_000,
+  worker = testPayoutWorker(api, env, {
     onProviderError: (provider, code) => api.http.metrics.providerError(provider, code),
   });
 });
@@ -44,45 +38,6 @@ afterAll(async () => {
   await api?.close();
   await env?.cleanup();
 });
-
-/** A creator who earned 48.50 (a 50.00 tip) and set a payout method with this account number. */
-async function creatorWithMethod(provider: "wise" | "airwallex", accountNumber: string) {
-  const creator = await api.register("creator");
-  const fan = await api.register();
-  await api.fund(fan.id, 5000);
-  await api.core.ledger.submit({
-    kind: "tip",
-    key: randomUUID(),
-    fromAccountId: fan.id,
-    toAccountId: creator.id,
-    amountCents: 5000,
-  });
-  await settle(api.core);
-  const m = await api.call("PUT", "/api/payments/payout-method", {
-    token: creator.token,
-    body: {
-      user_id: creator.id,
-      provider,
-      account_holder_name: "Test Creator",
-      country: "US",
-      currency: "USD",
-      account_number: accountNumber,
-      routing_number: "021000021",
-    },
-  });
-  expect(m.status, JSON.stringify(m.body)).toBe(200);
-  return creator;
-}
-
-async function withdraw20(creator: { id: string; token: string }): Promise<string> {
-  const r = await api.call("POST", "/api/payments/withdraw", {
-    token: creator.token,
-    body: { user_id: creator.id, amount: 20 },
-    headers: { "idempotency-key": randomUUID() },
-  });
-  expect(r.status, JSON.stringify(r.body)).toBe(202);
-  return r.body.payout.id;
-}
 
 const payoutOf = async (creator: { token: string }, id: string) =>
   (await api.call("GET", `/api/payments/payouts/${id}`, { token: creator.token })).body.payout;
@@ -104,8 +59,8 @@ async function money(userId: string) {
 describe("the payout worker", () => {
   for (const provider of ["wise", "airwallex"] as const) {
     it(`pays through ${provider}: pending -> processing -> paid, posted once`, async () => {
-      const creator = await creatorWithMethod(provider, "000123456789");
-      const id = await withdraw20(creator);
+      const creator = await creatorWithMethod(api, provider, "000123456789");
+      const id = await withdraw20(api, creator);
       const p = await finalState(creator, id, "paid");
       expect(p).toMatchObject({
         status: "paid",
@@ -125,16 +80,16 @@ describe("the payout worker", () => {
   }
 
   it("retries a provider's 5xx with backoff (account ending 0002) and pays once", async () => {
-    const creator = await creatorWithMethod("wise", "100000000002");
-    const id = await withdraw20(creator);
+    const creator = await creatorWithMethod(api, "wise", "100000000002");
+    const id = await withdraw20(api, creator);
     const p = await finalState(creator, id, "paid");
     expect(p.attempts).toBe(3);
     expect(await money(creator.id)).toEqual({ bal: 2850, res: 0, earned: 2850 });
   });
 
   it("fails a payout the provider refuses (account ending 0003) without retrying, and releases the reserve", async () => {
-    const creator = await creatorWithMethod("airwallex", "100000000003");
-    const id = await withdraw20(creator);
+    const creator = await creatorWithMethod(api, "airwallex", "100000000003");
+    const id = await withdraw20(api, creator);
     const p = await finalState(creator, id, "failed");
     expect(p.failure_reason).toMatch(/refused/);
     expect(await money(creator.id)).toEqual({ bal: 4850, res: 0, earned: 4850 });
@@ -151,7 +106,7 @@ describe("the payout worker", () => {
 
   for (const provider of ["wise", "airwallex"] as const) {
     it(`never fails a payout whose transfer ${provider} made while every answer was lost (account ending 0005): paid once`, async () => {
-      const creator = await creatorWithMethod(provider, "100000000005");
+      const creator = await creatorWithMethod(api, provider, "100000000005");
       // Every attempt's answer is a 5xx, yet the stand-in made the transfer on the first: the
       // worker finds it by the payout id when the attempts run out (Wise also funds it) and
       // follows it to paid. Declaring it failed would release the reserve while the money goes out.
@@ -160,7 +115,7 @@ describe("the payout worker", () => {
       let p: Awaited<ReturnType<typeof payoutOf>>;
       let id: string;
       try {
-        id = await withdraw20(creator);
+        id = await withdraw20(api, creator);
         p = await finalState(creator, id, "paid");
       } finally {
         api.payouts.setWebhookUrl(provider, `${api.base}/api/payments/webhooks/${provider}`);
@@ -180,8 +135,8 @@ describe("the payout worker", () => {
     });
 
     it(`fails a payout only once ${provider} confirms it made no transfer (account ending 0006: always 5xx)`, async () => {
-      const creator = await creatorWithMethod(provider, "100000000006");
-      const id = await withdraw20(creator);
+      const creator = await creatorWithMethod(api, provider, "100000000006");
+      const id = await withdraw20(api, creator);
       const p = await finalState(creator, id, "failed");
       expect(p.failure_reason).toMatch(/retries exhausted .*has no transfer/);
       expect(await money(creator.id)).toEqual({ bal: 4850, res: 0, earned: 4850 });
@@ -190,8 +145,8 @@ describe("the payout worker", () => {
   }
 
   it("pays once when the same job runs twice (a stalled job run again)", async () => {
-    const creator = await creatorWithMethod("wise", "000123456789");
-    const id = await withdraw20(creator);
+    const creator = await creatorWithMethod(api, "wise", "000123456789");
+    const id = await withdraw20(api, creator);
     await finalState(creator, id, "paid");
     const job = (await api.http.payoutJobs.queue.getJob(id)) as Job<PayoutJobData>;
     // The same job's work done again: the provider's idempotency key finds the same transfer, and
@@ -210,8 +165,8 @@ describe("the payout worker", () => {
   });
 
   it("returns a payout the bank bounces (account ending 0004): credited back once, withdrawable again", async () => {
-    const creator = await creatorWithMethod("wise", "100000000004");
-    const id = await withdraw20(creator);
+    const creator = await creatorWithMethod(api, "wise", "100000000004");
+    const id = await withdraw20(api, creator);
     // Paid first, then the stand-in bounces it and says so by webhook; the route asks Wise.
     const p = await finalState(creator, id, "returned");
     expect(p.paid_at).not.toBeNull();
@@ -247,8 +202,8 @@ describe("the payout worker", () => {
     });
 
     it("refuses forged and stale deliveries, and a genuine one claiming paid moves money only as the provider says", async () => {
-      const creator = await creatorWithMethod("airwallex", "100000000003");
-      const id = await withdraw20(creator);
+      const creator = await creatorWithMethod(api, "airwallex", "100000000003");
+      const id = await withdraw20(api, creator);
       await finalState(creator, id, "failed");
       const before = await money(creator.id);
       expect((await deliver(paidEvent(id, "tr_forged"), "not-the-secret")).status).toBe(400);
@@ -265,8 +220,8 @@ describe("the payout worker", () => {
 
     for (const provider of ["wise", "airwallex"] as const) {
       it(`a genuine ${provider} delivery claiming paid for a transfer the provider says failed (account ending 0007) moves no money`, async () => {
-        const creator = await creatorWithMethod(provider, "100000000007");
-        const id = await withdraw20(creator);
+        const creator = await creatorWithMethod(api, provider, "100000000007");
+        const id = await withdraw20(api, creator);
         // As soon as the provider has the transfer (it fails it shortly after), a delivery signed
         // with the provider's own key/secret names it and claims it paid.
         await waitFor(async () => (await atStandin(provider, id)).transfers.length === 1, 10_000, "sent");
@@ -302,8 +257,8 @@ describe("the payout worker", () => {
     }
 
     it("answers a repeated delivery without effect; a late one changes nothing", async () => {
-      const creator = await creatorWithMethod("airwallex", "000123456789");
-      const id = await withdraw20(creator);
+      const creator = await creatorWithMethod(api, "airwallex", "000123456789");
+      const id = await withdraw20(api, creator);
       const p = await finalState(creator, id, "paid");
       const event = paidEvent(id, p.provider_reference);
       const first = await deliver(event);
@@ -349,12 +304,12 @@ describe("the payout worker", () => {
       let lost = "";
       try {
         // Pending, its job lost (the queue's Redis lost its data).
-        a = await creatorWithMethod("wise", "000123456789");
-        lost = await withdraw20(a);
+        a = await creatorWithMethod(api, "wise", "000123456789");
+        lost = await withdraw20(api, a);
         await (await api.http.payoutJobs.queue.getJob(lost))!.remove();
         // Processing: the provider has the transfer, the outcome after processing never came.
-        const b = await creatorWithMethod("airwallex", "000123456789");
-        const stuck = await withdraw20(b);
+        const b = await creatorWithMethod(api, "airwallex", "000123456789");
+        const stuck = await withdraw20(api, b);
         const job = await api.http.payoutJobs.queue.getJob(stuck);
         await job!.remove();
         const rec = (await api.core.ledger.getPayout(b.id, stuck))!;
@@ -386,16 +341,7 @@ describe("the payout worker", () => {
         await finalState(b, stuck, "paid");
       } finally {
         api.payouts.setWebhookUrl("airwallex", `${api.base}/api/payments/webhooks/airwallex`);
-        worker = new PayoutWorker({
-          redisUrl: api.core.config.REDIS_URL,
-          outcomes: env.redis,
-          prefix: env.redisPrefix,
-          providers: api.payouts.providers,
-          logger: silentLogger,
-          concurrency: 4,
-          statusPollMs: 25,
-          statusWaitMs: 10_000,
-        });
+        worker = testPayoutWorker(api, env);
       }
       // The job queued again is paid by the worker.
       await finalState(a, lost, "paid");
@@ -412,21 +358,14 @@ describe("the payout worker", () => {
           throw new PayoutProviderError("list transfers: 503", "airwallex", true, "http_503", 503);
         },
       });
-      const blindWorker = new PayoutWorker({
-        redisUrl: api.core.config.REDIS_URL,
-        outcomes: env.redis,
-        prefix: env.redisPrefix,
+      const blindWorker = testPayoutWorker(api, env, {
         providers: { ...api.payouts.providers, airwallex: blind },
-        logger: silentLogger,
-        concurrency: 4,
-        statusPollMs: 25,
-        statusWaitMs: 10_000,
       });
       let creator: { id: string; token: string } | null = null;
       let id = "";
       try {
-        creator = await creatorWithMethod("airwallex", "100000000005");
-        id = await withdraw20(creator);
+        creator = await creatorWithMethod(api, "airwallex", "100000000005");
+        id = await withdraw20(api, creator);
         await waitFor(
           async () => (await (await api.http.payoutJobs.queue.getJob(id))?.getState()) === "failed",
           20_000,
@@ -440,16 +379,7 @@ describe("the payout worker", () => {
       } finally {
         await blindWorker.close();
         api.payouts.setWebhookUrl("airwallex", `${api.base}/api/payments/webhooks/airwallex`);
-        worker = new PayoutWorker({
-          redisUrl: api.core.config.REDIS_URL,
-          outcomes: env.redis,
-          prefix: env.redisPrefix,
-          providers: api.payouts.providers,
-          logger: silentLogger,
-          concurrency: 4,
-          statusPollMs: 25,
-          statusWaitMs: 10_000,
-        });
+        worker = testPayoutWorker(api, env);
       }
       const report = await sweeper().sweepOnce();
       expect(report.confirmed).toBe(1);

@@ -1,13 +1,13 @@
 // The queue dashboard (bull-board over the `payouts` queue) on its own port: refused without a
 // token, with a bad one and for a non-admin; an admin's token is exchanged for an HttpOnly cookie
 // and the dashboard's API then lists the payouts queue with its jobs.
-import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runAdminCli } from "../../src/admin/cli.ts";
 import { type QueueDashboard, startQueueDashboard } from "../../src/admin/queue-dashboard.ts";
 import { type Api, startApi } from "../helpers/api.ts";
+import { creatorWithMethod, withdraw20 } from "../helpers/payout-creator.ts";
 import { createTestEnv, type TestEnv } from "../helpers/env.ts";
-import { settle, silentLogger } from "../helpers/ledger.ts";
+import { silentLogger } from "../helpers/ledger.ts";
 
 let env: TestEnv;
 let api: Api;
@@ -64,36 +64,7 @@ describe("the queue dashboard", () => {
     const admin = await api.register();
     expect(await runAdminCli(["grant", admin.email], env.databaseUrl)).toMatchObject({ code: 0 });
     // A payout waiting in the queue (no worker runs here).
-    const creator = await api.register("creator");
-    const fan = await api.register();
-    await api.fund(fan.id, 5000);
-    await api.core.ledger.submit({
-      kind: "tip",
-      key: randomUUID(),
-      fromAccountId: fan.id,
-      toAccountId: creator.id,
-      amountCents: 5000,
-    });
-    await settle(api.core);
-    const m = await api.call("PUT", "/api/payments/payout-method", {
-      token: creator.token,
-      body: {
-        user_id: creator.id,
-        provider: "wise",
-        account_holder_name: "Test Creator",
-        country: "US",
-        currency: "USD",
-        account_number: "000123456789",
-        routing_number: "021000021",
-      },
-    });
-    expect(m.status).toBe(200);
-    const w = await api.call("POST", "/api/payments/withdraw", {
-      token: creator.token,
-      body: { user_id: creator.id, amount: 20 },
-      headers: { "idempotency-key": randomUUID() },
-    });
-    expect(w.status).toBe(202);
+    await withdraw20(api, await creatorWithMethod(api, "wise", "000123456789"));
 
     const exchange = await get(`/?token=${admin.token}`);
     expect(exchange.status).toBe(303);

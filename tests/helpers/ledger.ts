@@ -36,6 +36,29 @@ export async function startTestCore(
   return startCore(env.config(overrides), silentLogger, { persist });
 }
 
+/** The cores a restart test has running: stopAll (in afterAll) stops those a failed test left. */
+export class TestCores {
+  private readonly running: Core[] = [];
+
+  async start(env: TestEnv, overrides: Record<string, string> = {}, persist = true): Promise<Core> {
+    return this.add(await startTestCore(env, overrides, persist));
+  }
+
+  add(c: Core): Core {
+    this.running.push(c);
+    return c;
+  }
+
+  async stop(c: Core): Promise<void> {
+    await c.stop();
+    this.running.splice(this.running.indexOf(c), 1);
+  }
+
+  async stopAll(): Promise<void> {
+    for (const c of this.running) await c.stop().catch(() => {});
+  }
+}
+
 /** Waits until the ledger has nothing in flight and the persister has written all of the WAL. */
 export async function settle(core: Core): Promise<void> {
   const deadline = Date.now() + 30_000;

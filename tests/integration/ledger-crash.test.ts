@@ -1,89 +1,38 @@
 // Kill -9 at random moments: the ledger runs in a child process against a Redis with
 // appendfsync always, is killed mid-burst several times (Redis too, once), and after the last
 // restart every acknowledged tip is in Postgres exactly once and the books balance.
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startCore } from "../../src/main/core.ts";
 import { loadConfig } from "../../src/config.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { createUsers, key, settle, silentLogger } from "../helpers/ledger.ts";
+import { RedisServer } from "../helpers/redis-server.ts";
 
 const hasRedisServer = spawnSync("redis-server", ["--version"]).status === 0;
 let env: TestEnv;
 let dir: string;
-let port: number;
-let redisProc: ChildProcess | null = null;
-
-async function startRedis(): Promise<void> {
-  redisProc = spawn(
-    "redis-server",
-    [
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--appendonly",
-      "yes",
-      "--appendfsync",
-      "always",
-      "--save",
-      "",
-      "--dir",
-      dir,
-    ],
-    { stdio: "ignore" },
-  );
-  const probe = new Redis(port, "127.0.0.1", {
-    lazyConnect: true,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-  });
-  probe.on("error", () => {});
-  await waitFor(
-    async () => {
-      try {
-        await probe.connect();
-        return (await probe.ping()) === "PONG";
-      } catch {
-        probe.disconnect();
-        return false;
-      }
-    },
-    10_000,
-    "durable redis",
-  );
-  probe.disconnect();
-}
-
-async function killRedis(): Promise<void> {
-  const p = redisProc;
-  if (!p || p.exitCode !== null) return;
-  const exited = new Promise((r) => p.once("exit", r));
-  p.kill("SIGKILL");
-  await exited;
-}
+let redis: RedisServer | null = null;
 
 beforeAll(async () => {
   env = await createTestEnv("crash");
-  dir = mkdtempSync(join(tmpdir(), "threeam-aof-"));
-  port = 20000 + Math.floor(Math.random() * 20000);
-  if (hasRedisServer) await startRedis();
+  dir = mkdtempSync(join(tmpdir(), "threeam-crash-"));
+  if (hasRedisServer) redis = await RedisServer.start(true);
 });
 afterAll(async () => {
-  await killRedis();
+  await redis?.destroy();
   rmSync(dir, { recursive: true, force: true });
   await env?.cleanup();
 });
 
 describe.runIf(hasRedisServer)("crash safety", () => {
   it("keeps every acknowledged tip exactly once across repeated SIGKILLs", async () => {
-    const redisUrl = `redis://127.0.0.1:${port}`;
+    const redisUrl = redis!.url;
     const vars = {
       NODE_ENV: "test",
       DATABASE_URL: env.databaseUrl,
@@ -132,8 +81,8 @@ describe.runIf(hasRedisServer)("crash safety", () => {
       await exited;
       if (run === 1) {
         // Once, Redis dies too: what it acknowledged must come back from its append-only file.
-        await killRedis();
-        await startRedis();
+        await redis!.kill();
+        await redis!.start();
       }
     }
     expect(acked.size).toBeGreaterThan(runs * 200);

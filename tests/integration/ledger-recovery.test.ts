@@ -8,33 +8,25 @@ import { redisKeys } from "../../src/redis/keys.ts";
 import { decodeEntry } from "../../src/wal/wal-codec.ts";
 import pg from "pg";
 import { createTestEnv, PG_ADMIN_URL, type TestEnv, waitFor } from "../helpers/env.ts";
-import { createUsers, key, settle, startTestCore, tip } from "../helpers/ledger.ts";
+import { createUsers, key, settle, startTestCore, TestCores, tip } from "../helpers/ledger.ts";
 
 let env: TestEnv;
-const cores: Core[] = [];
-
-async function start(persist = true): Promise<Core> {
-  const c = await startTestCore(env, {}, persist);
-  cores.push(c);
-  return c;
-}
-async function stop(c: Core) {
-  await c.stop();
-  cores.splice(cores.indexOf(c), 1);
-}
+const cores = new TestCores();
+const start = (persist = true): Promise<Core> => cores.start(env, {}, persist);
+const stop = (c: Core) => cores.stop(c);
 
 beforeAll(async () => {
   env = await createTestEnv("recovery");
 });
 afterAll(async () => {
-  for (const c of cores) await c.stop().catch(() => {});
+  await cores.stopAll();
   await env?.cleanup();
 });
 
 describe("idempotency", () => {
   it("keeps only the keys of the last TTL in memory, and a money-in key replays past it", async () => {
     const c = await startTestCore(env, { IDEMPOTENCY_TTL_MS: "60000" });
-    cores.push(c);
+    cores.add(c);
     try {
       const [viewer, creator] = await createUsers(env.pool, 2);
       const depositKey = key();
@@ -248,7 +240,7 @@ describe("failures", () => {
 describe("memory bounds", () => {
   it("evicts idle, fully persisted accounts beyond ACCOUNT_CACHE_MAX and reloads them intact", async () => {
     const a = await startTestCore(env, { ACCOUNT_CACHE_MAX: "16" });
-    cores.push(a);
+    cores.add(a);
     const users = await createUsers(env.pool, 40);
     const [busy] = await createUsers(env.pool, 1);
     for (const u of users)
@@ -276,13 +268,13 @@ describe("memory bounds", () => {
 describe("single owner", () => {
   it("refuses to start a second ledger on the same WAL while the first one runs", async () => {
     const a = await startTestCore(env, { LEDGER_LEASE_MS: "300" });
-    cores.push(a);
+    cores.add(a);
     await expect(startTestCore(env, { LEDGER_LEASE_MS: "300" })).rejects.toThrow(
       /another process owns the ledger/,
     );
     await stop(a);
     const b = await startTestCore(env, { LEDGER_LEASE_MS: "300" });
-    cores.push(b);
+    cores.add(b);
     await stop(b);
   });
 });

@@ -7,26 +7,19 @@ import type { Core } from "../../src/main/core.ts";
 import type { PayoutResult } from "../../src/ledger/types.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { createTestEnv, type TestEnv } from "../helpers/env.ts";
-import { createUsers, deposit, settle, startTestCore, tip } from "../helpers/ledger.ts";
+import { createUsers, deposit, settle, TestCores, tip } from "../helpers/ledger.ts";
 
 let env: TestEnv;
-const cores: Core[] = [];
-
-async function start(persist = true): Promise<Core> {
-  const c = await startTestCore(env, { PERSIST_THREAD: "false", PERSIST_LINGER_MS: "0" }, persist);
-  cores.push(c);
-  return c;
-}
-async function stop(c: Core) {
-  await c.stop();
-  cores.splice(cores.indexOf(c), 1);
-}
+const cores = new TestCores();
+const start = (persist = true): Promise<Core> =>
+  cores.start(env, { PERSIST_THREAD: "false", PERSIST_LINGER_MS: "0" }, persist);
+const stop = (c: Core) => cores.stop(c);
 
 beforeAll(async () => {
   env = await createTestEnv("payout_recovery");
 });
 afterAll(async () => {
-  for (const c of cores) await c.stop().catch(() => {});
+  await cores.stopAll();
   await env?.cleanup();
 });
 
