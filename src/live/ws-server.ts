@@ -15,6 +15,7 @@ import { parseJsonObject } from "../http/request.ts";
 import { errorAnswer } from "../http/respond.ts";
 import { type TipDesk, tipFields } from "../payments/tip.ts";
 import type { UserStore } from "../users/user-store.ts";
+import { ExpirySweep } from "./expiry-sweep.ts";
 import type { OverlayKeys } from "./overlay-keys.ts";
 import type { TipFeed } from "./tip-feed.ts";
 
@@ -22,6 +23,8 @@ import type { TipFeed } from "./tip-feed.ts";
 export const CLOSE_SLOW_CONSUMER = 4008;
 /** The overlay key this socket used was replaced by a new one. */
 export const CLOSE_KEY_REVOKED = 4001;
+/** The access token this socket was opened with expired: reconnect with a fresh token. */
+export const CLOSE_TOKEN_EXPIRED = 4002;
 const CLOSE_UNSUPPORTED = 1003;
 const CLOSE_TOO_BIG = 1009;
 /** Room above WS_MAX_BACKPRESSURE_BYTES before uWS itself skips a subscriber (see maxBackpressure). */
@@ -57,6 +60,8 @@ interface SocketData {
   inFlight: number;
   closed: boolean;
   subscribed: boolean;
+  /** When the access token expires (ms since epoch); null for overlay keys (revoked instead). */
+  expiresAtMs: number | null;
 }
 
 type Ws = WebSocket<SocketData>;
@@ -118,6 +123,13 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
   d.feed.delivered = (creatorIds) => {
     for (const c of creatorIds) for (const ws of subscribersOf.get(c) ?? []) cutOffSlow(ws);
   };
+
+  // A socket is as good as the token it was opened with: when the token's exp passes, the socket
+  // is closed with 4002 (one timer for all sockets, armed for the earliest expiry).
+  const expiries = new ExpirySweep<Ws>((ws) => {
+    if (ws.getUserData().closed) return;
+    ws.end(CLOSE_TOKEN_EXPIRED, "access token expired: reconnect with a fresh token");
+  });
 
   const sweep = setInterval(() => {
     for (const ws of feedSockets) cutOffSlow(ws);
@@ -230,14 +242,17 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
         }
       }
       const overlayKey = query.get("overlay_key");
-      const who = async (): Promise<{ userId: string; readOnly: boolean }> => {
+      const who = async (): Promise<{ userId: string; readOnly: boolean; expiresAtMs: number | null }> => {
         await d.limits.consume("ip", ip);
-        if (token) return { userId: (await d.tokens.verify(token)).sub, readOnly: false };
+        if (token) {
+          const claims = await d.tokens.verify(token);
+          return { userId: claims.sub, readOnly: false, expiresAtMs: claims.exp * 1000 };
+        }
         if (overlayKey) {
           const o = await d.overlayKeys.resolve(overlayKey);
           if (!o)
             throw new AppError("unauthorized", "this overlay key is not valid (a newer one replaced it?)");
-          return { userId: o.userId, readOnly: true };
+          return { userId: o.userId, readOnly: true, expiresAtMs: null };
         }
         throw new AppError("unauthorized", "an access_token (or overlay_key) is required to connect");
       };
@@ -274,6 +289,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     },
     open: (ws: Ws) => {
       const u = ws.getUserData();
+      if (u.expiresAtMs !== null) expiries.add(ws, u.expiresAtMs);
       if (u.readOnly) {
         const set = overlays.get(u.userId) ?? new Set<Ws>();
         overlays.set(u.userId, set);
@@ -323,6 +339,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     close: (ws: Ws) => {
       const u = ws.getUserData();
       u.closed = true;
+      expiries.remove(ws);
       if (feedSockets.delete(ws)) {
         const set = subscribersOf.get(u.userId);
         set?.delete(ws);
@@ -342,6 +359,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     },
     close() {
       clearInterval(sweep);
+      expiries.stop();
     },
   };
 }

@@ -47,6 +47,26 @@ describe("upgrade", () => {
     await expect(connectLive(api.base, "overlay_key=ovl_nope")).rejects.toMatchObject({ status: 401 });
   });
 
+  it("closes a socket with 4002 when its token expires, and only that socket", async () => {
+    const v = await api.register();
+    const now = Math.floor(Date.now() / 1000);
+    // Opened in this order so the later expiry is armed first and the sweep must re-arm earlier.
+    const later = await connectLive(api.base, `access_token=${await token(v.id, now + 4)}`);
+    const soon = await connectLive(api.base, "", { protocols: ["bearer", await token(v.id, now + 2)] });
+    const lasting = await connectLive(api.base, `access_token=${await token(v.id, now + 600)}`);
+    const closedSoon = await soon.waitClosed(10_000);
+    expect(closedSoon).toEqual({ code: 4002, reason: "access token expired: reconnect with a fresh token" });
+    expect(Date.now()).toBeGreaterThanOrEqual((now + 2) * 1000);
+    expect(later.closed).toBeNull();
+    expect((await later.waitClosed(10_000)).code).toBe(4002);
+    expect(Date.now()).toBeGreaterThanOrEqual((now + 4) * 1000);
+    // The long-lived socket is still open and served.
+    expect(lasting.closed).toBeNull();
+    lasting.send({ op: "nope" });
+    expect((await lasting.next((f) => f.op === "error")).error.code).toBe("validation_error");
+    await lasting.close();
+  });
+
   it("accepts the token in the URL or as Sec-WebSocket-Protocol: bearer, <jwt>; welcomes", async () => {
     const v = await api.register();
     const a = await connectLive(api.base, `access_token=${v.token}`);
