@@ -227,6 +227,20 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
       res.onAborted(() => {
         aborted = true;
       });
+      // RFC 6455 4.2.1: the handshake's Connection header lists "Upgrade". uWS upgrades without it,
+      // and with `Connection: close` it opens the socket (open handler, welcome) and then closes it
+      // (1006): refused here with 400 instead.
+      const connection = req.getHeader("connection");
+      if (!connection.split(",").some((t) => t.trim().toLowerCase() === "upgrade")) {
+        const a = errorAnswer(
+          new AppError("validation_error", 'a WebSocket handshake needs "Connection: Upgrade"'),
+          d.logger,
+        );
+        res.writeStatus("400 Bad Request");
+        res.writeHeader("Content-Type", "application/json; charset=utf-8");
+        res.end(JSON.stringify(a.body));
+        return;
+      }
       const query = new URLSearchParams(req.getQuery() ?? "");
       const wsKey = req.getHeader("sec-websocket-key");
       const protocolHeader = req.getHeader("sec-websocket-protocol");
@@ -259,15 +273,23 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
       who().then(
         (w) => {
           if (aborted) return;
-          res.cork(() => {
-            res.upgrade<SocketData>(
-              { ...w, ip, inFlight: 0, closed: false, subscribed: false },
-              wsKey,
-              protocol,
-              extensions,
-              context,
-            );
-          });
+          // NOT inside res.cork. uWS's HttpResponse::cork() runs its HTTP epilogue after the
+          // callback and skips it for an upgraded socket by comparing pointers; the upgrade's
+          // realloc shrinks the socket in place, so the pointer is the same, and cork() reads
+          // HttpResponseData::state from memory that now belongs to the WebSocket (or was freed
+          // and reused by anything the open handler allocated). When that reads "Connection:
+          // close, response done" it shuts the fresh socket down: 1006 right after the welcome,
+          // about 1 in 3,000 sockets under load (uNetworking/uWebSockets#1928, fixed upstream by
+          // PR #1929, after the 20.30 binaries we run). Uncorked, the upgrade has no epilogue; uWS.js
+          // prints a "writes must be made from within a corked callback" warning for it, which is
+          // harmless here (the 101 goes out in a few writes instead of one).
+          res.upgrade<SocketData>(
+            { ...w, ip, inFlight: 0, closed: false, subscribed: false },
+            wsKey,
+            protocol,
+            extensions,
+            context,
+          );
         },
         (err) => {
           if (aborted) return;
