@@ -13,7 +13,14 @@ let stopping = false;
 let sent = 0;
 let errors = 0;
 let acks: WsAck[] = [];
+/** Viewers handed out ahead (one per socket), and lanes waiting for one. */
+const ahead: Person[] = [];
 const waiting: Array<(p: Person | null) => void> = [];
+let exhausted = false;
+const ask = (n: number) => {
+  if (n <= 0 || exhausted || stopping) return;
+  toParent({ type: "take", n });
+};
 
 const flush = () => {
   if (sent === 0 && errors === 0 && acks.length === 0) return;
@@ -24,17 +31,27 @@ const flush = () => {
 };
 
 process.on("message", (m: ToChild) => {
-  if (m.type === "viewer") waiting.shift()?.(m.person);
-  else if (m.type === "stop") stopping = true;
+  if (m.type === "viewers") {
+    if (m.people.length === 0) {
+      exhausted = true;
+    }
+    ahead.push(...m.people);
+    while (waiting.length > 0 && ahead.length > 0) waiting.shift()!(ahead.shift()!);
+    if (exhausted) for (const w of waiting.splice(0)) w(null);
+  } else if (m.type === "stop") stopping = true;
   else if (m.type === "start") {
     const timer = setInterval(flush, REPORT_MS);
+    ask(m.lanes.sockets);
     runLanes({
       ...m.lanes,
-      take: () =>
-        new Promise<Person | null>((resolve) => {
-          waiting.push(resolve);
-          toParent({ type: "take" });
-        }),
+      take: () => {
+        // Keep one viewer ahead per socket: refill what this one uses.
+        ask(1);
+        const p = ahead.shift();
+        if (p) return Promise.resolve(p);
+        if (exhausted) return Promise.resolve(null);
+        return new Promise<Person | null>((resolve) => waiting.push(resolve));
+      },
       stopping: () => stopping,
       onSent: () => {
         sent++;
@@ -49,8 +66,9 @@ process.on("message", (m: ToChild) => {
       () => {
         clearInterval(timer);
         flush();
-        toParent({ type: "done" });
-        process.disconnect();
+        const cpu = process.cpuUsage();
+        // The bench disconnects once it has this (disconnecting here could drop queued reports).
+        toParent({ type: "done", cpuMicros: cpu.user + cpu.system });
       },
       (err) => {
         console.error(err);

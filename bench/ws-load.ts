@@ -144,18 +144,21 @@ export async function runLanes(o: LaneOptions): Promise<void> {
 /** Messages between runWsTips and its load-generator children (bench/ws-load-child.ts). */
 export type ToChild =
   | { type: "start"; lanes: Omit<LaneOptions, "take" | "stopping" | "onSent" | "onAck" | "onErrors"> }
-  | { type: "viewer"; person: Person | null }
+  /** Answers a `take`; fewer than asked (none) once the run is stopping. */
+  | { type: "viewers"; people: Person[] }
   | { type: "stop" };
 export type FromChild =
-  | { type: "take" }
+  | { type: "take"; n: number }
   | { type: "report"; sent: number; errors: number; acks: WsAck[] }
-  | { type: "done" };
+  /** `cpuMicros`: the child's own CPU time (user + system), counted as the load generator's. */
+  | { type: "done"; cpuMicros: number };
 
 /** Runs the tipping sockets for `durationS`, then waits for every outstanding ack. With
  * `processes` > 1 the sockets are spread over that many child processes (one Node process's
  * event loop cannot open, parse and time tens of thousands of frames a second and also be the
  * clock); viewers are still handed out here, one at a time, so the fraud cap and the
- * exactly-once checks see one load generator. */
+ * exactly-once checks see one load generator (a child holds a few viewers ahead, one per socket,
+ * so a new socket does not wait for a round trip). */
 export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadStats> {
   const wsBase = o.base.replace(/^http/, "ws");
   const latencies: number[] = [];
@@ -189,6 +192,8 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
     window: o.window,
   };
   let running: Promise<unknown>;
+  let childCpuMicros = 0;
+  const reportErr = (err: Error) => console.error(`[bench] ws load child: ${err.message}`);
   const children: ChildProcess[] = [];
   if (processes === 1) {
     running = runLanes({
@@ -213,23 +218,33 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
         const sockets = Math.floor(o.sockets / processes) + (k < o.sockets % processes ? 1 : 0);
         const proc = fork(child, [], { execArgv: ["--import", "tsx"], stdio: "inherit" });
         children.push(proc);
-        const send = (m: ToChild) => proc.send(m);
+        // A child that is done disconnects; an answer to its last `take` may find it gone.
+        const send = (m: ToChild) => {
+          if (proc.connected)
+            proc.send(m, (err) => {
+              if (err && proc.connected) reportErr(err);
+            });
+        };
         return new Promise<void>((resolve, reject) => {
           let done = false;
           proc.on("message", (m: FromChild) => {
             if (m.type === "take") {
-              send({ type: "viewer", person: stopping ? null : o.cursor.take(tally) });
+              const people = stopping ? [] : Array.from({ length: m.n }, () => o.cursor.take(tally));
+              send({ type: "viewers", people });
             } else if (m.type === "report") {
               sent += m.sent;
               tally.issued += m.sent;
               errors += m.errors;
               for (const a of m.acks) ack(a);
             } else if (m.type === "done") {
+              childCpuMicros += m.cpuMicros;
               done = true;
+              proc.disconnect();
               resolve();
             }
           });
-          proc.on("exit", (code) => {
+          // "close", not "exit": it comes after the IPC channel delivered every message.
+          proc.on("close", (code) => {
             if (!done) reject(new Error(`ws load child ${k} exited with ${code} before it was done`));
           });
           send({ type: "start", lanes: { ...lanes, sockets, keyTag: `p${k}-` } });
@@ -239,10 +254,16 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
   }
   await new Promise((r) => setTimeout(r, o.durationS * 1000));
   stopping = true;
-  for (const c of children) c.send({ type: "stop" } satisfies ToChild);
+  for (const c of children) if (c.connected) c.send({ type: "stop" } satisfies ToChild);
   await running;
   const durationS = (performance.now() - started) / 1000;
   const cpu = endCpu();
+  if (cpu && childCpuMicros > 0) {
+    // The children are gone before the end snapshot: their CPU moves from "others" to the generator.
+    const pct = Math.round((childCpuMicros / 1e6 / durationS) * 100);
+    cpu.loadGeneratorPct += pct;
+    cpu.othersPct = Math.max(0, cpu.othersPct - pct);
+  }
   return {
     connections: o.sockets,
     durationS: Math.round(durationS * 100) / 100,
