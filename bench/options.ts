@@ -60,7 +60,13 @@ export interface BenchOptions {
   redis: "durable" | "shared";
   /** ws-feed: overlay subscribers of the hot creator during ws-tip-hot. */
   feedSubscribers: number;
+  /** Processes the WebSocket tippers' sockets are spread over. */
+  wsProcesses: number;
 }
+
+/** Load-generator processes for the WebSocket scenarios: sized for the 2-core machine the suite
+ * runs on (two generators keep up with one server there; more only take its cores). */
+export const DEFAULT_WS_PROCESSES = 2;
 
 const USAGE = `npm run bench -- [options]
   --duration N       seconds per scenario (default 10; --quick: 3)
@@ -69,6 +75,7 @@ const USAGE = `npm run bench -- [options]
                      or peer-seed (both peer scenarios), tips, all
   --connections N    autocannon connections, and WebSocket tippers' sockets (default 100)
   --feed-subscribers N  ws-feed: overlay subscribers of the hot creator (default 1000)
+  --ws-processes N   processes the WebSocket tippers' sockets are spread over (default ${DEFAULT_WS_PROCESSES})
   --viewers N        viewers to seed (default: enough for the run, at least ${MIN_VIEWERS})
   --creators N       creators to seed (default 1000)
   --out DIR          where results go (default bench/results)
@@ -97,6 +104,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       keep: { type: "boolean", default: false },
       redis: { type: "string", default: "durable" },
       "feed-subscribers": { type: "string", default: "1000" },
+      "ws-processes": { type: "string", default: String(DEFAULT_WS_PROCESSES) },
       help: { type: "boolean", default: false },
     },
   });
@@ -146,6 +154,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     keep: values.keep,
     redis: values.redis,
     feedSubscribers: Math.round(positive("feed-subscribers", values["feed-subscribers"])),
+    wsProcesses: Math.round(positive("ws-processes", values["ws-processes"])),
   };
 }
 

@@ -437,6 +437,7 @@ async function runLedgerScenarios(
           window: TIPS_PER_VIEWER_MAX,
           durationS: o.durationS,
           serverPid: server.proc.pid!,
+          processes: o.wsProcesses,
           ...(feed ? { onAck: (id: string, at: number) => feed.onAck(id, at) } : {}),
         },
         tally,
@@ -449,7 +450,7 @@ async function runLedgerScenarios(
       acc.unansweredBound += stats.errors;
       const http = s.results.find((r) => r.name === (hot ? "tip-hot" : "tip-uniform"));
       const r = scenarioResult(name, "3am", stats, tally, [
-        `${o.connections} sockets at once, ${TIPS_PER_VIEWER_MAX} tips in flight each (a viewer's hourly allowance), then the next viewer's socket; latency from send to ack; one load-generator process`,
+        `${o.connections} sockets at once, ${TIPS_PER_VIEWER_MAX} tips in flight each (a viewer's hourly allowance), then the next viewer's socket; latency from send to ack; ${Math.min(o.wsProcesses, o.connections)} load-generator process(es)`,
         `WAL drained ${drainMs ?? "never"} ms after`,
         ...(http
           ? [

@@ -3,6 +3,8 @@
 // creator counting what they receive. The fraud rule allows a viewer 10 tips an hour, so a socket
 // sends its viewer's share and gives its place to the next viewer's socket, as a stream's
 // audience would. Latency is from sending a tip to its ack; a feed's from the ack to receipt.
+import { type ChildProcess, fork } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
 import { measureCpu } from "./cpu-usage.ts";
 import type { LoadStats, Tally, ViewerCursor } from "./load.ts";
@@ -21,6 +23,8 @@ export interface WsLoadOptions {
   window: number;
   durationS: number;
   serverPid: number;
+  /** Load-generator processes the sockets are spread over (1: this process). */
+  processes?: number;
   /** Called with each acknowledged tip's transaction id and when its ack arrived. */
   onAck?: (txId: string, atMs: number) => void;
 }
@@ -46,35 +50,54 @@ export function latencyStats(samples: number[]): LoadStats["latencyMs"] {
   };
 }
 
-/** Runs the tipping sockets for `durationS`, then waits for every outstanding ack. */
-export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadStats> {
-  const wsBase = o.base.replace(/^http/, "ws");
-  const hotCreator = o.creators[0]!;
-  const latencies: number[] = [];
-  const statusCodes: Record<string, number> = {};
-  let sent = 0;
-  let answered = 0;
-  let ok = 0;
-  let errors = 0;
-  let stopping = false;
-  const endCpu = measureCpu(o.serverPid);
-  const started = performance.now();
+/** What one tipping socket's lane reports per answered tip. */
+export interface WsAck {
+  key: string;
+  /** The transaction's id when the tip was acked 201. */
+  txId: string | null;
+  status: number;
+  errorCode: string | null;
+  latencyMs: number;
+  atMs: number;
+}
 
+export interface LaneOptions {
+  wsBase: string;
+  creators: Person[];
+  hot: boolean;
+  amountUsd: number;
+  sockets: number;
+  window: number;
+  /** Makes idempotency keys unique across the load generator's processes. */
+  keyTag: string;
+  /** The next viewer to tip as (null: no more lanes start). */
+  take(): Promise<Person | null>;
+  stopping(): boolean;
+  onSent(): void;
+  onAck(a: WsAck): void;
+  /** Tips left unanswered by a socket that died, and socket errors. */
+  onErrors(n: number): void;
+}
+
+/** Runs `sockets` lanes: each opens a viewer's socket, sends its tips with a window in flight, and
+ * takes the next viewer, until `stopping()`; resolves once every lane's socket has closed. */
+export async function runLanes(o: LaneOptions): Promise<void> {
+  const hotCreator = o.creators[0]!;
   const lane = async (): Promise<void> => {
-    while (!stopping) {
-      const v = o.cursor.take(tally);
+    while (!o.stopping()) {
+      const v = await o.take();
+      if (!v) return;
       await new Promise<void>((resolve) => {
-        const ws = new WebSocket(`${wsBase}/ws?access_token=${v.token}`);
+        const ws = new WebSocket(`${o.wsBase}/ws?access_token=${v.token}`);
         const due = new Map<string, number>();
         let mine = 0;
         const pump = () => {
-          while (!stopping && mine < TIPS_PER_VIEWER_MAX && due.size < o.window) {
-            const id = `wsbench-${runTag}-${keySeq++}`;
+          while (!o.stopping() && mine < TIPS_PER_VIEWER_MAX && due.size < o.window) {
+            const id = `wsbench-${runTag}-${o.keyTag}${keySeq++}`;
             const creator = o.hot ? hotCreator : o.creators[Math.floor(Math.random() * o.creators.length)]!;
             due.set(id, performance.now());
             mine++;
-            sent++;
-            tally.issued++;
+            o.onSent();
             ws.send(
               `{"op":"tip","id":"${id}","to_creator_username":"${creator.username}","amount":${o.amountUsd}}`,
             );
@@ -94,37 +117,153 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
           const t0 = due.get(f.id);
           if (t0 === undefined) return;
           due.delete(f.id);
-          answered++;
-          const now = performance.now();
-          latencies.push(now - t0);
-          statusCodes[String(f.status)] = (statusCodes[String(f.status)] ?? 0) + 1;
-          if (f.status === 201) {
-            ok++;
-            tally.ackedKeys.push(f.id);
-            o.onAck?.(f.transaction!.id, Date.now());
-          } else {
-            const code = f.error?.code ?? `ws_${f.status}`;
-            tally.errorCodes[code] = (tally.errorCodes[code] ?? 0) + 1;
-          }
+          o.onAck({
+            key: f.id,
+            txId: f.status === 201 ? f.transaction!.id : null,
+            status: f.status ?? 0,
+            errorCode: f.status === 201 ? null : (f.error?.code ?? `ws_${f.status}`),
+            latencyMs: performance.now() - t0,
+            atMs: Date.now(),
+          });
           pump();
         });
         ws.on("error", () => {
-          errors++;
+          o.onErrors(1);
         });
         ws.on("close", () => {
           // Unanswered tips of a socket that died count as errors (they may still have committed).
-          errors += due.size;
+          o.onErrors(due.size);
           resolve();
         });
       });
     }
   };
-  const lanes = Array.from({ length: o.sockets }, () => lane());
+  await Promise.all(Array.from({ length: o.sockets }, () => lane()));
+}
+
+/** Messages between runWsTips and its load-generator children (bench/ws-load-child.ts). */
+export type ToChild =
+  | { type: "start"; lanes: Omit<LaneOptions, "take" | "stopping" | "onSent" | "onAck" | "onErrors"> }
+  /** Answers a `take`; fewer than asked (none) once the run is stopping. */
+  | { type: "viewers"; people: Person[] }
+  | { type: "stop" };
+export type FromChild =
+  | { type: "take"; n: number }
+  | { type: "report"; sent: number; errors: number; acks: WsAck[] }
+  /** `cpuMicros`: the child's own CPU time (user + system), counted as the load generator's. */
+  | { type: "done"; cpuMicros: number };
+
+/** Runs the tipping sockets for `durationS`, then waits for every outstanding ack. With
+ * `processes` > 1 the sockets are spread over that many child processes (one Node process's
+ * event loop cannot open, parse and time tens of thousands of frames a second and also be the
+ * clock); viewers are still handed out here, one at a time, so the fraud cap and the
+ * exactly-once checks see one load generator (a child holds a few viewers ahead, one per socket,
+ * so a new socket does not wait for a round trip). */
+export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadStats> {
+  const wsBase = o.base.replace(/^http/, "ws");
+  const latencies: number[] = [];
+  const statusCodes: Record<string, number> = {};
+  let sent = 0;
+  let answered = 0;
+  let ok = 0;
+  let errors = 0;
+  let stopping = false;
+  const endCpu = measureCpu(o.serverPid);
+  const started = performance.now();
+  const ack = (a: WsAck) => {
+    answered++;
+    latencies.push(a.latencyMs);
+    statusCodes[String(a.status)] = (statusCodes[String(a.status)] ?? 0) + 1;
+    if (a.txId !== null) {
+      ok++;
+      tally.ackedKeys.push(a.key);
+      o.onAck?.(a.txId, a.atMs);
+    } else {
+      const code = a.errorCode ?? `ws_${a.status}`;
+      tally.errorCodes[code] = (tally.errorCodes[code] ?? 0) + 1;
+    }
+  };
+  const processes = Math.max(1, Math.min(o.processes ?? 1, o.sockets));
+  const lanes = {
+    wsBase,
+    creators: o.creators,
+    hot: o.hot,
+    amountUsd: o.amountUsd,
+    window: o.window,
+  };
+  let running: Promise<unknown>;
+  let childCpuMicros = 0;
+  const reportErr = (err: Error) => console.error(`[bench] ws load child: ${err.message}`);
+  const children: ChildProcess[] = [];
+  if (processes === 1) {
+    running = runLanes({
+      ...lanes,
+      sockets: o.sockets,
+      keyTag: "",
+      take: async () => o.cursor.take(tally),
+      stopping: () => stopping,
+      onSent: () => {
+        sent++;
+        tally.issued++;
+      },
+      onAck: ack,
+      onErrors: (n) => {
+        errors += n;
+      },
+    });
+  } else {
+    const child = fileURLToPath(new URL("./ws-load-child.ts", import.meta.url));
+    running = Promise.all(
+      Array.from({ length: processes }, (_, k) => {
+        const sockets = Math.floor(o.sockets / processes) + (k < o.sockets % processes ? 1 : 0);
+        const proc = fork(child, [], { execArgv: ["--import", "tsx"], stdio: "inherit" });
+        children.push(proc);
+        // A child that is done disconnects; an answer to its last `take` may find it gone.
+        const send = (m: ToChild) => {
+          if (proc.connected)
+            proc.send(m, (err) => {
+              if (err && proc.connected) reportErr(err);
+            });
+        };
+        return new Promise<void>((resolve, reject) => {
+          let done = false;
+          proc.on("message", (m: FromChild) => {
+            if (m.type === "take") {
+              const people = stopping ? [] : Array.from({ length: m.n }, () => o.cursor.take(tally));
+              send({ type: "viewers", people });
+            } else if (m.type === "report") {
+              sent += m.sent;
+              tally.issued += m.sent;
+              errors += m.errors;
+              for (const a of m.acks) ack(a);
+            } else if (m.type === "done") {
+              childCpuMicros += m.cpuMicros;
+              done = true;
+              proc.disconnect();
+              resolve();
+            }
+          });
+          // "close", not "exit": it comes after the IPC channel delivered every message.
+          proc.on("close", (code) => {
+            if (!done) reject(new Error(`ws load child ${k} exited with ${code} before it was done`));
+          });
+          send({ type: "start", lanes: { ...lanes, sockets, keyTag: `p${k}-` } });
+        });
+      }),
+    );
+  }
   await new Promise((r) => setTimeout(r, o.durationS * 1000));
   stopping = true;
-  await Promise.all(lanes);
+  for (const c of children) if (c.connected) c.send({ type: "stop" } satisfies ToChild);
+  await running;
   const durationS = (performance.now() - started) / 1000;
   const cpu = endCpu();
+  if (cpu && childCpuMicros > 0) {
+    // The children are gone before the end snapshot: their CPU moves from "others" to the generator.
+    const pct = Math.round((childCpuMicros / 1e6 / durationS) * 100);
+    cpu.loadGeneratorPct += pct;
+    cpu.othersPct = Math.max(0, cpu.othersPct - pct);
+  }
   return {
     connections: o.sockets,
     durationS: Math.round(durationS * 100) / 100,

@@ -15,6 +15,7 @@ import { parseJsonObject } from "../http/request.ts";
 import { errorAnswer } from "../http/respond.ts";
 import type { TipDesk } from "../payments/tip.ts";
 import type { UserStore } from "../users/user-store.ts";
+import { ExpirySweep } from "./expiry-sweep.ts";
 import type { OverlayKeys } from "./overlay-keys.ts";
 import type { TipFeed } from "./tip-feed.ts";
 import { clientFrames } from "./ws-frames.ts";
@@ -23,6 +24,8 @@ import { clientFrames } from "./ws-frames.ts";
 export const CLOSE_SLOW_CONSUMER = 4008;
 /** The overlay key this socket used was replaced by a new one. */
 export const CLOSE_KEY_REVOKED = 4001;
+/** The access token this socket was opened with expired: reconnect with a fresh token. */
+export const CLOSE_TOKEN_EXPIRED = 4002;
 const CLOSE_UNSUPPORTED = 1003;
 const CLOSE_TOO_BIG = 1009;
 /** Room above WS_MAX_BACKPRESSURE_BYTES before uWS itself skips a subscriber (see maxBackpressure). */
@@ -58,6 +61,8 @@ interface SocketData {
   inFlight: number;
   closed: boolean;
   subscribed: boolean;
+  /** When the access token expires (ms since epoch); null for overlay keys (revoked instead). */
+  expiresAtMs: number | null;
 }
 
 type Ws = WebSocket<SocketData>;
@@ -114,6 +119,13 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
   d.feed.delivered = (creatorIds) => {
     for (const c of creatorIds) for (const ws of subscribersOf.get(c) ?? []) cutOffSlow(ws);
   };
+
+  // A socket is as good as the token it was opened with: when the token's exp passes, the socket
+  // is closed with 4002 (one timer for all sockets, armed for the earliest expiry).
+  const expiries = new ExpirySweep<Ws>((ws) => {
+    if (ws.getUserData().closed) return;
+    ws.end(CLOSE_TOKEN_EXPIRED, "access token expired: reconnect with a fresh token");
+  });
 
   const sweep = setInterval(() => {
     for (const ws of feedSockets) cutOffSlow(ws);
@@ -211,6 +223,20 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
       res.onAborted(() => {
         aborted = true;
       });
+      // RFC 6455 4.2.1: the handshake's Connection header lists "Upgrade". uWS upgrades without it,
+      // and with `Connection: close` it opens the socket (open handler, welcome) and then closes it
+      // (1006): refused here with 400 instead.
+      const connection = req.getHeader("connection");
+      if (!connection.split(",").some((t) => t.trim().toLowerCase() === "upgrade")) {
+        const a = errorAnswer(
+          new AppError("validation_error", 'a WebSocket handshake needs "Connection: Upgrade"'),
+          d.logger,
+        );
+        res.writeStatus("400 Bad Request");
+        res.writeHeader("Content-Type", "application/json; charset=utf-8");
+        res.end(JSON.stringify(a.body));
+        return;
+      }
       const query = new URLSearchParams(req.getQuery() ?? "");
       const wsKey = req.getHeader("sec-websocket-key");
       const protocolHeader = req.getHeader("sec-websocket-protocol");
@@ -226,29 +252,40 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
         }
       }
       const overlayKey = query.get("overlay_key");
-      const who = async (): Promise<{ userId: string; readOnly: boolean }> => {
+      const who = async (): Promise<{ userId: string; readOnly: boolean; expiresAtMs: number | null }> => {
         await d.limits.consume("ip", ip);
-        if (token) return { userId: (await d.tokens.verify(token)).sub, readOnly: false };
+        if (token) {
+          const claims = await d.tokens.verify(token);
+          return { userId: claims.sub, readOnly: false, expiresAtMs: claims.exp * 1000 };
+        }
         if (overlayKey) {
           const o = await d.overlayKeys.resolve(overlayKey);
           if (!o)
             throw new AppError("unauthorized", "this overlay key is not valid (a newer one replaced it?)");
-          return { userId: o.userId, readOnly: true };
+          return { userId: o.userId, readOnly: true, expiresAtMs: null };
         }
         throw new AppError("unauthorized", "an access_token (or overlay_key) is required to connect");
       };
       who().then(
         (w) => {
           if (aborted) return;
-          res.cork(() => {
-            res.upgrade<SocketData>(
-              { ...w, ip, inFlight: 0, closed: false, subscribed: false },
-              wsKey,
-              protocol,
-              extensions,
-              context,
-            );
-          });
+          // NOT inside res.cork. uWS's HttpResponse::cork() runs its HTTP epilogue after the
+          // callback and skips it for an upgraded socket by comparing pointers; the upgrade's
+          // realloc shrinks the socket in place, so the pointer is the same, and cork() reads
+          // HttpResponseData::state from memory that now belongs to the WebSocket (or was freed
+          // and reused by anything the open handler allocated). When that reads "Connection:
+          // close, response done" it shuts the fresh socket down: 1006 right after the welcome,
+          // about 1 in 3,000 sockets under load (uNetworking/uWebSockets#1928, fixed upstream by
+          // PR #1929, after the 20.30 binaries we run). Uncorked, the upgrade has no epilogue; uWS.js
+          // prints a "writes must be made from within a corked callback" warning for it, which is
+          // harmless here (the 101 goes out in a few writes instead of one).
+          res.upgrade<SocketData>(
+            { ...w, ip, inFlight: 0, closed: false, subscribed: false },
+            wsKey,
+            protocol,
+            extensions,
+            context,
+          );
         },
         (err) => {
           if (aborted) return;
@@ -271,6 +308,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     open: (ws: Ws) => {
       connections++;
       const u = ws.getUserData();
+      if (u.expiresAtMs !== null) expiries.add(ws, u.expiresAtMs);
       if (u.readOnly) {
         const set = overlays.get(u.userId) ?? new Set<Ws>();
         overlays.set(u.userId, set);
@@ -321,6 +359,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
       connections--;
       const u = ws.getUserData();
       u.closed = true;
+      expiries.remove(ws);
       if (feedSockets.delete(ws)) {
         const set = subscribersOf.get(u.userId);
         set?.delete(ws);
@@ -341,6 +380,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     stats: () => ({ connections, subscribers: feedSockets.size }),
     close() {
       clearInterval(sweep);
+      expiries.stop();
     },
   };
 }

@@ -124,6 +124,8 @@ describe("bench population", () => {
       "tip-uniform-half",
     ]);
     expect(parseOptions([]).redis).toBe("durable");
+    expect(parseOptions([]).wsProcesses).toBe(2);
+    expect(parseOptions(["--ws-processes", "3"]).wsProcesses).toBe(3);
     expect(parseOptions(["--redis", "shared"]).redis).toBe("shared");
     expect(() => parseOptions(["--redis", "memory"])).toThrow(/--redis must be durable or shared/);
     expect(parseOptions(["--scenario", "peer-seed,echo"]).scenarios).toEqual([

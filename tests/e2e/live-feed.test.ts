@@ -149,53 +149,32 @@ describe("tip feed", () => {
     const v = await api.register();
     const c = await api.register("creator");
     await api.fund(v.id, 100_000);
-    // Each subscriber does what the protocol asks of a client: after any abnormal close it
-    // reconnects and subscribes with the last seq it saw, so what it holds must still be 1..100.
-    const subs = Array.from({ length: 1000 }, () => ({
-      seqs: [] as number[],
-      live: null as LiveClient | null,
-      reconnects: 0,
-    }));
-    const follow = async (sub: (typeof subs)[number]) => {
-      for (;;) {
-        const last = sub.seqs.length > 0 ? sub.seqs[sub.seqs.length - 1] : sub.live ? 0 : undefined;
-        const live = await connectLive(api.base, `access_token=${c.token}`);
-        sub.live = live;
-        live.ws.on("message", (data) => {
-          const f = JSON.parse(data.toString());
-          if (f.op === "tip") sub.seqs.push(f.seq);
-        });
-        live.send({ op: "subscribe", channel: "tips", ...(last !== undefined ? { since: last } : {}) });
-        await waitFor(
-          () => live.closed !== null || live.frames.some((f) => f.op === "subscribed"),
-          20_000,
-          "subscribed",
-        );
-        if (live.closed === null) return;
-        sub.reconnects++;
-      }
+    // Every socket stays open throughout: none is dropped after its welcome (uWS once closed about
+    // 1 in 3,000 fresh sockets when the upgrade ran inside res.cork; see ws-server.ts), and none
+    // falls behind, so each holds exactly 1..100 without any reconnection.
+    const subs: Array<{ live: LiveClient; seqs: number[] }> = [];
+    const follow = async () => {
+      const live = await connectLive(api.base, `access_token=${c.token}`);
+      const sub = { live, seqs: [] as number[] };
+      subs.push(sub);
+      live.ws.on("message", (data) => {
+        const f = JSON.parse(data.toString());
+        if (f.op === "tip") sub.seqs.push(f.seq);
+      });
+      live.send({ op: "subscribe", channel: "tips" });
+      await live.next((f) => f.op === "subscribed", 20_000);
     };
-    for (let i = 0; i < 1000; i += 100) await Promise.all(subs.slice(i, i + 100).map(follow));
+    for (let i = 0; i < 1000; i += 100) await Promise.all(Array.from({ length: 100 }, follow));
     await burst(api, v, c, 100);
-    const healed = subs.map(async (sub) => {
-      while (sub.seqs.length < 100 || sub.seqs[sub.seqs.length - 1] !== 100) {
-        await waitFor(
-          () => sub.live!.closed !== null || sub.seqs[sub.seqs.length - 1] === 100,
-          60_000,
-          "the burst",
-        );
-        if (sub.live!.closed !== null && sub.seqs[sub.seqs.length - 1] !== 100) {
-          sub.reconnects++;
-          await follow(sub);
-        }
-      }
-    });
-    await Promise.all(healed);
+    await waitFor(
+      () => subs.every((s) => s.seqs.length >= 100 || s.live.closed !== null),
+      60_000,
+      "the burst at every subscriber",
+    );
+    const closed = subs.filter((s) => s.live.closed !== null).map((s) => s.live.closed);
+    expect(closed).toEqual([]);
     for (const sub of subs) expectExactly(sub.seqs, 1, 100);
-    // Reconnections are the exception (a fresh socket is now and then closed by uWS right after
-    // open under load; see the report), never the way tips get through.
-    expect(subs.reduce((n, x) => n + x.reconnects, 0)).toBeLessThan(10);
-    for (const sub of subs) sub.live?.ws.terminate();
+    for (const sub of subs) sub.live.ws.terminate();
   }, 120_000);
 });
 

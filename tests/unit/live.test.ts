@@ -1,10 +1,11 @@
 // The pure parts of live: the word filter, the feed number a credit decides (and replays), and
 // how it travels through the WAL codec and into a persister round's tip_feed rows.
 import { randomUUID } from "node:crypto";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { decideCredit } from "../../src/ledger/decide.ts";
 import type { CreditEvent } from "../../src/ledger/events.ts";
 import { applyEvent, newAccountMem } from "../../src/ledger/state.ts";
+import { ExpirySweep } from "../../src/live/expiry-sweep.ts";
 import { wordFilter } from "../../src/live/word-filter.ts";
 import { buildBatch } from "../../src/persist/round-batch.ts";
 import { decodeEntry, encodeEntry, WAL_FIELD } from "../../src/wal/wal-codec.ts";
@@ -77,5 +78,40 @@ describe("feed numbers", () => {
     };
     const b = buildBatch([{ shard: 0, id: "1-0", events: [ev] }]);
     expect(b.feed).toEqual(items.map((it, i) => ({ creatorId: id, seq: 10 + i, txId: it.txId, at: ev.at })));
+  });
+});
+
+describe("ExpirySweep", () => {
+  it("expires items in deadline order with one timer, and forgets removed ones", () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    try {
+      const expired: string[] = [];
+      const sweep = new ExpirySweep<string>((x) => expired.push(x));
+      sweep.add("c", 1_000_300);
+      sweep.add("a", 1_000_100);
+      sweep.add("gone", 1_000_150);
+      sweep.add("b", 1_000_200);
+      sweep.add("late", 1_000_000 + 40 * 86_400_000); // past setTimeout's longest delay
+      sweep.remove("gone");
+      expect(vi.getTimerCount()).toBe(1);
+      vi.advanceTimersByTime(99);
+      expect(expired).toEqual([]);
+      vi.advanceTimersByTime(1);
+      expect(expired).toEqual(["a"]);
+      vi.advanceTimersByTime(200);
+      expect(expired).toEqual(["a", "b", "c"]);
+      expect(sweep.size).toBe(1);
+      vi.advanceTimersByTime(30 * 86_400_000);
+      expect(expired).toEqual(["a", "b", "c"]);
+      vi.advanceTimersByTime(10 * 86_400_000);
+      expect(expired).toEqual(["a", "b", "c", "late"]);
+      sweep.add("past", 0);
+      vi.advanceTimersByTime(0);
+      expect(expired.at(-1)).toBe("past");
+      expect(sweep.size).toBe(0);
+      sweep.stop();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
