@@ -62,5 +62,6 @@ export const WS_CLOSE_CODES: Record<number, string> = {
   1003: "a binary frame: send JSON text",
   1009: "a frame over WS_MAX_MESSAGE_BYTES",
   4001: "the overlay key was replaced: get the new overlay URL",
+  4002: "the access token expired: reconnect with a fresh token (and since, to resume a feed)",
   4008: "too slow: reconnect and subscribe with the last seq seen as since",
 };
