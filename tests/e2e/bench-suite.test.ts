@@ -115,9 +115,9 @@ describe("bench population", () => {
   it("seeds at least 100,000 viewers, and enough that none passes 10 tips an hour at 20k tips/s", () => {
     expect(viewersNeeded(parseOptions(["--scenario", "tips"]))).toBe(MIN_VIEWERS);
     const long = parseOptions(["--duration", "60"]);
-    // tip-uniform 60 s + both half-rate runs 30 s each + tip-hot 60 s + ws-tip-uniform and
-    // ws-tip-hot 60 s each, at 20k/s, 20% to spare.
-    expect(viewersNeeded(long)).toBe(Math.ceil((300 * 20_000 * 1.2) / TIPS_PER_VIEWER_MAX));
+    // tip-uniform 60 s + the three half-rate runs (two paced, one of them under AI load) 30 s
+    // each + tip-hot 60 s + ws-tip-uniform and ws-tip-hot 60 s each, at 20k/s, 20% to spare.
+    expect(viewersNeeded(long)).toBe(Math.ceil((330 * 20_000 * 1.2) / TIPS_PER_VIEWER_MAX));
     expect(viewersNeeded(parseOptions(["--viewers", "2000"]))).toBe(2000);
     expect(parseOptions(["--scenario", "tip-uniform-half"]).scenarios).toEqual([
       "tip-uniform",
