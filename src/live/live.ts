@@ -1,5 +1,7 @@
 // Owns wiring the live part of the app: the tip feed (fed by the ledger's durable observer), the
 // WebSocket endpoint, the overlay page and the live HTTP routes, on the HTTP server's uWS app.
+import type { Redis } from "ioredis";
+import type pg from "pg";
 import type { Logger } from "pino";
 import type { TemplatedApp } from "uWebSockets.js";
 import type { TokenService } from "../auth/tokens.ts";
@@ -7,8 +9,8 @@ import type { Config } from "../config.ts";
 import type { RoleSource } from "../http/access.ts";
 import type { RateLimits } from "../http/rate-limit.ts";
 import type { RouteDef } from "../http/router.ts";
-import type { Core } from "../main/core.ts";
 import { TipDesk } from "../payments/tip.ts";
+import type { Ledger } from "../shards/ledger.ts";
 import type { UserStore } from "../users/user-store.ts";
 import { FeedStore } from "./feed-store.ts";
 import { OverlayKeys } from "./overlay-keys.ts";
@@ -28,7 +30,8 @@ export function createLive(d: {
   app: TemplatedApp;
   config: Config;
   logger: Logger;
-  core: Core;
+  /** What live needs of the core (the entry point's Core has it): the WAL Redis, Postgres, the ledger. */
+  core: { redis: Redis; pool: pg.Pool; ledger: Ledger };
   tokens: TokenService;
   users: UserStore;
   roles: RoleSource;
