@@ -27,7 +27,7 @@ import { moneyInRoutes } from "../payments/money-in-routes.ts";
 import { ReconcileJobs, reconcileFindings } from "../payments/reconcile-jobs.ts";
 import { paymentRoutes } from "../payments/routes.ts";
 import type { StripeSetup } from "../payments/stripe.ts";
-import { BullPayoutJobs } from "../payouts/payout-queue.ts";
+import { type BullPayoutJobs, payoutJobsFromConfig } from "../payouts/payout-queue.ts";
 import { PayoutStore } from "../payouts/payout-store.ts";
 import { PayoutOutcomeConsumer } from "../payouts/outcomes.ts";
 import type { PayoutProvider, PayoutProviderName } from "../payouts/provider.ts";
@@ -169,14 +169,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   });
   core.ledger.onFlush = (seconds, events, ok) => metrics.walFlush(seconds, events, ok);
   const payoutStore = new PayoutStore(core.pool);
-  const payoutJobs = new BullPayoutJobs({
-    onError: (err) => logger.warn({ err: err.message }, "payout queue Redis error"),
-    redisUrl: config.REDIS_URL,
-    prefix: config.REDIS_PREFIX,
-    attempts: config.PAYOUT_JOB_ATTEMPTS,
-    backoffMs: config.PAYOUT_JOB_BACKOFF_MS,
-    keep: config.PAYOUT_JOBS_KEPT,
-  });
+  const payoutJobs = payoutJobsFromConfig(config, logger);
   jobsForMetrics = payoutJobs;
   // This process owns the ledger: it applies what the payout worker learned from providers.
   const payoutOutcomes = new PayoutOutcomeConsumer({

@@ -4,13 +4,11 @@ import { DependencyError, startCore } from "./core.ts";
 import { ConfigError, loadConfig } from "../config.ts";
 import { createHttpServer } from "./http-app.ts";
 import { createLogger } from "./logger.ts";
-import { LOG_EVENTS } from "./observe.ts";
 import { setUpStripe } from "../payments/stripe.ts";
 import { createEmailWorker } from "../email/worker.ts";
 import { setUpPayoutProviders } from "../payouts/setup.ts";
 import { startQueueDashboard } from "../admin/queue-dashboard.ts";
-import { PayoutSweeper } from "../workers/payout-sweeper.ts";
-import { PayoutWorker, pauseForTests } from "../workers/payout-worker.ts";
+import { startPayoutWorkers } from "../workers/payout-workers.ts";
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -26,38 +24,18 @@ async function main(): Promise<void> {
     payoutProviders: payouts.providers,
     payoutWebhooks: payouts.webhooks,
   });
-  // One command runs everything locally; RUN_WORKERS=false leaves the worker to `npm run worker`.
-  const worker = config.RUN_WORKERS
-    ? new PayoutWorker({
-        redisUrl: config.REDIS_URL,
-        outcomes: core.redis,
-        prefix: config.REDIS_PREFIX,
-        providers: payouts.providers,
+  // One command runs everything locally; RUN_WORKERS=false leaves the workers to `npm run worker`.
+  const workers = config.RUN_WORKERS
+    ? startPayoutWorkers({
+        config,
         logger,
-        concurrency: config.PAYOUT_WORKER_CONCURRENCY,
-        statusPollMs: config.PAYOUT_STATUS_POLL_MS,
-        statusWaitMs: config.PAYOUT_STATUS_WAIT_MS,
-        lockMs: config.PAYOUT_JOB_LOCK_MS,
-        ...(config.PAYOUT_TEST_PAUSE_AFTER_SEND ? { pauseAfterSend: pauseForTests } : {}),
-        onProviderError: (provider, code) => {
-          http.metrics.providerError(provider, code);
-          logger.warn({ event: LOG_EVENTS.payoutError, provider, code }, "payout provider call failed");
-        },
-      })
-    : null;
-  const sweeper = config.RUN_WORKERS
-    ? new PayoutSweeper({
+        outcomes: core.redis,
         pool: core.pool,
         jobs: http.payoutJobs,
         providers: payouts.providers,
-        outcomes: core.redis,
-        prefix: config.REDIS_PREFIX,
-        logger,
-        staleMs: config.PAYOUT_SWEEP_STALE_MS,
-        batch: config.PAYOUT_SWEEP_BATCH,
+        onProviderError: (provider, code) => http.metrics.providerError(provider, code),
       })
     : null;
-  sweeper?.start(config.PAYOUT_SWEEP_MS);
   const email = config.RUN_WORKERS ? createEmailWorker({ config, logger, pool: core.pool }) : null;
   const port = await http.listen(config.PORT, config.HOST);
   stripe.setWebhookUrl(`http://127.0.0.1:${port}/api/payments/webhook`);
@@ -87,8 +65,7 @@ async function main(): Promise<void> {
     logger.info({ signal }, "shutting down: closing HTTP, flushing the ledger, draining the WAL");
     await dashboard?.close();
     await http.close();
-    await sweeper?.stop();
-    await worker?.close();
+    await workers?.close();
     await email?.close();
     await stripe.close();
     await payouts.close();

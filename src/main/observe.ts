@@ -3,18 +3,12 @@
 // table). Wired once, by the composition root, to the ledger's hooks.
 import type { Logger } from "pino";
 import { isAppError } from "../errors.ts";
+import { LOG_EVENTS } from "../log-events.ts";
 import type { Metrics } from "../http/metrics.ts";
 import type { UserCommand } from "../ledger/types.ts";
 import type { Ledger } from "../shards/ledger.ts";
 
-/** Stable log event names (the `event` field); dashboards and alerts match on them. */
-export const LOG_EVENTS = {
-  fraudTriggered: "fraud.triggered",
-  transactionFailed: "transaction.failed",
-  payoutError: "payout.error",
-  reconcileDiscrepancy: "reconcile.discrepancy",
-  reconcileFailed: "reconcile.failed",
-} as const;
+export { LOG_EVENTS };
 
 /** The transaction type a command makes (a superlike is a tip of its own type). */
 export function commandType(cmd: UserCommand): string {

@@ -2,6 +2,8 @@
 // is the payout id (so a repeated enqueue of one round is one job), carrying what the worker needs
 // to call the provider. Enqueued only after the reserve is durable in the ledger's WAL.
 import { Queue } from "bullmq";
+import type { Logger } from "pino";
+import type { Config } from "../config.ts";
 import { AppError } from "../errors.ts";
 import type { PayoutRecord } from "../ledger/types.ts";
 import { PAYOUT_QUEUE, redisKeys } from "../redis/keys.ts";
@@ -88,4 +90,16 @@ export class BullPayoutJobs implements PayoutJobs {
   async close(): Promise<void> {
     await this.queue.close();
   }
+}
+
+/** The `payouts` queue as configured (the API enqueues to it; the worker process sweeps it). */
+export function payoutJobsFromConfig(config: Config, logger: Logger): BullPayoutJobs {
+  return new BullPayoutJobs({
+    onError: (err) => logger.warn({ err: err.message }, "payout queue Redis error"),
+    redisUrl: config.REDIS_URL,
+    prefix: config.REDIS_PREFIX,
+    attempts: config.PAYOUT_JOB_ATTEMPTS,
+    backoffMs: config.PAYOUT_JOB_BACKOFF_MS,
+    keep: config.PAYOUT_JOBS_KEPT,
+  });
 }

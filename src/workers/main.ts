@@ -6,10 +6,9 @@ import pino from "pino";
 import { ConfigError, loadConfig } from "../config.ts";
 import { createPool } from "../db/pool.ts";
 import { createEmailWorker } from "../email/worker.ts";
-import { BullPayoutJobs } from "../payouts/payout-queue.ts";
+import { payoutJobsFromConfig } from "../payouts/payout-queue.ts";
 import { setUpPayoutProviders } from "../payouts/setup.ts";
-import { PayoutSweeper } from "./payout-sweeper.ts";
-import { PayoutWorker, pauseForTests } from "./payout-worker.ts";
+import { startPayoutWorkers } from "./payout-workers.ts";
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -17,43 +16,14 @@ async function main(): Promise<void> {
   const payouts = await setUpPayoutProviders(config, logger);
   const outcomes = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
   outcomes.on("error", (err) => logger.warn({ err: err.message }, "outcome Redis connection error"));
-  const worker = new PayoutWorker({
-    redisUrl: config.REDIS_URL,
-    outcomes,
-    prefix: config.REDIS_PREFIX,
-    providers: payouts.providers,
-    logger,
-    concurrency: config.PAYOUT_WORKER_CONCURRENCY,
-    statusPollMs: config.PAYOUT_STATUS_POLL_MS,
-    statusWaitMs: config.PAYOUT_STATUS_WAIT_MS,
-    lockMs: config.PAYOUT_JOB_LOCK_MS,
-    ...(config.PAYOUT_TEST_PAUSE_AFTER_SEND ? { pauseAfterSend: pauseForTests } : {}),
-  });
   const pool = createPool(config.DATABASE_URL, 2, {
     connectTimeoutMs: config.PG_CONNECT_TIMEOUT_MS,
     statementTimeoutMs: config.PG_STATEMENT_TIMEOUT_MS,
     idleInTransactionTimeoutMs: config.PG_IDLE_IN_TRANSACTION_TIMEOUT_MS,
   });
   pool.on("error", (err) => logger.warn({ err: err.message }, "idle Postgres client error"));
-  const jobs = new BullPayoutJobs({
-    onError: (err) => logger.warn({ err: err.message }, "payout queue Redis error"),
-    redisUrl: config.REDIS_URL,
-    prefix: config.REDIS_PREFIX,
-    attempts: config.PAYOUT_JOB_ATTEMPTS,
-    backoffMs: config.PAYOUT_JOB_BACKOFF_MS,
-    keep: config.PAYOUT_JOBS_KEPT,
-  });
-  const sweeper = new PayoutSweeper({
-    pool,
-    jobs,
-    providers: payouts.providers,
-    outcomes,
-    prefix: config.REDIS_PREFIX,
-    logger,
-    staleMs: config.PAYOUT_SWEEP_STALE_MS,
-    batch: config.PAYOUT_SWEEP_BATCH,
-  });
-  sweeper.start(config.PAYOUT_SWEEP_MS);
+  const jobs = payoutJobsFromConfig(config, logger);
+  const workers = startPayoutWorkers({ config, logger, outcomes, pool, jobs, providers: payouts.providers });
   const email = createEmailWorker({ config, logger, pool });
   logger.info({ concurrency: config.PAYOUT_WORKER_CONCURRENCY }, "payout worker running");
   let stopping = false;
@@ -61,8 +31,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, "payout worker stopping: no new jobs, finishing the active ones");
-    await sweeper.stop();
-    await worker.close();
+    await workers.close();
     await email.close();
     await jobs.close();
     await pool.end();
