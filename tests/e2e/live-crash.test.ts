@@ -1,8 +1,7 @@
 // The feed across a crash: the server (a child process) is SIGKILLed in the middle of a tip burst
 // and started again; the subscriber resumes with `since` and ends with every credited tip exactly
 // once, numbered 1..N without a hole, the same tips Postgres holds.
-import { type ChildProcess, spawn } from "node:child_process";
-import { createInterface } from "node:readline";
+import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TokenService } from "../../src/auth/tokens.ts";
 import { startCore } from "../../src/main/core.ts";
@@ -10,6 +9,7 @@ import { TEST_JWT_SECRET } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { createUsers, key, settle, silentLogger } from "../helpers/ledger.ts";
 import { connectLive, type LiveClient } from "../helpers/live.ts";
+import { liveChildVars, startLiveChild } from "../helpers/live-server.ts";
 
 let env: TestEnv;
 let child: ChildProcess | null = null;
@@ -25,36 +25,13 @@ afterAll(async () => {
   await env.cleanup();
 });
 
-const vars = () => ({
-  ...Object.fromEntries(Object.entries(env.config()).map(([k, v]) => [k, String(v)])),
-  NODE_ENV: "test",
-  DATABASE_URL: env.databaseUrl,
-  REDIS_PREFIX: env.redisPrefix,
-  LOG_LEVEL: "silent",
-  SHARDS: "8",
-  LEDGER_LEASE_MS: "300",
-  SUPABASE_JWT_SECRET: TEST_JWT_SECRET,
-  RATE_LIMIT_IP_PER_MIN: "0",
-  RATE_LIMIT_USER_PER_MIN: "0",
-  STRIPE_STANDIN_PORT: "0",
-  PASSWORD_HASH_THREADS: "1",
-  FRAUD_MAX_TX_PER_HOUR: "1000000",
-  FRAUD_MAX_VOLUME_PER_HOUR_USD: "100000000",
-});
+const vars = () =>
+  liveChildVars(env, { FRAUD_MAX_TX_PER_HOUR: "1000000", FRAUD_MAX_VOLUME_PER_HOUR_USD: "100000000" });
 
 async function startChild(): Promise<string> {
-  const c = spawn(process.execPath, ["--import", "tsx", "tests/helpers/live-child.ts"], {
-    env: { ...process.env, ...vars() },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  child = c;
-  let port = 0;
-  createInterface({ input: c.stdout! }).on("line", (line) => {
-    const m = /^PORT (\d+)$/.exec(line);
-    if (m) port = Number(m[1]);
-  });
-  await waitFor(() => port > 0, 60_000, "the server child to listen");
-  return `http://127.0.0.1:${port}`;
+  const started = await startLiveChild(vars());
+  child = started.child;
+  return `http://127.0.0.1:${started.port}`;
 }
 
 async function killChild(): Promise<void> {

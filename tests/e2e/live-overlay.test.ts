@@ -2,11 +2,10 @@
 // HTTP shows within 2 s with its message, a <script> in a message is shown as text, and after a
 // server restart the page reconnects with since and shows the tips sent while it was away.
 // A screenshot is saved to tests/artifacts/ (gitignored).
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync } from "node:fs";
 import net from "node:net";
-import { createInterface } from "node:readline";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TokenService } from "../../src/auth/tokens.ts";
@@ -14,6 +13,7 @@ import { startCore } from "../../src/main/core.ts";
 import { TEST_JWT_SECRET } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { createUsers, key, settle, silentLogger } from "../helpers/ledger.ts";
+import { liveChildVars, startLiveChild } from "../helpers/live-server.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const ARTIFACTS = new URL("../artifacts/", import.meta.url);
@@ -31,35 +31,12 @@ afterAll(async () => {
   await env.cleanup();
 });
 
-const vars = () => ({
-  ...Object.fromEntries(Object.entries(env.config()).map(([k, v]) => [k, String(v)])),
-  NODE_ENV: "test",
-  DATABASE_URL: env.databaseUrl,
-  REDIS_PREFIX: env.redisPrefix,
-  LOG_LEVEL: "silent",
-  SHARDS: "8",
-  LEDGER_LEASE_MS: "300",
-  SUPABASE_JWT_SECRET: TEST_JWT_SECRET,
-  RATE_LIMIT_IP_PER_MIN: "0",
-  RATE_LIMIT_USER_PER_MIN: "0",
-  STRIPE_STANDIN_PORT: "0",
-  PASSWORD_HASH_THREADS: "1",
-  FEED_BLOCKED_WORDS: "darn",
-});
+const vars = () => liveChildVars(env, { FEED_BLOCKED_WORDS: "darn" });
 
 async function startServer(port = 0): Promise<number> {
-  const c = spawn(process.execPath, ["--import", "tsx", "tests/helpers/live-child.ts"], {
-    env: { ...process.env, ...vars(), LISTEN_PORT: String(port) },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  child = c;
-  let listening = 0;
-  createInterface({ input: c.stdout! }).on("line", (line) => {
-    const m = /^PORT (\d+)$/.exec(line);
-    if (m) listening = Number(m[1]);
-  });
-  await waitFor(() => listening > 0, 60_000, "the server to listen");
-  return listening;
+  const started = await startLiveChild({ ...vars(), LISTEN_PORT: String(port) });
+  child = started.child;
+  return started.port;
 }
 
 /** A fixed address for the page (OBS keeps one URL) in front of whichever server runs now:
