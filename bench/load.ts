@@ -63,14 +63,39 @@ const headerValue = (h: Record<string, unknown> | undefined, name: string): stri
  */
 export class ViewerCursor {
   private next = 0;
-  constructor(readonly viewers: Person[]) {}
+  /** Tips handed out per viewer so far (HTTP takes one at a time, a WebSocket lane the rest). */
+  private readonly used: Uint8Array;
+  constructor(readonly viewers: Person[]) {
+    this.used = new Uint8Array(viewers.length);
+  }
 
+  /** The next viewer, for one tip. */
   take(t: Tally): Person {
-    const i = this.next++;
-    if (i >= this.viewers.length * TIPS_PER_VIEWER_MAX) t.overCap++;
-    return this.viewers[i % this.viewers.length]!;
+    const i = this.next++ % this.viewers.length;
+    if (this.used[i]! >= TIPS_PER_VIEWER_MAX) t.overCap++;
+    else this.used[i]!++;
+    return this.viewers[i]!;
+  }
+
+  /** The next viewer with tips left under the fraud cap, for all of them (a socket's worth). */
+  takeAllowance(t: Tally): Allowance {
+    const n = this.viewers.length;
+    for (let k = 0; k < n; k++) {
+      const i = this.next++ % n;
+      const left = TIPS_PER_VIEWER_MAX - this.used[i]!;
+      if (left > 0) {
+        this.used[i] = TIPS_PER_VIEWER_MAX;
+        return { ...this.viewers[i]!, tips: left };
+      }
+    }
+    // Everyone has tipped their cap: this socket's tips will be refused by the fraud rule.
+    t.overCap += TIPS_PER_VIEWER_MAX;
+    return { ...this.viewers[this.next++ % n]!, tips: TIPS_PER_VIEWER_MAX };
   }
 }
+
+/** A viewer and how many tips it may still send before the fraud rule refuses. */
+export type Allowance = Person & { tips: number };
 
 let keySeq = 0;
 const runTag = Date.now().toString(36);

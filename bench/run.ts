@@ -14,6 +14,7 @@ import { TokenService } from "../src/auth/tokens.ts";
 import { loadConfig } from "../src/config.ts";
 import { createPool } from "../src/db/pool.ts";
 import { migrate } from "../src/db/migrate.ts";
+import { nameServerThread, threadsFromMetrics } from "./cpu-usage.ts";
 import { type Check, creatorBalancesCheck, ledgerChecks, peerChecks, type TipAccounting } from "./checks.ts";
 import { balanceRequests, type LoadStats, runLoad, type Tally, tipRequests, ViewerCursor } from "./load.ts";
 import {
@@ -40,6 +41,7 @@ import {
   type BenchReport,
   computeRatios,
   computeTargets,
+  cpuPerOp,
   formatReport,
   type ScenarioResult,
   writeResults,
@@ -99,6 +101,9 @@ const children = new Set<ChildServer>();
 async function start(o: Parameters<typeof startServer>[0]): Promise<ChildServer> {
   const child = await startServer(o);
   children.add(child);
+  // The server reports its WAL persister thread's kernel id: its CPU is counted apart from the main thread's.
+  for (const [name, tid] of await threadsFromMetrics(child.base))
+    nameServerThread(child.proc.pid!, name, tid);
   return child;
 }
 
@@ -151,6 +156,7 @@ function scenarioResult(
     server,
     ...stats,
     okPerSec: Math.round(stats.status2xx / Math.max(stats.durationS, 1e-3)),
+    cpuPerOpUs: cpuPerOp(stats.cpu?.micros, stats.status2xx),
     notes: [...notes],
   };
   if (tally && tally.overCap > 0) {

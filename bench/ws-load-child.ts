@@ -1,7 +1,7 @@
 // Owns one load-generator child of runWsTips (bench/ws-load.ts): runs its share of the tipping
 // sockets, asks the parent for each next viewer, and reports what was sent and every ack in
 // batches (every 50 ms and at the end), so the parent keeps the exactly-once accounting.
-import type { Person } from "./population.ts";
+import type { Allowance } from "./load.ts";
 import { type FromChild, runLanes, type ToChild, type WsAck } from "./ws-load.ts";
 
 const REPORT_MS = 50;
@@ -14,8 +14,8 @@ let sent = 0;
 let errors = 0;
 let acks: WsAck[] = [];
 /** Viewers handed out ahead (one per socket), and lanes waiting for one. */
-const ahead: Person[] = [];
-const waiting: Array<(p: Person | null) => void> = [];
+const ahead: Allowance[] = [];
+const waiting: Array<(p: Allowance | null) => void> = [];
 let exhausted = false;
 const ask = (n: number) => {
   if (n <= 0 || exhausted || stopping) return;
@@ -50,7 +50,7 @@ process.on("message", (m: ToChild) => {
         const p = ahead.shift();
         if (p) return Promise.resolve(p);
         if (exhausted) return Promise.resolve(null);
-        return new Promise<Person | null>((resolve) => waiting.push(resolve));
+        return new Promise<Allowance | null>((resolve) => waiting.push(resolve));
       },
       stopping: () => stopping,
       onSent: () => {

@@ -6,9 +6,8 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
-import { measureCpu } from "./cpu-usage.ts";
-import type { LoadStats, Tally, ViewerCursor } from "./load.ts";
-import { TIPS_PER_VIEWER_MAX } from "./options.ts";
+import { addLoadGeneratorMicros, measureCpu } from "./cpu-usage.ts";
+import type { Allowance, LoadStats, Tally, ViewerCursor } from "./load.ts";
 import type { Person } from "./population.ts";
 
 export interface WsLoadOptions {
@@ -71,7 +70,7 @@ export interface LaneOptions {
   /** Makes idempotency keys unique across the load generator's processes. */
   keyTag: string;
   /** The next viewer to tip as (null: no more lanes start). */
-  take(): Promise<Person | null>;
+  take(): Promise<Allowance | null>;
   stopping(): boolean;
   onSent(): void;
   onAck(a: WsAck): void;
@@ -92,7 +91,7 @@ export async function runLanes(o: LaneOptions): Promise<void> {
         const due = new Map<string, number>();
         let mine = 0;
         const pump = () => {
-          while (!o.stopping() && mine < TIPS_PER_VIEWER_MAX && due.size < o.window) {
+          while (!o.stopping() && mine < v.tips && due.size < o.window) {
             const id = `wsbench-${runTag}-${o.keyTag}${keySeq++}`;
             const creator = o.hot ? hotCreator : o.creators[Math.floor(Math.random() * o.creators.length)]!;
             due.set(id, performance.now());
@@ -145,7 +144,7 @@ export async function runLanes(o: LaneOptions): Promise<void> {
 export type ToChild =
   | { type: "start"; lanes: Omit<LaneOptions, "take" | "stopping" | "onSent" | "onAck" | "onErrors"> }
   /** Answers a `take`; fewer than asked (none) once the run is stopping. */
-  | { type: "viewers"; people: Person[] }
+  | { type: "viewers"; people: Allowance[] }
   | { type: "stop" };
 export type FromChild =
   | { type: "take"; n: number }
@@ -200,7 +199,7 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
       ...lanes,
       sockets: o.sockets,
       keyTag: "",
-      take: async () => o.cursor.take(tally),
+      take: async () => o.cursor.takeAllowance(tally),
       stopping: () => stopping,
       onSent: () => {
         sent++;
@@ -229,7 +228,7 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
           let done = false;
           proc.on("message", (m: FromChild) => {
             if (m.type === "take") {
-              const people = stopping ? [] : Array.from({ length: m.n }, () => o.cursor.take(tally));
+              const people = stopping ? [] : Array.from({ length: m.n }, () => o.cursor.takeAllowance(tally));
               send({ type: "viewers", people });
             } else if (m.type === "report") {
               sent += m.sent;
@@ -258,12 +257,8 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
   await running;
   const durationS = (performance.now() - started) / 1000;
   const cpu = endCpu();
-  if (cpu && childCpuMicros > 0) {
-    // The children are gone before the end snapshot: their CPU moves from "others" to the generator.
-    const pct = Math.round((childCpuMicros / 1e6 / durationS) * 100);
-    cpu.loadGeneratorPct += pct;
-    cpu.othersPct = Math.max(0, cpu.othersPct - pct);
-  }
+  // The children are gone before the end snapshot: their CPU moves from "others" to the generator.
+  if (cpu && childCpuMicros > 0) addLoadGeneratorMicros(cpu, childCpuMicros, durationS);
   return {
     connections: o.sockets,
     durationS: Math.round(durationS * 100) / 100,

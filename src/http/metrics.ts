@@ -2,6 +2,7 @@
 // process's own (event-loop lag, GC pauses, heap), every API request by route and status with
 // its duration, the WAL's group commits, and the ledger's and persister's state read at scrape
 // time. Counting costs no lookup per request: each route keeps its labelled children.
+import { readFileSync } from "node:fs";
 import client from "prom-client";
 
 export interface MetricsSources {
@@ -15,6 +16,8 @@ export interface MetricsSources {
   };
   /** Other BullMQ queues by name (email, reconcile): jobs by state, read at scrape time. */
   queues?: Record<string, () => Promise<Record<string, number>>>;
+  /** Named threads of this process by kernel thread id (Linux), whose CPU is read at scrape time. */
+  threads?: () => Record<string, number | null | undefined>;
   /** Open WebSocket connections and feed subscribers, read at scrape time. */
   live?: () => { connections: number; subscribers: number };
 }
@@ -98,6 +101,22 @@ export class Metrics {
         this.set(sources.persist().halted.length);
       },
     });
+    if (sources.threads) {
+      const threads = sources.threads;
+      new client.Gauge({
+        name: "threeam_thread_cpu_seconds",
+        help: "CPU time (user + system) of this process's named threads: the event loop (main) and the WAL persister",
+        labelNames: ["thread", "tid"],
+        registers,
+        collect() {
+          this.reset();
+          for (const [thread, tid] of Object.entries(threads())) {
+            const s = tid ? threadCpuSeconds(tid) : null;
+            if (s !== null) this.set({ thread, tid: String(tid) }, s);
+          }
+        },
+      });
+    }
     new client.Gauge({
       name: "threeam_ledger_recovering",
       help: "1 while the ledger rebuilds memory from Postgres and the WAL (commands answer unavailable)",
@@ -279,5 +298,20 @@ export class Metrics {
 
   get contentType(): string {
     return this.registry.contentType;
+  }
+}
+
+/** Clock ticks per second of /proc's CPU times (USER_HZ: 100 on every Linux Node runs on). */
+const USER_HZ = 100;
+
+/** A thread of this process's CPU seconds from /proc (Linux); null where it cannot be read. */
+function threadCpuSeconds(tid: number): number | null {
+  try {
+    const s = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    // After "tid (comm) ": utime is field 11, stime 12.
+    return (Number(f[11]) + Number(f[12])) / USER_HZ;
+  } catch {
+    return null;
   }
 }

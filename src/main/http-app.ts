@@ -161,6 +161,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       reconcile: () => reconcileJobs.queue.getJobCounts("waiting", "active", "delayed", "failed"),
     },
     live: () => liveForMetrics?.stats() ?? { connections: 0, subscribers: 0 },
+    threads: () => ({ main: process.pid, persister: core.persister.threadId }),
     persist: () => core.persister.health(),
     ledger: () => ({
       recovering: core.ledger.health().recovering,

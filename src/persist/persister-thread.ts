@@ -19,6 +19,8 @@ export interface PersisterLike {
   health(): PersistHealth;
   drain(): Promise<void>;
   readonly stats: PersistStats;
+  /** The kernel id of the thread persisting (Linux), for its CPU in /metrics; null if unknown. */
+  readonly threadId?: number | null;
 }
 
 export interface PersisterWorkerData {
@@ -37,7 +39,8 @@ export type ToWorker =
   | { t: "floor"; id: number; floor: string | null };
 
 export type FromWorker =
-  | { t: "ready" }
+  /** `tid`: the thread's kernel id, logged so its CPU can be told apart (bench/cpu-usage.ts). */
+  | { t: "ready"; tid: number | null }
   | { t: "failed"; error: string }
   | { t: "health"; health: PersistHealth; stats: PersistStats }
   | { t: "floor?"; id: number; shard: number }
@@ -54,6 +57,7 @@ export class PersisterThread implements PersisterLike {
   private lastHealth: PersistHealth = { walLagMs: 0, unpersistedEntries: 0, halted: [] };
   private lastReportMs = Date.now();
   stats: PersistStats = { entries: 0, events: 0, rounds: 0 };
+  threadId: number | null = null;
   private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   private nextId = 0;
   private started = false;
@@ -76,6 +80,7 @@ export class PersisterThread implements PersisterLike {
         switch (m.t) {
           case "ready":
             ready = true;
+            this.threadId = m.tid;
             resolve();
             return;
           case "failed":

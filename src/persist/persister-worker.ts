@@ -1,6 +1,7 @@
 // The WAL persister's side of its worker thread: its own Redis connection and Postgres pool, the
 // same Persister as in-process, and messages to the ledger's thread for trim floors (which only
 // the ledger knows), health reports and drain/stop requests.
+import { readlinkSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import { Redis } from "ioredis";
 import pino from "pino";
@@ -77,7 +78,16 @@ port.on("message", (m: ToWorker) => {
 persister.init().then(
   () => {
     report();
-    send({ t: "ready" });
+    send({ t: "ready", tid: osThreadId() });
   },
   (err: Error) => send({ t: "failed", error: err.message }),
 );
+
+/** This thread's id in the kernel (Linux; null elsewhere): its CPU is then readable in /proc. */
+function osThreadId(): number | null {
+  try {
+    return Number(readlinkSync("/proc/thread-self").split("/").pop()) || null;
+  } catch {
+    return null;
+  }
+}

@@ -180,6 +180,7 @@ describe("npm run bench -- --quick", () => {
     ]) {
       expect(checks.map((c) => c.name)).toContain(name);
     }
+    const uniform = report.scenarios.find((s: { name: string }) => s.name === "tip-uniform");
     expect(
       report.ratios.map((x: { name: string; value: number | null }) => [x.name, x.value !== null]),
     ).toEqual([
@@ -188,13 +189,20 @@ describe("npm run bench -- --quick", () => {
       ["tip-uniform / peer-seed-uniform", true],
       ["tip-hot / peer-seed-hot", true],
       ["ws-tip-uniform / tip-uniform", true],
+      ["ws-tip-hot / ws-tip-uniform", true],
       ["ws-tip-hot / tip-hot", true],
     ]);
+    // CPU per acknowledged tip, by process and thread: the server's persister thread is told apart.
+    const cpu = uniform.cpuPerOpUs;
+    expect(cpu.server).toBeGreaterThan(0);
+    expect(cpu.serverMain).toBeGreaterThan(0);
+    expect(cpu.serverPersister).toBeGreaterThanOrEqual(0);
+    expect(cpu.postgres + cpu.redis).toBeGreaterThan(0);
+    expect(cpu.loadGenerator).toBeGreaterThan(0);
     expect(checks.map((c) => c.name)).toContain(
       "ws-feed: every subscriber got every tip of the burst once, in order",
     );
     expect(checks.find((c) => c.name.startsWith("ws-feed"))?.ok).toBe(true);
-    const uniform = report.scenarios.find((s: { name: string }) => s.name === "tip-uniform");
     expect(uniform.wal.drainMs).not.toBeNull();
     const svg = readFileSync(`${out}latest.svg`, "utf8");
     for (const name of SCENARIOS) expect(svg).toContain(`>${name}</text>`);

@@ -62,6 +62,12 @@ describe("metrics, open", () => {
     // The process's own: event-loop lag and heap from prom-client's defaults.
     expect(text).toContain("nodejs_eventloop_lag_p99_seconds");
     expect(text).toContain("nodejs_heap_size_used_bytes");
+    // CPU by thread: the event loop's (the process id) and the WAL persister's own thread.
+    const main = `threeam_thread_cpu_seconds{thread="main",tid="${process.pid}"}`;
+    expect(sample(text, main)).toBeGreaterThan(0);
+    const persister = /^threeam_thread_cpu_seconds\{thread="persister",tid="(\d+)"\} /m.exec(text);
+    expect(persister, "the persister thread's CPU is reported").not.toBeNull();
+    expect(Number(persister![1])).not.toBe(process.pid);
   });
 });
 
