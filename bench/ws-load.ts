@@ -147,6 +147,8 @@ export type ToChild =
   | { type: "viewers"; people: Allowance[] }
   | { type: "stop" };
 export type FromChild =
+  /** The child has loaded and waits for `start`: the measured window begins once all are ready. */
+  | { type: "ready" }
   | { type: "take"; n: number }
   | { type: "report"; sent: number; errors: number; acks: WsAck[] }
   /** `cpuMicros`: the child's own CPU time (user + system), counted as the load generator's. */
@@ -167,8 +169,6 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
   let ok = 0;
   let errors = 0;
   let stopping = false;
-  const endCpu = measureCpu(o.serverPid);
-  const started = performance.now();
   const ack = (a: WsAck) => {
     answered++;
     latencies.push(a.latencyMs);
@@ -192,9 +192,18 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
   };
   let running: Promise<unknown>;
   let childCpuMicros = 0;
+  let endCpu: ReturnType<typeof measureCpu> = () => null;
+  let started = performance.now();
+  /** Starts the clock and the CPU sample: once every load-generator child has loaded, so a slow
+   * start (tsx compiling the child on a busy machine) is not counted as a quiet window. */
+  const startClock = () => {
+    endCpu = measureCpu(o.serverPid);
+    started = performance.now();
+  };
   const reportErr = (err: Error) => console.error(`[bench] ws load child: ${err.message}`);
   const children: ChildProcess[] = [];
   if (processes === 1) {
+    startClock();
     running = runLanes({
       ...lanes,
       sockets: o.sockets,
@@ -212,6 +221,8 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
     });
   } else {
     const child = fileURLToPath(new URL("./ws-load-child.ts", import.meta.url));
+    const ready: Array<Promise<void>> = [];
+    const starts: Array<() => void> = [];
     running = Promise.all(
       Array.from({ length: processes }, (_, k) => {
         const sockets = Math.floor(o.sockets / processes) + (k < o.sockets % processes ? 1 : 0);
@@ -224,10 +235,18 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
               if (err && proc.connected) reportErr(err);
             });
         };
+        let readyNow: () => void = () => {};
+        ready.push(
+          new Promise<void>((r) => {
+            readyNow = r;
+          }),
+        );
+        starts.push(() => send({ type: "start", lanes: { ...lanes, sockets, keyTag: `p${k}-` } }));
         return new Promise<void>((resolve, reject) => {
           let done = false;
           proc.on("message", (m: FromChild) => {
-            if (m.type === "take") {
+            if (m.type === "ready") readyNow();
+            else if (m.type === "take") {
               const people = stopping ? [] : Array.from({ length: m.n }, () => o.cursor.takeAllowance(tally));
               send({ type: "viewers", people });
             } else if (m.type === "report") {
@@ -246,10 +265,13 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
           proc.on("close", (code) => {
             if (!done) reject(new Error(`ws load child ${k} exited with ${code} before it was done`));
           });
-          send({ type: "start", lanes: { ...lanes, sockets, keyTag: `p${k}-` } });
         });
       }),
     );
+    // A child that dies before it is ready rejects `running`: do not wait for it forever.
+    await Promise.race([Promise.all(ready), running]);
+    startClock();
+    for (const start of starts) start();
   }
   await new Promise((r) => setTimeout(r, o.durationS * 1000));
   stopping = true;
