@@ -241,7 +241,7 @@ async function runLedgerServer(s: RunState, pop: Population): Promise<void> {
     SUPABASE_JWT_SECRET: s.secret,
     // Any free port for the in-process Stripe stand-in, so a running dev server is no obstacle.
     STRIPE_STANDIN_PORT: "0",
-    // Rate limits stay on, counted in Redis, because they are part of what a request costs; the
+    // Rate limits stay on (per IP in Redis, per user in memory): they are part of what a request costs; the
     // budgets are too big to refuse anything (all load comes from one IP).
     RATE_LIMIT_IP_PER_MIN: RATE_LIMIT_BENCH,
     RATE_LIMIT_USER_PER_MIN: RATE_LIMIT_BENCH,
@@ -256,7 +256,7 @@ async function runLedgerServer(s: RunState, pop: Population): Promise<void> {
   const config = loadConfig({ ...process.env, ...serverEnv });
   s.setup.push(
     `3AM server: SHARDS=${config.SHARDS}, PERSIST_LANES=${config.PERSIST_LANES}, WAL_BATCH_MAX=${config.WAL_BATCH_MAX}, fraud rules at their defaults (${config.FRAUD_MAX_TX_PER_HOUR} tips/hour, $${config.FRAUD_MAX_VOLUME_PER_HOUR_USD}/hour), NODE_ENV=development (production insists on real Stripe keys)`,
-    `rate limits on and counted in Redis (per IP and per user, RATE_LIMIT_IP_PER_MIN=RATE_LIMIT_USER_PER_MIN=${RATE_LIMIT_BENCH}): budgets too big to refuse the bench's single IP, so every request pays for both checks as in production; ${s.limitsRedisUrl ? "counters in a second redis-server of the bench's, without persistence (RATE_LIMIT_REDIS_URL), so no fsync is on their path" : "counters in the same Redis as the WAL"}`,
+    `rate limits on (per IP counted in Redis, per user in the server's memory; RATE_LIMIT_IP_PER_MIN=RATE_LIMIT_USER_PER_MIN=${RATE_LIMIT_BENCH}): budgets too big to refuse the bench's single IP, so every request pays for both checks as in production; ${s.limitsRedisUrl ? "per-IP counters in a second redis-server of the bench's, without persistence (RATE_LIMIT_REDIS_URL), so no fsync is on their path" : "per-IP counters in the same Redis as the WAL"}`,
   );
 
   const t0 = performance.now();

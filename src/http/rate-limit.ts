@@ -1,8 +1,16 @@
-// Owns request rate limits, counted in Redis so they hold across processes and restarts: per
-// client IP on every route, per user on authenticated ones, and a much stricter per-IP budget on
-// login and register against password guessing. Each budget is a fixed one-minute window per key
-// (INCR, and PEXPIRE when the window opens). Setting both RATE_LIMIT_IP_PER_MIN and
+// Owns request rate limits: per client IP on every route, per user on authenticated ones, a much
+// stricter per-IP budget on login and register against password guessing, and the AI budget.
+// Each budget is a fixed one-minute window per key. Setting both RATE_LIMIT_IP_PER_MIN and
 // RATE_LIMIT_USER_PER_MIN to 0 disables every limit.
+//
+// The per-IP, auth and AI budgets are counted in Redis (INCR, and PEXPIRE when the window opens),
+// so they hold across processes and restarts. The per-user budget is counted here, in memory
+// (UserWindows): one process owns every user's ledger shard today, so it already sees each of a
+// user's requests, and a distinct Redis key per tipping user was the hot path's largest Redis
+// cost (issue 16: about 5% of the main thread's time in socket writes, plus the script's work in
+// Redis). A restart forgets the user windows, which only grants a user one fresh minute; the
+// per-IP budget still holds. When shards spread over processes (issue 17), the user's budget
+// belongs with the process that owns the user's shard.
 //
 // Checks are group-committed like the WAL: every check made in one event-loop turn goes to Redis
 // as ONE command. rate-limiter-flexible sent one command per check, and with two checks per tip
@@ -32,6 +40,42 @@ interface Check {
   reject(err: AppError): void;
 }
 
+/**
+ * Fixed one-minute windows per user, counted in this process. The map keeps windows in the order
+ * they opened (a window that reopens moves to the end), so ended windows are dropped from its
+ * front as new ones open; past `max` users the oldest window is dropped early, which can only
+ * let that user through sooner, never refuse anyone wrongly.
+ */
+export class UserWindows {
+  private readonly windows = new Map<string, { start: number; count: number }>();
+
+  constructor(private readonly max = 200_000) {}
+
+  /** Counts one request of `user` at `now`: 0 within `budget`, else the ms until its window ends. */
+  take(user: string, budget: number, now: number): number {
+    let w = this.windows.get(user);
+    if (w === undefined || now - w.start >= WINDOW_MS) {
+      if (w !== undefined) this.windows.delete(user);
+      this.evict(now);
+      w = { start: now, count: 0 };
+      this.windows.set(user, w);
+    }
+    w.count++;
+    return w.count > budget ? w.start + WINDOW_MS - now : 0;
+  }
+
+  get size(): number {
+    return this.windows.size;
+  }
+
+  private evict(now: number): void {
+    for (const [user, w] of this.windows) {
+      if (this.windows.size < this.max && now - w.start < WINDOW_MS) return;
+      this.windows.delete(user);
+    }
+  }
+}
+
 export class RateLimits {
   private readonly budgets: Record<LimitKind, number>;
   private readonly redis: ConsumingRedis;
@@ -40,6 +84,7 @@ export class RateLimits {
   private scheduled = false;
   /** Keys known to be over budget, until their window ends: refused without asking Redis. */
   private readonly blockedUntil = new Map<string, number>();
+  private readonly users = new UserWindows();
 
   constructor(redis: Redis, config: Config) {
     // Both per-minute limits at 0 switch every limit off, the stricter auth one included.
@@ -60,6 +105,10 @@ export class RateLimits {
   consume(kind: LimitKind, key: string): Promise<void> {
     const budget = this.budgets[kind];
     if (budget <= 0) return Promise.resolve();
+    if (kind === "user") {
+      const waitMs = this.users.take(key, budget, Date.now());
+      return waitMs > 0 ? Promise.reject(limited(kind, waitMs)) : Promise.resolve();
+    }
     const redisKey = this.keys.rateLimit(kind, key);
     const until = this.blockedUntil.get(redisKey);
     if (until !== undefined) {

@@ -1,8 +1,9 @@
 // Rate limits against the real Redis: every check of one event-loop turn is one Redis command,
 // budgets hold exactly under concurrency, a spent key is refused from memory until its window
-// ends, windows expire in Redis, and a Redis failure answers unavailable.
+// ends, windows expire in Redis, and a Redis failure answers unavailable. Per-user budgets are
+// counted in the process (UserWindows) and never reach Redis.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RateLimits } from "../../src/http/rate-limit.ts";
+import { RateLimits, UserWindows } from "../../src/http/rate-limit.ts";
 import { createTestEnv, type TestEnv } from "../helpers/env.ts";
 
 let env: TestEnv;
@@ -65,6 +66,8 @@ describe("rate limits", () => {
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(60_000);
     expect(await env.redis.get(`${env.redisPrefix}rl:ip:203.0.113.7`)).toBe("50");
+    // The user's budget was counted in memory: no key of it in Redis.
+    expect(await env.redis.exists(`${env.redisPrefix}rl:user:u-1`)).toBe(0);
 
     // Spent: refused from memory, without another command, until the window ends.
     const again = await outcome(limits.consume("ip", "203.0.113.7"));
@@ -85,14 +88,34 @@ describe("rate limits", () => {
     sent.restore();
   });
 
-  it("holds across limiter instances (another process) because the count is in Redis", async () => {
+  it("holds a per-IP budget across limiter instances (another process) because it is in Redis", async () => {
     const config = env.config({ RATE_LIMIT_IP_PER_MIN: "3", RATE_LIMIT_USER_PER_MIN: "3" });
     const a = new RateLimits(env.redis, config);
     const b = new RateLimits(env.redis, config);
-    expect(await outcome(a.consume("user", "shared"))).toBe("ok");
-    expect(await outcome(b.consume("user", "shared"))).toBe("ok");
-    expect(await outcome(a.consume("user", "shared"))).toBe("ok");
-    expect(await outcome(b.consume("user", "shared"))).toMatchObject({ code: "rate_limited" });
+    expect(await outcome(a.consume("ip", "192.0.2.50"))).toBe("ok");
+    expect(await outcome(b.consume("ip", "192.0.2.50"))).toBe("ok");
+    expect(await outcome(a.consume("ip", "192.0.2.50"))).toBe("ok");
+    expect(await outcome(b.consume("ip", "192.0.2.50"))).toMatchObject({ code: "rate_limited" });
+  });
+
+  it("counts a user's budget in the process, synchronously, without Redis", async () => {
+    const { Redis } = await import("ioredis");
+    // A Redis that cannot answer: the user budget must not need it.
+    const dead = new Redis("redis://127.0.0.1:1", {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
+    dead.on("error", () => {});
+    const limits = new RateLimits(dead, env.config({ RATE_LIMIT_USER_PER_MIN: "2" }));
+    expect(await outcome(limits.consume("user", "u-9"))).toBe("ok");
+    expect(await outcome(limits.consume("user", "u-9"))).toBe("ok");
+    expect(await outcome(limits.consume("user", "u-9"))).toMatchObject({
+      code: "rate_limited",
+      details: { limit: "user" },
+    });
+    expect(await outcome(limits.consume("user", "u-10"))).toBe("ok");
+    dead.disconnect();
   });
 
   it("checks nothing when both per-minute limits are 0, the auth limit included", async () => {
@@ -115,5 +138,37 @@ describe("rate limits", () => {
     const limits = new RateLimits(dead, env.config({ RATE_LIMIT_IP_PER_MIN: "10" }));
     expect(await outcome(limits.consume("ip", "192.0.2.1"))).toMatchObject({ code: "unavailable" });
     dead.disconnect();
+  });
+});
+
+describe("UserWindows", () => {
+  it("opens a one-minute window per user and refuses past the budget until it ends", () => {
+    const w = new UserWindows();
+    const t0 = 1_000_000;
+    expect(w.take("a", 2, t0)).toBe(0);
+    expect(w.take("a", 2, t0 + 10)).toBe(0);
+    expect(w.take("a", 2, t0 + 20_000)).toBe(40_000);
+    expect(w.take("b", 2, t0 + 20_000)).toBe(0);
+    // The window ends a minute after it opened: a new one starts with a fresh budget.
+    expect(w.take("a", 2, t0 + 60_000)).toBe(0);
+    expect(w.take("a", 2, t0 + 60_001)).toBe(0);
+    expect(w.take("a", 2, t0 + 60_002)).toBe(59_998);
+  });
+
+  it("stays bounded: ended windows go first, then the oldest, which only lets a user through sooner", () => {
+    const w = new UserWindows(3);
+    const t0 = 5_000_000;
+    w.take("a", 1, t0);
+    w.take("b", 1, t0 + 1);
+    w.take("c", 1, t0 + 2);
+    expect(w.size).toBe(3);
+    // A fourth user at the cap: the oldest window ("a") is dropped.
+    expect(w.take("d", 1, t0 + 3)).toBe(0);
+    expect(w.size).toBe(3);
+    expect(w.take("b", 1, t0 + 4)).toBeGreaterThan(0); // still counted
+    expect(w.take("a", 1, t0 + 5)).toBe(0); // forgotten: a fresh window
+    // A minute later every window has ended: opening one drops the ended ones.
+    expect(w.take("e", 1, t0 + 70_000)).toBe(0);
+    expect(w.size).toBe(1);
   });
 });
