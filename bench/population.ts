@@ -124,7 +124,7 @@ export async function seedLedger(pool: pg.Pool, pop: Population, shards: number)
          SELECT tx, 'purchase', 'completed', id, NULL, id, $4, 0, 0, $4, 'USD', 'bench-deposit-' || id,
                 'deposit|' || id || '|' || $4::text || '||', $4, 0, 0, '{}'::jsonb, $5 FROM v
        )
-       INSERT INTO ledger_entries (transaction_id, account_id, amount_cents, created_at)
+       INSERT INTO ledger_postings (transaction_id, account_id, amount_cents, created_at)
        SELECT tx, id, $4, $5 FROM v UNION ALL SELECT tx, clearing, -$4::bigint, $5 FROM v`,
       [chunk.map((v) => v.id), chunk.map((v) => v.username), clearing, dep, at],
     );

@@ -356,12 +356,19 @@ export class AccountStore implements AccountSource {
     return new Map(r.rows.map((x) => [x.id, x.version]));
   }
 
-  /** Which of these (transaction, account) legs are already posted in Postgres. */
+  /**
+   * Which of these (transaction, account) credit legs are already posted in Postgres: a tip's
+   * creator leg is its tip_feed row (sql/007_lean_journal.sql), an older one a ledger_postings row.
+   */
   async postedLegs(legs: Array<{ txId: string; accountId: string }>): Promise<Set<string>> {
     if (legs.length === 0) return new Set();
     const r = await this.pool.query<{ transaction_id: string; account_id: string }>(
-      `SELECT e.transaction_id, e.account_id FROM ledger_entries e
-         JOIN unnest($1::uuid[], $2::uuid[]) AS l(tx, acct) ON e.transaction_id = l.tx AND e.account_id = l.acct`,
+      `SELECT e.transaction_id, e.account_id FROM ledger_postings e
+         JOIN unnest($1::uuid[], $2::uuid[]) AS l(tx, acct) ON e.transaction_id = l.tx AND e.account_id = l.acct
+       UNION
+       SELECT f.transaction_id, f.creator_id FROM tip_feed f
+         JOIN unnest($1::uuid[], $2::uuid[]) AS l(tx, acct) ON f.transaction_id = l.tx AND f.creator_id = l.acct
+        WHERE f.amount_cents IS NOT NULL`,
       [legs.map((l) => l.txId), legs.map((l) => l.accountId)],
     );
     return new Set(r.rows.map((x) => `${x.transaction_id}:${x.account_id}`));

@@ -3,6 +3,10 @@
 // transaction's entries sum to zero, debts match receivables, and memory equals Postgres; for money
 // out: reserved balances equal open payouts, each paid payout has exactly one post, and what an
 // account may withdraw is within what it holds and what it earned.
+//
+// Entries are read from the ledger_entries view: explicit postings (ledger_postings) and the legs a
+// tip's rows imply (sql/007_lean_journal.sql). The view is only aggregated whole, never joined, so
+// each check is a scan; joins go to the tables themselves.
 import type pg from "pg";
 import type { AccountView } from "../ledger/types.ts";
 
@@ -66,17 +70,23 @@ export async function reconcileLedger(
     // A payout that reached paid (paid_at is set, whatever came after) has its one post.
     pool.query<{ id: string; status: string; posts: string }>(
       `SELECT p.id, p.status, count(e.transaction_id) AS posts
-         FROM payouts p LEFT JOIN ledger_entries e ON e.transaction_id = p.id AND e.account_id = p.user_id
+         FROM payouts p LEFT JOIN ledger_postings e ON e.transaction_id = p.id AND e.account_id = p.user_id
         GROUP BY p.id, p.status, p.paid_at
        HAVING count(e.transaction_id) <> CASE WHEN p.paid_at IS NOT NULL THEN 1 ELSE 0 END
            OR (p.status = 'paid') <> (p.paid_at IS NOT NULL AND p.status <> 'returned')
         LIMIT 100`,
     ),
     pool.query<{ id: string; earned_cents: number; available: number; lim: string }>(
+      // A user's inflow: explicit postings of those types, and the creator legs of tips, which
+      // are their feed rows (the other implied legs of a tip go to the sender or system accounts).
       `WITH inflow AS (
-         SELECT e.account_id, sum(e.amount_cents) AS cents FROM ledger_entries e
-           JOIN transactions t ON t.id = e.transaction_id
-          WHERE t.type IN ('tip', 'superlike', 'payout_return') AND e.amount_cents > 0 GROUP BY e.account_id),
+         SELECT account_id, sum(cents) AS cents FROM (
+           SELECT e.account_id, e.amount_cents AS cents FROM ledger_postings e
+             JOIN transactions t ON t.id = e.transaction_id
+            WHERE t.type IN ('tip', 'superlike', 'payout_return') AND e.amount_cents > 0
+           UNION ALL
+           SELECT creator_id, amount_cents FROM tip_feed WHERE amount_cents IS NOT NULL) x
+          GROUP BY account_id),
        outflow AS (
          SELECT user_id, sum(amount_cents) AS cents FROM payouts
           WHERE status IN ('pending', 'processing', 'paid') OR (status = 'returned' AND paid_at IS NOT NULL)

@@ -1,8 +1,20 @@
 // Owns turning one round's WAL entries into one Batch of rows: the final state of each account the
 // round changed (with the version it continues from), each transaction once, its ledger legs,
 // fraud logs and status changes. Pure: no Postgres, no Redis, so it is unit-tested on its own.
+//
+// A tip's legs are implied by its rows (sql/007_lean_journal.sql): its sender-side legs by the
+// transaction row and the shard that decided it (legs_shard), its creator leg by the feed row that
+// carries the amount. Only postings that are not implied become Leg rows.
 import type { WalEvent } from "../ledger/events.ts";
-import type { AccountState, FraudLogRecord, PayoutRecord, TransactionRecord } from "../ledger/types.ts";
+import { systemAccountId } from "../ledger/accounts.ts";
+import { splitTip } from "../ledger/fee-split.ts";
+import type {
+  AccountState,
+  FraudLogRecord,
+  PayoutRecord,
+  Posting,
+  TransactionRecord,
+} from "../ledger/types.ts";
 
 /** One WAL stream entry, decoded. */
 export interface Entry {
@@ -18,7 +30,7 @@ export interface AccountUpdate {
   last: AccountState;
 }
 
-/** A ledger_entries row. */
+/** A ledger_postings row: a posting not implied by its transaction's rows. */
 export interface Leg {
   txId: string;
   accountId: string;
@@ -46,14 +58,57 @@ export interface TxRow {
   key: string | null;
   hash: string | null;
   after: AccountState | null;
+  /** The deciding shard when the postings are implied by the row (a tip's sender-side legs, on
+   * that shard's system accounts) and not stored as Legs; null for explicit postings. */
+  legsShard: number | null;
 }
 
-/** A tip_feed row: the tip that took number `seq` of its creator's feed. */
+/** A tip_feed row: the tip that took number `seq` of its creator's feed, and its creator leg. */
 export interface FeedRow {
   creatorId: string;
   seq: number;
   txId: string;
+  /** The creator's leg (+net amount) of the tip. */
+  amountCents: number;
   at: string;
+}
+
+/**
+ * True when `postings` are exactly the legs a tip row implies (decideTip): the sender -amount, the
+ * deciding shard's platform account +(fee - charity) and charity account +charity, zero legs left
+ * out. Anything else keeps explicit postings, so the view never invents a leg.
+ */
+export function tipLegsImplied(tx: TransactionRecord, shard: number, postings: Posting[]): boolean {
+  if ((tx.type !== "tip" && tx.type !== "superlike") || tx.fromAccountId !== tx.accountId) return false;
+  let split: ReturnType<typeof splitTip>;
+  try {
+    split = splitTip(tx.amountCents);
+  } catch {
+    return false;
+  }
+  if (
+    split.platformFeeCents !== tx.platformFeeCents ||
+    split.charityFeeCents !== tx.charityFeeCents ||
+    split.netAmountCents !== tx.netAmountCents
+  ) {
+    return false;
+  }
+  const implied: Posting[] = [{ accountId: tx.accountId, amountCents: -tx.amountCents }];
+  if (split.platformKeepsCents > 0) {
+    implied.push({
+      accountId: systemAccountId("platform_revenue", shard),
+      amountCents: split.platformKeepsCents,
+    });
+  }
+  if (split.charityFeeCents > 0) {
+    implied.push({ accountId: systemAccountId("charity", shard), amountCents: split.charityFeeCents });
+  }
+  return (
+    implied.length === postings.length &&
+    implied.every(
+      (p, i) => p.accountId === postings[i]!.accountId && p.amountCents === postings[i]!.amountCents,
+    )
+  );
 }
 
 export interface Batch {
@@ -99,9 +154,16 @@ export function buildBatch(entries: Entry[]): Batch {
           const after = ev.states.find((s) => s.id === ev.tx.accountId) ?? null;
           // A payout appears twice (reserved, then posted or voided): keep the first key and
           // balance-after, and the latest status.
+          const legsShard = prev
+            ? prev.legsShard
+            : tipLegsImplied(ev.tx, e.shard, ev.postings)
+              ? e.shard
+              : null;
           if (prev) prev.tx = ev.tx;
-          else txs.set(ev.tx.id, { tx: ev.tx, key: ev.key, hash: ev.hash, after });
-          for (const p of ev.postings) addLeg(ev.tx.id, p.accountId, p.amountCents, ev.tx.createdAt);
+          else txs.set(ev.tx.id, { tx: ev.tx, key: ev.key, hash: ev.hash, after, legsShard });
+          if (legsShard === null) {
+            for (const p of ev.postings) addLeg(ev.tx.id, p.accountId, p.amountCents, ev.tx.createdAt);
+          }
           fraud.push(...ev.fraud);
           if (ev.payout) setPayout(ev.payout);
           break;
@@ -111,12 +173,22 @@ export function buildBatch(entries: Entry[]): Batch {
           break;
         case "credit":
           setState(e.shard, ev.state);
-          for (const it of ev.items) addLeg(it.txId, ev.accountId, it.amountCents, ev.at);
           if (ev.feedSeq !== undefined) {
+            // Each credited tip's feed row is its creator leg.
             const first = ev.feedSeq - ev.items.length + 1;
             for (let i = 0; i < ev.items.length; i++) {
-              feed.push({ creatorId: ev.accountId, seq: first + i, txId: ev.items[i]!.txId, at: ev.at });
+              const it = ev.items[i]!;
+              feed.push({
+                creatorId: ev.accountId,
+                seq: first + i,
+                txId: it.txId,
+                amountCents: it.amountCents,
+                at: ev.at,
+              });
             }
+          } else {
+            // A credit from a WAL written before feeds: its legs are explicit postings.
+            for (const it of ev.items) addLeg(it.txId, ev.accountId, it.amountCents, ev.at);
           }
           break;
         case "status":

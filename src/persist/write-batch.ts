@@ -1,7 +1,8 @@
 // Owns the Postgres side of a round: one transaction writing a Batch to ledger (version-checked),
-// transactions, ledger_entries, fraud_logs and account_status_changes. Tips and legs go in by
-// COPY first; a unique violation means the round was written before, and the batch is written
-// again with statements that skip what is there.
+// transactions, ledger_postings, tip_feed, fraud_logs and account_status_changes. A tip's legs are
+// implied by its transaction and feed rows (sql/007_lean_journal.sql); other postings are rows.
+// Tips, postings and feed rows go in by COPY first; a unique violation means the round was
+// written before, and the batch is written again with statements that skip what is there.
 import type pg from "pg";
 import { withClient } from "../db/pool.ts";
 import type { FraudLogRecord, PayoutRecord } from "../ledger/types.ts";
@@ -189,17 +190,18 @@ async function insertTransactions(client: pg.PoolClient, rows: TxRow[]): Promise
       sa: r.after?.status ?? null,
       md: r.tx.metadata,
       at: r.tx.createdAt,
+      ls: r.legsShard,
     })),
   );
   await client.query(
     `INSERT INTO transactions (id, type, status, account_id, from_user_id, to_user_id, amount_cents,
         platform_fee_cents, charity_fee_cents, net_amount_cents, currency, stripe_payment_id, idempotency_key,
         request_hash, balance_after_cents, reserved_after_cents, debt_after_cents, version_after, status_after,
-        metadata, created_at, earned_after_cents)
-     SELECT id, ty, st, ac, fr, "to", am, pf, cf, na, cu, sp, ik, rh, ba, ra, da, va, sa, md, at, ea
+        metadata, created_at, earned_after_cents, legs_shard)
+     SELECT id, ty, st, ac, fr, "to", am, pf, cf, na, cu, sp, ik, rh, ba, ra, da, va, sa, md, at, ea, ls
        FROM json_to_recordset($1::json) AS x(id uuid, ty text, st text, ac uuid, fr uuid, "to" uuid, am bigint,
             pf bigint, cf bigint, na bigint, cu text, sp text, ik text, rh text, ba bigint, ra bigint, da bigint,
-            va bigint, sa text, md jsonb, at timestamptz, ea bigint)
+            va bigint, sa text, md jsonb, at timestamptz, ea bigint, ls integer)
      ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, metadata = EXCLUDED.metadata, updated_at = now()
        WHERE transactions.status IS DISTINCT FROM EXCLUDED.status`,
     [json],
@@ -208,15 +210,15 @@ async function insertTransactions(client: pg.PoolClient, rows: TxRow[]): Promise
 
 async function copyTransactions(client: pg.PoolClient, rows: TxRow[]): Promise<void> {
   let text = "";
-  for (const { tx, key, hash, after } of rows) {
-    text += `${tx.id}\t${tx.type}\t${tx.status}\t${tx.accountId}\t${copyField(tx.fromAccountId)}\t${copyField(tx.toAccountId)}\t${tx.amountCents}\t${tx.platformFeeCents}\t${tx.charityFeeCents}\t${tx.netAmountCents}\t${tx.currency}\t${copyField(tx.stripePaymentId)}\t${copyField(key)}\t${copyField(hash)}\t${copyField(after?.balanceCents)}\t${copyField(after?.reservedCents)}\t${copyField(after?.debtCents)}\t${copyField(after?.version)}\t${copyField(after?.status)}\t${copyField(JSON.stringify(tx.metadata))}\t${tx.createdAt}\t${copyField(after?.earnedCents)}\n`;
+  for (const { tx, key, hash, after, legsShard } of rows) {
+    text += `${tx.id}\t${tx.type}\t${tx.status}\t${tx.accountId}\t${copyField(tx.fromAccountId)}\t${copyField(tx.toAccountId)}\t${tx.amountCents}\t${tx.platformFeeCents}\t${tx.charityFeeCents}\t${tx.netAmountCents}\t${tx.currency}\t${copyField(tx.stripePaymentId)}\t${copyField(key)}\t${copyField(hash)}\t${copyField(after?.balanceCents)}\t${copyField(after?.reservedCents)}\t${copyField(after?.debtCents)}\t${copyField(after?.version)}\t${copyField(after?.status)}\t${copyField(JSON.stringify(tx.metadata))}\t${tx.createdAt}\t${copyField(after?.earnedCents)}\t${copyField(legsShard)}\n`;
   }
   await copyIn(
     client,
     `COPY transactions (id, type, status, account_id, from_user_id, to_user_id, amount_cents, platform_fee_cents,
        charity_fee_cents, net_amount_cents, currency, stripe_payment_id, idempotency_key, request_hash,
        balance_after_cents, reserved_after_cents, debt_after_cents, version_after, status_after, metadata,
-       created_at, earned_after_cents) FROM STDIN`,
+       created_at, earned_after_cents, legs_shard) FROM STDIN`,
     text,
   );
 }
@@ -225,7 +227,7 @@ async function insertLegs(client: pg.PoolClient, legs: Leg[]): Promise<void> {
   await client.query(
     // Rows travel as one JSON text: V8 serializes it natively, where pg's array literals are built
     // element by element in JavaScript (measured: the persister's top cost).
-    `INSERT INTO ledger_entries (transaction_id, account_id, amount_cents, created_at)
+    `INSERT INTO ledger_postings (transaction_id, account_id, amount_cents, created_at)
      SELECT t, a, c, at FROM json_to_recordset($1::json) AS x(t uuid, a uuid, c bigint, at timestamptz)
      ON CONFLICT DO NOTHING`,
     [JSON.stringify(legs.map((x) => ({ t: x.txId, a: x.accountId, c: x.amountCents, at: x.at })))],
@@ -237,23 +239,33 @@ async function copyLegs(client: pg.PoolClient, legs: Leg[]): Promise<void> {
   for (const l of legs) text += `${l.txId}\t${l.accountId}\t${l.amountCents}\t${l.at}\n`;
   await copyIn(
     client,
-    "COPY ledger_entries (transaction_id, account_id, amount_cents, created_at) FROM STDIN",
+    "COPY ledger_postings (transaction_id, account_id, amount_cents, created_at) FROM STDIN",
     text,
   );
 }
 
 async function copyFeedRows(client: pg.PoolClient, rows: FeedRow[]): Promise<void> {
   let text = "";
-  for (const r of rows) text += `${r.creatorId}\t${r.seq}\t${r.txId}\t${r.at}\n`;
-  await copyIn(client, "COPY tip_feed (creator_id, seq, transaction_id, credited_at) FROM STDIN", text);
+  for (const r of rows) text += `${r.creatorId}\t${r.seq}\t${r.txId}\t${r.amountCents}\t${r.at}\n`;
+  await copyIn(
+    client,
+    "COPY tip_feed (creator_id, seq, transaction_id, amount_cents, credited_at) FROM STDIN",
+    text,
+  );
 }
 
 async function insertFeedRows(client: pg.PoolClient, rows: FeedRow[]): Promise<void> {
   await client.query(
-    `INSERT INTO tip_feed (creator_id, seq, transaction_id, credited_at)
-     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::timestamptz[])
-     ON CONFLICT (creator_id, seq) DO NOTHING`,
-    [rows.map((r) => r.creatorId), rows.map((r) => r.seq), rows.map((r) => r.txId), rows.map((r) => r.at)],
+    `INSERT INTO tip_feed (creator_id, seq, transaction_id, amount_cents, credited_at)
+     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::bigint[], $5::timestamptz[])
+     ON CONFLICT DO NOTHING`,
+    [
+      rows.map((r) => r.creatorId),
+      rows.map((r) => r.seq),
+      rows.map((r) => r.txId),
+      rows.map((r) => r.amountCents),
+      rows.map((r) => r.at),
+    ],
   );
 }
 

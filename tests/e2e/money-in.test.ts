@@ -419,7 +419,7 @@ describe("reconcile", () => {
     );
     const txId = tx.rows[0]!.id;
     await env.pool.query(
-      `WITH e AS (DELETE FROM ledger_entries WHERE transaction_id = $1 RETURNING account_id, amount_cents)
+      `WITH e AS (DELETE FROM ledger_postings WHERE transaction_id = $1 RETURNING account_id, amount_cents)
        UPDATE ledger l SET balance_cents = l.balance_cents - e.amount_cents FROM e WHERE l.id = e.account_id`,
       [txId],
     );

@@ -2,6 +2,8 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TxEvent, WalEvent } from "../../src/ledger/events.ts";
 import type { AccountState, TransactionRecord } from "../../src/ledger/types.ts";
+import { systemAccountId } from "../../src/ledger/accounts.ts";
+import { AccountStore } from "../../src/persist/account-store.ts";
 import type { Entry } from "../../src/persist/round-batch.ts";
 import { writeEntries } from "../../src/persist/write-batch.ts";
 import { createTestEnv, type TestEnv } from "../helpers/env.ts";
@@ -129,6 +131,65 @@ describe("persister writes", () => {
       [viewer!]: [900, 1],
       [creator!]: [97, 1],
     });
+  });
+
+  it("writes a tip as two rows whose legs the ledger_entries view derives, also when re-written", async () => {
+    const [viewer, creator] = await createUsers(env.pool, 2);
+    const shard = 5;
+    const platform = systemAccountId("platform_revenue", shard);
+    const charity = systemAccountId("charity", shard);
+    const tip: TxEvent = {
+      ...tipEvent(viewer!, creator!, 1, 750, `lean-${seq}`),
+      postings: [
+        { accountId: viewer!, amountCents: -100 },
+        { accountId: platform, amountCents: 2 },
+        { accountId: charity, amountCents: 1 },
+      ],
+    };
+    const credit: WalEvent = {
+      t: "credit",
+      accountId: creator!,
+      items: [{ txId: tip.tx.id, amountCents: 97 }],
+      state: state(creator!, 1, 97),
+      at: at(),
+      feedSeq: 1,
+    };
+    const store = new AccountStore(env.pool);
+    const creatorLeg = [{ txId: tip.tx.id, accountId: creator! }];
+    // Only the sender's side is in: the creator's leg is not posted yet (recovery redelivers it).
+    await writeEntries(env.pool, [entry(shard, [tip])]);
+    expect([...(await store.postedLegs(creatorLeg))]).toEqual([]);
+    const round = [entry(shard, [tip]), entry(1, [credit])];
+    await writeEntries(env.pool, round);
+    await writeEntries(env.pool, round);
+
+    expect(
+      await count("SELECT count(*) AS n FROM ledger_postings WHERE transaction_id = $1", [tip.tx.id]),
+    ).toBe(0);
+    const row = await env.pool.query("SELECT legs_shard FROM transactions WHERE id = $1", [tip.tx.id]);
+    expect(row.rows).toEqual([{ legs_shard: shard }]);
+    const feed = await env.pool.query("SELECT seq, amount_cents FROM tip_feed WHERE transaction_id = $1", [
+      tip.tx.id,
+    ]);
+    expect(feed.rows).toEqual([{ seq: 1, amount_cents: 97 }]);
+    const legs = await env.pool.query(
+      "SELECT account_id, amount_cents, created_at FROM ledger_entries WHERE transaction_id = $1 ORDER BY amount_cents",
+      [tip.tx.id],
+    );
+    expect(legs.rows.map((r) => [r.account_id, Number(r.amount_cents)])).toEqual([
+      [viewer, -100],
+      [charity, 1],
+      [platform, 2],
+      [creator, 97],
+    ]);
+    expect(legs.rows.map((r) => (r.created_at as Date).toISOString())).toEqual([
+      tip.tx.createdAt,
+      tip.tx.createdAt,
+      tip.tx.createdAt,
+      credit.at,
+    ]);
+    // Recovery finds the creator's leg in the feed row.
+    expect([...(await store.postedLegs(creatorLeg))]).toEqual([`${tip.tx.id}:${creator}`]);
   });
 
   it("writes the new part of a round that is partly written already", async () => {

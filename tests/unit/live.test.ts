@@ -77,7 +77,11 @@ describe("feed numbers", () => {
       feedSeq: 12,
     };
     const b = buildBatch([{ shard: 0, id: "1-0", events: [ev] }]);
-    expect(b.feed).toEqual(items.map((it, i) => ({ creatorId: id, seq: 10 + i, txId: it.txId, at: ev.at })));
+    expect(b.feed).toEqual(
+      items.map((it, i) => ({ creatorId: id, seq: 10 + i, txId: it.txId, amountCents: 97, at: ev.at })),
+    );
+    // Each feed row is its tip's creator leg: no posting row besides it.
+    expect(b.legs).toEqual([]);
   });
 });
 

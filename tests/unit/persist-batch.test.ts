@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import type { TxEvent, WalEvent } from "../../src/ledger/events.ts";
 import type { AccountState, FraudLogRecord, TransactionRecord } from "../../src/ledger/types.ts";
-import { buildBatch, type Entry } from "../../src/persist/round-batch.ts";
+import { systemAccountId } from "../../src/ledger/accounts.ts";
+import { buildBatch, type Entry, tipLegsImplied } from "../../src/persist/round-batch.ts";
 
 // Fixed ids: the batch is plain data, so exact rows can be compared.
 const viewer = "00000000-0000-4000-8000-000000000001";
@@ -136,12 +137,14 @@ describe("a round's batch of rows", () => {
     ]);
     // The payout's row keeps the reservation's key, hash and balance-after, and the posted status.
     expect(b.txs).toEqual([
-      { tx: tip.tx, key: "tip-key", hash: "tip-hash", after: state(viewer, 5, 900) },
+      // Its postings are not the legs a tip implies (a made-up fee account): they stay rows.
+      { tx: tip.tx, key: "tip-key", hash: "tip-hash", after: state(viewer, 5, 900), legsShard: null },
       {
         tx: { ...payout, status: "completed" },
         key: "reserve-key",
         hash: "reserve-hash",
         after: state(creator, 4, 5097, 5000),
+        legsShard: null,
       },
     ]);
     expect(b.legs).toEqual([
@@ -182,5 +185,54 @@ describe("a round's batch of rows", () => {
     ]);
     expect(b.legs).toHaveLength(1);
     expect([...b.accounts.values()]).toEqual([{ shard: 1, fromVersion: 3, last: state(creator, 3, 97) }]);
+  });
+
+  it("stores no postings for a tip whose legs its rows imply: the shard's fee legs, the feed row's creator leg", () => {
+    const shard = 7;
+    const platform = systemAccountId("platform_revenue", shard);
+    const charity = systemAccountId("charity", shard);
+    // 250 cents: platform fee 8 (3%, half up), charity 3 (1%, half up), net 242.
+    const t = tx({ amountCents: 250, platformFeeCents: 8, charityFeeCents: 3, netAmountCents: 242 });
+    const postings = [
+      { accountId: viewer, amountCents: -250 },
+      { accountId: platform, amountCents: 5 },
+      { accountId: charity, amountCents: 3 },
+    ];
+    const tip: TxEvent = {
+      t: "tx",
+      tx: t,
+      postings,
+      states: [state(viewer, 2, 750)],
+      key: "k",
+      hash: "h",
+      credits: [{ accountId: creator, txId: tipId, amountCents: 242 }],
+      fraud: [],
+    };
+    const credit: WalEvent = {
+      t: "credit",
+      accountId: creator,
+      items: [{ txId: tipId, amountCents: 242 }],
+      state: state(creator, 9, 242),
+      at: "2026-11-25T12:00:00.010Z",
+      feedSeq: 4,
+    };
+    const b = buildBatch([
+      { shard, id: "1-0", events: [tip] },
+      { shard: 2, id: "1-1", events: [credit] },
+    ]);
+    expect(b.txs.map((r) => r.legsShard)).toEqual([shard]);
+    expect(b.legs).toEqual([]);
+    expect(b.feed).toEqual([{ creatorId: creator, seq: 4, txId: tipId, amountCents: 242, at: credit.at }]);
+
+    // Anything but exactly those legs keeps explicit postings.
+    expect(tipLegsImplied(t, shard, postings)).toBe(true);
+    expect(tipLegsImplied(t, shard + 1, postings)).toBe(false);
+    expect(tipLegsImplied(t, shard, postings.slice(0, 2))).toBe(false);
+    expect(tipLegsImplied({ ...t, netAmountCents: 241 }, shard, postings)).toBe(false);
+    expect(tipLegsImplied({ ...t, type: "purchase" }, shard, postings)).toBe(false);
+    expect(tipLegsImplied({ ...t, type: "superlike" }, shard, postings)).toBe(true);
+    // A 1-cent tip has no fee legs at all.
+    const small = tx({ amountCents: 1, platformFeeCents: 0, charityFeeCents: 0, netAmountCents: 1 });
+    expect(tipLegsImplied(small, shard, [{ accountId: viewer, amountCents: -1 }])).toBe(true);
   });
 });
