@@ -98,6 +98,31 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     if (ws.getUserData().closed) return;
     ws.cork(() => send(ws, frame));
   };
+  // Tip acks are corked per socket and event-loop turn: one WAL flush answers many tips at once,
+  // often several of one socket, and each cork is a socket write. Acks are matched by id, so
+  // their order among other frames does not matter.
+  const ackQueue = new Map<Ws, string[]>();
+  let ackFlushQueued = false;
+  const flushAcks = () => {
+    ackFlushQueued = false;
+    for (const [ws, frames] of ackQueue) {
+      // A socket that closed meanwhile left the queue in its close handler.
+      ws.cork(() => {
+        for (const f of frames) if (!send(ws, f)) break;
+      });
+    }
+    ackQueue.clear();
+  };
+  const queueAck = (ws: Ws, frame: string) => {
+    if (ws.getUserData().closed) return;
+    const frames = ackQueue.get(ws);
+    if (frames) frames.push(frame);
+    else ackQueue.set(ws, [frame]);
+    if (!ackFlushQueued) {
+      ackFlushQueued = true;
+      setImmediate(flushAcks);
+    }
+  };
   const errorFrame = (err: unknown, id?: unknown) => {
     const a = errorAnswer(err, d.logger);
     return JSON.stringify(
@@ -173,7 +198,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     } finally {
       u.inFlight--;
     }
-    sendCorked(ws, frame);
+    queueAck(ws, frame);
   }
 
   async function onSubscribe(ws: Ws, body: Record<string, unknown>): Promise<void> {
@@ -359,6 +384,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
       connections--;
       const u = ws.getUserData();
       u.closed = true;
+      ackQueue.delete(ws);
       expiries.remove(ws);
       if (feedSockets.delete(ws)) {
         const set = subscribersOf.get(u.userId);
