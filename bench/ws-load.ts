@@ -3,10 +3,31 @@
 // creator counting what they receive. The fraud rule allows a viewer 10 tips an hour, so a socket
 // sends its viewer's share and gives its place to the next viewer's socket, as a stream's
 // audience would. Latency is from sending a tip to its ack; a feed's from the ack to receipt.
+//
+// Why the tipping lanes use a raw client (bench/ws-frames.ts, RFC 6455 over node:net) and not
+// the `ws` package: the load generator shares the 2 cores with the server, Postgres and Redis,
+// so every microsecond it spends is taken from the server it measures. Measured with
+// `npm run bench -- --scenario tip-uniform,ws-tip-uniform --duration 8` (2 runs each, CPU per
+// acknowledged tip, the "load gen" column of "cpu us per 2xx"):
+//   `ws` client, objects per ack over IPC:  56-65 us (printed 108-124: the children's CPU was
+//                                           counted twice, see below), 8,100-9,000 tips/s
+//   raw client, packed acks:                28-29 us, 10,200-10,600 tips/s (server ~93-95 us)
+// Where it went: against a stub uWS server that acks at once (50 sockets in one process, 100k
+// tips), `ws` lanes cost ~45 us a tip (its per-socket set-up, per-frame events and Buffers,
+// JSON.parse of every ack) and the raw client's ~13 us: one Buffer per batch of masked frames, a
+// shared read buffer (net's onread), acks read by position (JSON.parse only for what does not
+// have the server's layout), random bytes from a pool. What is left is mostly the kernel's and
+// net.Socket's per-socket cost (connect, handshake, close: a socket per 10 tips by design).
+// IPC: a report's acks go as a few strings and number arrays (PackedAcks, about half the cost of
+// objects; serialization "advanced" would save ~0.3 us a tip more), and viewers ride on the
+// reports instead of a `take` message per socket (~100 us of the child's CPU a message).
+// The load generator's CPU: the children report theirs and the parent now waits until they have
+// exited before the end snapshot; before, a child still exiting was also counted from /proc.
 import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
 import { addLoadGeneratorMicros, measureCpu } from "./cpu-usage.ts";
+import { parseAck, RawWebSocket, wsTarget } from "./ws-frames.ts";
 import type { Allowance, LoadStats, Tally, ViewerCursor } from "./load.ts";
 import type { Person } from "./population.ts";
 
@@ -72,67 +93,129 @@ export interface LaneOptions {
   /** The next viewer to tip as (null: no more lanes start). */
   take(): Promise<Allowance | null>;
   stopping(): boolean;
-  onSent(): void;
-  onAck(a: WsAck): void;
+  /** `n` tips sent. */
+  onSent(n: number): void;
+  /** One answered tip (positional, so a lane allocates nothing per ack for it). */
+  onAck(
+    key: string,
+    txId: string | null,
+    status: number,
+    errorCode: string | null,
+    latencyMs: number,
+    atMs: number,
+  ): void;
   /** Tips left unanswered by a socket that died, and socket errors. */
   onErrors(n: number): void;
 }
 
+const WELCOME = Buffer.from('{"op":"welcome",');
+
+/** Is this (non-ack) frame the server's welcome? As JSON.parse reads it, once per socket. */
+function isWelcome(buf: Buffer, start: number, end: number): boolean {
+  // The server's own layout: op first.
+  if (
+    end - start > WELCOME.length &&
+    buf.compare(WELCOME, 0, WELCOME.length, start, start + WELCOME.length) === 0
+  )
+    return true;
+  try {
+    return (JSON.parse(buf.toString("utf8", start, end)) as { op?: unknown } | null)?.op === "welcome";
+  } catch {
+    return false;
+  }
+}
+
 /** Runs `sockets` lanes: each opens a viewer's socket, sends its tips with a window in flight, and
- * takes the next viewer, until `stopping()`; resolves once every lane's socket has closed. */
+ * takes the next viewer, until `stopping()`; resolves once every lane's socket has closed. The
+ * sockets are RawWebSocket (bench/ws-frames.ts), not `ws`: see this file's header. */
 export async function runLanes(o: LaneOptions): Promise<void> {
   const hotCreator = o.creators[0]!;
+  const keyPrefix = `wsbench-${runTag}-${o.keyTag}`;
+  const target = wsTarget(o.wsBase);
   const lane = async (): Promise<void> => {
     while (!o.stopping()) {
       const v = await o.take();
       if (!v) return;
       await new Promise<void>((resolve) => {
-        const ws = new WebSocket(`${o.wsBase}/ws?access_token=${v.token}`);
         const due = new Map<string, number>();
         let mine = 0;
+        let closing = false;
+        let welcomed = false;
+        /** An ack of this chunk freed a place in the window: pump once the chunk is read. */
+        let freed = false;
+        /** Arrival time of this chunk's acks (read once per chunk). */
+        let nowPerf = -1;
+        let nowMs = 0;
+        // Everything one pump sends goes out in one write.
         const pump = () => {
+          if (closing) return;
+          const batch: string[] = [];
+          let sentAt = -1;
           while (!o.stopping() && mine < v.tips && due.size < o.window) {
-            const id = `wsbench-${runTag}-${o.keyTag}${keySeq++}`;
+            const id = keyPrefix + keySeq++;
             const creator = o.hot ? hotCreator : o.creators[Math.floor(Math.random() * o.creators.length)]!;
-            due.set(id, performance.now());
+            if (sentAt < 0) sentAt = performance.now();
+            due.set(id, sentAt);
             mine++;
-            o.onSent();
-            ws.send(
+            batch.push(
               `{"op":"tip","id":"${id}","to_creator_username":"${creator.username}","amount":${o.amountUsd}}`,
             );
           }
-          if (due.size === 0) ws.close();
+          if (batch.length > 0) {
+            o.onSent(batch.length);
+            ws.send(batch);
+          }
+          if (due.size === 0) {
+            closing = true;
+            ws.close();
+          }
         };
-        ws.on("message", (data) => {
-          const f = JSON.parse(data.toString()) as {
-            op: string;
-            id?: string;
-            status?: number;
-            transaction?: { id: string };
-            error?: { code: string };
-          };
-          if (f.op === "welcome") return pump();
-          if (f.op !== "ack" || !f.id) return;
-          const t0 = due.get(f.id);
-          if (t0 === undefined) return;
-          due.delete(f.id);
-          o.onAck({
-            key: f.id,
-            txId: f.status === 201 ? f.transaction!.id : null,
-            status: f.status ?? 0,
-            errorCode: f.status === 201 ? null : (f.error?.code ?? `ws_${f.status}`),
-            latencyMs: performance.now() - t0,
-            atMs: Date.now(),
-          });
-          pump();
-        });
-        ws.on("error", () => {
-          o.onErrors(1);
-        });
-        ws.on("close", () => {
-          // Unanswered tips of a socket that died count as errors (they may still have committed).
-          o.onErrors(due.size);
-          resolve();
+        const ws = new RawWebSocket(target, `/ws?access_token=${v.token}`, {
+          open: () => {},
+          text: (buf, start, end) => {
+            if (!welcomed) {
+              // The first frame after the upgrade: nothing is in flight before it.
+              if (isWelcome(buf, start, end)) {
+                welcomed = true;
+                pump();
+              }
+              return;
+            }
+            const a = parseAck(buf, start, end);
+            if (a === null) return;
+            const t0 = due.get(a.id);
+            if (t0 === undefined) return;
+            due.delete(a.id);
+            if (nowPerf < 0) {
+              nowPerf = performance.now();
+              nowMs = Date.now();
+            }
+            const ok = a.status === 201;
+            o.onAck(
+              a.id,
+              ok ? a.txId : null,
+              a.status,
+              ok ? null : (a.errorCode ?? `ws_${a.status}`),
+              nowPerf - t0,
+              nowMs,
+            );
+            freed = true;
+          },
+          chunkRead: () => {
+            nowPerf = -1;
+            if (freed) {
+              freed = false;
+              pump();
+            }
+          },
+          error: () => {
+            o.onErrors(1);
+          },
+          closed: () => {
+            // Unanswered tips of a socket that died count as errors (they may still have committed).
+            o.onErrors(due.size);
+            resolve();
+          },
         });
       });
     }
@@ -140,19 +223,140 @@ export async function runLanes(o: LaneOptions): Promise<void> {
   await Promise.all(Array.from({ length: o.sockets }, () => lane()));
 }
 
+/** The acks of one report, packed (index i of each field is one ack): an array of objects costs
+ * the child and the parent several times more to serialize and read. Keys, transaction ids and
+ * error codes never contain a newline. */
+export interface PackedAcks {
+  /** Idempotency keys, "\n"-joined. */
+  keys: string;
+  /** Transaction ids ("" for none), "\n"-joined. */
+  txIds: string;
+  /** Error codes ("" for none: the 201s), "\n"-joined. */
+  codes: string;
+  status: number[];
+  latencyMs: number[];
+  atMs: number[];
+}
+
+/** Collects acks and packs them for a report. */
+export class AckPacker {
+  private keys: string[] = [];
+  private txIds: string[] = [];
+  private codes: string[] = [];
+  private status: number[] = [];
+  private latencyMs: number[] = [];
+  private atMs: number[] = [];
+
+  get size(): number {
+    return this.keys.length;
+  }
+
+  add(
+    key: string,
+    txId: string | null,
+    status: number,
+    errorCode: string | null,
+    latencyMs: number,
+    atMs: number,
+  ) {
+    this.keys.push(key);
+    this.txIds.push(txId ?? "");
+    this.codes.push(errorCode ?? "");
+    this.status.push(status);
+    this.latencyMs.push(latencyMs);
+    this.atMs.push(atMs);
+  }
+
+  /** The packed acks so far; starts over. */
+  take(): PackedAcks {
+    const p: PackedAcks = {
+      keys: this.keys.join("\n"),
+      txIds: this.txIds.join("\n"),
+      codes: this.codes.join("\n"),
+      status: this.status,
+      latencyMs: this.latencyMs,
+      atMs: this.atMs,
+    };
+    this.keys = [];
+    this.txIds = [];
+    this.codes = [];
+    this.status = [];
+    this.latencyMs = [];
+    this.atMs = [];
+    return p;
+  }
+}
+
+/** Calls `ack` for each packed ack, in order. */
+export function unpackAcks(
+  p: PackedAcks,
+  ack: (
+    key: string,
+    txId: string | null,
+    status: number,
+    errorCode: string | null,
+    latencyMs: number,
+    atMs: number,
+  ) => void,
+): void {
+  const n = p.status.length;
+  if (n === 0) return;
+  const keys = p.keys.split("\n");
+  const txIds = p.txIds.split("\n");
+  const codes = p.codes.split("\n");
+  if (
+    keys.length !== n ||
+    txIds.length !== n ||
+    codes.length !== n ||
+    p.latencyMs.length !== n ||
+    p.atMs.length !== n
+  )
+    throw new Error(
+      `ws load report: ${n} acks but ${keys.length} keys, ${txIds.length} tx ids, ${codes.length} codes`,
+    );
+  for (let i = 0; i < n; i++) {
+    const tx = txIds[i]!;
+    const code = codes[i]!;
+    ack(
+      keys[i]!,
+      tx === "" ? null : tx,
+      p.status[i]!,
+      code === "" ? null : code,
+      p.latencyMs[i]!,
+      p.atMs[i]!,
+    );
+  }
+}
+
 /** Messages between runWsTips and its load-generator children (bench/ws-load-child.ts). */
 export type ToChild =
   | { type: "start"; lanes: Omit<LaneOptions, "take" | "stopping" | "onSent" | "onAck" | "onErrors"> }
-  /** Answers a `take`; fewer than asked (none) once the run is stopping. */
-  | { type: "viewers"; people: Allowance[] }
+  /** Answers a `take` of `asked`; fewer (none) once the run is stopping. */
+  | { type: "viewers"; people: Allowance[]; asked: number }
   | { type: "stop" };
 export type FromChild =
   /** The child has loaded and waits for `start`: the measured window begins once all are ready. */
   | { type: "ready" }
   | { type: "take"; n: number }
-  | { type: "report"; sent: number; errors: number; acks: WsAck[] }
+  /** `take`: viewers wanted besides (0: none), so refills mostly ride on reports. */
+  | { type: "report"; sent: number; errors: number; acks: PackedAcks; take: number }
   /** `cpuMicros`: the child's own CPU time (user + system), counted as the load generator's. */
   | { type: "done"; cpuMicros: number };
+
+/** Resolves once `c` has exited (and been reaped: gone from /proc); kills it after `timeoutMs`. */
+function exited(c: ChildProcess, timeoutMs: number): Promise<void> {
+  if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const t = setTimeout(() => {
+      console.error(`[bench] ws load child ${c.pid} did not exit ${timeoutMs} ms after done: killed`);
+      c.kill("SIGKILL");
+    }, timeoutMs);
+    c.once("exit", () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
 
 /** Runs the tipping sockets for `durationS`, then waits for every outstanding ack. With
  * `processes` > 1 the sockets are spread over that many child processes (one Node process's
@@ -169,16 +373,23 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
   let ok = 0;
   let errors = 0;
   let stopping = false;
-  const ack = (a: WsAck) => {
+  const ack = (
+    key: string,
+    txId: string | null,
+    status: number,
+    errorCode: string | null,
+    latencyMs: number,
+    atMs: number,
+  ) => {
     answered++;
-    latencies.push(a.latencyMs);
-    statusCodes[String(a.status)] = (statusCodes[String(a.status)] ?? 0) + 1;
-    if (a.txId !== null) {
+    latencies.push(latencyMs);
+    statusCodes[String(status)] = (statusCodes[String(status)] ?? 0) + 1;
+    if (txId !== null) {
       ok++;
-      tally.ackedKeys.push(a.key);
-      o.onAck?.(a.txId, a.atMs);
+      tally.ackedKeys.push(key);
+      o.onAck?.(txId, atMs);
     } else {
-      const code = a.errorCode ?? `ws_${a.status}`;
+      const code = errorCode ?? `ws_${status}`;
       tally.errorCodes[code] = (tally.errorCodes[code] ?? 0) + 1;
     }
   };
@@ -210,9 +421,9 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
       keyTag: "",
       take: async () => o.cursor.takeAllowance(tally),
       stopping: () => stopping,
-      onSent: () => {
-        sent++;
-        tally.issued++;
+      onSent: (n) => {
+        sent += n;
+        tally.issued += n;
       },
       onAck: ack,
       onErrors: (n) => {
@@ -235,6 +446,10 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
               if (err && proc.connected) reportErr(err);
             });
         };
+        const handOut = (n: number) => {
+          const people = stopping ? [] : Array.from({ length: n }, () => o.cursor.takeAllowance(tally));
+          send({ type: "viewers", people, asked: n });
+        };
         let readyNow: () => void = () => {};
         ready.push(
           new Promise<void>((r) => {
@@ -246,14 +461,13 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
           let done = false;
           proc.on("message", (m: FromChild) => {
             if (m.type === "ready") readyNow();
-            else if (m.type === "take") {
-              const people = stopping ? [] : Array.from({ length: m.n }, () => o.cursor.takeAllowance(tally));
-              send({ type: "viewers", people });
-            } else if (m.type === "report") {
+            else if (m.type === "take") handOut(m.n);
+            else if (m.type === "report") {
               sent += m.sent;
               tally.issued += m.sent;
               errors += m.errors;
-              for (const a of m.acks) ack(a);
+              unpackAcks(m.acks, ack);
+              if (m.take > 0) handOut(m.take);
             } else if (m.type === "done") {
               childCpuMicros += m.cpuMicros;
               done = true;
@@ -278,6 +492,10 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
   for (const c of children) if (c.connected) c.send({ type: "stop" } satisfies ToChild);
   await running;
   const durationS = (performance.now() - started) / 1000;
+  // The children's CPU is what they reported (from `start`), so they must be gone before the end
+  // snapshot, or /proc counts them a second time: a child still exiting when `done` arrived
+  // doubled the load generator's figure (it did in most runs before this wait).
+  await Promise.all(children.map((c) => exited(c, 5000)));
   const cpu = endCpu();
   // The children are gone before the end snapshot: their CPU moves from "others" to the generator.
   if (cpu && childCpuMicros > 0) addLoadGeneratorMicros(cpu, childCpuMicros, durationS);
