@@ -16,7 +16,7 @@ import {
   RawWebSocket,
   wsTarget,
 } from "../../bench/ws-frames.ts";
-import { AckPacker, unpackAcks } from "../../bench/ws-load.ts";
+import { AckPacker, unpackAcks, parseTipFrame } from "../../bench/ws-load.ts";
 
 /** A server's (unmasked) frame. */
 function serverFrame(opcode: number, payload: Buffer, fin = true): Buffer {
@@ -285,5 +285,26 @@ describe("bench raw WebSocket frames", () => {
     } finally {
       await new Promise<void>((r) => wss.close(() => r()));
     }
+  });
+});
+
+describe("parseTipFrame", () => {
+  it("reads a feed frame's number and tip id in place, as JSON.parse would, and declines other shapes", () => {
+    const id = "0190c0de-7a1b-7c2d-8e3f-a1b2c3d4e5f6";
+    const frame = JSON.stringify({
+      op: "tip",
+      seq: 123456,
+      tip: { id, kind: "tip", from: { username: "v" }, amount: "1.00", message: null },
+    });
+    const buf = Buffer.from(`xx${frame}yy`);
+    expect(parseTipFrame(buf, 2, 2 + Buffer.byteLength(frame))).toEqual({ seq: 123456, id });
+    const other = (text: string) => {
+      const b = Buffer.from(text);
+      return parseTipFrame(b, 0, b.length);
+    };
+    expect(other(JSON.stringify({ op: "subscribed", channel: "tips", seq: 4 }))).toBeNull();
+    expect(other(JSON.stringify({ op: "tip", tip: { id }, seq: 1 }))).toBeNull();
+    expect(other(JSON.stringify({ op: "tip", seq: 1, tip: { id: "short" } }))).toBeNull();
+    expect(other('{"op":"tip","seq":,"tip":{"id":"0190c0de-7a1b-7c2d-8e3f-a1b2c3d4e5f6"}}')).toBeNull();
   });
 });
