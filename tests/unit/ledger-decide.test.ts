@@ -111,6 +111,11 @@ describe("tip decisions", () => {
     expect((again as { result: unknown }).result).toMatchObject({
       transaction: (first as { result: { transaction: unknown } }).result.transaction,
     });
+    // The key's record is kept packed (PackedKeyRecord): the replay is the whole original answer.
+    expect((again as { result: unknown }).result).toEqual({
+      ...(first as { result: object }).result,
+      replayed: true,
+    });
     expect(w.bal("viewer")).toBe(900);
     expect(w.tip("viewer", "other", 100, "k1")).toMatchObject({
       ok: false,
