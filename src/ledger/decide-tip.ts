@@ -12,7 +12,7 @@ import {
   txDecision,
   txRecord,
 } from "./decision.ts";
-import { splitTip } from "./fee-split.ts";
+import { type FeeSplit, splitTip } from "./fee-split.ts";
 import type { AccountMem } from "./state.ts";
 import type { Posting, TipCommand } from "./types.ts";
 
@@ -40,20 +40,36 @@ export function decideTip(cmd: TipCommand, sender: AccountMem, hash: string, ctx
     netAmountCents: split.netAmountCents,
     metadata: cmd.metadata ?? {},
   });
-  const postings: Posting[] = [{ accountId: sender.state.id, amountCents: -split.amountCents }];
+  const postings = tipPostings(sender.state.id, split, ctx.system.platform_revenue, ctx.system.charity);
   const states = [bump(sender.state, { balanceCents: sender.state.balanceCents - split.amountCents })];
   if (split.platformKeepsCents > 0) {
     const platform = sysAccount(ctx, "platform_revenue");
-    postings.push({ accountId: platform.state.id, amountCents: split.platformKeepsCents });
     states.push(
       bump(platform.state, { balanceCents: platform.state.balanceCents + split.platformKeepsCents }),
     );
   }
   if (split.charityFeeCents > 0) {
     const charity = sysAccount(ctx, "charity");
-    postings.push({ accountId: charity.state.id, amountCents: split.charityFeeCents });
     states.push(bump(charity.state, { balanceCents: charity.state.balanceCents + split.charityFeeCents }));
   }
   const credits = [{ accountId: cmd.toAccountId, txId: tx.id, amountCents: split.netAmountCents }];
   return txDecision(tx, postings, states, cmd.key, hash, checked.allowed, credits);
+}
+
+/**
+ * A tip's sender-side legs: the sender -amount, the deciding shard's platform account +(fee -
+ * charity) and its charity account +charity, a leg of 0 left out. The persister stores no row for
+ * postings that are exactly these (round-batch tipLegsImplied; sql/007_lean_journal.sql).
+ */
+export function tipPostings(
+  senderId: string,
+  split: FeeSplit,
+  platformId: string,
+  charityId: string,
+): Posting[] {
+  const postings: Posting[] = [{ accountId: senderId, amountCents: -split.amountCents }];
+  if (split.platformKeepsCents > 0)
+    postings.push({ accountId: platformId, amountCents: split.platformKeepsCents });
+  if (split.charityFeeCents > 0) postings.push({ accountId: charityId, amountCents: split.charityFeeCents });
+  return postings;
 }

@@ -7,6 +7,7 @@
 // carries the amount. Only postings that are not implied become Leg rows.
 import type { WalEvent } from "../ledger/events.ts";
 import { systemAccountId } from "../ledger/accounts.ts";
+import { tipPostings } from "../ledger/decide-tip.ts";
 import { splitTip } from "../ledger/fee-split.ts";
 import type {
   AccountState,
@@ -74,9 +75,9 @@ export interface FeedRow {
 }
 
 /**
- * True when `postings` are exactly the legs a tip row implies (decideTip): the sender -amount, the
- * deciding shard's platform account +(fee - charity) and charity account +charity, zero legs left
- * out. Anything else keeps explicit postings, so the view never invents a leg.
+ * True when `postings` are exactly the legs a tip row implies (tipPostings, as decideTip made them,
+ * on the deciding shard's system accounts). Anything else keeps explicit postings, so the view
+ * never invents a leg.
  */
 export function tipLegsImplied(tx: TransactionRecord, shard: number, postings: Posting[]): boolean {
   if ((tx.type !== "tip" && tx.type !== "superlike") || tx.fromAccountId !== tx.accountId) return false;
@@ -93,16 +94,12 @@ export function tipLegsImplied(tx: TransactionRecord, shard: number, postings: P
   ) {
     return false;
   }
-  const implied: Posting[] = [{ accountId: tx.accountId, amountCents: -tx.amountCents }];
-  if (split.platformKeepsCents > 0) {
-    implied.push({
-      accountId: systemAccountId("platform_revenue", shard),
-      amountCents: split.platformKeepsCents,
-    });
-  }
-  if (split.charityFeeCents > 0) {
-    implied.push({ accountId: systemAccountId("charity", shard), amountCents: split.charityFeeCents });
-  }
+  const implied = tipPostings(
+    tx.accountId,
+    split,
+    systemAccountId("platform_revenue", shard),
+    systemAccountId("charity", shard),
+  );
   return (
     implied.length === postings.length &&
     implied.every(
