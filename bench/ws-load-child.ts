@@ -75,9 +75,7 @@ process.on("message", (m: ToChild) => {
       onSent: (n) => {
         sent += n;
       },
-      onAck: (key, txId, status, errorCode, latencyMs, atMs) => {
-        acks.add(key, txId, status, errorCode, latencyMs, atMs);
-      },
+      onAck: acks.add,
       onErrors: (n) => {
         errors += n;
       },

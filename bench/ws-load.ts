@@ -80,6 +80,17 @@ export interface WsAck {
   atMs: number;
 }
 
+/** One answered tip, positional (a lane allocates nothing per ack for it): its idempotency key,
+ * the transaction id when acked 201, the status, the error code otherwise, latency and arrival. */
+export type AckSink = (
+  key: string,
+  txId: string | null,
+  status: number,
+  errorCode: string | null,
+  latencyMs: number,
+  atMs: number,
+) => void;
+
 export interface LaneOptions {
   wsBase: string;
   creators: Person[];
@@ -94,15 +105,8 @@ export interface LaneOptions {
   stopping(): boolean;
   /** `n` tips sent. */
   onSent(n: number): void;
-  /** One answered tip (positional, so a lane allocates nothing per ack for it). */
-  onAck(
-    key: string,
-    txId: string | null,
-    status: number,
-    errorCode: string | null,
-    latencyMs: number,
-    atMs: number,
-  ): void;
+  /** One answered tip. */
+  onAck: AckSink;
   /** Tips left unanswered by a socket that died, and socket errors. */
   onErrors(n: number): void;
 }
@@ -250,21 +254,14 @@ export class AckPacker {
     return this.keys.length;
   }
 
-  add(
-    key: string,
-    txId: string | null,
-    status: number,
-    errorCode: string | null,
-    latencyMs: number,
-    atMs: number,
-  ) {
+  add: AckSink = (key, txId, status, errorCode, latencyMs, atMs) => {
     this.keys.push(key);
     this.txIds.push(txId ?? "");
     this.codes.push(errorCode ?? "");
     this.status.push(status);
     this.latencyMs.push(latencyMs);
     this.atMs.push(atMs);
-  }
+  };
 
   /** The packed acks so far; starts over. */
   take(): PackedAcks {
@@ -287,17 +284,7 @@ export class AckPacker {
 }
 
 /** Calls `ack` for each packed ack, in order. */
-export function unpackAcks(
-  p: PackedAcks,
-  ack: (
-    key: string,
-    txId: string | null,
-    status: number,
-    errorCode: string | null,
-    latencyMs: number,
-    atMs: number,
-  ) => void,
-): void {
+export function unpackAcks(p: PackedAcks, ack: AckSink): void {
   const n = p.status.length;
   if (n === 0) return;
   const keys = p.keys.split("\n");
@@ -372,14 +359,7 @@ export async function runWsTips(o: WsLoadOptions, tally: Tally): Promise<LoadSta
   let ok = 0;
   let errors = 0;
   let stopping = false;
-  const ack = (
-    key: string,
-    txId: string | null,
-    status: number,
-    errorCode: string | null,
-    latencyMs: number,
-    atMs: number,
-  ) => {
+  const ack: AckSink = (key, txId, status, errorCode, latencyMs, atMs) => {
     answered++;
     latencies.push(latencyMs);
     statusCodes[String(status)] = (statusCodes[String(status)] ?? 0) + 1;

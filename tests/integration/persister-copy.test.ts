@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { TxEvent, WalEvent } from "../../src/ledger/events.ts";
+import type { CreditEvent, TxEvent, WalEvent } from "../../src/ledger/events.ts";
 import type { AccountState, TransactionRecord } from "../../src/ledger/types.ts";
 import { systemAccountId } from "../../src/ledger/accounts.ts";
 import { AccountStore } from "../../src/persist/account-store.ts";
@@ -75,6 +75,16 @@ describe("persister writes", () => {
     };
     return ev;
   };
+  /** The creator's credit of `tip` (97 cents, the creator's first version), with a feed number or
+   * without (a WAL written before feeds). */
+  const creditOf = (tip: TxEvent, creator: string, feedSeq?: number): CreditEvent => ({
+    t: "credit",
+    accountId: creator,
+    items: [{ txId: tip.tx.id, amountCents: 97 }],
+    state: state(creator, 1, 97),
+    at: at(),
+    ...(feedSeq !== undefined ? { feedSeq } : {}),
+  });
   const fees = randomUUID();
   const count = async (sql: string, args: unknown[]) => Number((await env.pool.query(sql, args)).rows[0].n);
 
@@ -83,13 +93,7 @@ describe("persister writes", () => {
     const awkward = "key\twith\ttabs\nlines\r\\backslashes\\N and ünïcode";
     const metadata = { note: 'a\tb\nc\\d "quoted" \\N', n: 1 };
     const tip = tipEvent(viewer!, creator!, 1, 900, awkward, metadata);
-    const credit: WalEvent = {
-      t: "credit",
-      accountId: creator!,
-      items: [{ txId: tip.tx.id, amountCents: 97 }],
-      state: state(creator!, 1, 97),
-      at: at(),
-    };
+    const credit = creditOf(tip, creator!);
     const round = [entry(0, [tip]), entry(1, [credit])];
     await writeEntries(env.pool, round);
 
@@ -146,14 +150,7 @@ describe("persister writes", () => {
         { accountId: charity, amountCents: 1 },
       ],
     };
-    const credit: WalEvent = {
-      t: "credit",
-      accountId: creator!,
-      items: [{ txId: tip.tx.id, amountCents: 97 }],
-      state: state(creator!, 1, 97),
-      at: at(),
-      feedSeq: 1,
-    };
+    const credit = creditOf(tip, creator!, 1);
     const store = new AccountStore(env.pool);
     const creatorLeg = [{ txId: tip.tx.id, accountId: creator! }];
     // Only the sender's side is in: the creator's leg is not posted yet (recovery redelivers it).

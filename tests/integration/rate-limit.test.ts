@@ -31,6 +31,18 @@ function countCommands(): { n: number; restore(): void } {
   return counter;
 }
 
+/** A client of a Redis that is not there: every command fails at once. */
+async function deadRedis() {
+  const { Redis } = await import("ioredis");
+  const dead = new Redis("redis://127.0.0.1:1", {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  dead.on("error", () => {});
+  return dead;
+}
+
 const outcome = (p: Promise<void>) =>
   p.then(
     () => "ok",
@@ -99,14 +111,8 @@ describe("rate limits", () => {
   });
 
   it("counts a user's budget in the process, synchronously, without Redis", async () => {
-    const { Redis } = await import("ioredis");
     // A Redis that cannot answer: the user budget must not need it.
-    const dead = new Redis("redis://127.0.0.1:1", {
-      lazyConnect: true,
-      maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
-    });
-    dead.on("error", () => {});
+    const dead = await deadRedis();
     const limits = new RateLimits(dead, env.config({ RATE_LIMIT_USER_PER_MIN: "2" }));
     expect(await outcome(limits.consume("user", "u-9"))).toBe("ok");
     expect(await outcome(limits.consume("user", "u-9"))).toBe("ok");
@@ -128,13 +134,7 @@ describe("rate limits", () => {
   });
 
   it("answers unavailable when Redis cannot be asked", async () => {
-    const { Redis } = await import("ioredis");
-    const dead = new Redis("redis://127.0.0.1:1", {
-      lazyConnect: true,
-      maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
-    });
-    dead.on("error", () => {});
+    const dead = await deadRedis();
     const limits = new RateLimits(dead, env.config({ RATE_LIMIT_IP_PER_MIN: "10" }));
     expect(await outcome(limits.consume("ip", "192.0.2.1"))).toMatchObject({ code: "unavailable" });
     dead.disconnect();

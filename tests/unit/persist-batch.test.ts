@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { TxEvent, WalEvent } from "../../src/ledger/events.ts";
+import type { CreditEvent, TxEvent, WalEvent } from "../../src/ledger/events.ts";
 import type { AccountState, FraudLogRecord, TransactionRecord } from "../../src/ledger/types.ts";
 import { systemAccountId } from "../../src/ledger/accounts.ts";
 import { buildBatch, type Entry, tipLegsImplied } from "../../src/persist/round-batch.ts";
@@ -49,6 +49,16 @@ const tx = (over: Partial<TransactionRecord>): TransactionRecord => ({
   ...over,
 });
 
+/** The creator's credit of the tip `tipId`, with a feed number or without (a WAL before feeds). */
+const creditOf = (amountCents: number, after: AccountState, feedSeq?: number): CreditEvent => ({
+  t: "credit",
+  accountId: creator,
+  items: [{ txId: tipId, amountCents }],
+  state: after,
+  at: "2026-11-25T12:00:00.010Z",
+  ...(feedSeq !== undefined ? { feedSeq } : {}),
+});
+
 describe("a round's batch of rows", () => {
   it("turns a tip, its credit, a payout reserved then posted, a suspension and fraud logs into rows", () => {
     const flagged = fraudLog("00000000-0000-4000-8000-0000000000f1", "flagged");
@@ -66,13 +76,7 @@ describe("a round's batch of rows", () => {
       credits: [{ accountId: creator, txId: tipId, amountCents: 97 }],
       fraud: [flagged],
     };
-    const credit: WalEvent = {
-      t: "credit",
-      accountId: creator,
-      items: [{ txId: tipId, amountCents: 97 }],
-      state: state(creator, 3, 5097),
-      at: "2026-11-25T12:00:00.010Z",
-    };
+    const credit = creditOf(97, state(creator, 3, 5097));
     const payout = tx({
       id: payoutId,
       type: "payout",
@@ -172,13 +176,7 @@ describe("a round's batch of rows", () => {
   });
 
   it("keeps one leg per transaction and account, and one update per account, when an event comes twice", () => {
-    const credit: WalEvent = {
-      t: "credit",
-      accountId: creator,
-      items: [{ txId: tipId, amountCents: 97 }],
-      state: state(creator, 3, 97),
-      at: "2026-11-25T12:00:00.010Z",
-    };
+    const credit = creditOf(97, state(creator, 3, 97));
     const b = buildBatch([
       { shard: 1, id: "1-0", events: [credit] },
       { shard: 1, id: "1-1", events: [credit] },
@@ -208,14 +206,7 @@ describe("a round's batch of rows", () => {
       credits: [{ accountId: creator, txId: tipId, amountCents: 242 }],
       fraud: [],
     };
-    const credit: WalEvent = {
-      t: "credit",
-      accountId: creator,
-      items: [{ txId: tipId, amountCents: 242 }],
-      state: state(creator, 9, 242),
-      at: "2026-11-25T12:00:00.010Z",
-      feedSeq: 4,
-    };
+    const credit = creditOf(242, state(creator, 9, 242), 4);
     const b = buildBatch([
       { shard, id: "1-0", events: [tip] },
       { shard: 2, id: "1-1", events: [credit] },
