@@ -14,7 +14,8 @@ import { migrate } from "../src/db/migrate.ts";
 import { ledgerSettings } from "../src/main/core.ts";
 import { Ledger } from "../src/shards/ledger.ts";
 import type { WalLog } from "../src/shards/ports.ts";
-import { OwnershipLease } from "../src/wal/lease.ts";
+import { redisKeys } from "../src/redis/keys.ts";
+import { ShardLeases } from "../src/wal/lease.ts";
 import { WAL_FIELD } from "../src/wal/wal-codec.ts";
 import { RedisWal } from "../src/wal/wal-writer.ts";
 import { AccountStore } from "../src/persist/account-store.ts";
@@ -115,7 +116,8 @@ async function main() {
   const rows: Array<{ scenario: string; value: number; unit: string; note: string }> = [];
 
   // 1. Decisions only: the WAL sink confirms at once.
-  const lease = new OwnershipLease(redis, prefix, config.LEDGER_LEASE_MS, () => {
+  const allShards = Array.from({ length: config.SHARDS }, (_, s) => s);
+  const lease = new ShardLeases(redis, prefix, allShards, config.LEDGER_LEASE_MS, () => {
     throw new Error("bench lost its ledger lease");
   });
   await lease.acquire();
@@ -192,7 +194,7 @@ async function main() {
   let walBytes = 0;
   let walEvents = 0;
   for (let sh = 0; sh < config.SHARDS && walEvents < 5000; sh++) {
-    const entries = (await redis.xrange(`${prefix}wal:${sh}`, "-", "+", "COUNT", 5)) as Array<
+    const entries = (await redis.xrange(redisKeys(prefix).walStream(sh), "-", "+", "COUNT", 5)) as Array<
       [string, string[]]
     >;
     for (const [, f] of entries) {

@@ -62,8 +62,21 @@ export const configSchema = z.object({
   HOST: z.string().default("0.0.0.0"),
   DATABASE_URL: z.string().url().default("postgres://postgres@127.0.0.1:5432/threeam"),
   REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
-  /** Prefix for every Redis key this process writes (WAL streams, rate limits, queues). */
-  REDIS_PREFIX: z.string().default(""),
+  /**
+   * Seed nodes ("host:port,host:port") of a Redis Cluster that then holds the WAL, lease, feed
+   * streams and queues instead of REDIS_URL (whose user and password it still uses).
+   */
+  REDIS_CLUSTER_NODES: optional(
+    z.string().regex(/^\s*[^\s,:]+:\d+\s*(,\s*[^\s,:]+:\d+\s*)*$/, "host:port, comma-separated"),
+  ),
+  /**
+   * Prefix for every Redis key this process writes (WAL streams, rate limits, queues). No braces:
+   * the keys' own hash tags place them in a Redis Cluster's slots.
+   */
+  REDIS_PREFIX: z
+    .string()
+    .regex(/^[^{}]*$/, "no { or }: keys carry their own hash tags")
+    .default(""),
   /**
    * Redis for the rate limiters' counters (default: REDIS_URL). They need no durability: on a Redis
    * without AOF they keep an fsync off every request's path, since the WAL's Redis fsyncs every

@@ -2,8 +2,8 @@
 // finished jobs kept so their ids keep deduplicating), enqueueEmail (the producer: one job per
 // event, by the event's job id), and EmailNotifier, which producers on the request path use so
 // that a Redis hiccup never fails a request whose money change is already durable.
+import { openRedis, redisTarget } from "../redis/connect.ts";
 import { type JobsOptions, Queue } from "bullmq";
-import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import { AppError } from "../errors.ts";
@@ -31,7 +31,7 @@ export interface EmailQueueHandle {
 
 /** The email queue over its own Redis connection (REDIS_URL, REDIS_PREFIX). */
 export function createEmailQueue(config: Config, logger?: Logger): EmailQueueHandle {
-  const connection = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 2, lazyConnect: false });
+  const connection = openRedis(redisTarget(config), { maxRetriesPerRequest: 2, lazyConnect: false });
   connection.on("error", () => {}); // reported by the calls that fail
   const queue = new Queue(EMAIL_QUEUE, {
     connection,

@@ -3,8 +3,8 @@
 // display name, renders the templates and sends through the Mailer. An SMTP server that is down
 // or answers 4xx is retried with the job's backoff; a 5xx is permanent (UnrecoverableError: the
 // job goes to failed at once, visible in the queue's failed set and job counts).
+import { openRedis, redisTarget } from "../redis/connect.ts";
 import { UnrecoverableError, Worker } from "bullmq";
-import { Redis } from "ioredis";
 import type pg from "pg";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
@@ -44,7 +44,7 @@ export function createEmailWorker(o: EmailWorkerOptions): EmailWorker {
   const { config, logger, pool } = o;
   const mailer = o.mailer ?? createMailer(config, logger);
   // BullMQ's blocking reads need a connection that retries forever.
-  const connection = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const connection = openRedis(redisTarget(config), { maxRetriesPerRequest: null });
   connection.on("error", () => {});
   const worker = new Worker(
     EMAIL_QUEUE,

@@ -17,7 +17,7 @@
 // those writes cost about a quarter of tip throughput (bench, limits on vs off); a library that
 // batches across requests does not exist, and the window logic is a few lines of Lua
 // (src/redis/lua/rate-limit-consume.lua).
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../redis/connect.ts";
 import type { Config } from "../config.ts";
 import { AppError } from "../errors.ts";
 import { type RedisKeys, redisKeys } from "../redis/keys.ts";
@@ -28,7 +28,7 @@ export type LimitKind = "ip" | "user" | "auth" | "ai";
 const WINDOW_MS = 60_000;
 const MAX_KEYS_PER_COMMAND = 4096;
 
-type ConsumingRedis = Redis & {
+type ConsumingRedis = RedisClient & {
   rateLimitConsume(numKeys: number, ...args: Array<string | number>): Promise<Array<[number, number]>>;
 };
 
@@ -86,7 +86,7 @@ export class RateLimits {
   private readonly blockedUntil = new Map<string, number>();
   private readonly users = new UserWindows();
 
-  constructor(redis: Redis, config: Config) {
+  constructor(redis: RedisClient, config: Config) {
     // Both per-minute limits at 0 switch every limit off, the stricter auth one included.
     const on = config.RATE_LIMIT_IP_PER_MIN > 0 || config.RATE_LIMIT_USER_PER_MIN > 0;
     this.budgets = {

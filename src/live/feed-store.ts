@@ -1,7 +1,7 @@
 // Owns the durable half of the creators' tip feeds: one Redis stream per creator whose entry id
 // is `<seq>-1`, so an append is idempotent (Redis refuses an id at or below the stream's top) and
 // a range read by seq is a range read by id. The stream keeps the last FEED_RETENTION entries.
-import type { Redis } from "ioredis";
+import { execSpread, type RedisClient, type SpreadCommand } from "../redis/connect.ts";
 import { redisKeys, type RedisKeys } from "../redis/keys.ts";
 
 /** One feed entry: its number and the tip as the feed shows it (message not yet filtered). */
@@ -38,7 +38,7 @@ export class FeedStore {
 
   constructor(
     /** The one connection every feed command goes over, so replies come back in command order. */
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     prefix: string,
     private readonly retention: number,
   ) {
@@ -50,19 +50,21 @@ export class FeedStore {
    * whether this call or an earlier one (a replay) wrote it; an Error when Redis refused otherwise.
    */
   async append(items: Array<{ creatorId: string; entry: FeedEntry }>): Promise<Array<true | Error>> {
-    const p = this.redis.pipeline();
-    for (const { creatorId, entry } of items) {
-      p.xadd(
-        this.keys.tipFeed(creatorId),
-        "MAXLEN",
-        "~",
-        this.retention,
-        idOf(entry.seq),
-        "t",
-        JSON.stringify(entry.tip),
-      );
-    }
-    const replies = (await p.exec()) ?? [];
+    const replies = await execSpread(
+      this.redis,
+      items.map(
+        ({ creatorId, entry }): SpreadCommand => [
+          "xadd",
+          this.keys.tipFeed(creatorId),
+          "MAXLEN",
+          "~",
+          this.retention,
+          idOf(entry.seq),
+          "t",
+          JSON.stringify(entry.tip),
+        ],
+      ),
+    );
     return items.map((_, i) => {
       const err = replies[i]?.[0];
       if (!err) return true;

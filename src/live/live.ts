@@ -1,6 +1,6 @@
 // Owns wiring the live part of the app: the tip feed (fed by the ledger's durable observer), the
 // WebSocket endpoint, the overlay page and the live HTTP routes, on the HTTP server's uWS app.
-import type { Redis } from "ioredis";
+import { duplicateRedis, type RedisClient } from "../redis/connect.ts";
 import type pg from "pg";
 import type { Logger } from "pino";
 import type { TemplatedApp } from "uWebSockets.js";
@@ -31,7 +31,7 @@ export function createLive(d: {
   config: Config;
   logger: Logger;
   /** What live needs of the core (the entry point's Core has it): the WAL Redis, Postgres, the ledger. */
-  core: { redis: Redis; pool: pg.Pool; ledger: Ledger };
+  core: { redis: RedisClient; pool: pg.Pool; ledger: Ledger };
   tokens: TokenService;
   users: UserStore;
   roles: RoleSource;
@@ -39,8 +39,8 @@ export function createLive(d: {
 }): Live {
   const { config, core } = d;
   // Its own connection: feed appends and catch-up reads must come back in the order they went out.
-  const redis = core.redis.duplicate();
-  redis.on("error", (err) => d.logger.warn({ err: err.message }, "tip feed redis connection error"));
+  const redis = duplicateRedis(core.redis);
+  redis.on("error", (err: Error) => d.logger.warn({ err: err.message }, "tip feed redis connection error"));
   const feed = new TipFeed({
     store: new FeedStore(redis, config.REDIS_PREFIX, config.FEED_RETENTION),
     pool: core.pool,

@@ -1,6 +1,8 @@
 // Owns wiring the core together: Postgres (database created and migrated), Redis, the ledger
 // (recovered from Postgres + WAL before it takes commands) and the WAL persister.
-import { Redis, type RedisOptions } from "ioredis";
+import type { RedisOptions } from "ioredis";
+import { openRedis, type RedisClient, type RedisTarget, redisTarget } from "../redis/connect.ts";
+import { adoptLegacyLayout } from "../wal/legacy-layout.ts";
 import type pg from "pg";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
@@ -11,7 +13,7 @@ import type { LedgerSettings } from "../shards/ports.ts";
 import { Ledger } from "../shards/ledger.ts";
 import { RedisWal } from "../wal/wal-writer.ts";
 import { checkShardCount, ShardCountError } from "./shard-count.ts";
-import { OwnershipLease } from "../wal/lease.ts";
+import { ShardLeases } from "../wal/lease.ts";
 import { AccountStore } from "../persist/account-store.ts";
 import { Persister } from "../persist/persister.ts";
 import { type PersisterLike, PersisterThread } from "../persist/persister-thread.ts";
@@ -19,13 +21,14 @@ import { type PersisterLike, PersisterThread } from "../persist/persister-thread
 export interface Core {
   config: Config;
   pool: pg.Pool;
-  redis: Redis;
+  /** The WAL's Redis (REDIS_URL), or the Redis Cluster of REDIS_CLUSTER_NODES. */
+  redis: RedisClient;
   /**
    * The rate limiters' Redis (RATE_LIMIT_REDIS_URL, default REDIS_URL), always on a connection of
    * its own that fails fast: no offline queue and a command timeout, so a request whose limiter
    * cannot be asked answers 503 at once instead of waiting for a reconnect.
    */
-  limitsRedis: Redis;
+  limitsRedis: RedisClient;
   ledger: Ledger;
   persister: PersisterLike;
   stop(): Promise<void>;
@@ -61,10 +64,11 @@ export async function startCore(
     const applied = await migrate(pool);
     if (applied.length > 0) logger.info({ applied }, "migrations applied");
   }
-  let redis: Redis;
-  let limitsRedis: Redis;
+  let redis: RedisClient;
+  let limitsRedis: RedisClient;
+  const target = redisTarget(config);
   try {
-    redis = await connectRedis(config.REDIS_URL, "REDIS_URL", "redis connection error", logger, {
+    redis = await connectRedis(target, "REDIS_URL", "redis connection error", logger, {
       // Back soon after Redis is: the ledger answers 503 until then.
       retryStrategy: (times: number) => Math.min(50 * times, 500),
       commandTimeout: config.WAL_COMMAND_TIMEOUT_MS,
@@ -76,7 +80,7 @@ export async function startCore(
   try {
     const own = config.RATE_LIMIT_REDIS_URL !== undefined;
     limitsRedis = await connectRedis(
-      config.RATE_LIMIT_REDIS_URL ?? config.REDIS_URL,
+      own ? { url: config.RATE_LIMIT_REDIS_URL!, clusterNodes: null } : target,
       own ? "RATE_LIMIT_REDIS_URL" : "REDIS_URL",
       "rate-limit redis connection error",
       logger,
@@ -112,14 +116,16 @@ export async function startCore(
     void persister?.stop().catch(() => {});
     (opts.onOwnershipLost ?? defaultOwnershipLost(logger))(why);
   };
-  const lease = new OwnershipLease(redis, config.REDIS_PREFIX, config.LEDGER_LEASE_MS, () => {
+  const allShards = Array.from({ length: config.SHARDS }, (_, s) => s);
+  const lease = new ShardLeases(redis, config.REDIS_PREFIX, allShards, config.LEDGER_LEASE_MS, () => {
     if (!ledger) return;
-    logger.warn("the ledger lease is no longer this process's; checking ownership and recovering");
+    logger.warn("a shard lease is no longer this process's; checking ownership and recovering");
     void ledger
       .recover("the lease renewal found the ledger lease gone")
       .catch((err) => logger.fatal({ err }, "ledger recovery failed"));
   });
   try {
+    await adoptLegacyLayout(redis, config.REDIS_PREFIX, config.LEDGER_LEASE_MS, logger);
     await lease.acquire();
   } catch (err) {
     disconnectRedis();
@@ -169,7 +175,7 @@ export async function startCore(
         logger,
         trimFloor,
         data: {
-          redisUrl: config.REDIS_URL,
+          redis: target,
           databaseUrl: config.DATABASE_URL,
           logLevel: config.LOG_LEVEL,
           lanes: config.PERSIST_LANES,
@@ -229,13 +235,13 @@ function defaultOwnershipLost(logger: Logger): (why: string) => void {
 
 /** Connects and pings, or says in one line which variable names the Redis that is not there. */
 async function connectRedis(
-  url: string,
+  target: RedisTarget,
   variable: string,
   dropMessage: string,
   logger: Logger,
   options: RedisOptions = {},
-): Promise<Redis> {
-  const redis = new Redis(url, {
+): Promise<RedisClient> {
+  const redis = openRedis(target, {
     lazyConnect: true,
     maxRetriesPerRequest: 1,
     enableAutoPipelining: false,
@@ -253,9 +259,12 @@ async function connectRedis(
     return redis;
   } catch (err) {
     redis.disconnect();
+    const where = target.clusterNodes
+      ? `the Redis Cluster at ${target.clusterNodes.join(",")}`
+      : `Redis at ${redactUrl(target.url)}`;
     throw new DependencyError(
-      `cannot reach Redis at ${redactUrl(url)} (${(err as Error).message}); start one with ` +
-        `\`docker compose up -d redis\` or the Debian package redis-server, or set ${variable}`,
+      `cannot reach ${where} (${(err as Error).message}); start one with ` +
+        `\`docker compose up -d redis\` or the Debian package redis-server, or set ${target.clusterNodes ? "REDIS_CLUSTER_NODES" : variable}`,
     );
   }
 }

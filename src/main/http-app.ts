@@ -1,6 +1,7 @@
 // Owns wiring the HTTP side of the process: the services routes need (tokens, identity, users,
 // money in, metrics), every feature's routes, and the src/http library that serves them. The one
 // place that knows both the features and the server; nothing imports it but entry points.
+import { redisTarget } from "../redis/connect.ts";
 import type { Queue } from "bullmq";
 import type { Logger } from "pino";
 import { adminRoutes } from "../admin/routes.ts";
@@ -137,7 +138,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     },
   });
   const reconcileJobs = new ReconcileJobs({
-    redisUrl: config.REDIS_URL,
+    redis: redisTarget(config),
     prefix: config.REDIS_PREFIX,
     keep: config.RECONCILE_JOBS_KEPT,
     logger,

@@ -3,9 +3,9 @@
 // runs one every RECONCILE_EVERY. The worker runs in the process that owns the ledger (npm start),
 // never in `npm run worker`: reconcile drains the WAL and fixes missing deposits through the
 // ledger, which only that process holds. Nothing long runs inside an HTTP request.
+import { openRedis, type RedisClient, type RedisTarget } from "../redis/connect.ts";
 import { randomUUID } from "node:crypto";
 import { Queue, Worker } from "bullmq";
-import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { RECONCILE_QUEUE, redisKeys } from "../redis/keys.ts";
 import type { MoneyIn } from "./money-in.ts";
@@ -32,7 +32,7 @@ export function reconcileFindings(r: Report): Record<string, number> {
 }
 
 export interface ReconcileJobsOptions {
-  redisUrl: string;
+  redis: RedisTarget;
   prefix: string;
   keep: number;
   logger: Logger;
@@ -40,12 +40,12 @@ export interface ReconcileJobsOptions {
 
 export class ReconcileJobs {
   readonly queue: Queue;
-  private readonly connection: Redis;
+  private readonly connection: RedisClient;
   private worker: Worker | null = null;
-  private workerConnection: Redis | null = null;
+  private workerConnection: RedisClient | null = null;
 
   constructor(private readonly o: ReconcileJobsOptions) {
-    this.connection = new Redis(o.redisUrl, { maxRetriesPerRequest: 2 });
+    this.connection = openRedis(o.redis, { maxRetriesPerRequest: 2 });
     this.connection.on("error", () => {}); // reported by the calls that fail
     this.queue = new Queue(RECONCILE_QUEUE, {
       connection: this.connection,
@@ -102,7 +102,7 @@ export class ReconcileJobs {
     windowMs: number;
     done(jobId: string, report: Report | null, err: Error | null): void;
   }): void {
-    const connection = new Redis(this.o.redisUrl, { maxRetriesPerRequest: null });
+    const connection = openRedis(this.o.redis, { maxRetriesPerRequest: null });
     connection.on("error", () => {});
     this.workerConnection = connection;
     this.worker = new Worker(

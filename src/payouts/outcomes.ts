@@ -17,7 +17,7 @@
 // command and acknowledges (XACK, then XDEL) only once the ledger's change is durable in its WAL;
 // an outcome read but not acknowledged (a crash, the ledger unavailable) is read again, from the
 // consumer group's pending list, by the next owner.
-import type { Redis } from "ioredis";
+import { duplicateRedis, type RedisClient } from "../redis/connect.ts";
 import type { Logger } from "pino";
 import { z } from "zod";
 import { isAppError } from "../errors.ts";
@@ -52,7 +52,7 @@ const FIELD = "o";
 
 /** Appends an outcome to the channel; resolves once Redis confirmed it (see the contract above). */
 export async function publishPayoutOutcome(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   outcome: PayoutOutcome,
 ): Promise<string> {
@@ -89,7 +89,7 @@ export const outcomeKey = (o: Pick<PayoutOutcome, "payoutId" | "round" | "state"
   `payout-${o.payoutId}-${o.round}-${o.state}`;
 
 export interface OutcomeConsumerOptions {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   ledger: Ledger;
   logger: Logger;
@@ -108,7 +108,7 @@ const CONSUMER = "ledger-owner";
 export class PayoutOutcomeConsumer {
   private running = false;
   private loop: Promise<void> | null = null;
-  private blocker: Redis | null = null;
+  private blocker: RedisClient | null = null;
   private readonly key: string;
   /** Outcomes applied (or found to change nothing) since start; for tests and metrics. */
   applied = 0;
@@ -126,8 +126,9 @@ export class PayoutOutcomeConsumer {
     }
     this.running = true;
     // A blocking read holds its connection; keep it off the shared one.
-    this.blocker = this.o.redis.duplicate();
-    this.blocker.on("error", () => {}); // the loop below reports failed reads
+    const blocker = duplicateRedis(this.o.redis);
+    blocker.on("error", () => {}); // the loop below reports failed reads
+    this.blocker = blocker;
     this.loop = this.run();
   }
 

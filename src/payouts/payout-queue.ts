@@ -1,6 +1,7 @@
 // Owns handing a reserved payout to the payout worker: a BullMQ job on queue `payouts` whose id
 // is the payout id (so a repeated enqueue of one round is one job), carrying what the worker needs
 // to call the provider. Enqueued only after the reserve is durable in the ledger's WAL.
+import { openRedis, type RedisClient, type RedisTarget, redisTarget } from "../redis/connect.ts";
 import { Queue } from "bullmq";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
@@ -37,7 +38,7 @@ export interface PayoutJobs {
 export interface PayoutQueueOptions {
   /** Told of the queue's Redis connection errors (an 'error' nobody listens to ends the process). */
   onError?: (err: Error) => void;
-  redisUrl: string;
+  redis: RedisTarget;
   prefix: string;
   attempts: number;
   backoffMs: number;
@@ -57,11 +58,14 @@ export const payoutJobData = (p: PayoutRecord): PayoutJobData => ({
 
 export class BullPayoutJobs implements PayoutJobs {
   readonly queue: Queue<PayoutJobData>;
+  private readonly connection: RedisClient;
 
   constructor(o: PayoutQueueOptions) {
+    // A request waiting on the queue's Redis fails fast rather than hanging the answer.
+    this.connection = openRedis(o.redis, { maxRetriesPerRequest: 1 });
+    this.connection.on("error", () => {}); // reported by the queue's own error event below
     this.queue = new Queue<PayoutJobData>(PAYOUT_QUEUE, {
-      // A request waiting on the queue's Redis fails fast rather than hanging the answer.
-      connection: { url: o.redisUrl, maxRetriesPerRequest: 1 },
+      connection: this.connection,
       prefix: redisKeys(o.prefix).bullPrefix,
       defaultJobOptions: {
         attempts: o.attempts,
@@ -89,6 +93,7 @@ export class BullPayoutJobs implements PayoutJobs {
 
   async close(): Promise<void> {
     await this.queue.close();
+    this.connection.disconnect();
   }
 }
 
@@ -96,7 +101,7 @@ export class BullPayoutJobs implements PayoutJobs {
 export function payoutJobsFromConfig(config: Config, logger: Logger): BullPayoutJobs {
   return new BullPayoutJobs({
     onError: (err) => logger.warn({ err: err.message }, "payout queue Redis error"),
-    redisUrl: config.REDIS_URL,
+    redis: redisTarget(config),
     prefix: config.REDIS_PREFIX,
     attempts: config.PAYOUT_JOB_ATTEMPTS,
     backoffMs: config.PAYOUT_JOB_BACKOFF_MS,

@@ -3,7 +3,7 @@
 // and treated as a hint: the transfer's status is asked of the provider's API, and only what the
 // API says is published to the outcome channel (so a forged, replayed or lying webhook moves no
 // money, and an event delivered late or out of order changes nothing the ledger has passed).
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../redis/connect.ts";
 import type pg from "pg";
 import type { Logger } from "pino";
 import { AppError } from "../errors.ts";
@@ -32,7 +32,7 @@ export interface PayoutWebhookDeps {
   providers: Partial<Record<PayoutProviderName, PayoutProvider>>;
   webhooks: PayoutWebhookConfig;
   /** The outcome channel's Redis (the ledger's). */
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   logger: Logger;
 }

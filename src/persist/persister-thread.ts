@@ -1,6 +1,7 @@
 // Owns running the WAL persister in a worker thread, so decoding WAL entries and building
 // Postgres batches use the machine's other core instead of the event loop that answers tips.
 // The ledger stays in this thread; the worker asks it for trim floors by message.
+import type { RedisTarget } from "../redis/connect.ts";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import type { PersisterOptions, PersistStats } from "./persister.ts";
@@ -24,7 +25,7 @@ export interface PersisterLike {
 }
 
 export interface PersisterWorkerData {
-  redisUrl: string;
+  redis: RedisTarget;
   databaseUrl: string;
   logLevel: string;
   lanes: number;

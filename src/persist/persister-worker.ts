@@ -3,9 +3,9 @@
 // the ledger knows), health reports and drain/stop requests.
 import { readlinkSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
-import { Redis } from "ioredis";
 import pino from "pino";
 import { createPool } from "../db/pool.ts";
+import { openRedis } from "../redis/connect.ts";
 import { Persister } from "./persister.ts";
 import type { FromWorker, PersisterWorkerData, ToWorker } from "./persister-thread.ts";
 
@@ -14,7 +14,7 @@ const port = parentPort!;
 const send = (m: FromWorker) => port.postMessage(m);
 const logger = pino({ level: data.logLevel }).child({ component: "persister" });
 
-const redis = new Redis(data.redisUrl, { maxRetriesPerRequest: 1, enableAutoPipelining: false });
+const redis = openRedis(data.redis, { maxRetriesPerRequest: 1, enableAutoPipelining: false });
 redis.on("error", (err) => logger.warn({ err: err.message }, "persister redis connection error"));
 const pool = createPool(data.databaseUrl, data.lanes + 2);
 pool.on("error", (err) => logger.error({ err }, "idle Postgres client error"));

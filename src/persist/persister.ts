@@ -2,7 +2,13 @@
 // (each over its own shards), each round's entries written in one Postgres transaction
 // (write-batch.ts), then XACK and trim under the ledger's trim floor. A shard whose WAL does not
 // follow Postgres's version halts and keeps its WAL. Postgres being down only makes the WAL grow.
-import type { Redis } from "ioredis";
+import {
+  duplicateRedis,
+  execSpread,
+  isCluster,
+  type RedisClient,
+  type SpreadCommand,
+} from "../redis/connect.ts";
 import type pg from "pg";
 import type { Logger } from "pino";
 import { PERSIST_GROUP, type RedisKeys, redisKeys, shardOfWalStream } from "../redis/keys.ts";
@@ -16,7 +22,7 @@ export type { Entry } from "./round-batch.ts";
 export { VersionGapError, writeEntries } from "./write-batch.ts";
 
 export interface PersisterOptions {
-  redis: Redis;
+  redis: RedisClient;
   pool: pg.Pool;
   logger: Logger;
   prefix: string;
@@ -35,7 +41,11 @@ export interface PersisterOptions {
   /** Parallel writers, each over its own subset of shards (PERSIST_LANES). */
   lanes?: number;
   consumer?: string;
+  /** On a Redis Cluster (no blocking reads): the pause after a round that found every stream empty. */
+  clusterPollMs?: number;
 }
+
+type StreamsReply = Array<[string, Array<[string, string[] | null]>]> | null;
 
 export interface PersistStats {
   entries: number;
@@ -103,7 +113,7 @@ class PersistLane {
   private pendingFirst = true;
   /** Some stream gave the last round all the entries it asked for: there may be more waiting. */
   private lastRoundFull = false;
-  private blocker: Redis | null = null;
+  private blocker: RedisClient | null = null;
   private roundLock: Promise<unknown> = Promise.resolve();
   private readonly keys: RedisKeys;
   private readonly missingReported = new Set<string>();
@@ -154,10 +164,11 @@ class PersistLane {
     this.running = true;
     // A blocking XREADGROUP holds its connection; keep it off the WAL writer's connection.
     // Its reads block on purpose (PERSIST_BLOCK_MS): no command timeout of the writer's applies.
-    this.blocker = this.o.redis.duplicate({ commandTimeout: undefined });
+    const blocker = duplicateRedis(this.o.redis, { commandTimeout: undefined });
     // While Redis is away its commands fail and the round is retried (logged there); without a
     // listener ioredis would print every reconnect failure as an unhandled error.
-    this.blocker.on("error", () => {});
+    blocker.on("error", () => {});
+    this.blocker = blocker;
     this.loop = this.run();
   }
 
@@ -226,17 +237,9 @@ class PersistLane {
     if (shards.length === 0) return 0;
     // After a restart, entries delivered to us but never acknowledged come first ("0").
     const from = this.pendingFirst ? "0" : ">";
-    const args: (string | number)[] = ["GROUP", PERSIST_GROUP, this.consumer, "COUNT", this.o.readCount];
-    if (block && !this.pendingFirst) args.push("BLOCK", this.o.blockMs);
-    args.push("STREAMS", ...shards.map((s) => this.key(s)), ...shards.map(() => from));
-    const conn = block && this.blocker ? this.blocker : this.o.redis;
-    // The typed command (not .call) keeps the [[key, entries], ...] shape under RESP3 too.
-    const xreadgroup = conn.xreadgroup.bind(conn) as unknown as (
-      ...a: (string | number)[]
-    ) => Promise<unknown>;
-    let reply: Array<[string, Array<[string, string[] | null]>]> | null;
+    let reply: StreamsReply;
     try {
-      reply = (await xreadgroup(...args)) as typeof reply;
+      reply = await this.read(shards, from, block && !this.pendingFirst);
     } catch (err) {
       // A stream deleted by hand loses its group; recreate it rather than fail every round.
       if (!String((err as Error).message).includes("NOGROUP")) throw err;
@@ -283,12 +286,43 @@ class PersistLane {
     return written.length;
   }
 
+  /**
+   * One XREADGROUP over the lane's streams on a single Redis (blocking up to PERSIST_BLOCK_MS on
+   * the lane's own connection). A Redis Cluster answers a command for keys of one slot only, and
+   * a blocked read would hold the node's connection from the other shards' reads: there the lane
+   * reads each stream without blocking, all at once, and waits PERSIST_CLUSTER_POLL_MS when
+   * every stream was empty.
+   */
+  private async read(shards: number[], from: string, block: boolean): Promise<StreamsReply> {
+    const conn = block && this.blocker ? this.blocker : this.o.redis;
+    // The typed command (not .call) keeps the [[key, entries], ...] shape under RESP3 too.
+    const xreadgroup = conn.xreadgroup.bind(conn) as unknown as (
+      ...a: (string | number)[]
+    ) => Promise<StreamsReply>;
+    const head = ["GROUP", PERSIST_GROUP, this.consumer, "COUNT", this.o.readCount];
+    if (!isCluster(this.o.redis)) {
+      const args: (string | number)[] = [...head];
+      if (block) args.push("BLOCK", this.o.blockMs);
+      args.push("STREAMS", ...shards.map((s) => this.key(s)), ...shards.map(() => from));
+      return xreadgroup(...args);
+    }
+    const read = xreadgroup.bind(null) as (...a: (string | number)[]) => Promise<StreamsReply>;
+    const replies = await Promise.all(shards.map((s) => read(...head, "STREAMS", this.key(s), from)));
+    const out = replies.flatMap((r) => r ?? []);
+    if (block && out.every(([, list]) => list.length === 0)) {
+      await new Promise((r) => setTimeout(r, Math.min(this.o.blockMs, this.o.clusterPollMs ?? 10)));
+    }
+    return out;
+  }
+
   /** Entries in this lane's streams: unpersisted, or persisted and held by a trim floor. */
   private async entriesInStreams(): Promise<number> {
-    const pipe = this.o.redis.pipeline();
-    for (const s of this.shards) pipe.xlen(this.keys.walStream(s));
+    const replies = await execSpread(
+      this.o.redis,
+      this.shards.map((s) => ["xlen", this.keys.walStream(s)]),
+    );
     let n = 0;
-    for (const [err, len] of (await pipe.exec()) ?? []) if (!err) n += Number(len);
+    for (const [err, len] of replies) if (!err) n += Number(len);
     return n;
   }
 
@@ -333,17 +367,17 @@ class PersistLane {
     }
     const shards = [...byShard.keys()];
     const floors = await Promise.all(shards.map((s) => this.o.trimFloor?.(s) ?? null));
-    const pipe = this.o.redis.pipeline();
+    const commands: SpreadCommand[] = [];
     for (const [i, shard] of shards.entries()) {
       const ids = byShard.get(shard)!;
-      pipe.xack(this.key(shard), PERSIST_GROUP, ...ids);
+      commands.push(["xack", this.key(shard), PERSIST_GROUP, ...ids]);
       let last = ids[0]!;
       for (const id of ids) if (compareStreamIds(id, last) > 0) last = id;
       let minId = nextStreamId(last);
       const floor = floors[i] ?? null;
       if (floor && compareStreamIds(floor, minId) < 0) minId = floor;
-      pipe.xtrim(this.key(shard), "MINID", minId);
+      commands.push(["xtrim", this.key(shard), "MINID", minId]);
     }
-    await pipe.exec();
+    await execSpread(this.o.redis, commands);
   }
 }

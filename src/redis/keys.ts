@@ -1,13 +1,18 @@
 // Owns the name of every Redis key this backend writes, in one place (BullMQ's queue-keys habit).
 // Every key starts with REDIS_PREFIX, so one Redis can hold many isolated deployments or tests.
+// Keys that one script or transaction touches together share a hash tag, so they land in one
+// slot of a Redis Cluster: `{<shard>}` for a shard's WAL stream, lease and fencing counter, and
+// `{bull}` for BullMQ's queues (BullMQ's own advice: a hash tag in the prefix).
 
 export interface RedisKeys {
   /** A shard's write-ahead log stream. */
   walStream(shard: number): string;
-  /** The ledger owner's lease: "<fencing token>:<owner id>", with a TTL. */
-  ledgerLease: string;
-  /** The fencing-token counter: INCR'd by every new owner, so tokens only grow. */
-  ledgerFence: string;
+  /** A shard's owner lease: "<fencing token>:<owner id>", with a TTL. */
+  shardLease(shard: number): string;
+  /** A shard's fencing-token counter: INCR'd by every new owner of the shard, so tokens only grow. */
+  shardFence(shard: number): string;
+  /** Before per-shard leases and hash tags: one lease for the whole ledger, untagged WAL streams. */
+  legacy: { ledgerLease: string; walStream(shard: number): string };
   /** A rate-limit counter of one client (ip, user or auth budget) for the current window. */
   rateLimit(kind: string, client: string): string;
   /** Payout outcomes (processing, paid, failed, returned) from the payout worker to the ledger. */
@@ -20,18 +25,19 @@ export interface RedisKeys {
 
 export function redisKeys(prefix: string): RedisKeys {
   return {
-    walStream: (shard) => `${prefix}wal:${shard}`,
-    ledgerLease: `${prefix}ledger:owner`,
-    ledgerFence: `${prefix}ledger:fence`,
+    walStream: (shard) => `${prefix}wal:{${shard}}`,
+    shardLease: (shard) => `${prefix}lease:{${shard}}`,
+    shardFence: (shard) => `${prefix}fence:{${shard}}`,
+    legacy: { ledgerLease: `${prefix}ledger:owner`, walStream: (shard) => `${prefix}wal:${shard}` },
     rateLimit: (kind, client) => `${prefix}rl:${kind}:${client}`,
     payoutOutcomes: `${prefix}payouts:outcomes`,
-    bullPrefix: `${prefix}bull`,
+    bullPrefix: `${prefix}{bull}`,
     tipFeed: (creatorId) => `${prefix}feed:${creatorId}`,
   };
 }
 
-/** The shard number of a WAL stream key (the digits after its last colon). */
-export const shardOfWalStream = (key: string): number => Number(key.slice(key.lastIndexOf(":") + 1));
+/** The shard number of a WAL stream key (the digits of its hash tag, the key's last `{...}`). */
+export const shardOfWalStream = (key: string): number => Number(key.slice(key.lastIndexOf("{") + 1, -1));
 
 /** The ledger owner's consumer group on the payout outcome stream. */
 export const PAYOUT_OUTCOME_GROUP = "ledger";

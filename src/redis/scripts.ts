@@ -3,7 +3,7 @@
 // as in BullMQ's src/commands/*.lua. defineCommand sends EVALSHA and falls back to EVAL once if
 // Redis lost the script.
 import { readFileSync } from "node:fs";
-import type { Redis } from "ioredis";
+import { isCluster, type RedisClient } from "./connect.ts";
 
 const cache = new Map<string, string>();
 
@@ -17,10 +17,13 @@ function source(file: string): string {
 }
 
 /** Defines `name` on the client from lua/<file>, once per client. */
-export function defineScript(redis: Redis, name: string, file: string): void {
+export function defineScript(redis: RedisClient, name: string, file: string): void {
   if (name in redis) return;
   const m = /-(\d+)\.lua$/.exec(file);
   const numberOfKeys = m ? Number(m[1]) : undefined;
+  // A variadic script's first argument is its key count, which a cluster client's auto-pipeline
+  // would take for the key to route by: such calls go out on their own, routed by their keys.
+  if (numberOfKeys === undefined && isCluster(redis)) redis.options.autoPipeliningIgnoredCommands?.push(name);
   redis.defineCommand(
     name,
     numberOfKeys === undefined ? { lua: source(file) } : { lua: source(file), numberOfKeys },

@@ -1,21 +1,23 @@
-// Owns the single-writer guarantee at process level: one process at a time owns the ledger's
-// shards, through a Redis lease renewed well within its lifetime. Every new owner gets a fencing
-// token one above the last (lua/lease-acquire-2.lua), and the WAL append checks the lease value
-// it carries in the same script as its XADDs (wal-writer.ts): a process that stalls past its
-// lease (GC pause, SIGSTOP, a frozen VM) finds every later append refused, whatever it believes.
+// Owns the single-writer guarantee per shard: each shard has its own Redis lease, renewed well
+// within its lifetime, and a process holds the leases of the shards it owns. Every new owner of a
+// shard gets a fencing token one above the shard's last (lua/lease-acquire-2.lua), and the WAL
+// append checks the shard's lease value it carries in the same script as its XADD (wal-writer.ts):
+// a process that stalls past its lease (GC pause, SIGSTOP, a frozen VM) finds every later append
+// refused, whatever it believes. A shard's lease, fencing counter and WAL stream share the hash
+// tag `{shard}`, so that script runs on a Redis Cluster too.
 //
 // A lease that lapses (Redis was away longer than the lease, or the process stalled) is not lost
 // while nobody else holds it: ensure() takes it again with a NEW token, and the ledger rebuilds
 // its memory from Postgres + WAL before it appends under that token (shards/ledger.ts). Only a
 // lease held by another owner ends this process's ownership.
 import { randomUUID } from "node:crypto";
-import type { Redis } from "ioredis";
-import { redisKeys } from "../redis/keys.ts";
+import type { RedisClient } from "../redis/connect.ts";
+import { type RedisKeys, redisKeys } from "../redis/keys.ts";
 import { defineScript } from "../redis/scripts.ts";
 import { type Ownership, OwnershipLostError } from "../shards/ports.ts";
 import { holderProvenDead, processTag } from "./process-identity.ts";
 
-type LeaseRedis = Redis & {
+type LeaseRedis = RedisClient & {
   leaseAcquire(lease: string, fence: string, owner: string, ttlMs: number): Promise<string | null>;
   leaseReplace(
     lease: string,
@@ -28,20 +30,22 @@ type LeaseRedis = Redis & {
   leaseRelease(lease: string, value: string): Promise<number>;
 };
 
-export class OwnershipLease implements Ownership {
+export class ShardLeases implements Ownership {
   /** Unique per process, with where it runs, so a restart can tell its crashed predecessor. */
   private readonly owner = `${randomUUID()}${processTag()}`;
   private readonly redis: LeaseRedis;
-  private readonly leaseKey: string;
-  private readonly fenceKey: string;
-  private held: string | null = null;
+  private readonly keys: RedisKeys;
+  /** The lease value held per owned shard. */
+  private readonly held = new Map<number, string>();
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
-    redis: Redis,
+    redis: RedisClient,
     prefix: string,
+    /** The shards this process owns. */
+    readonly shards: readonly number[],
     private readonly ttlMs: number,
-    /** The renewal found the lease no longer this process's: ownership must be checked again. */
+    /** A renewal found a lease no longer this process's: ownership must be checked again. */
     private readonly onLapsed: () => void,
   ) {
     defineScript(redis, "leaseAcquire", "lease-acquire-2.lua");
@@ -49,53 +53,65 @@ export class OwnershipLease implements Ownership {
     defineScript(redis, "leaseRenew", "lease-renew-1.lua");
     defineScript(redis, "leaseRelease", "lease-release-1.lua");
     this.redis = redis as LeaseRedis;
-    const keys = redisKeys(prefix);
-    this.leaseKey = keys.ledgerLease;
-    this.fenceKey = keys.ledgerFence;
+    this.keys = redisKeys(prefix);
   }
 
-  /** The lease value ("<fencing token>:<owner id>") the WAL append must carry. */
-  readonly value = (): string => {
-    if (this.held === null) throw new Error("the ledger lease is not held");
-    return this.held;
+  /** The lease value ("<fencing token>:<owner id>") a WAL append to `shard` must carry. */
+  readonly value = (shard: number): string => {
+    const v = this.held.get(shard);
+    if (v === undefined) throw new Error(`the lease of shard ${shard} is not held`);
+    return v;
   };
 
+  /** The fencing token this process holds for `shard` (0: none). */
+  token(shard: number): number {
+    const v = this.held.get(shard);
+    return v === undefined ? 0 : Number(v.slice(0, v.indexOf(":")));
+  }
+
   /**
-   * Takes the lease, waiting up to two lease lifetimes for a crashed owner's lease to expire; at
-   * once when the owner is proven dead (a process of this machine that is gone, see
+   * Takes every owned shard's lease, waiting up to two lease lifetimes for a crashed owner's lease
+   * to expire; at once when the owner is proven dead (a process of this machine that is gone, see
    * process-identity.ts), as after a crash and restart in place.
    */
   async acquire(): Promise<void> {
     const deadline = Date.now() + 2 * this.ttlMs + 500;
+    await Promise.all(this.shards.map((s) => this.acquireOne(s, deadline)));
+    this.startRenewing();
+  }
+
+  private async acquireOne(shard: number, deadline: number): Promise<void> {
+    const lease = this.keys.shardLease(shard);
+    const fence = this.keys.shardFence(shard);
     for (;;) {
-      let got = await this.redis.leaseAcquire(this.leaseKey, this.fenceKey, this.owner, this.ttlMs);
+      let got = await this.redis.leaseAcquire(lease, fence, this.owner, this.ttlMs);
       if (!got) {
-        const holder = await this.redis.get(this.leaseKey);
+        const holder = await this.redis.get(lease);
         if (holder !== null && this.isMine(holder)) got = holder;
         else if (holder !== null && holderProvenDead(holder)) {
-          got = await this.redis.leaseReplace(this.leaseKey, this.fenceKey, holder, this.owner, this.ttlMs);
+          got = await this.redis.leaseReplace(lease, fence, holder, this.owner, this.ttlMs);
         }
       }
       if (got) {
-        this.held = got;
-        break;
+        this.held.set(shard, got);
+        return;
       }
       if (Date.now() > deadline) {
-        const holder = await this.redis.get(this.leaseKey);
+        const holder = await this.redis.get(lease);
         throw new Error(
-          `another process owns the ledger (lease ${this.leaseKey} held by ${holder}); stop it first, or give this one its own REDIS_PREFIX`,
+          `another process owns the ledger (shard ${shard}: lease ${lease} held by ${holder}); stop it first, or give this one its own REDIS_PREFIX`,
         );
       }
       await new Promise((r) => setTimeout(r, Math.min(200, this.ttlMs / 4)));
     }
-    this.startRenewing();
   }
 
   /**
-   * Makes sure this process holds the lease now, under a NEW fencing token: the lease is rotated
-   * when it is still this process's, taken again when it is free (it lapsed, say through a Redis
-   * outage longer than the lease), and OwnershipLostError is thrown only when another owner holds
-   * it. Any other error (Redis unreachable or hung) is passing: the caller retries.
+   * Makes sure this process holds every owned shard's lease now, each under a NEW fencing token:
+   * a lease is rotated when it is still this process's, taken again when it is free (it lapsed,
+   * say through a Redis outage longer than the lease), and OwnershipLostError is thrown when
+   * another owner holds one. Any other error (Redis unreachable or hung) is passing: the caller
+   * retries.
    *
    * Why always a new token: the ledger calls this before it re-reads the WAL, after a flush whose
    * outcome it does not know (a timeout, a dropped connection). An append of the old token still
@@ -103,30 +119,35 @@ export class OwnershipLease implements Ownership {
    * after it and is refused as fenced. It can never land unseen behind the rebuilt memory.
    */
   async ensure(): Promise<void> {
+    this.stopRenewing();
+    await Promise.all(this.shards.map((s) => this.ensureOne(s)));
+    this.startRenewing();
+  }
+
+  private async ensureOne(shard: number): Promise<void> {
+    const lease = this.keys.shardLease(shard);
+    const fence = this.keys.shardFence(shard);
     for (let tries = 0; tries < 4; tries++) {
+      const mine = this.held.get(shard);
       const rotated =
-        this.held !== null
-          ? await this.redis.leaseReplace(this.leaseKey, this.fenceKey, this.held, this.owner, this.ttlMs)
-          : null;
-      const got =
-        rotated ?? (await this.redis.leaseAcquire(this.leaseKey, this.fenceKey, this.owner, this.ttlMs));
+        mine !== undefined ? await this.redis.leaseReplace(lease, fence, mine, this.owner, this.ttlMs) : null;
+      const got = rotated ?? (await this.redis.leaseAcquire(lease, fence, this.owner, this.ttlMs));
       if (got) {
-        this.held = got;
-        this.startRenewing();
+        this.held.set(shard, got);
         return;
       }
-      const holder = await this.redis.get(this.leaseKey);
+      const holder = await this.redis.get(lease);
       if (holder !== null && this.isMine(holder)) {
         // A rotation or acquisition of ours whose answer was lost (it timed out): rotate it again.
-        this.held = holder;
+        this.held.set(shard, holder);
         continue;
       }
-      // Held by someone else: they own the ledger. Expired between the two calls: try again.
+      // Held by someone else: they own the shard. Expired between the two calls: try again.
       if (holder !== null) {
-        throw new OwnershipLostError(`the ledger lease is held by another process (${holder})`);
+        throw new OwnershipLostError(`the lease of shard ${shard} is held by another process (${holder})`);
       }
     }
-    throw new Error("the ledger lease kept changing hands; retrying");
+    throw new Error(`the lease of shard ${shard} kept changing hands; retrying`);
   }
 
   /** A lease value naming this process (owner ids are unique per process). */
@@ -141,17 +162,22 @@ export class OwnershipLease implements Ownership {
   }
 
   private async renew(): Promise<void> {
-    const value = this.held;
-    if (value === null) return;
-    try {
-      const ok = await this.redis.leaseRenew(this.leaseKey, value, this.ttlMs);
-      // A rotation meanwhile made that value stale: nothing was lost.
-      if (ok !== 1 && this.held === value) {
-        this.stopRenewing();
-        this.onLapsed();
-      }
-    } catch {
-      // Redis unreachable: the WAL fails too and the ledger recovers, through ensure().
+    const values = [...this.held];
+    let lapsed = false;
+    await Promise.all(
+      values.map(async ([shard, value]) => {
+        try {
+          const ok = await this.redis.leaseRenew(this.keys.shardLease(shard), value, this.ttlMs);
+          // A rotation meanwhile made that value stale: nothing was lost.
+          if (ok !== 1 && this.held.get(shard) === value) lapsed = true;
+        } catch {
+          // Redis unreachable: the WAL fails too and the ledger recovers, through ensure().
+        }
+      }),
+    );
+    if (lapsed && this.timer) {
+      this.stopRenewing();
+      this.onLapsed();
     }
   }
 
@@ -162,7 +188,11 @@ export class OwnershipLease implements Ownership {
 
   async release(): Promise<void> {
     this.stopRenewing();
-    if (this.held === null) return;
-    await this.redis.leaseRelease(this.leaseKey, this.held).catch(() => {});
+    await Promise.all(
+      [...this.held].map(([shard, value]) =>
+        this.redis.leaseRelease(this.keys.shardLease(shard), value).catch(() => {}),
+      ),
+    );
+    this.held.clear();
   }
 }

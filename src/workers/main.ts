@@ -1,7 +1,7 @@
 // Entry point of `npm run worker`: the payout and email workers alone, for deployments that run workers
 // apart from the API (the API process owns the ledger and applies the outcomes the worker
 // publishes). Graceful shutdown: stop taking jobs, let the active ones finish.
-import { Redis } from "ioredis";
+import { openRedis, redisTarget } from "../redis/connect.ts";
 import pino from "pino";
 import { ConfigError, loadConfig } from "../config.ts";
 import { createPool } from "../db/pool.ts";
@@ -14,7 +14,7 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const logger = pino({ level: config.LOG_LEVEL });
   const payouts = await setUpPayoutProviders(config, logger);
-  const outcomes = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
+  const outcomes = openRedis(redisTarget(config), { maxRetriesPerRequest: 3 });
   outcomes.on("error", (err) => logger.warn({ err: err.message }, "outcome Redis connection error"));
   const pool = createPool(config.DATABASE_URL, 2, {
     connectTimeoutMs: config.PG_CONNECT_TIMEOUT_MS,

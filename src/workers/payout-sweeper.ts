@@ -3,7 +3,7 @@
 // transfer the provider knows is asked for its status, and what the provider says is published
 // (a webhook that never came). Safe to run anywhere and often: the provider's idempotency key and
 // the ledger's forward-only states make a repeat harmless.
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../redis/connect.ts";
 import type pg from "pg";
 import type { Logger } from "pino";
 import type { PayoutRecord } from "../ledger/types.ts";
@@ -16,7 +16,7 @@ export interface PayoutSweeperOptions {
   pool: pg.Pool;
   jobs: BullPayoutJobs;
   providers: Partial<Record<PayoutProviderName, PayoutProvider>>;
-  outcomes: Redis;
+  outcomes: RedisClient;
   prefix: string;
   logger: Logger;
   /** A payout is looked at once it has not moved for this long. */

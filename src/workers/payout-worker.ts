@@ -8,8 +8,8 @@
 // provider confirms it made no transfer for the payout id (findTransfer): an answer lost after the
 // provider made the transfer must not release the reserve while the money still goes out. When the
 // provider cannot tell, the job ends `unconfirmed` and the sweeper keeps asking.
+import { openRedis, type RedisClient, type RedisTarget } from "../redis/connect.ts";
 import { type Job, UnrecoverableError, Worker } from "bullmq";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { outcomesOf, type PayoutOutcome, publishPayoutOutcome } from "../payouts/outcomes.ts";
 import type { PayoutJobData } from "../payouts/payout-queue.ts";
@@ -23,9 +23,10 @@ import {
 import { PAYOUT_QUEUE, redisKeys } from "../redis/keys.ts";
 
 export interface PayoutWorkerOptions {
-  redisUrl: string;
+  /** BullMQ's Redis (the queue's). */
+  redis: RedisTarget;
   /** The outcome channel's Redis (the ledger's; REDIS_URL). */
-  outcomes: Redis;
+  outcomes: RedisClient;
   prefix: string;
   providers: Partial<Record<PayoutProviderName, PayoutProvider>>;
   logger: Logger;
@@ -54,10 +55,13 @@ export const pauseForTests = (payoutId: string): Promise<void> => {
 
 export class PayoutWorker {
   readonly worker: Worker<PayoutJobData, PayoutJobResult>;
+  private readonly connection: RedisClient;
 
   constructor(private readonly o: PayoutWorkerOptions) {
+    this.connection = openRedis(o.redis, { maxRetriesPerRequest: null });
+    this.connection.on("error", () => {}); // reported by the worker's own error event below
     this.worker = new Worker<PayoutJobData, PayoutJobResult>(PAYOUT_QUEUE, (job) => this.process(job), {
-      connection: { url: o.redisUrl, maxRetriesPerRequest: null },
+      connection: this.connection,
       prefix: redisKeys(o.prefix).bullPrefix,
       concurrency: o.concurrency,
       ...(o.lockMs ? { lockDuration: o.lockMs, stalledInterval: o.lockMs } : {}),
@@ -68,6 +72,7 @@ export class PayoutWorker {
   /** Stops taking jobs and waits for the active ones to finish (graceful shutdown). */
   async close(): Promise<void> {
     await this.worker.close();
+    this.connection.disconnect();
   }
 
   private publish(

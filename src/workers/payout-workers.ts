@@ -1,7 +1,7 @@
 // Owns starting money out's background side from configuration: the payout worker (jobs to the
 // providers) and the sweeper (payouts without a live job, processing ones asked of the provider).
 // Both entry points use it: `npm start` (RUN_WORKERS) and `npm run worker`.
-import type { Redis } from "ioredis";
+import { type RedisClient, redisTarget } from "../redis/connect.ts";
 import type pg from "pg";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
@@ -15,7 +15,7 @@ export interface PayoutWorkersDeps {
   config: Config;
   logger: Logger;
   /** Where outcomes are published (the WAL's Redis). */
-  outcomes: Redis;
+  outcomes: RedisClient;
   pool: pg.Pool;
   jobs: BullPayoutJobs;
   providers: Record<PayoutProviderName, PayoutProvider>;
@@ -31,7 +31,7 @@ export interface PayoutWorkers {
 export function startPayoutWorkers(d: PayoutWorkersDeps): PayoutWorkers {
   const { config, logger } = d;
   const worker = new PayoutWorker({
-    redisUrl: config.REDIS_URL,
+    redis: redisTarget(config),
     outcomes: d.outcomes,
     prefix: config.REDIS_PREFIX,
     providers: d.providers,

@@ -159,7 +159,7 @@ describe("the WAL's Redis", () => {
     const probe = new Redis(walRedis.url, { maxRetriesPerRequest: 0, lazyConnect: true });
     probe.on("error", () => {});
     await probe.connect();
-    const fenceBefore = Number(await probe.get(keys.ledgerFence));
+    const fenceBefore = Number(await probe.get(keys.shardFence(0)));
     probe.disconnect();
     expect(fenceBefore).toBeGreaterThan(0);
 
@@ -234,8 +234,8 @@ describe("the WAL's Redis", () => {
     // A new owner token: the lease lapsed and was taken again, not silently reused.
     const after = new Redis(walRedis.url, { maxRetriesPerRequest: 0 });
     after.on("error", () => {});
-    const fenceAfter = Number(await after.get(keys.ledgerFence));
-    const lease = await after.get(keys.ledgerLease);
+    const fenceAfter = Number(await after.get(keys.shardFence(0)));
+    const lease = await after.get(keys.shardLease(0));
     after.disconnect();
     expect(fenceAfter).toBeGreaterThan(fenceBefore);
     expect(lease?.startsWith(`${fenceAfter}:`)).toBe(true);

@@ -6,6 +6,7 @@
 // It prints READY <fencing token> once it owns the ledger and LOST <why> each time it learns it
 // no longer does (its lease renewal failed, or the WAL refused an append: "...WAL_refused...");
 // it never exits on its own (the parent stops it).
+import { redisKeys } from "../../src/redis/keys.ts";
 import { createInterface } from "node:readline";
 import pino from "pino";
 import { loadConfig } from "../../src/config.ts";
@@ -16,7 +17,7 @@ const logger = pino({ level: "silent" });
 const core = await startCore(loadConfig(process.env), logger, {
   onOwnershipLost: (why) => out(`LOST ${why.replace(/\s+/g, "_")}`),
 });
-const token = await core.redis.get(`${process.env.REDIS_PREFIX}ledger:owner`);
+const token = await core.redis.get(redisKeys(process.env.REDIS_PREFIX ?? "").shardLease(0));
 out(`READY ${token?.split(":")[0]}`);
 
 const answer = (key: string, p: Promise<unknown>) =>

@@ -16,10 +16,12 @@ export class RedisServer {
   private constructor(
     readonly port: number,
     private readonly durable: boolean,
+    private readonly extraArgs: string[],
   ) {}
 
-  static async start(durable: boolean): Promise<RedisServer> {
-    const s = new RedisServer(await freePort(), durable);
+  /** `extraArgs`: more redis-server options (say, `--cluster-enabled yes`). */
+  static async start(durable: boolean, extraArgs: string[] = []): Promise<RedisServer> {
+    const s = new RedisServer(await freePort(), durable, extraArgs);
     await s.start();
     return s;
   }
@@ -38,7 +40,18 @@ export class RedisServer {
       : ["--appendonly", "no"];
     this.proc = spawn(
       "redis-server",
-      ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--dir", this.dir, ...persistence],
+      [
+        "--port",
+        String(this.port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--dir",
+        this.dir,
+        ...persistence,
+        ...this.extraArgs,
+      ],
       { stdio: "ignore" },
     );
     const probe = new Redis(this.port, "127.0.0.1", {
@@ -84,7 +97,7 @@ export class RedisServer {
   }
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const srv = createServer();
   await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
   const port = (srv.address() as { port: number }).port;

@@ -1,6 +1,8 @@
 // Kill -9 at random moments: the ledger runs in a child process against a Redis with
 // appendfsync always, is killed mid-burst several times (Redis too, once), and after the last
-// restart every acknowledged tip is in Postgres exactly once and the books balance.
+// restart every acknowledged tip is in Postgres exactly once and the books balance. The same
+// test runs against a single Redis and against a three-master Redis Cluster (every node killed
+// at once, as a power cut would).
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,31 +14,66 @@ import { loadConfig } from "../../src/config.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { createUsers, key, settle, silentLogger } from "../helpers/ledger.ts";
+import { RedisCluster } from "../helpers/redis-cluster.ts";
 import { RedisServer } from "../helpers/redis-server.ts";
 
 const hasRedisServer = spawnSync("redis-server", ["--version"]).status === 0;
-let env: TestEnv;
-let dir: string;
-let redis: RedisServer | null = null;
 
-beforeAll(async () => {
-  env = await createTestEnv("crash");
-  dir = mkdtempSync(join(tmpdir(), "threeam-crash-"));
-  if (hasRedisServer) redis = await RedisServer.start(true);
-});
-afterAll(async () => {
-  await redis?.destroy();
-  rmSync(dir, { recursive: true, force: true });
-  await env?.cleanup();
-});
+/** The WAL's Redis under test: killed and restarted from its append-only files. */
+interface WalRedis {
+  vars: Record<string, string>;
+  kill(): Promise<void>;
+  start(): Promise<void>;
+  destroy(): Promise<void>;
+  /** Keys per cluster node, to show the shards really spread over the masters. */
+  keysPerNode?(): Promise<number[]>;
+}
 
-describe.runIf(hasRedisServer)("crash safety", () => {
+const single = async (): Promise<WalRedis> => {
+  const r = await RedisServer.start(true);
+  return {
+    vars: { REDIS_URL: r.url },
+    kill: () => r.kill(),
+    start: () => r.start(),
+    destroy: () => r.destroy(),
+  };
+};
+
+const cluster = async (): Promise<WalRedis> => {
+  const c = await RedisCluster.start(3);
+  return {
+    vars: { REDIS_CLUSTER_NODES: c.nodes },
+    kill: () => c.kill(),
+    start: () => c.start(),
+    destroy: () => c.destroy(),
+    keysPerNode: () => c.keysPerNode(),
+  };
+};
+
+describe.runIf(hasRedisServer).each([
+  ["one Redis", single],
+  ["a three-master Redis Cluster", cluster],
+] as const)("crash safety on %s", (_, open) => {
+  let env: TestEnv;
+  let dir: string;
+  let redis: WalRedis | null = null;
+
+  beforeAll(async () => {
+    env = await createTestEnv("crash");
+    dir = mkdtempSync(join(tmpdir(), "threeam-crash-"));
+    redis = await open();
+  });
+  afterAll(async () => {
+    await redis?.destroy();
+    rmSync(dir, { recursive: true, force: true });
+    await env?.cleanup();
+  });
+
   it("keeps every acknowledged tip exactly once across repeated SIGKILLs", async () => {
-    const redisUrl = redis!.url;
     const vars = {
       NODE_ENV: "test",
       DATABASE_URL: env.databaseUrl,
-      REDIS_URL: redisUrl,
+      ...redis!.vars,
       REDIS_PREFIX: env.redisPrefix,
       SHARDS: "8",
       LEDGER_LEASE_MS: "2000", // a killed child's lease is taken over at once (its pid is gone); long enough that a loaded machine does not lapse it
@@ -86,6 +123,13 @@ describe.runIf(hasRedisServer)("crash safety", () => {
       }
     }
     expect(acked.size).toBeGreaterThan(runs * 200);
+    if (redis!.keysPerNode) {
+      const perNode = await redis!.keysPerNode();
+      expect(
+        perNode.every((n) => n > 0),
+        `keys per node: ${perNode.join(", ")}`,
+      ).toBe(true);
+    }
 
     const final = await startCore(loadConfig(vars), silentLogger);
     try {

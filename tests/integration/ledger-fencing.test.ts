@@ -79,7 +79,9 @@ afterAll(async () => {
 describe("fenced WAL appends", () => {
   it("refuses a stalled owner's appends once another process holds the lease", async () => {
     const [viewer, creator] = await createUsers(env.pool, 2);
-    const lease = redisKeys(env.redisPrefix).ledgerLease;
+    // Every shard has its lease; one process took them all at once, so their tokens are equal.
+    const lease = redisKeys(env.redisPrefix).shardLease(0);
+    const leases = Array.from({ length: 8 }, (_, s) => redisKeys(env.redisPrefix).shardLease(s));
     const tip = (c: Child, k: string) => c.send(`TIP ${k} ${viewer} ${creator} 100`);
     const acked = (c: Child, k: string) =>
       c.line((l) => l.startsWith(`ACK ${k} `) || l.startsWith(`ERR ${k} `), k);
@@ -96,8 +98,8 @@ describe("fenced WAL appends", () => {
     // Freeze A past its lease: its renewals stop and the lease expires (sped up: a stall of
     // LEASE_MS would do the same).
     a.proc.kill("SIGSTOP");
-    await env.redis.pexpire(lease, 1);
-    await waitFor(async () => (await env.redis.exists(lease)) === 0, 5000, "A's lease to expire");
+    for (const l of leases) await env.redis.pexpire(l, 1);
+    await waitFor(async () => (await env.redis.exists(...leases)) === 0, 5000, "A's leases to expire");
 
     const b = startChild("B");
     const tokenB = Number((await b.line((l) => l.startsWith("READY"), "ready")).split(" ")[1]);
@@ -115,7 +117,7 @@ describe("fenced WAL appends", () => {
     const lost = await a.line((l) => l.startsWith("LOST"), "A to stop owning");
     expect(lost, "the WAL refused A's append, before A's renewal could notice").toContain("WAL_refused");
     // B still owns the ledger, untouched by A's attempt.
-    expect((await env.redis.get(lease))?.split(":")[0]).toBe(String(tokenB));
+    for (const l of leases) expect((await env.redis.get(l))?.split(":")[0]).toBe(String(tokenB));
 
     b.send("DRAIN");
     await b.line((l) => l === "DRAINED", "drained");

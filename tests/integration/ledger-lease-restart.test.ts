@@ -64,7 +64,7 @@ describe("restart after a crash", () => {
     const crashed = await owner(LEASE_MS);
     crashed.proc.stdin!.write(`DEP d1 ${viewer} 500\n`);
     await kill(crashed.proc);
-    const lease = redisKeys(env.redisPrefix).ledgerLease;
+    const lease = redisKeys(env.redisPrefix).shardLease(0);
     expect(await env.redis.pttl(lease)).toBeGreaterThan(LEASE_MS / 2);
 
     const started = Date.now();
@@ -84,7 +84,7 @@ describe("restart after a crash", () => {
   it("never takes over an owner that is alive: it waits for the lease and gives up", async () => {
     const LEASE_MS = 1000;
     const alive = await owner(LEASE_MS);
-    const lease = redisKeys(env.redisPrefix).ledgerLease;
+    const lease = redisKeys(env.redisPrefix).shardLease(0);
     const held = await env.redis.get(lease);
     const started = Date.now();
     await expect(startCore(loadConfig(config(LEASE_MS)), silentLogger)).rejects.toThrow(DependencyError);

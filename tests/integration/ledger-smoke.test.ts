@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { redisKeys } from "../../src/redis/keys.ts";
 import type { Core } from "../../src/main/core.ts";
 import { PersisterThread } from "../../src/persist/persister-thread.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
@@ -55,7 +56,9 @@ describe.each([
     // Persisted and past every credit hold: the WAL is trimmed behind the persister.
     await settle(core);
     const left = await Promise.all(
-      [...Array(core.config.SHARDS).keys()].map((s) => env.redis.xlen(`${env.redisPrefix}wal:${s}`)),
+      [...Array(core.config.SHARDS).keys()].map((s) =>
+        env.redis.xlen(redisKeys(env.redisPrefix).walStream(s)),
+      ),
     );
     expect(core.persister.health()).toMatchObject({ unpersistedEntries: 0, halted: [] });
     expect(core.persister.stats.entries).toBeGreaterThan(0);
