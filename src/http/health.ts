@@ -15,6 +15,8 @@ export interface ReadinessProbes {
   rateLimitRedis?: () => Promise<unknown>;
   /** halted: why the ledger stopped for good (fenced by a newer owner, a broken invariant). */
   ledger(): { recovering: boolean; halted: string | null };
+  /** The shards this process owns, with their fencing tokens, and its owner id. */
+  shards?(): { owner: string; owned: Array<{ shard: number; token: number }> };
   persist(): { walLagMs: number; unpersistedEntries: number; halted: number[] };
 }
 
@@ -80,13 +82,24 @@ async function readiness(probes: ReadinessProbes) {
   ]);
   const ledger = probes.ledger();
   const persist = probes.persist();
+  const shards = probes.shards?.();
   const ready = pg && redis && limits && !ledger.recovering && !ledger.halted && persist.halted.length === 0;
   return {
     status: ready ? "ready" : "not_ready",
     postgres: pg ? "up" : "down",
     redis: redis ? "up" : "down",
     ...(separate ? { rate_limit_redis: limits ? "up" : "down" } : {}),
-    ledger: { recovering: ledger.recovering, halted: ledger.halted },
+    ledger: {
+      recovering: ledger.recovering,
+      halted: ledger.halted,
+      ...(shards
+        ? {
+            owner: shards.owner,
+            shards_owned: shards.owned.map((o) => o.shard),
+            fencing_tokens: Object.fromEntries(shards.owned.map((o) => [o.shard, o.token])),
+          }
+        : {}),
+    },
     wal: {
       lag_ms: persist.walLagMs,
       unpersisted_entries: persist.unpersistedEntries,

@@ -8,7 +8,12 @@ import client from "prom-client";
 export interface MetricsSources {
   /** WAL persistence, as /readyz reports it. */
   persist(): { walLagMs: number; unpersistedEntries: number; halted: number[] };
-  ledger(): { recovering: boolean; accountsInMemory: number };
+  ledger(): {
+    recovering: boolean;
+    accountsInMemory: number;
+    /** The shards this process owns (their leases), each with its fencing token. */
+    shardsOwned?: Array<{ shard: number; token: number }>;
+  };
   /** Money out, read at scrape time: payouts by status (Postgres) and payout jobs by state. */
   payouts?: {
     byStatus(): Promise<Record<string, number>>;
@@ -222,6 +227,24 @@ export class Metrics {
       registers,
     });
     this.reconcileFound.set({ kind: "total" }, 0);
+    new client.Gauge({
+      name: "threeam_shard_fencing_token",
+      help: "The fencing token of each shard this process owns (one series per owned shard)",
+      labelNames: ["shard"],
+      registers,
+      collect() {
+        this.reset();
+        for (const o of sources.ledger().shardsOwned ?? []) this.set({ shard: String(o.shard) }, o.token);
+      },
+    });
+    new client.Gauge({
+      name: "threeam_shards_owned",
+      help: "How many ledger shards this process owns",
+      registers,
+      collect() {
+        this.set(sources.ledger().shardsOwned?.length ?? 0);
+      },
+    });
     new client.Gauge({
       name: "threeam_ledger_accounts_in_memory",
       help: "Accounts held by the shard actors",

@@ -31,7 +31,16 @@ export interface Core {
   limitsRedis: RedisClient;
   ledger: Ledger;
   persister: PersisterLike;
+  /** Which shards this process owns (their leases), for /readyz and /metrics. */
+  ownership: ShardOwnership;
   stop(): Promise<void>;
+}
+
+export interface ShardOwnership {
+  /** This process's owner id, as its lease values carry it. */
+  readonly owner: string;
+  /** The shards whose leases it holds now, each with its fencing token. */
+  owned(): Array<{ shard: number; token: number }>;
 }
 
 /** A dependency the process cannot start without, with the one line that says how to get it. */
@@ -200,6 +209,7 @@ export async function startCore(
     limitsRedis,
     ledger,
     persister,
+    ownership: lease,
     async stop() {
       clearInterval(evictTimer);
       await ledger.stop();

@@ -167,6 +167,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     ledger: () => ({
       recovering: core.ledger.health().recovering,
       accountsInMemory: core.ledger.accountsInMemory,
+      shardsOwned: core.ownership.owned(),
     }),
   });
   core.ledger.onFlush = (seconds, events, ok) => metrics.walFlush(seconds, events, ok);
@@ -230,6 +231,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     redis: () => core.redis.ping(),
     ...(config.RATE_LIMIT_REDIS_URL ? { rateLimitRedis: () => core.limitsRedis.ping() } : {}),
     ledger: () => core.ledger.health(),
+    shards: () => ({ owner: core.ownership.owner, owned: core.ownership.owned() }),
     persist: () => core.persister.health(),
   };
   registerHealth(http, probes);

@@ -32,7 +32,7 @@ type LeaseRedis = RedisClient & {
 
 export class ShardLeases implements Ownership {
   /** Unique per process, with where it runs, so a restart can tell its crashed predecessor. */
-  private readonly owner = `${randomUUID()}${processTag()}`;
+  readonly owner = `${randomUUID()}${processTag()}`;
   private readonly redis: LeaseRedis;
   private readonly keys: RedisKeys;
   /** The lease value held per owned shard. */
@@ -62,6 +62,11 @@ export class ShardLeases implements Ownership {
     if (v === undefined) throw new Error(`the lease of shard ${shard} is not held`);
     return v;
   };
+
+  /** The shards whose leases this process holds now, each with its fencing token. */
+  owned(): Array<{ shard: number; token: number }> {
+    return [...this.held.keys()].sort((a, b) => a - b).map((shard) => ({ shard, token: this.token(shard) }));
+  }
 
   /** The fencing token this process holds for `shard` (0: none). */
   token(shard: number): number {

@@ -51,6 +51,11 @@ describe("health endpoints", () => {
       ledger: { recovering: false, halted: null },
       wal: { halted_shards: [] },
     });
+    // This process owns every shard (SHARDS=8 in tests), each under the token its start-up
+    // recovery took (acquire, then rotate: 2).
+    expect(body.ledger.shards_owned).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(Object.values(body.ledger.fencing_tokens)).toEqual(Array(8).fill(2));
+    expect(body.ledger.owner).toMatch(/^[0-9a-f-]{36}/);
   });
 
   it("answers an unknown route with 404 in the error shape", async () => {

@@ -58,6 +58,8 @@ describe("metrics, open", () => {
     expect(sample(text, "threeam_persist_halted_streams")).toBe(0);
     expect(sample(text, "threeam_ledger_recovering")).toBe(0);
     expect(sample(text, "threeam_ledger_accounts_in_memory")).toBeGreaterThanOrEqual(2);
+    expect(sample(text, "threeam_shards_owned")).toBe(8);
+    expect(sample(text, 'threeam_shard_fencing_token{shard="7"}')).toBe(2);
     expect(sample(text, "threeam_wal_lag_seconds")).toBeGreaterThanOrEqual(0);
     // The process's own: event-loop lag and heap from prom-client's defaults.
     expect(text).toContain("nodejs_eventloop_lag_p99_seconds");
