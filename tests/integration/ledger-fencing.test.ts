@@ -1,19 +1,24 @@
 // Fenced WAL writes with two real processes: A owns the ledger and tips; A is frozen (SIGSTOP)
 // past its lease; B takes over with a higher fencing token and tips; A is thawed (SIGCONT) with
 // tips waiting for it and tries to flush them: the WAL refuses, nothing A tried after losing the
-// lease exists, and every tip acknowledged by either process is in Postgres exactly once.
+// lease exists, and every tip acknowledged by either process is in Postgres exactly once. On one
+// Redis and on a three-master Redis Cluster.
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openRedis, type RedisClient } from "../../src/redis/connect.ts";
 import { redisKeys } from "../../src/redis/keys.ts";
 import { createTestEnv, REDIS_URL, type TestEnv, waitFor } from "../helpers/env.ts";
 import { createUsers } from "../helpers/ledger.ts";
+import { RedisCluster } from "../helpers/redis-cluster.ts";
 
 // A long lease, expired by the test while A is frozen (what a long enough stall does), so that A's
 // renewal is not due when it thaws: its first move is then to flush, and the WAL itself must say no.
 const LEASE_MS = 30_000;
 let env: TestEnv;
 const children: ChildProcess[] = [];
+/** REDIS_CLUSTER_NODES while the cluster variant runs (empty: the machine's Redis). */
+let clusterNodes = "";
 
 interface Child {
   proc: ChildProcess;
@@ -31,6 +36,7 @@ function startChild(name: string): Child {
       NODE_ENV: "test",
       DATABASE_URL: env.databaseUrl,
       REDIS_URL,
+      REDIS_CLUSTER_NODES: clusterNodes,
       REDIS_PREFIX: env.redisPrefix,
       SHARDS: "8",
       LEDGER_LEASE_MS: String(LEASE_MS),
@@ -68,15 +74,30 @@ async function stopChild(c: ChildProcess): Promise<void> {
   await exited;
 }
 
-beforeAll(async () => {
-  env = await createTestEnv("fencing");
-});
-afterAll(async () => {
-  for (const c of children) await stopChild(c);
-  await env.cleanup();
-});
+describe.each([
+  ["one Redis", false],
+  ["a three-master Redis Cluster", true],
+] as const)("fenced WAL appends on %s", (_, onCluster) => {
+  let cluster: RedisCluster | null = null;
+  /** The test's own view of the WAL's Redis (leases, streams). */
+  let r: RedisClient;
 
-describe("fenced WAL appends", () => {
+  beforeAll(async () => {
+    env = await createTestEnv("fencing");
+    if (onCluster) {
+      cluster = await RedisCluster.start(3);
+      clusterNodes = cluster.nodes;
+      r = openRedis({ url: REDIS_URL, clusterNodes: clusterNodes.split(",") }, { maxRetriesPerRequest: 2 });
+    } else r = env.redis;
+  }, 60_000);
+  afterAll(async () => {
+    for (const c of children.splice(0)) await stopChild(c);
+    if (r !== env.redis) r.disconnect();
+    await cluster?.destroy();
+    clusterNodes = "";
+    await env.cleanup();
+  });
+
   it("refuses a stalled owner's appends once another process holds the lease", async () => {
     const [viewer, creator] = await createUsers(env.pool, 2);
     // Every shard has its lease; one process took them all at once, so their tokens are equal.
@@ -98,8 +119,9 @@ describe("fenced WAL appends", () => {
     // Freeze A past its lease: its renewals stop and the lease expires (sped up: a stall of
     // LEASE_MS would do the same).
     a.proc.kill("SIGSTOP");
-    for (const l of leases) await env.redis.pexpire(l, 1);
-    await waitFor(async () => (await env.redis.exists(...leases)) === 0, 5000, "A's leases to expire");
+    for (const l of leases) await r.pexpire(l, 1);
+    const held = async () => (await Promise.all(leases.map((l) => r.exists(l)))).reduce((a, b) => a + b, 0);
+    await waitFor(async () => (await held()) === 0, 5000, "A's leases to expire");
 
     const b = startChild("B");
     const tokenB = Number((await b.line((l) => l.startsWith("READY"), "ready")).split(" ")[1]);
@@ -117,7 +139,7 @@ describe("fenced WAL appends", () => {
     const lost = await a.line((l) => l.startsWith("LOST"), "A to stop owning");
     expect(lost, "the WAL refused A's append, before A's renewal could notice").toContain("WAL_refused");
     // B still owns the ledger, untouched by A's attempt.
-    for (const l of leases) expect((await env.redis.get(l))?.split(":")[0]).toBe(String(tokenB));
+    for (const l of leases) expect((await r.get(l))?.split(":")[0]).toBe(String(tokenB));
 
     b.send("DRAIN");
     await b.line((l) => l === "DRAINED", "drained");
@@ -137,7 +159,7 @@ describe("fenced WAL appends", () => {
     expect(Number(sum.rows[0]!.total)).toBe(0);
     // Every WAL entry still in the streams carries the token of the process that wrote it.
     for (let s = 0; s < 8; s++) {
-      const entries = (await env.redis.xrange(redisKeys(env.redisPrefix).walStream(s), "-", "+")) as Array<
+      const entries = (await r.xrange(redisKeys(env.redisPrefix).walStream(s), "-", "+")) as Array<
         [string, string[]]
       >;
       for (const [, f] of entries) expect([String(tokenA), String(tokenB)]).toContain(f[f.indexOf("f") + 1]);
