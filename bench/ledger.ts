@@ -16,6 +16,7 @@ import { Ledger } from "../src/shards/ledger.ts";
 import type { WalLog } from "../src/shards/ports.ts";
 import { redisKeys } from "../src/redis/keys.ts";
 import { ShardLeases } from "../src/wal/lease.ts";
+import { measureCpu } from "./cpu-usage.ts";
 import { WAL_FIELD } from "../src/wal/wal-codec.ts";
 import { RedisWal } from "../src/wal/wal-writer.ts";
 import { AccountStore } from "../src/persist/account-store.ts";
@@ -214,7 +215,10 @@ async function main() {
   // 3. The persister drains that backlog into Postgres.
   const before = { ...persister.stats };
   const t0 = performance.now();
+  // This process is the persister here (in-process lanes): its CPU and Postgres's, per tip.
+  const cpuDone = measureCpu(process.pid);
   await profiled("persist", () => persister.drain());
+  const cpu = cpuDone();
   const secs = (performance.now() - t0) / 1000;
   const events = persister.stats.events - before.events;
   const tipsPersisted = TIPS - walRun.failed;
@@ -228,8 +232,17 @@ async function main() {
     scenario: "persister: tips into Postgres",
     value: Math.round(tipsPersisted / secs),
     unit: "tips/s",
-    note: `${tipsPersisted} tips in ${secs.toFixed(2)} s`,
+    note: `${tipsPersisted} tips in ${secs.toFixed(2)} s, ${config.PERSIST_LANES} lanes`,
   });
+  if (cpu) {
+    const perTip = (us: number) => Math.round((us / Math.max(1, tipsPersisted)) * 10) / 10;
+    rows.push({
+      scenario: "persister: CPU per tip, Postgres",
+      value: perTip(cpu.micros.postgres),
+      unit: "us",
+      note: `persister (this process) ${perTip(cpu.micros.serverMain + cpu.micros.serverOther)} us; Redis ${perTip(cpu.micros.redis)} us`,
+    });
+  }
 
   // Baselines measured in the same run, so ratios survive a noisy machine: what Redis and
   // Postgres do for raw batches of the same size with no ledger around them.
