@@ -113,8 +113,15 @@ export const configSchema = z.object({
    * re-read or is refused.
    */
   WAL_COMMAND_TIMEOUT_MS: int(5000, 100).refine((n) => n <= WAL_COMMAND_TIMEOUT_MAX_MS, "at most 60000"),
-  /** Lifetime of the single-owner lease on the ledger; a crashed owner blocks a restart this long. */
+  /** Lifetime of each shard's owner lease; a crashed owner blocks a restart this long. */
   LEDGER_LEASE_MS: int(10_000, 200),
+  /**
+   * A hot standby: while another process owns the shards, wait for their leases as long as it
+   * takes (instead of giving up after two lease lifetimes), then recover and serve. Behind a load
+   * balancer that sends traffic to whoever answers /readyz, a SIGKILLed owner is replaced within
+   * its lease plus recovery.
+   */
+  LEDGER_STANDBY: bool(false),
   /** Persister: most stream entries read per shard per round, and the idle block time. */
   PERSIST_READ_COUNT: int(200, 1),
   PERSIST_BLOCK_MS: int(50, 1),

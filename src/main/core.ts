@@ -135,7 +135,12 @@ export async function startCore(
   });
   try {
     await adoptLegacyLayout(redis, config.REDIS_PREFIX, config.LEDGER_LEASE_MS, logger);
-    await lease.acquire();
+    await lease.acquire({
+      standby: config.LEDGER_STANDBY,
+      onWaiting: (holder) =>
+        config.LEDGER_STANDBY &&
+        logger.info({ holder }, "standby: another process owns the ledger; taking over when its leases go"),
+    });
   } catch (err) {
     disconnectRedis();
     await pool.end();

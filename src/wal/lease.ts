@@ -76,16 +76,32 @@ export class ShardLeases implements Ownership {
 
   /**
    * Takes every owned shard's lease, waiting up to two lease lifetimes for a crashed owner's lease
-   * to expire; at once when the owner is proven dead (a process of this machine that is gone, see
-   * process-identity.ts), as after a crash and restart in place.
+   * to expire (a standby: as long as it takes); at once when the owner is proven dead (a process
+   * of this machine that is gone, see process-identity.ts), as after a crash and restart in place.
    */
-  async acquire(): Promise<void> {
-    const deadline = Date.now() + 2 * this.ttlMs + 500;
-    await Promise.all(this.shards.map((s) => this.acquireOne(s, deadline)));
+  async acquire(opts: { standby?: boolean; onWaiting?: (holder: string) => void } = {}): Promise<void> {
+    const deadline = opts.standby ? Number.POSITIVE_INFINITY : Date.now() + 2 * this.ttlMs + 500;
+    let told = false;
+    const waiting = (holder: string) => {
+      if (told) return;
+      told = true;
+      opts.onWaiting?.(holder);
+    };
+    // Renewing from the start: a lease taken early must not lapse while another is waited for.
     this.startRenewing();
+    try {
+      await Promise.all(this.shards.map((s) => this.acquireOne(s, deadline, waiting)));
+    } catch (err) {
+      await this.release();
+      throw err;
+    }
   }
 
-  private async acquireOne(shard: number, deadline: number): Promise<void> {
+  private async acquireOne(
+    shard: number,
+    deadline: number,
+    waiting: (holder: string) => void,
+  ): Promise<void> {
     const lease = this.keys.shardLease(shard);
     const fence = this.keys.shardFence(shard);
     for (;;) {
@@ -101,8 +117,9 @@ export class ShardLeases implements Ownership {
         this.held.set(shard, got);
         return;
       }
+      const holder = await this.redis.get(lease);
+      if (holder !== null) waiting(holder);
       if (Date.now() > deadline) {
-        const holder = await this.redis.get(lease);
         throw new Error(
           `another process owns the ledger (shard ${shard}: lease ${lease} held by ${holder}); stop it first, or give this one its own REDIS_PREFIX`,
         );

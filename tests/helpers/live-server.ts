@@ -28,6 +28,18 @@ export function liveChildVars(env: TestEnv, extra: Record<string, string> = {}):
 export async function startLiveChild(
   vars: Record<string, string>,
 ): Promise<{ child: ChildProcess; port: number }> {
+  const { child, port } = spawnLiveChild(vars);
+  return { child, port: await port };
+}
+
+/**
+ * Spawns the server child; `port` resolves once it listens, which a standby
+ * (LEDGER_STANDBY=true) does only after it took the ledger over.
+ */
+export function spawnLiveChild(
+  vars: Record<string, string>,
+  timeoutMs = 60_000,
+): { child: ChildProcess; port: Promise<number> } {
   const child = spawn(process.execPath, ["--import", "tsx", "tests/helpers/live-child.ts"], {
     env: { ...process.env, ...vars },
     stdio: ["ignore", "pipe", "inherit"],
@@ -37,6 +49,7 @@ export async function startLiveChild(
     const m = /^PORT (\d+)$/.exec(line);
     if (m) port = Number(m[1]);
   });
-  await waitFor(() => port > 0, 60_000, "the server child to listen");
-  return { child, port };
+  const listening = waitFor(() => port > 0, timeoutMs, "the server child to listen").then(() => port);
+  listening.catch(() => {}); // awaited by the caller; a standby never killed may never listen
+  return { child, port: listening };
 }
