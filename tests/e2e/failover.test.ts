@@ -12,7 +12,7 @@ import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { TEST_JWT_SECRET } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { createUsers, key, settle, silentLogger } from "../helpers/ledger.ts";
-import { connectLive, type LiveClient } from "../helpers/live.ts";
+import { connectLive } from "../helpers/live.ts";
 import { liveChildVars, spawnLiveChild, startLiveChild } from "../helpers/live-server.ts";
 
 let env: TestEnv;

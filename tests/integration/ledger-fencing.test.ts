@@ -101,7 +101,6 @@ describe.each([
   it("refuses a stalled owner's appends once another process holds the lease", async () => {
     const [viewer, creator] = await createUsers(env.pool, 2);
     // Every shard has its lease; one process took them all at once, so their tokens are equal.
-    const lease = redisKeys(env.redisPrefix).shardLease(0);
     const leases = Array.from({ length: 8 }, (_, s) => redisKeys(env.redisPrefix).shardLease(s));
     const tip = (c: Child, k: string) => c.send(`TIP ${k} ${viewer} ${creator} 100`);
     const acked = (c: Child, k: string) =>
