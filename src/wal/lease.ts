@@ -90,7 +90,10 @@ export class ShardLeases implements Ownership {
     // Renewing from the start: a lease taken early must not lapse while another is waited for.
     this.startRenewing();
     try {
-      await Promise.all(this.shards.map((s) => this.acquireOne(s, deadline, waiting)));
+      // One shard after the other, in shard order, as locks are taken to avoid a deadlock: two
+      // standbys racing for a dead owner's shards would otherwise each take some and wait for
+      // the other's forever. Whoever takes the lowest shard takes them all.
+      for (const s of [...this.shards].sort((a, b) => a - b)) await this.acquireOne(s, deadline, waiting);
     } catch (err) {
       await this.release();
       throw err;

@@ -1,6 +1,6 @@
 // Failover to a hot standby (LEDGER_STANDBY=true): process A owns every shard and takes an HTTP
-// tip burst while process B waits for A's shard leases. A is SIGKILLed mid-burst; B takes the
-// leases over, replays the WAL and listens. Clients retry what A left unanswered against B with
+// tip burst while two standbys wait for A's shard leases. A is SIGKILLed mid-burst; one standby
+// (B) takes all the leases over, replays the WAL and listens, the other (C) keeps waiting. Clients retry what A left unanswered against B with
 // the same idempotency keys; keys A answered replay A's answers from B; the creator's feed
 // subscriber reconnects to B and resumes with `since`. In the end every key is one tip in
 // Postgres, the feed is 1..N without a hole, and the books balance.
@@ -33,6 +33,8 @@ const vars = (extra: Record<string, string> = {}) =>
     FRAUD_MAX_TX_PER_HOUR: "1000000",
     FRAUD_MAX_VOLUME_PER_HOUR_USD: "100000000",
     LEDGER_LEASE_MS: "2000",
+    // Many shards, as in production: two standbys racing for them is where a split could happen.
+    SHARDS: "64",
     ...extra,
   });
 
@@ -63,11 +65,11 @@ describe("failover to a standby", () => {
     const a = await startLiveChild(vars());
     children.push(a.child);
     let base = `http://127.0.0.1:${a.port}`;
-    const b = spawnLiveChild(vars({ LEDGER_STANDBY: "true" }), 120_000);
+    const standbys = [0, 1].map(() => spawnLiveChild(vars({ LEDGER_STANDBY: "true" }), 120_000));
     const bSpawnedAt = Date.now();
-    children.push(b.child);
+    for (const s of standbys) children.push(s.child);
     const ready = await (await fetch(`${base}/readyz`)).json();
-    expect(ready.ledger.shards_owned).toHaveLength(8);
+    expect(ready.ledger.shards_owned).toHaveLength(64);
 
     // The creator's feed, followed across the failover as the protocol asks of a client.
     const received: Array<{ seq: number; id: string }> = [];
@@ -143,15 +145,25 @@ describe("failover to a standby", () => {
       60_000,
       "tips through A, with B waiting longer than a non-standby would",
     );
-    expect(b.child.exitCode).toBeNull();
+    for (const s of standbys) expect(s.child.exitCode).toBeNull();
     const answeredByA = new Map(answers);
 
     const killedAt = Date.now();
     a.child.kill("SIGKILL");
-    const bPort = await b.port;
+    const first = await Promise.race(standbys.map((s, i) => s.port.then((port) => ({ port, i }))));
     const tookOverMs = Date.now() - killedAt;
+    const b = standbys[first.i]!;
+    const c = standbys[1 - first.i]!;
+    const bPort = first.port;
     base = `http://127.0.0.1:${bPort}`;
     await waitFor(() => answers.size >= answeredByA.size + 300, 60_000, "tips through B");
+    // B owns every shard; C still waits, owning none (it never listens while it waits).
+    const bReady = await (await fetch(`${base}/readyz`)).json();
+    expect(bReady.ledger.shards_owned).toHaveLength(64);
+    expect(c.child.exitCode).toBeNull();
+    expect(await Promise.race([c.port, new Promise((r) => setTimeout(() => r("waiting"), 100))])).toBe(
+      "waiting",
+    );
     stop = true;
     await Promise.all(tippers);
 
