@@ -6,14 +6,17 @@
 // Postgres, the feed is 1..N without a hole, and the books balance.
 import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TokenService } from "../../src/auth/tokens.ts";
 import { startCore } from "../../src/main/core.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
-import { TEST_JWT_SECRET } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
-import { createUsers, key, settle, silentLogger } from "../helpers/ledger.ts";
+import { settle, silentLogger } from "../helpers/ledger.ts";
 import { connectLive } from "../helpers/live.ts";
-import { liveChildVars, spawnLiveChild, startLiveChild } from "../helpers/live-server.ts";
+import {
+  fundedViewersAndCreator,
+  liveChildVars,
+  spawnLiveChild,
+  startLiveChild,
+} from "../helpers/live-server.ts";
 
 let env: TestEnv;
 const children: ChildProcess[] = [];
@@ -45,22 +48,11 @@ interface Answer {
 
 describe("failover to a standby", () => {
   it("takes over a SIGKILLed owner: retried keys answer once, replayed keys answer the same, the feed resumes", async () => {
-    const viewers = await createUsers(env.pool, 20);
-    const [creator] = await createUsers(env.pool, 1, "cr");
-    await env.pool.query("UPDATE users SET role = 'creator' WHERE id = $1", [creator]);
-    const creatorName = (await env.pool.query("SELECT username FROM users WHERE id = $1", [creator])).rows[0]
-      .username as string;
-    const setup = await startCore(env.config(vars()), silentLogger);
-    for (const v of viewers) {
-      await setup.ledger.submit({ kind: "deposit", key: key(), accountId: v, amountCents: 10_000_000 });
-    }
-    await settle(setup);
-    await setup.stop();
-    const tokens = new TokenService({ secret: TEST_JWT_SECRET, expiresInS: 3600 });
-    const viewerTokens = await Promise.all(
-      viewers.map(async (id) => (await tokens.issue({ id, email: `${id}@x.test` })).access_token),
+    const { viewers, creator, creatorName, viewerTokens, creatorToken } = await fundedViewersAndCreator(
+      env,
+      vars(),
+      20,
     );
-    const creatorToken = (await tokens.issue({ id: creator!, email: "c@x.test" })).access_token;
 
     const a = await startLiveChild(vars());
     children.push(a.child);
@@ -210,7 +202,11 @@ describe("failover to a standby", () => {
       `failover: B listened ${tookOverMs} ms after A's SIGKILL (lease 2000 ms); ${answeredByA.size} tips answered by A, ${answers.size - answeredByA.size} by B, ${unanswered} first tries unanswered and retried, ${replayed} of A's keys replayed by B with A's answers`,
     );
 
-    // B drains on SIGTERM; then the books, from Postgres plus the (empty) WAL.
+    // C would take over as soon as B lets go: stop it first (it holds no lease). Then B drains on
+    // SIGTERM, and the books are checked from Postgres plus the (empty) WAL.
+    const cExited = new Promise((r) => c.child.once("exit", r));
+    c.child.kill("SIGKILL");
+    await cExited;
     const exited = new Promise((r) => b.child.once("exit", r));
     b.child.kill("SIGTERM");
     await exited;

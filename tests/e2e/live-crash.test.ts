@@ -3,13 +3,9 @@
 // once, numbered 1..N without a hole, the same tips Postgres holds.
 import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TokenService } from "../../src/auth/tokens.ts";
-import { startCore } from "../../src/main/core.ts";
-import { TEST_JWT_SECRET } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
-import { createUsers, key, settle, silentLogger } from "../helpers/ledger.ts";
 import { connectLive, type LiveClient } from "../helpers/live.ts";
-import { liveChildVars, startLiveChild } from "../helpers/live-server.ts";
+import { fundedViewersAndCreator, liveChildVars, startLiveChild } from "../helpers/live-server.ts";
 
 let env: TestEnv;
 let child: ChildProcess | null = null;
@@ -83,22 +79,11 @@ function tipper(base: string, tokens: string[], creator: string, acked: Set<stri
 
 describe("feed across a server crash", () => {
   it("resumes with since after SIGKILL mid-burst: every credited tip once, 1..N, same as Postgres", async () => {
-    const viewers = await createUsers(env.pool, 10);
-    const [creator] = await createUsers(env.pool, 1, "cr");
-    await env.pool.query("UPDATE users SET role = 'creator' WHERE id = $1", [creator]);
-    const creatorName = (await env.pool.query("SELECT username FROM users WHERE id = $1", [creator])).rows[0]
-      .username as string;
-    const setup = await startCore(env.config(vars()), silentLogger);
-    for (const v of viewers) {
-      await setup.ledger.submit({ kind: "deposit", key: key(), accountId: v, amountCents: 10_000_000 });
-    }
-    await settle(setup);
-    await setup.stop();
-    const tokens = new TokenService({ secret: TEST_JWT_SECRET, expiresInS: 3600 });
-    const viewerTokens = await Promise.all(
-      viewers.map(async (id) => (await tokens.issue({ id, email: `${id}@x.test` })).access_token),
+    const { creator, creatorName, viewerTokens, creatorToken } = await fundedViewersAndCreator(
+      env,
+      vars(),
+      10,
     );
-    const creatorToken = (await tokens.issue({ id: creator!, email: "c@x.test" })).access_token;
 
     const acked = new Set<string>();
     const received: Array<{ seq: number; id: string }> = [];

@@ -2,8 +2,11 @@
 // restart it: the environment it runs with, and starting it until it says which port it listens on.
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
+import { TokenService } from "../../src/auth/tokens.ts";
+import { startCore } from "../../src/main/core.ts";
 import { TEST_JWT_SECRET } from "./api.ts";
 import { type TestEnv, waitFor } from "./env.ts";
+import { createUsers, key, settle, silentLogger } from "./ledger.ts";
 
 /** The test file's configuration as environment variables, plus `extra`. */
 export function liveChildVars(env: TestEnv, extra: Record<string, string> = {}): Record<string, string> {
@@ -52,4 +55,28 @@ export function spawnLiveChild(
   const listening = waitFor(() => port > 0, timeoutMs, "the server child to listen").then(() => port);
   listening.catch(() => {}); // awaited by the caller; a standby never killed may never listen
   return { child, port: listening };
+}
+
+/**
+ * `n` viewers with $100,000 each and one creator, made straight in Postgres and deposited through a
+ * core started with `vars` (then stopped), with session tokens for the server children.
+ */
+export async function fundedViewersAndCreator(env: TestEnv, vars: Record<string, string>, n: number) {
+  const viewers = await createUsers(env.pool, n);
+  const [creator] = await createUsers(env.pool, 1, "cr");
+  await env.pool.query("UPDATE users SET role = 'creator' WHERE id = $1", [creator]);
+  const creatorName = (await env.pool.query("SELECT username FROM users WHERE id = $1", [creator])).rows[0]
+    .username as string;
+  const setup = await startCore(env.config(vars), silentLogger);
+  for (const v of viewers) {
+    await setup.ledger.submit({ kind: "deposit", key: key(), accountId: v, amountCents: 10_000_000 });
+  }
+  await settle(setup);
+  await setup.stop();
+  const tokens = new TokenService({ secret: TEST_JWT_SECRET, expiresInS: 3600 });
+  const viewerTokens = await Promise.all(
+    viewers.map(async (id) => (await tokens.issue({ id, email: `${id}@x.test` })).access_token),
+  );
+  const creatorToken = (await tokens.issue({ id: creator!, email: "c@x.test" })).access_token;
+  return { viewers, creator: creator!, creatorName, viewerTokens, creatorToken };
 }
