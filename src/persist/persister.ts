@@ -41,9 +41,10 @@ export interface PersisterOptions {
   /** Parallel writers, each over its own subset of shards (PERSIST_LANES). */
   lanes?: number;
   consumer?: string;
-  /** On a Redis Cluster (no blocking reads): the pause after a round that found every stream empty. */
-  clusterPollMs?: number;
 }
+
+/** On a Redis Cluster (no blocking reads): the pause after a round that found every stream empty. */
+const CLUSTER_POLL_MS = 10;
 
 type StreamsReply = Array<[string, Array<[string, string[] | null]>]> | null;
 
@@ -290,8 +291,8 @@ class PersistLane {
    * One XREADGROUP over the lane's streams on a single Redis (blocking up to PERSIST_BLOCK_MS on
    * the lane's own connection). A Redis Cluster answers a command for keys of one slot only, and
    * a blocked read would hold the node's connection from the other shards' reads: there the lane
-   * reads each stream without blocking, all at once, and waits PERSIST_CLUSTER_POLL_MS when
-   * every stream was empty.
+   * reads each stream without blocking, all at once, and waits CLUSTER_POLL_MS when every stream
+   * was empty.
    */
   private async read(shards: number[], from: string, block: boolean): Promise<StreamsReply> {
     const conn = block && this.blocker ? this.blocker : this.o.redis;
@@ -306,11 +307,10 @@ class PersistLane {
       args.push("STREAMS", ...shards.map((s) => this.key(s)), ...shards.map(() => from));
       return xreadgroup(...args);
     }
-    const read = xreadgroup.bind(null) as (...a: (string | number)[]) => Promise<StreamsReply>;
-    const replies = await Promise.all(shards.map((s) => read(...head, "STREAMS", this.key(s), from)));
+    const replies = await Promise.all(shards.map((s) => xreadgroup(...head, "STREAMS", this.key(s), from)));
     const out = replies.flatMap((r) => r ?? []);
     if (block && out.every(([, list]) => list.length === 0)) {
-      await new Promise((r) => setTimeout(r, Math.min(this.o.blockMs, this.o.clusterPollMs ?? 10)));
+      await new Promise((r) => setTimeout(r, Math.min(this.o.blockMs, CLUSTER_POLL_MS)));
     }
     return out;
   }
@@ -319,7 +319,7 @@ class PersistLane {
   private async entriesInStreams(): Promise<number> {
     const replies = await execSpread(
       this.o.redis,
-      this.shards.map((s) => ["xlen", this.keys.walStream(s)]),
+      this.shards.map((s) => ["xlen", this.key(s)]),
     );
     let n = 0;
     for (const [err, len] of replies) if (!err) n += Number(len);

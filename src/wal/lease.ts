@@ -59,7 +59,8 @@ export class ShardLeases implements Ownership {
   /** The lease value ("<fencing token>:<owner id>") a WAL append to `shard` must carry. */
   readonly value = (shard: number): string => {
     const v = this.held.get(shard);
-    if (v === undefined) throw new Error(`the lease of shard ${shard} is not held`);
+    // Not held (never taken, or given up): an append under it is as good as fenced.
+    if (v === undefined) throw new OwnershipLostError(`the lease of shard ${shard} is not held`);
     return v;
   };
 

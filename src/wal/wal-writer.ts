@@ -8,7 +8,13 @@
 import { execSpread, isCluster, type RedisClient } from "../redis/connect.ts";
 import { redisKeys, type RedisKeys } from "../redis/keys.ts";
 import { defineScript } from "../redis/scripts.ts";
-import type { WalAppend, WalAppendResult, WalEntry, WalLog } from "../shards/ports.ts";
+import {
+  OwnershipLostError,
+  type WalAppend,
+  type WalAppendResult,
+  type WalEntry,
+  type WalLog,
+} from "../shards/ports.ts";
 import {
   compareStreamIds,
   decodeEntry,
@@ -25,10 +31,6 @@ type AppendingRedis = RedisClient & {
 /** The error Redis answers when the lease the append carries is not the current one. */
 export const isFencedError = (err: unknown): boolean =>
   String((err as Error)?.message ?? "").startsWith("FENCED");
-
-/** This process holds no lease for the shard (it gave the shard up): as good as fenced. */
-const isNotHeldError = (err: unknown): boolean =>
-  /^the lease of shard \d+ is not held/.test(String((err as Error)?.message));
 
 export class RedisWal implements WalLog {
   private readonly redis: AppendingRedis;
@@ -79,7 +81,7 @@ export class RedisWal implements WalLog {
       for (const b of batch) args.push(encodeEntry(b.events));
       replies = await this.redis.walAppend(2 * batch.length, ...args);
     } catch (err) {
-      const fenced = isFencedError(err) || isNotHeldError(err);
+      const fenced = isFencedError(err) || err instanceof OwnershipLostError;
       return batch.map(() => ({ ok: false, error: err as Error, fenced }));
     }
     return batch.map((_, i) => {

@@ -10,7 +10,7 @@ import { startCore } from "../../src/main/core.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { settle, silentLogger } from "../helpers/ledger.ts";
-import { connectLive } from "../helpers/live.ts";
+import { type FeedFollower, followFeed } from "../helpers/live.ts";
 import {
   fundedViewersAndCreator,
   liveChildVars,
@@ -20,13 +20,13 @@ import {
 
 let env: TestEnv;
 const children: ChildProcess[] = [];
-let following = false;
+let follower: FeedFollower | null = null;
 
 beforeAll(async () => {
   env = await createTestEnv("failover");
 });
 afterAll(async () => {
-  following = false;
+  await follower?.stop();
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
   await env.cleanup();
 });
@@ -64,29 +64,8 @@ describe("failover to a standby", () => {
     expect(ready.ledger.shards_owned).toHaveLength(64);
 
     // The creator's feed, followed across the failover as the protocol asks of a client.
-    const received: Array<{ seq: number; id: string }> = [];
-    following = true;
-    const subscriber = (async () => {
-      while (following) {
-        try {
-          const since = received.length > 0 ? received[received.length - 1]!.seq : undefined;
-          const live = await connectLive(base, `access_token=${creatorToken}`);
-          live.ws.on("message", (data) => {
-            const f = JSON.parse(data.toString());
-            if (f.op === "tip") received.push({ seq: f.seq, id: f.tip.id });
-          });
-          live.send({ op: "subscribe", channel: "tips", ...(since !== undefined ? { since } : {}) });
-          await waitFor(
-            () => !following || live.closed !== null,
-            240_000,
-            "the subscriber's socket to close",
-          );
-          if (!following) live.ws.terminate();
-        } catch {
-          await new Promise((r) => setTimeout(r, 50)); // nobody listens at `base` yet
-        }
-      }
-    })();
+    follower = followFeed(() => base, creatorToken);
+    const received = follower.received;
 
     // Tippers: each key is sent until it is answered 201 (on whichever process serves by then).
     const answers = new Map<string, Answer>();
@@ -185,8 +164,7 @@ describe("failover to a standby", () => {
         `${err.message}: postgres ${await count()}, answered ${answers.size}, received ${received.length}`,
       );
     });
-    following = false;
-    await subscriber;
+    await follower.stop();
 
     const rows = await env.pool.query<{ id: string; idempotency_key: string }>(
       "SELECT id, idempotency_key FROM transactions WHERE to_user_id = $1",

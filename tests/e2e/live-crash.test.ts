@@ -4,19 +4,19 @@
 import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
-import { connectLive, type LiveClient } from "../helpers/live.ts";
+import { connectLive, type FeedFollower, followFeed, type LiveClient } from "../helpers/live.ts";
 import { fundedViewersAndCreator, liveChildVars, startLiveChild } from "../helpers/live-server.ts";
 
 let env: TestEnv;
 let child: ChildProcess | null = null;
-/** The test's resuming subscriber runs while this is true (afterAll stops it whatever happened). */
-let following = false;
+/** The test's resuming subscriber (afterAll stops it whatever happened). */
+let follower: FeedFollower | null = null;
 
 beforeAll(async () => {
   env = await createTestEnv("livecrash");
 });
 afterAll(async () => {
-  following = false;
+  await follower?.stop();
   if (child && child.exitCode === null) child.kill("SIGKILL");
   await env.cleanup();
 });
@@ -86,7 +86,6 @@ describe("feed across a server crash", () => {
     );
 
     const acked = new Set<string>();
-    const received: Array<{ seq: number; id: string }> = [];
     const t0 = Date.now();
     const say = (m: string) =>
       process.env.LIVE_DEBUG &&
@@ -94,35 +93,15 @@ describe("feed across a server crash", () => {
     let base = await startChild();
     // The subscriber behaves as the protocol asks of a client: whenever its socket closes (the
     // server killed, or any other drop) it reconnects and subscribes with the last seq it saw.
-    following = true;
-    let sub: LiveClient | null = null;
-    let connects = 0;
-    const subscriber = (async () => {
-      while (following) {
-        try {
-          const since = received.length > 0 ? received[received.length - 1]!.seq : undefined;
-          const live = await connectLive(base, `access_token=${creatorToken}`);
-          sub = live;
-          connects++;
-          live.ws.on("message", (data) => {
-            const f = JSON.parse(data.toString());
-            if (f.op === "tip") received.push({ seq: f.seq, id: f.tip.id });
-          });
-          live.send({ op: "subscribe", channel: "tips", ...(since !== undefined ? { since } : {}) });
-          say(`subscribed since ${since}`);
-          await waitFor(
-            () => !following || live.closed !== null,
-            240_000,
-            "the subscriber's socket to close",
-          );
-          if (!following) live.ws.terminate();
-        } catch {
-          await new Promise((r) => setTimeout(r, 50)); // the server is restarting
-        }
-      }
-    })();
+    follower = followFeed(
+      () => base,
+      creatorToken,
+      (since) => say(`subscribed since ${since}`),
+    );
+    const received = follower.received;
+    const sub = () => follower!.current();
     await waitFor(
-      () => (sub as LiveClient | null)?.frames.some((f) => f.op === "subscribed") === true,
+      () => sub()?.frames.some((f) => f.op === "subscribed") === true,
       20_000,
       "the first subscription",
     );
@@ -134,7 +113,7 @@ describe("feed across a server crash", () => {
           const n = async (sql: string) => (await env.pool.query(sql, [creator])).rows[0].n;
           const top = await env.redis.xrevrange(`${env.redisPrefix}feed:${creator}`, "+", "-", "COUNT", 1);
           throw new Error(
-            `${err.message} (run ${run}: received ${received.length} (last ${received[received.length - 1]?.seq}), acked ${acked.size}, subscriber connects ${connects}, ${JSON.stringify((sub as LiveClient | null)?.closed)} ${JSON.stringify((sub as LiveClient | null)?.frames.filter((f) => f.op !== "tip"))}, stream top ${top[0]?.[0]}, tip_feed ${await n("SELECT count(*) AS n FROM tip_feed WHERE creator_id = $1")}, transactions ${await n("SELECT count(*) AS n FROM transactions WHERE to_user_id = $1")})`,
+            `${err.message} (run ${run}: received ${received.length} (last ${received[received.length - 1]?.seq}), acked ${acked.size}, subscriber connects ${follower!.connects()}, ${JSON.stringify(sub()?.closed)} ${JSON.stringify(sub()?.frames.filter((f) => f.op !== "tip"))}, stream top ${top[0]?.[0]}, tip_feed ${await n("SELECT count(*) AS n FROM tip_feed WHERE creator_id = $1")}, transactions ${await n("SELECT count(*) AS n FROM transactions WHERE to_user_id = $1")})`,
           );
         },
       );
@@ -205,9 +184,8 @@ describe("feed across a server crash", () => {
     expect(feedRows.rows.map((r) => ({ seq: Number(r.seq), id: r.transaction_id }))).toEqual(received);
     // The subscriber's socket closed only when its server was killed (twice): no fresh socket is
     // dropped by the server itself any more (see the upgrade in ws-server.ts).
-    expect(connects).toBe(3);
-    following = false;
-    await subscriber;
+    expect(follower.connects()).toBe(3);
+    await follower.stop();
     await killChild();
   }, 240_000);
 });

@@ -78,3 +78,60 @@ export function connectLive(
     });
   });
 }
+
+/** A creator's feed followed as the protocol asks of a client, across server restarts. */
+export interface FeedFollower {
+  /** Every tip frame received, in order, across reconnects. */
+  readonly received: Array<{ seq: number; id: string }>;
+  /** The socket in use now (null before the first connect). */
+  current(): LiveClient | null;
+  /** Sockets opened so far. */
+  connects(): number;
+  /** Stops following and closes the socket. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Subscribes to the tips feed of the token's creator at `base()` and, whenever its socket closes
+ * (the server killed, or any other drop), reconnects to `base()` (it may have moved) and subscribes
+ * with the last seq it saw; while nobody listens there, it tries again every 50 ms.
+ */
+export function followFeed(
+  base: () => string,
+  token: string,
+  onSubscribe?: (since: number | undefined) => void,
+): FeedFollower {
+  const received: Array<{ seq: number; id: string }> = [];
+  let following = true;
+  let sub: LiveClient | null = null;
+  let connects = 0;
+  const loop = (async () => {
+    while (following) {
+      try {
+        const since = received.length > 0 ? received[received.length - 1]!.seq : undefined;
+        const live = await connectLive(base(), `access_token=${token}`);
+        sub = live;
+        connects++;
+        live.ws.on("message", (data) => {
+          const f = JSON.parse(data.toString());
+          if (f.op === "tip") received.push({ seq: f.seq, id: f.tip.id });
+        });
+        live.send({ op: "subscribe", channel: "tips", ...(since !== undefined ? { since } : {}) });
+        onSubscribe?.(since);
+        await waitFor(() => !following || live.closed !== null, 240_000, "the subscriber's socket to close");
+        if (!following) live.ws.terminate();
+      } catch {
+        await new Promise((r) => setTimeout(r, 50)); // nobody listens at base() yet
+      }
+    }
+  })();
+  return {
+    received,
+    current: () => sub,
+    connects: () => connects,
+    async stop() {
+      following = false;
+      await loop;
+    },
+  };
+}
