@@ -46,6 +46,7 @@ import {
   type ScenarioResult,
   writeResults,
 } from "./report.ts";
+import { type CommandStats, commandStatsDelta, formatPerOp, readCommandStats } from "./redis-commandstats.ts";
 import { WalMonitor } from "./wal-monitor.ts";
 import { type FeedWatch, runWsTips, watchFeed } from "./ws-load.ts";
 
@@ -111,6 +112,12 @@ async function stop(child: ChildServer): Promise<number | null> {
   const code = await child.stop();
   children.delete(child);
   return code;
+}
+
+/** The WAL Redis's command time per tip over a scenario and its drain (INFO commandstats). */
+async function walRedisNote(redis: Redis, before: CommandStats, ok: number): Promise<string> {
+  const delta = commandStatsDelta(before, await readCommandStats(redis));
+  return `WAL Redis per 2xx, ${formatPerOp(delta, ok)}`;
 }
 
 async function deleteRedisKeys(redis: Redis, prefix: string): Promise<number> {
@@ -342,6 +349,7 @@ async function runLedgerScenarios(
       log(`${name}: ${o.durationS} s${rate ? ` at ${rate.perS} req/s` : ""}`);
       const t = tipRequests({ cursor, creators: pop.creators, hot, amountUsd: o.tipUsd });
       if (name === "tip-uniform") monitor.start(250);
+      const redisBefore = await readCommandStats(s.redis);
       const load = {
         url: server.base,
         source: t,
@@ -373,6 +381,7 @@ async function runLedgerScenarios(
       // load waits for every answer, so only its timeouts can be committed but unanswered.
       acc.unansweredBound += (rate?.paced ? 0 : o.connections) + stats.timeouts;
       const r = scenarioResult(name, "3am", stats, t.tally, notes);
+      r.notes.push(await walRedisNote(s.redis, redisBefore, stats.status2xx));
       if (wal) {
         r.wal = { ...wal, drainMs };
         r.notes.push(
@@ -432,6 +441,7 @@ async function runLedgerScenarios(
         `${name}: ${o.durationS} s, ${o.connections} sockets${feed ? ` (+ ${o.feedSubscribers} feed subscribers)` : ""}`,
       );
       const tally: Tally = { ackedKeys: [], issued: 0, overCap: 0, errorCodes: {} };
+      const redisBefore = await readCommandStats(s.redis);
       const stats = await runWsTips(
         {
           base: server.base,
@@ -464,6 +474,7 @@ async function runLedgerScenarios(
             ]
           : []),
       ]);
+      r.notes.push(await walRedisNote(s.redis, redisBefore, stats.status2xx));
       s.results.push(r);
       return r;
     };
