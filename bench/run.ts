@@ -114,10 +114,11 @@ async function stop(child: ChildServer): Promise<number | null> {
   return code;
 }
 
-/** The WAL Redis's command time per tip over a scenario and its drain (INFO commandstats). */
+/** The WAL Redis's command time per tip over a scenario and its drain (INFO commandstats): which
+ * commands a tip costs and how many; its CPU as a whole is in the scenario's CPU table. */
 async function walRedisNote(redis: Redis, before: CommandStats, ok: number): Promise<string> {
   const delta = commandStatsDelta(before, await readCommandStats(redis));
-  return `WAL Redis per 2xx, ${formatPerOp(delta, ok)}`;
+  return `WAL Redis command time per 2xx (a script's includes the commands it calls): ${formatPerOp(delta, ok)}`;
 }
 
 async function deleteRedisKeys(redis: Redis, prefix: string): Promise<number> {

@@ -1,8 +1,13 @@
 // Owns the durable half of the creators' tip feeds: one Redis stream per creator whose entry id
 // is `<seq>-1`, so an append is idempotent (Redis refuses an id at or below the stream's top) and
 // a range read by seq is a range read by id. The stream keeps the last FEED_RETENTION entries.
-import { execSpread, type RedisClient, type SpreadCommand } from "../redis/connect.ts";
+import { execSpread, isCluster, type RedisClient, type SpreadCommand } from "../redis/connect.ts";
 import { redisKeys, type RedisKeys } from "../redis/keys.ts";
+import { defineScript } from "../redis/scripts.ts";
+
+type AppendingRedis = RedisClient & {
+  feedAppend(numKeys: number, ...args: Array<string | number>): Promise<Array<1 | string>>;
+};
 
 /** One feed entry: its number and the tip as the feed shows it (message not yet filtered). */
 export interface FeedEntry {
@@ -19,6 +24,13 @@ export interface FeedTip {
   net_amount: string;
   message: string | null;
   created_at: string;
+}
+
+/** An entry to append: its creator, its number and its tip as JSON (the FeedTip). */
+export interface FeedAppendItem {
+  creatorId: string;
+  seq: number;
+  tipJson: string;
 }
 
 const idOf = (seq: number): string => `${seq}-1`;
@@ -43,25 +55,38 @@ export class FeedStore {
     private readonly retention: number,
   ) {
     this.keys = redisKeys(prefix);
+    defineScript(redis, "feedAppend", "feed-append.lua");
   }
 
   /**
    * Appends entries (in order) in one round trip. Per entry: true when it is in the stream now,
    * whether this call or an earlier one (a replay) wrote it; an Error when Redis refused otherwise.
    */
-  async append(items: Array<{ creatorId: string; entry: FeedEntry }>): Promise<Array<true | Error>> {
+  async append(items: FeedAppendItem[]): Promise<Array<true | Error>> {
+    if (items.length === 0) return [];
+    if (!isCluster(this.redis)) {
+      // One script call for the whole batch instead of an XADD each: measured at full tip rate,
+      // one feed entry per tip made the pipeline's per-command objects a tenth of the server's
+      // allocations and its commands a third of Redis's calls.
+      const args: Array<string | number> = [];
+      for (const { creatorId } of items) args.push(this.keys.tipFeed(creatorId));
+      args.push(this.retention);
+      for (const { seq, tipJson } of items) args.push(idOf(seq), tipJson);
+      const out = await (this.redis as AppendingRedis).feedAppend(items.length, ...args);
+      return out.map((r) => (r === 1 ? true : new Error(String(r))));
+    }
     const replies = await execSpread(
       this.redis,
       items.map(
-        ({ creatorId, entry }): SpreadCommand => [
+        ({ creatorId, seq, tipJson }): SpreadCommand => [
           "xadd",
           this.keys.tipFeed(creatorId),
           "MAXLEN",
           "~",
           this.retention,
-          idOf(entry.seq),
+          idOf(seq),
           "t",
-          JSON.stringify(entry.tip),
+          tipJson,
         ],
       ),
     );

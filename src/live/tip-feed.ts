@@ -13,7 +13,7 @@ import type { Logger } from "pino";
 import type { WalEvent } from "../ledger/events.ts";
 import { centsToDollars } from "../ledger/money.ts";
 import type { TransactionRecord } from "../ledger/types.ts";
-import type { FeedEntry, FeedStore, FeedTip } from "./feed-store.ts";
+import type { FeedAppendItem, FeedEntry, FeedStore, FeedTip } from "./feed-store.ts";
 import type { WordFilter } from "./word-filter.ts";
 
 /** Tips remembered between their debit and their credit (the credit comes one flush later). */
@@ -279,14 +279,17 @@ export class TipFeed {
     if (todo.length === 0) return;
     const infos = await this.tipInfos(todo.map((p) => p.txId));
     const names = await this.names([...infos.values()].map((t) => t.fromUserId));
-    const items: Array<{ creatorId: string; entry: FeedEntry }> = [];
+    const items: FeedAppendItem[] = [];
+    const tips: FeedTip[] = [];
     for (const p of todo) {
       const t = infos.get(p.txId);
       if (!t)
         throw new NotPersistedYet(
           `tip ${p.txId} of feed entry ${p.creatorId}#${p.seq} is not in Postgres yet`,
         );
-      items.push({ creatorId: p.creatorId, entry: { seq: p.seq, tip: this.tipOf(t, names) } });
+      const tip = this.tipOf(t, names);
+      tips.push(tip);
+      items.push({ creatorId: p.creatorId, seq: p.seq, tipJson: JSON.stringify(tip) });
     }
     const results = await this.d.store.append(items);
     const reached = new Set<string>();
@@ -294,10 +297,15 @@ export class TipFeed {
       for (let i = 0; i < items.length; i++) {
         const r = results[i]!;
         if (r !== true) throw r; // later entries wait for this one: their order is the feed's
-        const { creatorId, entry } = items[i]!;
-        this.tops.set(creatorId, entry.seq);
+        const { creatorId, seq, tipJson } = items[i]!;
+        const tip = tips[i]!;
+        this.tops.set(creatorId, seq);
         this.txs.delete(todo[i]!.txId);
-        this.deliver(creatorId, entry.seq, this.frameOf(entry));
+        // Without a message there is nothing to filter: the frame wraps the JSON already made,
+        // exactly as frameOf would write it (same keys, same order).
+        const frame =
+          tip.message === null ? `{"op":"tip","seq":${seq},"tip":${tipJson}}` : this.frameOf({ seq, tip });
+        this.deliver(creatorId, seq, frame);
         reached.add(creatorId);
       }
     } finally {
