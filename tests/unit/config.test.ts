@@ -5,7 +5,7 @@ import { ConfigError, fraudLimits, loadConfig } from "../../src/config.ts";
 describe("configuration", () => {
   it("runs on local defaults with an empty environment", () => {
     const c = loadConfig({});
-    expect(c).toMatchObject({ PORT: 4000, SHARDS: 64, REDIS_URL: "redis://127.0.0.1:6379" });
+    expect(c).toMatchObject({ PORT: 4000, SHARDS: 16, REDIS_URL: "redis://127.0.0.1:6379" });
     expect(fraudLimits(c)).toEqual({
       largeTxCents: 50_000,
       maxTxPerHour: 10,
