@@ -101,6 +101,17 @@ export class RateLimits {
     this.redis = redis as ConsumingRedis;
   }
 
+  /**
+   * The refusal `consume` would answer at once, without Redis: `key` is known to be past its
+   * budget until its window ends. Null when it is not known to be (Redis may still refuse it).
+   */
+  knownLimited(kind: LimitKind, key: string): AppError | null {
+    if (this.budgets[kind] <= 0 || kind === "user") return null;
+    const until = this.blockedUntil.get(this.keys.rateLimit(kind, key));
+    const waitMs = until === undefined ? 0 : until - Date.now();
+    return waitMs > 0 ? limited(kind, waitMs) : null;
+  }
+
   /** Spends one request of `key`'s budget; AppError rate_limited (with retry_after_s) when spent. */
   consume(kind: LimitKind, key: string): Promise<void> {
     const budget = this.budgets[kind];

@@ -63,5 +63,7 @@ export const WS_CLOSE_CODES: Record<number, string> = {
   1009: "a frame over WS_MAX_MESSAGE_BYTES",
   4001: "the overlay key was replaced: get the new overlay URL",
   4002: "the access token expired: reconnect with a fresh token (and since, to resume a feed)",
+  1013: "the rate limiter could not be asked: reconnect shortly",
   4008: "too slow: reconnect and subscribe with the last seq seen as since",
+  4029: "this address is past its request budget (RATE_LIMIT_IP_PER_MIN): reconnect after a while",
 };

@@ -30,8 +30,9 @@ export function liveChildVars(env: TestEnv, extra: Record<string, string> = {}):
 /** Starts the server child with `vars` and resolves once it prints the port it listens on. */
 export async function startLiveChild(
   vars: Record<string, string>,
+  stderr: "inherit" | "pipe" = "inherit",
 ): Promise<{ child: ChildProcess; port: number }> {
-  const { child, port } = spawnLiveChild(vars);
+  const { child, port } = spawnLiveChild(vars, 60_000, stderr);
   return { child, port: await port };
 }
 
@@ -42,10 +43,11 @@ export async function startLiveChild(
 export function spawnLiveChild(
   vars: Record<string, string>,
   timeoutMs = 60_000,
+  stderr: "inherit" | "pipe" = "inherit",
 ): { child: ChildProcess; port: Promise<number> } {
   const child = spawn(process.execPath, ["--import", "tsx", "tests/helpers/live-child.ts"], {
     env: { ...process.env, ...vars },
-    stdio: ["ignore", "pipe", "inherit"],
+    stdio: ["ignore", "pipe", stderr],
   });
   let port = 0;
   createInterface({ input: child.stdout! }).on("line", (line) => {
