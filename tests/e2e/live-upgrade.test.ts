@@ -24,7 +24,10 @@ const warnings = () => stderr.split(UNCORKED_WARNING).length - 1;
 
 beforeAll(async () => {
   env = await createTestEnv("liveupgrade");
-  const vars = liveChildVars(env, { RATE_LIMIT_IP_PER_MIN: String(IP_BUDGET), RATE_LIMIT_USER_PER_MIN: "1000" });
+  const vars = liveChildVars(env, {
+    RATE_LIMIT_IP_PER_MIN: String(IP_BUDGET),
+    RATE_LIMIT_USER_PER_MIN: "1000",
+  });
   ({ viewerTokens } = await fundedViewersAndCreator(env, vars, 2));
   const started = await startLiveChild(vars, "pipe");
   child = started.child;
