@@ -58,20 +58,19 @@ export class TokenService {
     return { access_token: token, token_type: "bearer", expires_in: this.o.expiresInS };
   }
 
-  /** Verifies a bearer token; AppError unauthorized if it is missing, forged or expired. */
   /** The claims of a token verified before and not expired since, or null: no I/O, no crypto. */
   cachedClaims(token: string): TokenClaims | null {
     const hit = this.cache.get(token);
-    return hit && hit.exp > Math.floor(Date.now() / 1000) ? hit : null;
+    if (!hit) return null;
+    if (hit.exp > Math.floor(Date.now() / 1000)) return hit;
+    this.cache.delete(token);
+    return null;
   }
 
+  /** Verifies a bearer token; AppError unauthorized if it is missing, forged or expired. */
   async verify(token: string): Promise<TokenClaims> {
-    const nowS = Math.floor(Date.now() / 1000);
-    const hit = this.cache.get(token);
-    if (hit) {
-      if (hit.exp > nowS) return hit;
-      this.cache.delete(token);
-    }
+    const hit = this.cachedClaims(token);
+    if (hit) return hit;
     let payload: JWTPayload;
     try {
       const header = JSON.parse(Buffer.from(token.split(".")[0] ?? "", "base64url").toString("utf8")) as {

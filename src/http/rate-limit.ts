@@ -107,9 +107,17 @@ export class RateLimits {
    */
   knownLimited(kind: LimitKind, key: string): AppError | null {
     if (this.budgets[kind] <= 0 || kind === "user") return null;
-    const until = this.blockedUntil.get(this.keys.rateLimit(kind, key));
-    const waitMs = until === undefined ? 0 : until - Date.now();
-    return waitMs > 0 ? limited(kind, waitMs) : null;
+    return this.blocked(kind, this.keys.rateLimit(kind, key));
+  }
+
+  /** The refusal for a Redis key known to be past its budget; an ended block is forgotten. */
+  private blocked(kind: LimitKind, redisKey: string): AppError | null {
+    const until = this.blockedUntil.get(redisKey);
+    if (until === undefined) return null;
+    const waitMs = until - Date.now();
+    if (waitMs > 0) return limited(kind, waitMs);
+    this.blockedUntil.delete(redisKey);
+    return null;
   }
 
   /** Spends one request of `key`'s budget; AppError rate_limited (with retry_after_s) when spent. */
@@ -121,12 +129,8 @@ export class RateLimits {
       return waitMs > 0 ? Promise.reject(limited(kind, waitMs)) : Promise.resolve();
     }
     const redisKey = this.keys.rateLimit(kind, key);
-    const until = this.blockedUntil.get(redisKey);
-    if (until !== undefined) {
-      const waitMs = until - Date.now();
-      if (waitMs > 0) return Promise.reject(limited(kind, waitMs));
-      this.blockedUntil.delete(redisKey);
-    }
+    const refused = this.blocked(kind, redisKey);
+    if (refused) return Promise.reject(refused);
     return new Promise((resolve, reject) => {
       this.pending.push({ key: redisKey, kind, budget, resolve, reject });
       if (!this.scheduled) {
