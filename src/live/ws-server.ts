@@ -309,6 +309,10 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
       // CPU per upgrade against 88-95 us for this one. The address's budget is then charged right
       // after the open (a socket past it is closed with 4029); one already known to be past it is
       // refused with 429 here, as the asynchronous path would.
+      const socketData = (
+        w: Pick<SocketData, "userId" | "readOnly" | "expiresAtMs">,
+        chargeIp: boolean,
+      ): SocketData => ({ ...w, ip, inFlight: 0, closed: false, subscribed: false, chargeIp });
       const cached = token ? d.tokens.cachedClaims(token) : null;
       if (cached) {
         const refused = d.limits.knownLimited("ip", ip);
@@ -317,16 +321,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
           return;
         }
         res.upgrade<SocketData>(
-          {
-            userId: cached.sub,
-            readOnly: false,
-            expiresAtMs: cached.exp * 1000,
-            ip,
-            inFlight: 0,
-            closed: false,
-            subscribed: false,
-            chargeIp: true,
-          },
+          socketData({ userId: cached.sub, readOnly: false, expiresAtMs: cached.exp * 1000 }, true),
           wsKey,
           protocol,
           extensions,
@@ -362,13 +357,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
           // PR #1929, after the 20.30 binaries we run). Uncorked, the upgrade has no epilogue; uWS.js
           // prints a "writes must be made from within a corked callback" warning for it, which is
           // harmless here (the 101 goes out in a few writes instead of one).
-          res.upgrade<SocketData>(
-            { ...w, ip, inFlight: 0, closed: false, subscribed: false, chargeIp: false },
-            wsKey,
-            protocol,
-            extensions,
-            context,
-          );
+          res.upgrade<SocketData>(socketData(w, false), wsKey, protocol, extensions, context);
         },
         (err) => {
           if (aborted) return;

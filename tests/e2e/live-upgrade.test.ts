@@ -43,13 +43,13 @@ afterAll(async () => {
 
 describe("upgrade paths", () => {
   it("upgrades a token verified before in uWS's handler, with no uncorked write", async () => {
-    const [first, again] = [viewerTokens[0]!, viewerTokens[0]!];
-    const a = await connectLive(base, `access_token=${first}`);
+    const t = viewerTokens[0]!;
+    const a = await connectLive(base, `access_token=${t}`);
     // The first connection verified the token asynchronously: one uncorked upgrade.
     await waitFor(() => warnings() === 1, 10_000, "the uncorked upgrade's warning");
     await a.close();
     for (let i = 0; i < 3; i++) {
-      const b = await connectLive(base, `access_token=${again}`);
+      const b = await connectLive(base, `access_token=${t}`);
       expect(b.frames[0]).toMatchObject({ op: "welcome", read_only: false });
       await b.close();
     }
