@@ -1,6 +1,7 @@
 // Owns wiring the live part of the app: the tip feed (fed by the ledger's durable observer), the
 // WebSocket endpoint, the overlay page and the live HTTP routes, on the HTTP server's uWS app.
 import { duplicateRedis, type RedisClient } from "../redis/connect.ts";
+import { redisKeys } from "../redis/keys.ts";
 import type pg from "pg";
 import type { Logger } from "pino";
 import type { TemplatedApp } from "uWebSockets.js";
@@ -15,12 +16,14 @@ import type { UserStore } from "../users/user-store.ts";
 import { FeedStore } from "./feed-store.ts";
 import { OverlayKeys } from "./overlay-keys.ts";
 import { liveRoutes, registerOverlayPage } from "./routes.ts";
-import { TipFeed } from "./tip-feed.ts";
+import { type FeedCrossProcess, TipFeed } from "./tip-feed.ts";
 import { wordFilter } from "./word-filter.ts";
 import { registerLive } from "./ws-server.ts";
 
 export interface Live {
   routes: RouteDef[];
+  /** The tip feed (rememberTip: a tip whose credit another process sends here). */
+  feed: TipFeed;
   /** Open sockets and feed subscribers, for /metrics. */
   stats(): { connections: number; subscribers: number };
   close(): void;
@@ -41,14 +44,30 @@ export function createLive(d: {
   // Its own connection: feed appends and catch-up reads must come back in the order they went out.
   const redis = duplicateRedis(core.redis);
   redis.on("error", (err: Error) => d.logger.warn({ err: err.message }, "tip feed redis connection error"));
+  // With shards spread over processes a creator's feed is written where its shard lives and its
+  // subscribers may be anywhere: written batches are published on the feed's own connection (after
+  // their append, in order) and heard on a subscriber connection of their own.
+  let crossProcess: FeedCrossProcess | null = null;
+  if (config.LEDGER_SPREAD) {
+    // Waits for Redis instead of failing its SUBSCRIBE while Redis is away.
+    const subscriber = duplicateRedis(core.redis, { maxRetriesPerRequest: null });
+    subscriber.on("error", (err: Error) =>
+      d.logger.warn({ err: err.message }, "tip feed subscriber redis connection error"),
+    );
+    crossProcess = { publisher: redis, subscriber, channel: redisKeys(config.REDIS_PREFIX).feedLive };
+  }
   const feed = new TipFeed({
     store: new FeedStore(redis, config.REDIS_PREFIX, config.FEED_RETENTION),
     pool: core.pool,
     logger: d.logger,
     filter: wordFilter(config.FEED_BLOCKED_WORDS),
     retention: config.FEED_RETENTION,
+    crossProcess,
   });
   core.ledger.onDurable = feed.durable;
+  feed.listen().catch((err: Error) => {
+    d.logger.error({ err: err.message }, "tip feed: subscribing to other processes' entries failed");
+  });
   const overlayKeys = new OverlayKeys(core.pool);
   const sockets = registerLive(d.app, {
     tokens: d.tokens,
@@ -74,6 +93,7 @@ export function createLive(d: {
   });
   registerOverlayPage(d.app, overlayKeys, d.logger);
   return {
+    feed,
     stats: () => sockets.stats(),
     routes: liveRoutes({
       feed,
@@ -88,6 +108,7 @@ export function createLive(d: {
       feed.stop();
       sockets.close();
       redis.disconnect();
+      crossProcess?.subscriber.disconnect();
     },
   };
 }

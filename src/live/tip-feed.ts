@@ -8,11 +8,19 @@
 // the credit), so the stream can always be completed from there: an entry arriving after a hole
 // (credits replayed before this process listened, entries dropped from a full queue, a lost
 // stream) first fills the hole from Postgres, waiting until the persister has written it.
+//
+// Across processes (LEDGER_SPREAD: a creator's feed is written by the process owning its shard,
+// its subscribers may be on any): each written batch is published on one Redis channel, and every
+// process delivers the entries of the creators it tracks in the same order, exactly once: an entry
+// is handed to live delivery only as the creator's next number, whichever path brings it, and an
+// entry after a lost message (pub/sub is at most once) first fills the gap from the stream.
+import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import type { Logger } from "pino";
 import type { WalEvent } from "../ledger/events.ts";
 import { centsToDollars } from "../ledger/money.ts";
 import type { TransactionRecord } from "../ledger/types.ts";
+import type { RedisClient } from "../redis/connect.ts";
 import type { FeedAppendItem, FeedEntry, FeedStore, FeedTip } from "./feed-store.ts";
 import type { WordFilter } from "./word-filter.ts";
 
@@ -28,6 +36,9 @@ const QUEUE_MAX = 1_000_000;
 /** Entries per append round trip, and per catch-up page. */
 const BATCH_MAX = 1000;
 const PAGE_MAX = 500;
+/** Entries of one creator received while its gap is read from the stream; beyond, the read goes
+ * on to the stream's end instead (every published entry is in the stream). */
+const LIVE_WAITING_MAX = 10_000;
 
 interface TipInfo {
   id: string;
@@ -55,6 +66,16 @@ export interface FeedSink {
   join(): void;
 }
 
+/** Live delivery across processes: where written batches are published and heard. */
+export interface FeedCrossProcess {
+  /** Publishes each written batch: the feed's own connection, so a publish follows its append. */
+  publisher: RedisClient;
+  /** A connection of its own, in subscriber mode from `listen()` on (nothing else goes over it). */
+  subscriber: RedisClient;
+  /** redisKeys(prefix).feedLive */
+  channel: string;
+}
+
 export interface TipFeedDeps {
   store: FeedStore;
   pool: pg.Pool;
@@ -62,6 +83,24 @@ export interface TipFeedDeps {
   filter: WordFilter;
   /** FEED_RETENTION: a hole is filled no further back than the stream keeps. */
   retention: number;
+  /** Set with LEDGER_SPREAD; null or absent: one process writes and delivers every feed. */
+  crossProcess?: FeedCrossProcess | null;
+}
+
+/** One entry as published: creator, number, live frame. */
+type LiveEntry = [creatorId: string, seq: number, frame: string];
+
+/** A published batch: the TipFeed that wrote it (`o`) and its entries (`e`), each creator's in order. */
+interface LiveBatch {
+  o: string;
+  e: LiveEntry[];
+}
+
+/** A creator's gap being read from the stream; entries received meanwhile wait behind it. */
+interface LiveGap {
+  waiting: Array<{ seq: number; frame: string }>;
+  /** Read on to the stream's end (a reconnect, or entries dropped from `waiting`). */
+  toEnd: boolean;
 }
 
 export class TipFeed {
@@ -79,15 +118,48 @@ export class TipFeed {
   deliver: (creatorId: string, seq: number, frame: string) => void = () => {};
   /** After each delivered batch: the creators it reached (their subscribers' queues just grew). */
   delivered: (creatorIds: Set<string>) => void = () => {};
+  /** Whether the creator has subscribers in this process (their creators' `tops` are never dropped). */
+  followedHere: (creatorId: string) => boolean = () => false;
 
-  constructor(private readonly d: TipFeedDeps) {}
+  private readonly cross: FeedCrossProcess | null;
+  /** This instance in published batches: its own batches come back and are skipped. */
+  readonly origin = randomUUID();
+  /** Per creator whose top is loading (cross-process only): entries received meanwhile. */
+  private readonly liveDuringLoad = new Map<string, { entries: LiveEntry[]; overflow: boolean }>();
+  private readonly gaps = new Map<string, LiveGap>();
+  private listening = false;
+
+  constructor(private readonly d: TipFeedDeps) {
+    this.cross = d.crossProcess ?? null;
+  }
+
+  /**
+   * Cross-process mode: subscribes to the channel (resolves once subscribed). After a reconnect the
+   * messages sent meanwhile are lost, so every followed creator is read on from the stream.
+   */
+  async listen(): Promise<void> {
+    const cross = this.cross;
+    if (!cross || this.listening) return;
+    this.listening = true;
+    cross.subscriber.on("message", this.onMessage);
+    let first = true;
+    cross.subscriber.on("ready", () => {
+      if (first || this.stopped) return;
+      cross.subscriber.subscribe(cross.channel).then(
+        () => this.resync(),
+        (err: Error) => this.d.logger.warn({ err: err.message }, "tip feed: resubscribing failed"),
+      );
+    });
+    await cross.subscriber.subscribe(cross.channel);
+    first = false;
+  }
 
   /** The ledger's durable observer: remembers tips, queues credits as feed entries. */
   readonly durable = (events: WalEvent[]): void => {
     if (this.stopped) return;
     for (const ev of events) {
       if (ev.t === "tx") {
-        if ((ev.tx.type === "tip" || ev.tx.type === "superlike") && ev.tx.toAccountId) this.remember(ev.tx);
+        this.rememberTip(ev.tx);
       } else if (ev.t === "credit" && ev.feedSeq !== undefined) {
         const first = ev.feedSeq - ev.items.length + 1;
         if (this.queue.length + ev.items.length > QUEUE_MAX) continue; // filled from Postgres later
@@ -101,6 +173,17 @@ export class TipFeed {
 
   stop(): void {
     this.stopped = true;
+    this.cross?.subscriber.off("message", this.onMessage);
+  }
+
+  /**
+   * Remembers a tip between its debit and its credit, so its feed entry needs no Postgres read
+   * (the durable observer does this for tips it sees; a credit from another process needs it called).
+   */
+  rememberTip(tx: TransactionRecord): void {
+    if ((tx.type !== "tip" && tx.type !== "superlike") || !tx.toAccountId) return;
+    if (this.txs.size >= TX_CACHE_MAX) this.txs.delete(this.txs.keys().next().value!);
+    this.txs.set(tx.id, infoOf(tx));
   }
 
   /** The creator's newest number handed to live delivery (loading it from the stream once). */
@@ -109,16 +192,21 @@ export class TipFeed {
     if (known !== undefined) return Promise.resolve(known);
     let p = this.topLoads.get(creatorId);
     if (!p) {
+      // An entry published while the top loads may reach us before the top does (another
+      // connection): it is kept and taken once the top is known, instead of being lost.
+      if (this.cross) this.liveDuringLoad.set(creatorId, { entries: [], overflow: false });
       p = this.d.store.top(creatorId).then(
         (top) => {
           this.topLoads.delete(creatorId);
           // The loop may have written meanwhile (it waits for this same load first): keep the max.
           const now = Math.max(top, this.tops.get(creatorId) ?? 0);
           this.tops.set(creatorId, now);
-          return now;
+          if (this.cross) this.takeLoaded(creatorId);
+          return this.tops.get(creatorId)!;
         },
         (err) => {
           this.topLoads.delete(creatorId);
+          this.liveDuringLoad.delete(creatorId);
           throw err;
         },
       );
@@ -227,11 +315,6 @@ export class TipFeed {
 
   // --- the writer loop ------------------------------------------------------------------------
 
-  private remember(tx: TransactionRecord): void {
-    if (this.txs.size >= TX_CACHE_MAX) this.txs.delete(this.txs.keys().next().value!);
-    this.txs.set(tx.id, infoOf(tx));
-  }
-
   private kick(): void {
     if (this.running) return;
     this.running = true;
@@ -244,7 +327,7 @@ export class TipFeed {
   private async loop(): Promise<void> {
     let backoffMs = 50;
     while (this.queue.length > 0 && !this.stopped) {
-      if (this.tops.size > TOPS_MAX && this.topLoads.size === 0 && this.following === 0) this.tops.clear();
+      this.trimTops();
       const batch = this.queue.slice(0, BATCH_MAX);
       try {
         await this.write(batch);
@@ -293,23 +376,206 @@ export class TipFeed {
     }
     const results = await this.d.store.append(items);
     const reached = new Set<string>();
+    // Cross-process: the batch's entries (those in the stream) for the other processes.
+    const live: LiveEntry[] | null = this.cross ? [] : null;
     try {
       for (let i = 0; i < items.length; i++) {
         const r = results[i]!;
         if (r !== true) throw r; // later entries wait for this one: their order is the feed's
         const { creatorId, seq, tipJson } = items[i]!;
         const tip = tips[i]!;
-        this.tops.set(creatorId, seq);
         this.txs.delete(todo[i]!.txId);
         // Without a message there is nothing to filter: the frame wraps the JSON already made,
         // exactly as frameOf would write it (same keys, same order).
         const frame =
           tip.message === null ? `{"op":"tip","seq":${seq},"tip":${tipJson}}` : this.frameOf({ seq, tip });
+        if (live !== null) {
+          live.push([creatorId, seq, frame]);
+          // Another process's batch (a shard changing owner) or a gap read delivered it meanwhile.
+          if (seq <= (this.tops.get(creatorId) ?? 0)) continue;
+        }
+        this.tops.set(creatorId, seq);
         this.deliver(creatorId, seq, frame);
         reached.add(creatorId);
       }
     } finally {
+      if (live !== null && live.length > 0) this.publish(live);
       if (reached.size > 0) this.delivered(reached);
+    }
+  }
+
+  /** Drops the tops of creators nobody here follows once there are too many (reloaded when needed). */
+  private trimTops(): void {
+    if (this.tops.size <= TOPS_MAX || this.topLoads.size > 0 || this.following > 0 || this.gaps.size > 0)
+      return;
+    // A followed creator keeps its top: across processes it is what says which entries are next.
+    for (const c of this.tops.keys()) if (!this.followedHere(c)) this.tops.delete(c);
+  }
+
+  // --- across processes ----------------------------------------------------------------------
+
+  /** One PUBLISH per written batch, not awaited: a lost one is a gap the receivers fill. */
+  private publish(entries: LiveEntry[]): void {
+    const cross = this.cross!;
+    const batch: LiveBatch = { o: this.origin, e: entries };
+    cross.publisher.publish(cross.channel, JSON.stringify(batch)).catch((err: Error) => {
+      this.d.logger.warn({ err: err.message }, "tip feed: publishing a batch failed; receivers fill it in");
+    });
+  }
+
+  private readonly onMessage = (channel: string, message: string): void => {
+    if (this.stopped || channel !== this.cross?.channel) return;
+    let batch: LiveBatch;
+    try {
+      batch = JSON.parse(message) as LiveBatch;
+    } catch (err) {
+      this.d.logger.error({ err }, "tip feed: a published batch is not JSON");
+      return;
+    }
+    if (batch.o === this.origin) return;
+    if (!this.running) this.trimTops();
+    const reached = new Set<string>();
+    try {
+      for (const [creatorId, seq, frame] of batch.e) this.receive(creatorId, seq, frame, reached);
+    } finally {
+      if (reached.size > 0) this.delivered(reached);
+    }
+  };
+
+  /**
+   * An entry another process wrote: delivered if it is the creator's next number, skipped if it
+   * was delivered already; after a gap, the gap is read from the stream first. Only creators whose
+   * top this process tracks (followed here, or written here) are delivered.
+   */
+  private receive(creatorId: string, seq: number, frame: string, reached: Set<string>): void {
+    const loading = this.liveDuringLoad.get(creatorId);
+    if (loading) {
+      if (loading.entries.length < LIVE_WAITING_MAX) loading.entries.push([creatorId, seq, frame]);
+      else loading.overflow = true;
+      return;
+    }
+    const top = this.tops.get(creatorId);
+    if (top === undefined) return;
+    const gap = this.gaps.get(creatorId);
+    if (gap) {
+      if (seq <= top) return;
+      if (gap.waiting.length < LIVE_WAITING_MAX) gap.waiting.push({ seq, frame });
+      else gap.toEnd = true;
+      return;
+    }
+    if (seq <= top) return;
+    if (seq === top + 1) {
+      this.tops.set(creatorId, seq);
+      this.deliver(creatorId, seq, frame);
+      reached.add(creatorId);
+      return;
+    }
+    this.readGap(creatorId, { waiting: [{ seq, frame }], toEnd: false });
+  }
+
+  /** A top just loaded: the entries received while it loaded, now that it is known. */
+  private takeLoaded(creatorId: string): void {
+    const loading = this.liveDuringLoad.get(creatorId);
+    if (!loading) return;
+    this.liveDuringLoad.delete(creatorId);
+    const reached = new Set<string>();
+    try {
+      for (const [c, seq, frame] of loading.entries) this.receive(c, seq, frame, reached);
+      if (loading.overflow) this.readOn(creatorId);
+    } finally {
+      if (reached.size > 0) this.delivered(reached);
+    }
+  }
+
+  /** Reads the creator's stream on to its end (after a reconnect or dropped entries). */
+  private readOn(creatorId: string): void {
+    if (!this.tops.has(creatorId)) return;
+    const gap = this.gaps.get(creatorId);
+    if (gap) gap.toEnd = true;
+    else this.readGap(creatorId, { waiting: [], toEnd: true });
+  }
+
+  /** After a reconnect of the subscriber: every followed creator's entries published meanwhile. */
+  private resync(): void {
+    for (const c of this.tops.keys()) if (this.followedHere(c)) this.readOn(c);
+  }
+
+  private readGap(creatorId: string, gap: LiveGap): void {
+    this.gaps.set(creatorId, gap);
+    this.fillGap(creatorId, gap)
+      .catch((err: unknown) => this.d.logger.error({ err, creatorId }, "tip feed: filling a live gap failed"))
+      .finally(() => this.gaps.delete(creatorId));
+  }
+
+  /**
+   * Delivers, in order, the entries missing before those waiting, read from the stream (every
+   * published entry is in it), then the waiting ones. Each entry is delivered only as the next
+   * number, so entries the writer path (or a late message) delivered meanwhile are skipped.
+   */
+  private async fillGap(creatorId: string, gap: LiveGap): Promise<void> {
+    let backoffMs = 50;
+    while (!this.stopped) {
+      let top = this.tops.get(creatorId);
+      if (top === undefined) return;
+      const reached = new Set([creatorId]);
+      let sent = false;
+      gap.waiting.sort((a, b) => a.seq - b.seq);
+      while (gap.waiting.length > 0 && gap.waiting[0]!.seq <= top + 1) {
+        const w = gap.waiting.shift()!;
+        if (w.seq !== top + 1) continue;
+        this.tops.set(creatorId, w.seq);
+        this.deliver(creatorId, w.seq, w.frame);
+        sent = true;
+        top = w.seq;
+      }
+      if (sent) this.delivered(reached);
+      if (gap.waiting.length === 0 && !gap.toEnd) return;
+      const next = gap.waiting[0]?.seq;
+      const want = next === undefined ? PAGE_MAX : Math.min(PAGE_MAX, next - 1 - top);
+      let page: FeedEntry[];
+      try {
+        page = await this.d.store.after(creatorId, top, want);
+        backoffMs = 50;
+      } catch (err) {
+        this.d.logger.warn(
+          { err, creatorId },
+          "tip feed: reading a live gap from the stream failed; retrying",
+        );
+        await new Promise((r) => setTimeout(r, backoffMs));
+        backoffMs = Math.min(2000, backoffMs * 2);
+        continue;
+      }
+      top = this.tops.get(creatorId);
+      if (top === undefined) return;
+      sent = false;
+      for (const e of page) {
+        if (e.seq <= top) continue;
+        if (e.seq > top + 1)
+          this.d.logger.warn(
+            { creatorId, from: top + 1, to: e.seq - 1 },
+            "tip feed: live entries trimmed from the stream before they were read; skipped",
+          );
+        this.tops.set(creatorId, e.seq);
+        this.deliver(creatorId, e.seq, this.frameOf(e));
+        sent = true;
+        top = e.seq;
+      }
+      if (sent) this.delivered(reached);
+      if (page.length < want) {
+        // The stream ends here: read on only as far as the entries waiting.
+        gap.toEnd = false;
+        const w = gap.waiting[0];
+        if (w && w.seq > top + 1) {
+          this.d.logger.warn(
+            { creatorId, from: top + 1, to: w.seq - 1 },
+            "tip feed: live entries missing from the stream (trimmed or lost); skipped",
+          );
+          gap.waiting.shift();
+          this.tops.set(creatorId, w.seq);
+          this.deliver(creatorId, w.seq, w.frame);
+          this.delivered(reached);
+        }
+      }
     }
   }
 

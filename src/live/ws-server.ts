@@ -167,6 +167,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
       ws.end(CLOSE_SLOW_CONSUMER, "too slow: reconnect and subscribe with since");
     }
   };
+  d.feed.followedHere = (creatorId) => subscribersOf.has(creatorId);
   // Checked after every delivered batch (a burst can outrun any timer), and by a timer.
   d.feed.delivered = (creatorIds) => {
     for (const c of creatorIds) for (const ws of subscribersOf.get(c) ?? []) cutOffSlow(ws);

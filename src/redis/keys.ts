@@ -21,6 +21,8 @@ export interface RedisKeys {
   bullPrefix: string;
   /** A creator's live tip feed: a stream whose entry ids are `<seq>-1`, the last FEED_RETENTION kept. */
   tipFeed(creatorId: string): string;
+  /** The pub/sub channel on which each process publishes the feed entries it wrote (LEDGER_SPREAD). */
+  feedLive: string;
 }
 
 export function redisKeys(prefix: string): RedisKeys {
@@ -33,6 +35,7 @@ export function redisKeys(prefix: string): RedisKeys {
     payoutOutcomes: `${prefix}payouts:outcomes`,
     bullPrefix: `${prefix}{bull}`,
     tipFeed: (creatorId) => `${prefix}feed:${creatorId}`,
+    feedLive: `${prefix}feed-live`,
   };
 }
 
