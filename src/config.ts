@@ -128,6 +128,18 @@ export const configSchema = z.object({
    * its lease plus recovery.
    */
   LEDGER_STANDBY: bool(false),
+  /**
+   * Shards spread over every process of the deployment (issue 17): each live process takes its
+   * share of the shard leases (and gives some back when another joins), forwards a command for a
+   * shard it does not own to that shard's owner over INTERNAL_URL, and sends tip credits for
+   * recipients it does not own to their owner. Off: one process owns every shard (others wait as
+   * standbys with LEDGER_STANDBY).
+   */
+  LEDGER_SPREAD: bool(false),
+  /** This process's address as the other processes reach it (default http://127.0.0.1:<the port it listens on>). */
+  INTERNAL_URL: optional(z.string().url()),
+  /** Shared secret of the processes' internal calls (/internal/*); required with LEDGER_SPREAD. */
+  INTERNAL_TOKEN: optional(z.string().min(16)),
   /** Persister: most stream entries read per shard per round, and the idle block time. */
   PERSIST_READ_COUNT: int(200, 1),
   PERSIST_BLOCK_MS: int(50, 1),
@@ -400,6 +412,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (c.NODE_ENV === "production" && (!c.WISE_API_KEY || !c.AIRWALLEX_API_KEY)) {
     throw new ConfigError(
       "invalid configuration: WISE_API_KEY and AIRWALLEX_API_KEY are required when NODE_ENV=production (without them local stand-ins take payouts)",
+    );
+  }
+  if (c.LEDGER_SPREAD && !c.INTERNAL_TOKEN) {
+    throw new ConfigError(
+      "invalid configuration: INTERNAL_TOKEN (16 characters or more, the same in every process) is required with LEDGER_SPREAD=true",
+    );
+  }
+  if (c.LEDGER_SPREAD && c.LEDGER_STANDBY) {
+    throw new ConfigError(
+      "invalid configuration: LEDGER_SPREAD and LEDGER_STANDBY exclude each other (a spread process takes its share at once)",
     );
   }
   if (c.PURCHASE_MIN_USD > c.PURCHASE_MAX_USD) {

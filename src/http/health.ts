@@ -16,7 +16,12 @@ export interface ReadinessProbes {
   /** halted: why the ledger stopped for good (fenced by a newer owner, a broken invariant). */
   ledger(): { recovering: boolean; halted: string | null };
   /** The shards this process owns, with their fencing tokens, and its owner id. */
-  shards?(): { owner: string; owned: Array<{ shard: number; token: number }> };
+  shards?(): {
+    owner: string;
+    owned: Array<{ shard: number; token: number }>;
+    /** Shards spread over processes: how many are alive, and this one's share of the shards. */
+    spread?: { members: number; share: number };
+  };
   persist(): { walLagMs: number; unpersistedEntries: number; halted: number[] };
 }
 
@@ -97,6 +102,7 @@ async function readiness(probes: ReadinessProbes) {
             owner: shards.owner,
             shards_owned: shards.owned.map((o) => o.shard),
             fencing_tokens: Object.fromEntries(shards.owned.map((o) => [o.shard, o.token])),
+            ...(shards.spread ? { processes: shards.spread.members, share: shards.spread.share } : {}),
           }
         : {}),
     },

@@ -19,6 +19,8 @@ export interface HttpApp {
   register(routes: readonly RouteDef[]): void;
   /** Registers a GET endpoint outside the API pipeline (health, metrics); only before listen. */
   get(path: string, handler: (res: HttpResponse, req: HttpRequest) => void): void;
+  /** Registers a POST endpoint outside the API pipeline (the processes' internal calls). */
+  post(path: string, handler: (res: HttpResponse, req: HttpRequest) => void): void;
   /** Every endpoint registered so far, API routes and the others, in registration order. */
   readonly endpoints: readonly Endpoint[];
   /** Adds the fallbacks after every route, then listens; port 0 picks a free one. Resolves to the port. */
@@ -50,6 +52,11 @@ export function createHttpApp(deps: RouterDeps): HttpApp {
       unsealed();
       app.get(path, handler);
       endpoints.push({ method: "get", path, auth: "none", body: "none", pipeline: false });
+    },
+    post(path, handler) {
+      unsealed();
+      app.post(path, handler);
+      endpoints.push({ method: "post", path, auth: "none", body: "json", pipeline: false });
     },
     listen(port, host = "0.0.0.0") {
       if (!sealed) {

@@ -17,6 +17,9 @@ import { ShardLeases } from "../wal/lease.ts";
 import { AccountStore } from "../persist/account-store.ts";
 import { Persister } from "../persist/persister.ts";
 import { type PersisterLike, PersisterThread } from "../persist/persister-thread.ts";
+import { PersisterSwitch } from "../persist/persister-switch.ts";
+import { PeerClient } from "../cluster/peers.ts";
+import { Placement } from "../cluster/placement.ts";
 
 export interface Core {
   config: Config;
@@ -33,6 +36,8 @@ export interface Core {
   persister: PersisterLike;
   /** Which shards this process owns (their leases), for /readyz and /metrics. */
   ownership: ShardOwnership;
+  /** Shards spread over processes (LEDGER_SPREAD): who is alive and who owns what; null otherwise. */
+  placement: Placement | null;
   stop(): Promise<void>;
 }
 
@@ -114,7 +119,6 @@ export async function startCore(
   // then tells the entry point. A lease that merely lapsed (the WAL's Redis was away longer than
   // LEDGER_LEASE_MS) is taken back by the ledger's recovery, with a new fencing token.
   let ledger: Ledger | null = null;
-  let persister: PersisterLike | null = null;
   let lostAlready = false;
   const lost = (why: string) => {
     // Both the lease renewal and a refused append may notice; the first one acts.
@@ -126,21 +130,45 @@ export async function startCore(
     (opts.onOwnershipLost ?? defaultOwnershipLost(logger))(why);
   };
   const allShards = Array.from({ length: config.SHARDS }, (_, s) => s);
-  const lease = new ShardLeases(redis, config.REDIS_PREFIX, allShards, config.LEDGER_LEASE_MS, () => {
-    if (!ledger) return;
-    logger.warn("a shard lease is no longer this process's; checking ownership and recovering");
-    void ledger
-      .recover("the lease renewal found the ledger lease gone")
-      .catch((err) => logger.fatal({ err }, "ledger recovery failed"));
-  });
+  const spread = config.LEDGER_SPREAD;
+  const lease = new ShardLeases(
+    redis,
+    config.REDIS_PREFIX,
+    // Spread over processes: placement takes this process's share once it knows who is alive.
+    spread ? [] : allShards,
+    config.LEDGER_LEASE_MS,
+    () => {
+      if (!ledger) return;
+      logger.warn("a shard lease is no longer this process's; checking ownership and recovering");
+      void ledger
+        .recover("the lease renewal found the ledger lease gone")
+        .catch((err) => logger.fatal({ err }, "ledger recovery failed"));
+    },
+    spread,
+  );
+  let persister: PersisterLike | null = null;
+  const placement = spread
+    ? new Placement({
+        redis,
+        prefix: config.REDIS_PREFIX,
+        leases: lease,
+        shards: config.SHARDS,
+        leaseMs: config.LEDGER_LEASE_MS,
+        url: config.INTERNAL_URL ?? `http://127.0.0.1:${config.PORT}`,
+        logger,
+        onOwned: (shards) => (persister as PersisterSwitch).assign(shards),
+      })
+    : null;
   try {
     await adoptLegacyLayout(redis, config.REDIS_PREFIX, config.LEDGER_LEASE_MS, logger);
-    await lease.acquire({
-      standby: config.LEDGER_STANDBY,
-      onWaiting: (holder) =>
-        config.LEDGER_STANDBY &&
-        logger.info({ holder }, "standby: another process owns the ledger; taking over when its leases go"),
-    });
+    if (placement) await placement.join();
+    else
+      await lease.acquire({
+        standby: config.LEDGER_STANDBY,
+        onWaiting: (holder) =>
+          config.LEDGER_STANDBY &&
+          logger.info({ holder }, "standby: another process owns the ledger; taking over when its leases go"),
+      });
   } catch (err) {
     disconnectRedis();
     await pool.end();
@@ -163,6 +191,7 @@ export async function startCore(
     logger,
     ownership: lease,
     onFenced: (why) => lost(why),
+    ...(placement ? { peers: new PeerClient(placement, config.INTERNAL_TOKEN!, logger) } : {}),
   });
   const persistOptions = {
     prefix: config.REDIS_PREFIX,
@@ -184,25 +213,37 @@ export async function startCore(
   };
   const owner = ledger;
   const trimFloor = (s: number) => owner.trimFloor(s);
-  persister = config.PERSIST_THREAD
-    ? new PersisterThread({
-        logger,
-        trimFloor,
-        data: {
-          redis: target,
-          databaseUrl: config.DATABASE_URL,
-          logLevel: config.LOG_LEVEL,
-          lanes: config.PERSIST_LANES,
-          reportMs: 100,
-          options: persistOptions,
-        },
-      })
-    : // Its own pool without a statement timeout: a round after a long outage may be big.
-      new Persister({ ...persistOptions, redis, pool: persistPool(), logger, trimFloor });
-  ledger.persistHealth = () => persister.health();
-  await persister.init();
+  const makePersister = (only?: number[]): PersisterLike => {
+    const options = only ? { ...persistOptions, only } : persistOptions;
+    return config.PERSIST_THREAD
+      ? new PersisterThread({
+          logger,
+          trimFloor,
+          data: {
+            redis: target,
+            databaseUrl: config.DATABASE_URL,
+            logLevel: config.LOG_LEVEL,
+            lanes: config.PERSIST_LANES,
+            reportMs: 100,
+            options,
+          },
+        })
+      : // Its own pool without a statement timeout: a round after a long outage may be big.
+        new Persister({ ...options, redis, pool: ownPersistPool ?? persistPool(), logger, trimFloor });
+  };
+  // Spread over processes: the persister writes exactly the shards this process owns.
+  const switcher = placement ? new PersisterSwitch(makePersister, [...lease.shards]) : null;
+  const persisting: PersisterLike = switcher ?? makePersister();
+  persister = persisting;
+  ledger.persistHealth = () => persisting.health();
+  await persisting.init();
   await ledger.start();
-  if (opts.persist !== false) persister.start();
+  if (opts.persist !== false) persisting.start();
+  if (placement) {
+    // The shards taken at join may have changed hands while the ledger recovered.
+    await switcher!.assign(ledger.ownedShards());
+    placement.start(ledger);
+  }
   const evictTimer = setInterval(() => {
     ledger.evictIdle().catch((err) => logger.warn({ err }, "evicting idle accounts failed"));
   }, 5000);
@@ -213,12 +254,14 @@ export async function startCore(
     redis,
     limitsRedis,
     ledger,
-    persister,
+    persister: persisting,
     ownership: lease,
+    placement,
     async stop() {
       clearInterval(evictTimer);
+      await placement?.stop();
       await ledger.stop();
-      await persister.stop();
+      await persisting.stop();
       await lease.release();
       disconnectRedis();
       await ownPersistPool?.end();
@@ -237,6 +280,7 @@ export function ledgerSettings(config: Config): LedgerSettings {
     idempotencyTtlMs: config.IDEMPOTENCY_TTL_MS,
     recoveryPageEntries: config.RECOVERY_PAGE_ENTRIES,
     limits: fraudLimits(config),
+    spread: config.LEDGER_SPREAD,
   };
 }
 

@@ -20,6 +20,7 @@ import { registerDocs } from "../http/docs.ts";
 import { type ReadinessProbes, registerHealth, registerMetrics } from "../http/health.ts";
 import { Metrics } from "../http/metrics.ts";
 import { createLive } from "../live/live.ts";
+import { registerInternalRoutes } from "../cluster/internal-routes.ts";
 import { RateLimits } from "../http/rate-limit.ts";
 import type { Endpoint } from "../http/router.ts";
 import { createHttpApp } from "../http/server.ts";
@@ -231,13 +232,22 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     redis: () => core.redis.ping(),
     ...(config.RATE_LIMIT_REDIS_URL ? { rateLimitRedis: () => core.limitsRedis.ping() } : {}),
     ledger: () => core.ledger.health(),
-    shards: () => ({ owner: core.ownership.owner, owned: core.ownership.owned() }),
+    shards: () => ({
+      owner: core.ownership.owner,
+      owned: core.ownership.owned(),
+      ...(core.placement ? { spread: core.placement.view() } : {}),
+    }),
     persist: () => core.persister.health(),
   };
   registerHealth(http, probes);
   registerMetrics(http, metrics, config.METRICS_TOKEN, logger);
   const live = createLive({ app: http.app, config, logger, core, tokens, users, roles, limits });
   liveForMetrics = live;
+  if (config.LEDGER_SPREAD) {
+    // Shards spread over processes: the others call this one for its shards, and send it credits.
+    registerInternalRoutes(http, { ledger: core.ledger, token: config.INTERNAL_TOKEN!, logger });
+    core.ledger.onRemoteTip = (tx) => live.feed.rememberTip(tx);
+  }
   observeLedger(core.ledger, metrics, logger);
   http.register([
     ...userRoutes({
@@ -346,7 +356,12 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     textModel,
     emailQueue: emailQueue.queue,
     reconcileJobs,
-    listen: (port, host) => http.listen(port, host),
+    async listen(port, host) {
+      const bound = await http.listen(port, host);
+      // Spread over processes without INTERNAL_URL: the others reach this one where it listens.
+      if (core.placement && !config.INTERNAL_URL) core.placement.setUrl(`http://127.0.0.1:${bound}`);
+      return bound;
+    },
     async close() {
       http.close();
       await payoutOutcomes.stop();

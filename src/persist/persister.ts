@@ -27,6 +27,8 @@ export interface PersisterOptions {
   logger: Logger;
   prefix: string;
   shards: number;
+  /** The shards to persist, when not all of them (spread over processes: this process's). */
+  only?: number[];
   readCount: number;
   blockMs: number;
   /** Least time between round starts unless the last round was full (PERSIST_LINGER_MS). */
@@ -66,10 +68,11 @@ export class Persister {
   private readonly lanes: PersistLane[];
 
   constructor(o: PersisterOptions) {
-    const n = Math.max(1, Math.min(o.lanes ?? 1, o.shards));
+    const mine = o.only ?? [...Array(o.shards).keys()];
+    const n = Math.max(1, Math.min(o.lanes ?? 1, mine.length));
     const base = o.consumer ?? "persister";
     this.lanes = Array.from({ length: n }, (_, i) => {
-      const shards = [...Array(o.shards).keys()].filter((s) => s % n === i);
+      const shards = mine.filter((_, k) => k % n === i);
       return new PersistLane(o, shards, `${base}-${i}`, this.halted, this.stats);
     });
   }

@@ -23,6 +23,10 @@ export interface RedisKeys {
   tipFeed(creatorId: string): string;
   /** The pub/sub channel on which each process publishes the feed entries it wrote (LEDGER_SPREAD). */
   feedLive: string;
+  /** Shards spread over processes: the live processes (owner id, scored by when it expires). */
+  members: string;
+  /** Shards spread over processes: each live process's internal address, by owner id. */
+  memberUrls: string;
 }
 
 export function redisKeys(prefix: string): RedisKeys {
@@ -36,6 +40,8 @@ export function redisKeys(prefix: string): RedisKeys {
     bullPrefix: `${prefix}{bull}`,
     tipFeed: (creatorId) => `${prefix}feed:${creatorId}`,
     feedLive: `${prefix}feed-live`,
+    members: `${prefix}members`,
+    memberUrls: `${prefix}member-urls`,
   };
 }
 

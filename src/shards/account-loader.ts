@@ -18,10 +18,14 @@ export class AccountLoader {
     private readonly directory: Directory,
     private readonly idempotencyTtlMs: number,
     private readonly now: () => number,
+    /** Whether this process owns a shard (spread over processes, not every one). */
+    private readonly owns: (shard: number) => boolean = () => true,
   ) {}
 
+  /** In its shard's memory; for an account of another process's shard, known to the directory. */
   isLoaded(id: string): boolean {
-    return this.shardFor(id).accounts.has(id);
+    const shard = this.shardFor(id);
+    return this.owns(shard.id) ? shard.accounts.has(id) : this.directory.get(id) !== undefined;
   }
 
   /** Loads whichever of `ids` are not in memory yet; ids that do not exist stay absent. */
@@ -46,14 +50,16 @@ export class AccountLoader {
   install(loaded: Map<string, AccountMem>): void {
     for (const [id, mem] of loaded) {
       const shard = this.shardFor(id);
+      const s = mem.state;
+      const entry = { kind: mem.system ? "system" : "user", status: s.status, version: s.version } as const;
+      // Another process's account (a tip's recipient): only what the directory may know of it.
+      if (!this.owns(shard.id)) {
+        this.directory.learn(id, entry, false);
+        continue;
+      }
       if (shard.accounts.has(id)) continue;
       shard.accounts.set(id, mem);
-      const s = mem.state;
-      this.directory.learn(
-        id,
-        { kind: mem.system ? "system" : "user", status: s.status, version: s.version },
-        true,
-      );
+      this.directory.learn(id, entry, true);
     }
   }
 

@@ -12,24 +12,40 @@ import type { DirectoryEntry } from "../ledger/types.ts";
 interface Slot extends DirectoryEntry {
   /** The owning shard holds the account in memory: keep the entry, it may be ahead of Postgres. */
   held: boolean;
+  /** When it was learned (only kept with a TTL for unheld entries). */
+  atMs: number;
 }
 
 export class Directory {
   private readonly entries = new Map<string, Slot>();
   private trimAt: number;
 
-  /** Keeps at most about `max` entries, dropping the oldest of those no shard holds. */
-  constructor(private readonly max: number) {
+  /**
+   * Keeps at most about `max` entries, dropping the oldest of those no shard holds. With shards
+   * spread over processes, an account of another process's shard may change there unseen: its
+   * entry (never held here) is forgotten after `unheldTtlMs` and read again (0: kept).
+   */
+  constructor(
+    private readonly max: number,
+    private readonly unheldTtlMs = 0,
+    private readonly now: () => number = Date.now,
+  ) {
     this.trimAt = max;
   }
 
-  readonly get = (id: string): DirectoryEntry | undefined => this.entries.get(id);
+  readonly get = (id: string): DirectoryEntry | undefined => {
+    const slot = this.entries.get(id);
+    if (slot && this.unheldTtlMs > 0 && !slot.held && this.now() - slot.atMs > this.unheldTtlMs)
+      return undefined;
+    return slot;
+  };
 
   /** Takes what a load or a status event says of an account, unless it already knows newer. */
   learn(id: string, entry: DirectoryEntry, held: boolean): void {
     const cur = this.entries.get(id);
     if (cur && cur.version > entry.version) {
       if (held) cur.held = true;
+      if (this.unheldTtlMs > 0) cur.atMs = this.now();
       return;
     }
     const slot: Slot = {
@@ -37,6 +53,7 @@ export class Directory {
       status: entry.status,
       version: entry.version,
       held: held || (cur?.held ?? false),
+      atMs: this.unheldTtlMs > 0 ? this.now() : 0,
     };
     this.entries.set(id, slot);
     if (this.entries.size > this.trimAt) this.trim();

@@ -8,15 +8,19 @@ import { isUuid, shardOf } from "../ledger/accounts.ts";
 import { ownerOf } from "../ledger/decide.ts";
 import type { WalEvent } from "../ledger/events.ts";
 import { type AccountMem, LedgerInvariantError, viewOf } from "../ledger/state.ts";
-import type { AccountView, PayoutRecord, UserCommand } from "../ledger/types.ts";
+import type { AccountView, PayoutRecord, TransactionRecord, UserCommand } from "../ledger/types.ts";
 import { AccountLoader } from "./account-loader.ts";
 import { Directory } from "./directory.ts";
 import { type DurableObserver, type FlushObserver, GroupCommit } from "./group-commit.ts";
 import {
   type AccountSource,
   type LedgerSettings,
+  NotOwnerError,
   type Ownership,
   OwnershipLostError,
+  type PeerLedger,
+  type PeerOp,
+  type RemoteCredit,
   type WalLog,
 } from "./ports.ts";
 import { replayWal } from "./recovery.ts";
@@ -35,6 +39,31 @@ const RECOVERY_RETRY_MAX_MS = 500;
 
 /** A trim floor below every entry id: XTRIM MINID with it removes nothing. */
 const KEEP_EVERYTHING = "0-1";
+
+/**
+ * Shards spread over processes: how long what this process knows of another process's account
+ * (a tip recipient's status) is believed before it is read again. A suspension decided in another
+ * process reaches tips decided here within this time plus the WAL's lag into Postgres.
+ */
+const REMOTE_DIRECTORY_TTL_MS = 5_000;
+
+/** Longest pause before credits for another process's shard are sent again after a failure. */
+const CREDIT_RETRY_MAX_MS = 2000;
+
+/**
+ * A logged credit is forgotten this long after the oldest entry the persister has not written
+ * was appended: by then Postgres holds it (covers an append's longest wait, WAL_COMMAND_TIMEOUT_MS).
+ */
+const CREDIT_LOG_MARGIN_MS = 70_000;
+
+/** A credit for an account of a shard another process owns, waiting to be sent there. */
+interface OutgoingCredit {
+  shard: number;
+  credit: RemoteCredit;
+  hold: CreditHold;
+  /** The recovery it was derived in: a later recovery derives it again, so this copy is dropped. */
+  epoch: number;
+}
 
 export interface LedgerHealth {
   recovering: boolean;
@@ -57,6 +86,11 @@ export interface LedgerOptions {
    * Without it, a fenced append stops the ledger at once.
    */
   ownership?: Ownership;
+  /**
+   * Shards spread over processes (LEDGER_SPREAD): commands, reads and credits for shards this
+   * process does not own go to their owners through these.
+   */
+  peers?: PeerLedger;
   /** Called once when another process owns the ledger (with what showed it); this ledger has stopped. */
   onFenced?: (why: string) => void;
   now?: () => number;
@@ -84,19 +118,39 @@ export class Ledger {
   private doubt: string | null = null;
   private isoMs = -1;
   private iso = "";
+  /** The shards this process owns (all of them unless spread over processes). */
+  private owned: Set<number>;
+  /** Shards being given to another process: no longer this one's, though their leases still are. */
+  private readonly giving = new Set<number>();
+  /** Counts recoveries: what was derived before one is derived again by it. */
+  private epoch = 0;
+  /** Credits for other processes' shards, waiting to be sent, and how many sends are out. */
+  private outbox: OutgoingCredit[] = [];
+  private outboxScheduled = false;
+  private sendsOut = 0;
+  private creditRetryMs = 100;
   persistHealth: () => { walLagMs: number; unpersistedEntries: number };
+  /** Spread over processes: calls sent to other shards' owners, and credits sent and taken. */
+  readonly peerStats = { forwarded: 0, creditsSent: 0, creditsAccepted: 0, creditsAlreadyHad: 0 };
+  /** A tip credited here that another process decided (its feed shows it without Postgres). */
+  onRemoteTip: ((tx: TransactionRecord) => void) | null = null;
 
   constructor(private readonly opts: LedgerOptions) {
     this.settings = opts.settings;
-    this.directory = new Directory(Math.max(1024, 2 * opts.settings.accountCacheMax));
     this.wal = opts.wal;
     this.now = opts.now ?? (() => Date.now());
+    this.directory = new Directory(
+      Math.max(1024, 2 * opts.settings.accountCacheMax),
+      opts.settings.spread ? REMOTE_DIRECTORY_TTL_MS : 0,
+      this.now,
+    );
     this.loader = new AccountLoader(
       opts.store,
       (id) => this.shardFor(id),
       this.directory,
       opts.settings.idempotencyTtlMs,
       this.now,
+      (shard) => this.owned.has(shard),
     );
     const env: ActorEnv = {
       settings: this.settings,
@@ -111,6 +165,7 @@ export class Ledger {
       halt: (err, waiter) => this.halt(err, waiter),
     };
     this.shards = Array.from({ length: opts.settings.shards }, (_, id) => new ShardActor(id, env));
+    this.owned = new Set(this.shards.map((s) => s.id));
     this.commit = new GroupCommit(
       {
         shards: this.shards,
@@ -147,6 +202,25 @@ export class Ledger {
 
   shardOf(accountId: string): number {
     return shardOf(accountId, this.shards.length);
+  }
+
+  /** Whether this process owns `shard` now. */
+  owns(shard: number): boolean {
+    return this.owned.has(shard);
+  }
+
+  /** The shards this process owns now, in order. */
+  ownedShards(): number[] {
+    return [...this.owned].sort((a, b) => a - b);
+  }
+
+  /** The owner of `accountId`'s shard is another process (whom peers reach). */
+  private elsewhere(accountId: string): number | null {
+    if (!this.opts.peers || this.halted || this.stopped) return null;
+    const shard = this.shardOf(accountId);
+    if (this.owned.has(shard)) return null;
+    this.peerStats.forwarded++;
+    return shard;
   }
 
   private shardFor(accountId: string): ShardActor {
@@ -197,8 +271,40 @@ export class Ledger {
     return n;
   }
 
-  /** Submits a command to the shard owning its account; resolves once its effect is durable. */
+  /**
+   * Submits a command to the shard owning its account (in another process: to that process);
+   * resolves once its effect is durable.
+   */
   submit(cmd: UserCommand): Promise<Result> {
+    if (this.opts.peers && validateCommand(cmd) === null) {
+      const shard = this.elsewhere(ownerOf(cmd));
+      if (shard !== null) return this.opts.peers.call(shard, { op: "submit", cmd }) as Promise<Result>;
+    }
+    return this.submitHere(cmd);
+  }
+
+  /**
+   * What another process asks of a shard this one owns (the internal endpoint): run here, never
+   * sent on; NotOwnerError when the shard is not (or no longer) this process's.
+   */
+  runForPeer(op: PeerOp): Promise<unknown> {
+    const id = op.op === "submit" ? ownerOf(op.cmd) : op.accountId;
+    if (typeof id === "string" && isUuid(id) && !this.owned.has(this.shardOf(id))) {
+      return Promise.reject(new NotOwnerError(this.shardOf(id)));
+    }
+    switch (op.op) {
+      case "submit":
+        return this.submitHere(op.cmd);
+      case "account":
+        return this.accountHere(op.accountId);
+      case "payout":
+        return this.payoutHere(op.accountId, op.payoutId);
+      case "payouts":
+        return this.payoutsHere(op.accountId);
+    }
+  }
+
+  private submitHere(cmd: UserCommand): Promise<Result> {
     const refused = this.refusal();
     if (refused) {
       this.onOutcome?.(cmd, refused);
@@ -227,7 +333,15 @@ export class Ledger {
     return p;
   }
 
-  async getAccount(accountId: string): Promise<AccountView> {
+  getAccount(accountId: string): Promise<AccountView> {
+    if (!isUuid(accountId)) return Promise.reject(new AppError("not_found", "account not found"));
+    const shard = this.elsewhere(accountId);
+    if (shard !== null)
+      return this.opts.peers!.call(shard, { op: "account", accountId }) as Promise<AccountView>;
+    return this.accountHere(accountId);
+  }
+
+  private async accountHere(accountId: string): Promise<AccountView> {
     if (!isUuid(accountId)) throw new AppError("not_found", "account not found");
     if (this.recovering) {
       // A short recovery is waited for; a long one (the WAL's Redis is away) answers at once.
@@ -250,7 +364,19 @@ export class Ledger {
   }
 
   /** A payout as its owner's shard knows it (ahead of Postgres), or null. */
-  async getPayout(accountId: string, payoutId: string): Promise<PayoutRecord | null> {
+  getPayout(accountId: string, payoutId: string): Promise<PayoutRecord | null> {
+    const shard = isUuid(accountId) && isUuid(payoutId) ? this.elsewhere(accountId) : null;
+    if (shard !== null) {
+      return this.opts.peers!.call(shard, {
+        op: "payout",
+        accountId,
+        payoutId,
+      }) as Promise<PayoutRecord | null>;
+    }
+    return this.payoutHere(accountId, payoutId);
+  }
+
+  private async payoutHere(accountId: string, payoutId: string): Promise<PayoutRecord | null> {
     if (!isUuid(accountId) || !isUuid(payoutId)) return null;
     const mem = await this.loaded(accountId);
     if (!mem) return null;
@@ -259,7 +385,14 @@ export class Ledger {
   }
 
   /** The payouts of an account that its shard holds: open ones, and recent or recently read ones. */
-  async payoutsInMemory(accountId: string): Promise<PayoutRecord[]> {
+  payoutsInMemory(accountId: string): Promise<PayoutRecord[]> {
+    const shard = isUuid(accountId) ? this.elsewhere(accountId) : null;
+    if (shard !== null)
+      return this.opts.peers!.call(shard, { op: "payouts", accountId }) as Promise<PayoutRecord[]>;
+    return this.payoutsHere(accountId);
+  }
+
+  private async payoutsHere(accountId: string): Promise<PayoutRecord[]> {
     const mem = await this.loaded(accountId);
     return mem ? [...mem.payoutRecords.values()] : [];
   }
@@ -295,6 +428,10 @@ export class Ledger {
   /** Keeps memory bounded (ACCOUNT_CACHE_MAX); see AccountLoader.evictIdle. */
   async evictIdle(): Promise<number> {
     if (this.recovering) return 0;
+    if (this.settings.spread) {
+      const before = this.now() - this.persistHealth().walLagMs - CREDIT_LOG_MARGIN_MS;
+      for (const s of this.shards) s.pruneCreditLog(before);
+    }
     return this.loader.evictIdle(this.shards, this.settings.accountCacheMax, this.commit.count - 100);
   }
 
@@ -302,7 +439,12 @@ export class Ledger {
   probe(): LedgerProbe {
     return {
       memoryOf: (id) => this.shardFor(id).accounts.get(id),
-      quiescent: () => !this.commit.busy && !this.recovering && this.shards.every((s) => s.idle()),
+      quiescent: () =>
+        !this.commit.busy &&
+        !this.recovering &&
+        this.outbox.length === 0 &&
+        this.sendsOut === 0 &&
+        this.shards.every((s) => s.idle()),
     };
   }
 
@@ -354,19 +496,160 @@ export class Ledger {
     for (const ev of events) {
       if (ev.t !== "tx" || ev.credits.length === 0) continue;
       if (!hold) {
-        hold = { shard: shard.id, entryId, outstanding: 0 };
+        hold = { shard: shard.id, entryId, outstanding: 0, remote: 0 };
         shard.holds.push(hold);
       }
       for (const c of ev.credits) {
-        hold.outstanding++;
-        this.shardFor(c.accountId).receiveCredit(c.accountId, {
-          txId: c.txId,
-          amountCents: c.amountCents,
-          hold,
-        });
+        const tip = ev.tx.type === "tip" || ev.tx.type === "superlike" ? ev.tx : undefined;
+        this.deliverCredit(c.accountId, { txId: c.txId, amountCents: c.amountCents }, hold, tip);
       }
     }
     if (hold) this.commit.schedule();
+  }
+
+  /** A credit under `hold`: into its shard's inbox here, or out to the process that owns it. */
+  private deliverCredit(
+    accountId: string,
+    item: { txId: string; amountCents: number },
+    hold: CreditHold,
+    tx?: TransactionRecord,
+  ): void {
+    hold.outstanding++;
+    const target = this.shardOf(accountId);
+    if (this.owned.has(target)) {
+      this.shards[target]!.receiveCredit(accountId, { ...item, hold });
+      return;
+    }
+    hold.remote++;
+    const credit: RemoteCredit = tx ? { accountId, ...item, tx } : { accountId, ...item };
+    this.outbox.push({ shard: target, credit, hold, epoch: this.epoch });
+    this.scheduleOutbox(0);
+  }
+
+  private scheduleOutbox(delayMs: number): void {
+    if (this.outboxScheduled) return;
+    this.outboxScheduled = true;
+    const run = () => {
+      this.outboxScheduled = false;
+      this.sendOutbox();
+    };
+    if (delayMs === 0) setImmediate(run);
+    else setTimeout(run, delayMs).unref();
+  }
+
+  /**
+   * Sends the waiting credits, one call per recipient shard. A hold is released once the owner
+   * says its credit is durable; a failed send is tried again (the owner recognises a credit it has
+   * already), unless a recovery since derived it again.
+   */
+  private sendOutbox(): void {
+    const peers = this.opts.peers;
+    const epoch = this.epoch;
+    const waiting = this.outbox.filter((o) => o.epoch === epoch);
+    this.outbox = [];
+    if (waiting.length === 0 || !peers || this.halted) return;
+    const byShard = new Map<number, OutgoingCredit[]>();
+    for (const o of waiting) {
+      const list = byShard.get(o.shard);
+      if (list) list.push(o);
+      else byShard.set(o.shard, [o]);
+    }
+    for (const [shard, list] of byShard) {
+      this.sendsOut++;
+      const credits = list.map((o) => o.credit);
+      // A shard taken over by this process meanwhile is credited here, with the same checks.
+      const sent = this.owned.has(shard) ? this.acceptCredits(credits) : peers.credit(shard, credits);
+      sent.then(
+        () => {
+          this.sendsOut--;
+          this.peerStats.creditsSent += list.length;
+          this.creditRetryMs = 100;
+          for (const o of list) {
+            o.hold.remote--;
+            this.shards[o.hold.shard]!.releaseHold(o.hold);
+          }
+        },
+        (err) => {
+          this.sendsOut--;
+          if (this.epoch !== epoch || this.halted) return;
+          this.opts.logger.warn(
+            { err: (err as Error).message, shard, credits: list.length },
+            "sending tip credits to the shard's owner failed; retrying",
+          );
+          this.outbox.push(...list);
+          this.scheduleOutbox(this.creditRetryMs);
+          this.creditRetryMs = Math.min(CREDIT_RETRY_MAX_MS, this.creditRetryMs * 2);
+        },
+      );
+    }
+  }
+
+  /**
+   * Credits sent by another process (or meant for one, for a shard this process took over):
+   * resolves once each is durable here. A credit this shard already has (in memory, or in
+   * Postgres) is not applied again; NotOwnerError when a recipient's shard is not this process's.
+   */
+  async acceptCredits(credits: RemoteCredit[]): Promise<void> {
+    const refused = this.refusal();
+    if (refused) throw refused;
+    for (const c of credits) {
+      if (
+        !isUuid(c.accountId) ||
+        !isUuid(c.txId) ||
+        !Number.isSafeInteger(c.amountCents) ||
+        c.amountCents <= 0
+      )
+        throw new AppError("validation_error", "a credit needs an account id, a transaction id and cents");
+      const shard = this.shardOf(c.accountId);
+      if (!this.owned.has(shard)) throw new NotOwnerError(shard);
+    }
+    const epoch = this.epoch;
+    const logged = (c: RemoteCredit) => this.shardFor(c.accountId).creditLog.has(c.txId);
+    const fresh = credits.filter((c) => !logged(c));
+    const posted = await this.opts.store.postedLegs(
+      fresh.map((c) => ({ txId: c.txId, accountId: c.accountId })),
+    );
+    await this.loader.ensureLoaded([...new Set(fresh.map((c) => c.accountId))]);
+    // Re-checked after the reads: a recovery meanwhile dropped what they were checked against.
+    if (this.epoch !== epoch || this.refusal())
+      throw new AppError("unavailable", "ledger is recovering; retry shortly");
+    const waits: Promise<unknown>[] = [];
+    for (const c of credits) {
+      const shard = this.shardFor(c.accountId);
+      if (!this.owned.has(shard.id)) throw new NotOwnerError(shard.id);
+      const waiter = newWaiter(waits);
+      if (logged(c) || posted.has(`${c.txId}:${c.accountId}`)) {
+        // Already credited: answered once what holds it is durable (the shard's next flush).
+        shard.waiters.push(waiter);
+        this.peerStats.creditsAlreadyHad++;
+        continue;
+      }
+      if (!shard.accounts.has(c.accountId)) {
+        this.opts.logger.error(
+          { accountId: c.accountId, txId: c.txId },
+          "ALARM: a tip credit names an unknown account",
+        );
+        throw new AppError("not_found", "credited account not found");
+      }
+      shard.receiveCredit(c.accountId, { txId: c.txId, amountCents: c.amountCents, hold: null, waiter });
+      this.peerStats.creditsAccepted++;
+      if (c.tx) this.onRemoteTip?.(c.tx);
+    }
+    this.commit.schedule();
+    await Promise.all(waits);
+  }
+
+  /**
+   * Gives `shards` away (another process joined): they stop being this process's at once, and
+   * memory is rebuilt without them. The caller releases their leases afterwards.
+   */
+  async give(shards: readonly number[]): Promise<void> {
+    for (const s of shards) this.giving.add(s);
+    try {
+      await this.recover("shards given to another process");
+    } finally {
+      for (const s of shards) this.giving.delete(s);
+    }
   }
 
   // --- recovery ----------------------------------------------------------------------------
@@ -392,14 +675,17 @@ export class Ledger {
     for (let attempt = 0; ; attempt++) {
       // Stopped (shutting down) or halted: no more attempts, however long Redis stays away.
       if (this.halted || (this.stopped && attempt > 0)) return;
+      this.epoch++;
       for (const s of this.shards) s.reset((w) => w.reject(unavailable()));
       this.directory.clear();
       try {
         // Memory is dropped above before a new token can be taken: nothing decided under the old
         // one is appended under the new one, and everything is re-read as at start.
-        await this.opts.ownership?.ensure();
+        const held = await this.opts.ownership?.ensure();
+        if (held) this.owned = new Set(held.filter((s) => !this.giving.has(s)));
         const report = await replayWal({
-          shards: this.shards,
+          shards: this.shards.filter((s) => this.owned.has(s.id)),
+          deliver: (accountId, item, hold) => this.deliverCredit(accountId, item, hold),
           wal: this.wal,
           source: this.opts.store,
           loader: this.loader,
@@ -415,7 +701,8 @@ export class Ledger {
         if (report.redelivered > 0) {
           // Flush the re-delivered credits before taking traffic; a failure here retries recovery.
           await this.commit.loop();
-          if (this.shards.some((s) => s.holds.length > 0 || s.credits.size > 0)) {
+          // Credits for other processes' shards are sent meanwhile; their holds wait for them.
+          if (this.shards.some((s) => s.holds.some((h) => h.outstanding > h.remote) || s.credits.size > 0)) {
             throw new Error("re-delivered tip credits were not confirmed by the WAL");
           }
         }
@@ -438,6 +725,18 @@ export class Ledger {
       }
     }
   }
+}
+
+/** A waiter that only says when it is answered (a credit's), its promise added to `waits`. */
+function newWaiter(waits: Promise<unknown>[]): Waiter {
+  const w: Waiter = { resolve: () => {}, reject: () => {}, result: null, error: null };
+  waits.push(
+    new Promise<void>((resolve, reject) => {
+      w.resolve = () => resolve();
+      w.reject = reject;
+    }),
+  );
+  return w;
 }
 
 function validateCommand(cmd: UserCommand): AppError | null {

@@ -3,7 +3,7 @@
 // src/wal and src/persist implement them; the entry point wires them in.
 import type { WalEvent } from "../ledger/events.ts";
 import type { AccountMem, KeyRecord } from "../ledger/state.ts";
-import type { FraudLimits, PayoutRecord, TransactionRecord } from "../ledger/types.ts";
+import type { FraudLimits, PayoutRecord, TransactionRecord, UserCommand } from "../ledger/types.ts";
 
 export interface WalAppend {
   shard: number;
@@ -59,17 +59,56 @@ export interface LedgerSettings {
   /** Most WAL entries per shard read at once during recovery. */
   recoveryPageEntries: number;
   limits: FraudLimits;
+  /** Shards spread over processes (LEDGER_SPREAD): credits are checked against arriving twice. */
+  spread?: boolean;
 }
 
 /**
- * The single-owner lease (src/wal/lease.ts). Recovery calls ensure() before it rebuilds memory:
- * it resolves once this process holds the lease (renewed, or taken again with a new fencing token
- * when it had lapsed), throws OwnershipLostError when another process holds it, and any other
- * error when the answer cannot be had now (Redis unreachable: recovery retries).
+ * The shard leases (src/wal/lease.ts). Recovery calls ensure() before it rebuilds memory: it
+ * resolves with the shards this process holds now (each lease renewed, or taken again with a new
+ * fencing token when it had lapsed), throws OwnershipLostError when another process holds one
+ * (spread over processes: that shard is dropped from the answer instead), and any other error when
+ * the answer cannot be had now (Redis unreachable: recovery retries).
  */
 export interface Ownership {
-  ensure(): Promise<void>;
+  ensure(): Promise<readonly number[]>;
 }
 
 /** Another process holds the ledger lease: this one must stop owning the ledger. */
 export class OwnershipLostError extends Error {}
+
+/** A command or read for a shard this process does not own (its owner is asked instead). */
+export class NotOwnerError extends Error {
+  constructor(readonly shard: number) {
+    super(`shard ${shard} is not owned by this process`);
+  }
+}
+
+/** What a process may ask of the owner of another shard (PeerLedger.call). */
+export type PeerOp =
+  | { op: "submit"; cmd: UserCommand }
+  | { op: "account"; accountId: string }
+  | { op: "payout"; accountId: string; payoutId: string }
+  | { op: "payouts"; accountId: string };
+
+/**
+ * A tip credit for a recipient in a shard another process owns. `tx` lets the recipient's process
+ * show the tip on its creator's live feed without waiting for Postgres.
+ */
+export interface RemoteCredit {
+  accountId: string;
+  txId: string;
+  amountCents: number;
+  tx?: TransactionRecord;
+}
+
+/**
+ * The other processes of a deployment whose shards are spread (src/cluster/peers.ts). Each call
+ * goes to the current owner of `shard`, finding it again when the shard moved, and rejects with
+ * the owner's AppError, or `unavailable` when no owner answers.
+ */
+export interface PeerLedger {
+  call(shard: number, op: PeerOp): Promise<unknown>;
+  /** Resolves once the owner of `shard` made these credits durable (or had them already). */
+  credit(shard: number, credits: RemoteCredit[]): Promise<void>;
+}

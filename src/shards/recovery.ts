@@ -4,7 +4,7 @@
 // outage). Replay goes through applyEvent like the live path; versions make it idempotent. Tip
 // credits whose debit is durable but whose credit is neither in the WAL nor in the source are
 // owed, and are delivered again.
-import { SYSTEM_ACCOUNT_KINDS, shardOf, systemAccountId } from "../ledger/accounts.ts";
+import { SYSTEM_ACCOUNT_KINDS, systemAccountId } from "../ledger/accounts.ts";
 import type { CreditItem } from "../ledger/types.ts";
 import type { WalEvent } from "../ledger/events.ts";
 import type { AccountLoader } from "./account-loader.ts";
@@ -12,7 +12,13 @@ import type { AccountSource, WalEntry, WalLog } from "./ports.ts";
 import type { CreditHold, ShardActor } from "./shard-actor.ts";
 
 export interface RecoveryDeps {
+  /** The shards to rebuild: this process's (spread over processes, not all of them). */
   shards: ShardActor[];
+  /**
+   * Puts an owed credit, under its hold, where it goes: the recipient's shard inbox when this
+   * process owns it, otherwise out to its owner (which recognises a credit it already has).
+   */
+  deliver(accountId: string, item: CreditItem, hold: CreditHold): void;
   wal: WalLog;
   source: AccountSource;
   loader: AccountLoader;
@@ -141,17 +147,13 @@ async function redeliver(d: RecoveryDeps, owed: Owed[]): Promise<number> {
     const hk = `${o.shard.id}:${o.entryId}`;
     let hold = holds.get(hk);
     if (!hold) {
-      hold = { shard: o.shard.id, entryId: o.entryId, outstanding: 0 };
+      hold = { shard: o.shard.id, entryId: o.entryId, outstanding: 0, remote: 0 };
       holds.set(hk, hold);
       o.shard.holds.push(hold);
     }
-    hold.outstanding++;
     n++;
-    const target = d.shards[shardIndexOf(d, o.accountId)]!;
-    target.receiveCredit(o.accountId, { txId: o.txId, amountCents: o.amountCents, hold });
+    d.deliver(o.accountId, { txId: o.txId, amountCents: o.amountCents }, hold);
   }
   for (const s of d.shards) s.holds.sort((a, b) => d.wal.compareIds(a.entryId, b.entryId));
   return n;
 }
-
-const shardIndexOf = (d: RecoveryDeps, id: string): number => shardOf(id, d.shards.length);

@@ -28,10 +28,14 @@ export interface CreditHold {
   shard: number;
   entryId: string;
   outstanding: number;
+  /** Of those, credits sent to another process (shards spread over processes). */
+  remote: number;
 }
 
 export interface PendingCredit extends CreditItem {
   hold: CreditHold | null;
+  /** A credit another process sent: answered once its credit event is durable. */
+  waiter?: Waiter;
 }
 
 /** What every shard actor shares: the runtime around it. */
@@ -72,6 +76,13 @@ export class ShardActor {
   holds: CreditHold[] = [];
   /** The newest WAL entry id whose append reply (or replay) this ledger has processed. */
   lastEntryId: string | null = null;
+  /**
+   * Shards spread over processes: the tips credited in this shard's memory (in the inbox, decided,
+   * or replayed from the WAL) by transaction id, with when, until Postgres surely has them. A
+   * credit can then arrive twice (a sender's retry, a new owner of the sender's shard re-delivering
+   * what it cannot see was delivered): the second is recognised here or in Postgres.
+   */
+  readonly creditLog = new Map<string, number>();
 
   constructor(
     readonly id: number,
@@ -83,6 +94,7 @@ export class ShardActor {
   }
 
   receiveCredit(accountId: string, item: PendingCredit): void {
+    if (this.env.settings.spread) this.creditLog.set(item.txId, this.env.now());
     const list = this.credits.get(accountId);
     if (list) list.push(item);
     else this.credits.set(accountId, [item]);
@@ -107,6 +119,7 @@ export class ShardActor {
     this.credits.clear();
     this.creditHolds = [];
     this.holds = [];
+    this.creditLog.clear();
     this.accounts.clear();
   }
 
@@ -234,6 +247,10 @@ export class ShardActor {
   /** Applies an event to this shard's memory; a status change also updates the directory. */
   apply(ev: WalEvent, flushSeq: number): boolean {
     if (!applyEvent(this.lookup, ev, flushSeq)) return false;
+    if (ev.t === "credit" && this.env.settings.spread) {
+      const at = this.env.now();
+      for (const it of ev.items) this.creditLog.set(it.txId, at);
+    }
     if (ev.t === "status") {
       const s = ev.state;
       this.env.directory.learn(s.id, { kind: "user", status: s.status, version: s.version }, true);
@@ -265,7 +282,18 @@ export class ShardActor {
         return;
       }
       this.events.push(ev);
-      for (const it of items) if (it.hold) this.creditHolds.push(it.hold);
+      for (const it of items) {
+        if (it.hold) this.creditHolds.push(it.hold);
+        if (it.waiter) this.waiters.push(it.waiter);
+      }
+    }
+  }
+
+  /** Forgets logged credits from before `beforeMs`: Postgres has them by then. */
+  pruneCreditLog(beforeMs: number): void {
+    for (const [txId, at] of this.creditLog) {
+      if (at >= beforeMs) break;
+      this.creditLog.delete(txId);
     }
   }
 

@@ -11,7 +11,7 @@
 // its memory from Postgres + WAL before it appends under that token (shards/ledger.ts). Only a
 // lease held by another owner ends this process's ownership.
 import { randomUUID } from "node:crypto";
-import type { RedisClient } from "../redis/connect.ts";
+import { execSpread, type RedisClient } from "../redis/connect.ts";
 import { type RedisKeys, redisKeys } from "../redis/keys.ts";
 import { defineScript } from "../redis/scripts.ts";
 import { type Ownership, OwnershipLostError } from "../shards/ports.ts";
@@ -39,21 +39,34 @@ export class ShardLeases implements Ownership {
   private readonly held = new Map<number, string>();
   private timer: NodeJS.Timeout | null = null;
 
+  /** The shards this process owns (or means to: their leases may be in the taking). */
+  private wanted: number[];
+
   constructor(
     redis: RedisClient,
     prefix: string,
-    /** The shards this process owns. */
-    readonly shards: readonly number[],
+    shards: readonly number[],
     private readonly ttlMs: number,
     /** A renewal found a lease no longer this process's: ownership must be checked again. */
     private readonly onLapsed: () => void,
+    /**
+     * Shards spread over processes (LEDGER_SPREAD): a shard whose lease another process holds is
+     * given up by ensure() instead of ending this process's ownership of the ledger.
+     */
+    private readonly spread = false,
   ) {
+    this.wanted = [...shards].sort((a, b) => a - b);
     defineScript(redis, "leaseAcquire", "lease-acquire-2.lua");
     defineScript(redis, "leaseReplace", "lease-replace-2.lua");
     defineScript(redis, "leaseRenew", "lease-renew-1.lua");
     defineScript(redis, "leaseRelease", "lease-release-1.lua");
     this.redis = redis as LeaseRedis;
     this.keys = redisKeys(prefix);
+  }
+
+  /** The shards this process owns, in order. */
+  get shards(): readonly number[] {
+    return this.wanted;
   }
 
   /** The lease value ("<fencing token>:<owner id>") a WAL append to `shard` must carry. */
@@ -144,10 +157,79 @@ export class ShardLeases implements Ownership {
    * on its way to Redis then either landed before the rotation, so the re-read sees it, or lands
    * after it and is refused as fenced. It can never land unseen behind the rebuilt memory.
    */
-  async ensure(): Promise<void> {
+  async ensure(): Promise<readonly number[]> {
     this.stopRenewing();
-    await Promise.all(this.shards.map((s) => this.ensureOne(s)));
+    const lost = new Set<number>();
+    await Promise.all(
+      this.wanted.map((s) =>
+        this.ensureOne(s).catch((err) => {
+          if (!(this.spread && err instanceof OwnershipLostError)) throw err;
+          lost.add(s);
+        }),
+      ),
+    );
+    if (lost.size > 0) {
+      // Spread: another process took these shards while this one stalled; the rest stay ours.
+      this.wanted = this.wanted.filter((s) => !lost.has(s));
+      for (const s of lost) this.held.delete(s);
+    }
     this.startRenewing();
+    return this.wanted;
+  }
+
+  /**
+   * Takes a free shard's lease at once (or one whose holder is proven dead), without waiting:
+   * true when this process owns the shard now. Its memory must be rebuilt (ledger recovery)
+   * before anything is appended to it.
+   */
+  async tryAcquire(shard: number): Promise<boolean> {
+    const lease = this.keys.shardLease(shard);
+    const fence = this.keys.shardFence(shard);
+    let got = await this.redis.leaseAcquire(lease, fence, this.owner, this.ttlMs);
+    if (!got) {
+      const holder = await this.redis.get(lease);
+      if (holder !== null && holderProvenDead(holder)) {
+        got = await this.redis.leaseReplace(lease, fence, holder, this.owner, this.ttlMs);
+      }
+    }
+    if (!got) return false;
+    this.held.set(shard, got);
+    if (!this.wanted.includes(shard)) this.wanted = [...this.wanted, shard].sort((a, b) => a - b);
+    if (!this.timer) this.startRenewing();
+    return true;
+  }
+
+  /**
+   * Stops owning `shards` and releases their leases, so another process can take them at once.
+   * The ledger must have stopped appending to them first (its recovery without them).
+   */
+  async give(shards: readonly number[]): Promise<void> {
+    const gone = new Set(shards);
+    this.wanted = this.wanted.filter((s) => !gone.has(s));
+    await Promise.all(
+      shards.map((shard) => {
+        const value = this.held.get(shard);
+        this.held.delete(shard);
+        return value === undefined
+          ? Promise.resolve()
+          : this.redis.leaseRelease(this.keys.shardLease(shard), value).catch(() => {});
+      }),
+    );
+  }
+
+  /** The owner id holding each of `shards` now (null: free), read from the leases. */
+  async holders(shards: readonly number[]): Promise<Map<number, string | null>> {
+    const replies = await execSpread(
+      this.redis,
+      shards.map((s) => ["get", this.keys.shardLease(s)]),
+    );
+    const out = new Map<number, string | null>();
+    shards.forEach((s, i) => {
+      const [err, v] = replies[i]!;
+      if (err) throw err;
+      out.set(s, typeof v === "string" ? v.slice(v.indexOf(":") + 1) : null);
+    });
+    return out;
   }
 
   private async ensureOne(shard: number): Promise<void> {
