@@ -112,15 +112,16 @@ export class Placement {
       const giving = owned.slice(share);
       this.o.logger.info({ giving, share, members: this.members.length }, "giving shards to other processes");
       await ledger.give(giving);
-      // The persister stops writing them before another process may take them.
+      // The persister stops writing them before another process may take them (the recovery
+      // inside give() asked for that; this waits for it).
       await this.o.onOwned(ledger.ownedShards());
       await this.o.leases.give(giving);
       await this.refreshRoutes();
       return;
     }
     if (owned.length < share && (await this.takeFree()) > 0) {
+      // The recovery tells the persister what the ledger owns now (Ledger.onOwnership).
       await ledger.recover("took shards over");
-      await this.o.onOwned(ledger.ownedShards());
       await this.refreshRoutes();
     }
   }

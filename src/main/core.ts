@@ -240,8 +240,13 @@ export async function startCore(
   await ledger.start();
   if (opts.persist !== false) persisting.start();
   if (placement) {
-    // The shards taken at join may have changed hands while the ledger recovered.
+    // The shards taken at join may have changed hands while the ledger recovered; and a recovery
+    // may find some taken by another process (this one stalled past their leases): the persister
+    // writes exactly what the ledger owns.
     await switcher!.assign(ledger.ownedShards());
+    ledger.onOwnership = (shards) => {
+      switcher!.assign(shards).catch((err) => logger.error({ err }, "restarting the persister failed"));
+    };
     placement.start(ledger);
   }
   const evictTimer = setInterval(() => {

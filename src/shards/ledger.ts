@@ -132,6 +132,8 @@ export class Ledger {
   persistHealth: () => { walLagMs: number; unpersistedEntries: number };
   /** Spread over processes: calls sent to other shards' owners, and credits sent and taken. */
   readonly peerStats = { forwarded: 0, creditsSent: 0, creditsAccepted: 0, creditsAlreadyHad: 0 };
+  /** Told the shards this process owns after every recovery (its persister follows them). */
+  onOwnership: ((shards: number[]) => void) | null = null;
   /** A tip credited here that another process decided (its feed shows it without Postgres). */
   onRemoteTip: ((tx: TransactionRecord) => void) | null = null;
 
@@ -706,7 +708,8 @@ export class Ledger {
             throw new Error("re-delivered tip credits were not confirmed by the WAL");
           }
         }
-        this.opts.logger.info(report, "ledger recovered from WAL");
+        this.opts.logger.info({ ...report, shards: this.owned.size }, "ledger recovered from WAL");
+        this.onOwnership?.(this.ownedShards());
         this.doubt = null;
         return;
       } catch (err) {

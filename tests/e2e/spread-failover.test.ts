@@ -209,4 +209,126 @@ describe("shards spread over three processes", () => {
       await final.stop();
     }
   }, 240_000);
+
+  it("refuses a stalled process's late appends (SIGSTOP past its leases), then gives it a share again", async () => {
+    const { viewers, creator, creatorName, viewerTokens } = await fundedViewersAndCreator(env, vars(), 24);
+    const procs: Proc[] = [];
+    for (let i = 0; i < 3; i++) {
+      const { child, port } = await startLiveChild(vars());
+      children.push(child);
+      procs.push({ child, base: `http://127.0.0.1:${port}`, alive: true });
+    }
+    const owned = await waitForBalance(procs, 30_000);
+    const stalled = procs[owned.findIndex((o) => o.includes(shardOf(creator, SHARDS)))]!;
+    const tokensBefore = (await (await fetch(`${stalled.base}/readyz`)).json()).ledger.fencing_tokens;
+
+    // Tips go to the stalled process too: what it acknowledged before the stop counts, what it
+    // holds when stopped must never be acknowledged once others own its shards.
+    const answers = new Map<string, string>();
+    let stop = false;
+    let n = 0;
+    const tipper = async (t: number) => {
+      while (!stop) {
+        const i = n++;
+        const k = `ss-${t}-${i}`;
+        const viewer = i % viewers.length;
+        for (let attempt = 0; ; attempt++) {
+          // While it is stopped, new requests go to the others (those it holds wait for it).
+          const live = procs.filter((p) => p.alive);
+          const p = live[(viewer + attempt) % live.length]!;
+          const r = await fetch(`${p.base}/api/payments/tip`, {
+            method: "POST",
+            headers: {
+              "content-type": "application/json",
+              authorization: `Bearer ${viewerTokens[viewer]}`,
+              "idempotency-key": k,
+            },
+            body: JSON.stringify({
+              from_user_id: viewers[viewer],
+              to_creator_username: creatorName,
+              amount: 1,
+            }),
+            signal: AbortSignal.timeout(3 * LEASE_MS),
+          }).then(
+            async (res) => ({
+              status: res.status,
+              body: (await res.json()) as { transaction?: { id: string } },
+            }),
+            () => ({ status: 0, body: {} as { transaction?: { id: string } } }),
+          );
+          if (r.status === 201) {
+            const prev = answers.get(k);
+            if (prev !== undefined) expect(r.body.transaction!.id).toBe(prev);
+            answers.set(k, r.body.transaction!.id);
+            break;
+          }
+          if (attempt > 400) throw new Error(`key ${k} never answered: last ${r.status}`);
+          await new Promise((res) => setTimeout(res, 25));
+        }
+      }
+    };
+    const tippers = Array.from({ length: 6 }, (_, t) => tipper(t));
+    await waitFor(() => answers.size >= 200, 60_000, "tips on three processes");
+    stalled.child.kill("SIGSTOP");
+    stalled.alive = false;
+    const stoppedAt = Date.now();
+    const others = procs.filter((p) => p !== stalled);
+    await waitForBalance(others, 30_000);
+    const takenMs = Date.now() - stoppedAt;
+    const countAtThaw = answers.size;
+    await waitFor(() => answers.size >= countAtThaw + 150, 60_000, "tips while it is stopped");
+    stalled.child.kill("SIGCONT");
+    stalled.alive = true;
+    // Back: its shards are others' now; it takes a share again (with new fencing tokens).
+    const thawedAt = Date.now();
+    await waitForBalance(procs, 30_000);
+    const backMs = Date.now() - thawedAt;
+    const after = (await (await fetch(`${stalled.base}/readyz`)).json()).ledger;
+    for (const s of after.shards_owned as number[]) {
+      if (tokensBefore[s] !== undefined) expect(after.fencing_tokens[s]).toBeGreaterThan(tokensBefore[s]);
+    }
+    await waitFor(() => answers.size >= countAtThaw + 300, 60_000, "tips after the thaw");
+    stop = true;
+    await Promise.all(tippers);
+    expect(stalled.child.exitCode).toBeNull();
+
+    const count = async () =>
+      Number(
+        (await env.pool.query("SELECT count(*) AS n FROM transactions WHERE to_user_id = $1", [creator]))
+          .rows[0].n,
+      );
+    await waitFor(
+      async () => (await count()) === answers.size,
+      60_000,
+      "Postgres to hold every answered tip",
+    ).catch(async (err) => {
+      throw new Error(`${err.message}: postgres ${await count()}, answered ${answers.size}`);
+    });
+    const rows = await env.pool.query<{ id: string; idempotency_key: string }>(
+      "SELECT id, idempotency_key FROM transactions WHERE to_user_id = $1",
+      [creator],
+    );
+    const byKey = new Map(rows.rows.map((r) => [r.idempotency_key, r.id]));
+    expect(byKey.size).toBe(rows.rows.length);
+    for (const [k, txId] of answers) expect(byKey.get(k), k).toBe(txId);
+    console.log(
+      `spread stall: the others held every shard ${takenMs} ms after the SIGSTOP (lease ${LEASE_MS} ms), and gave it a share again ${backMs} ms after the SIGCONT; ${answers.size} tips, each once`,
+    );
+
+    for (const p of procs) {
+      const exited = new Promise((r) => p.child.once("exit", r));
+      p.child.kill("SIGTERM");
+      await exited;
+    }
+    const final = await startCore(env.config({ ...vars(), LEDGER_SPREAD: "false" }), silentLogger);
+    try {
+      await settle(final);
+      expect((await final.ledger.getAccount(creator)).balanceCents).toBe(answers.size * 97);
+      const report = await reconcileLedger(env.pool, final.ledger.snapshot());
+      expect(report.memoryMismatches).toEqual([]);
+      expect(report).toMatchObject({ ok: true, totalBalanceCents: 0 });
+    } finally {
+      await final.stop();
+    }
+  }, 240_000);
 });
