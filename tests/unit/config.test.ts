@@ -13,6 +13,25 @@ describe("configuration", () => {
     });
   });
 
+  it("spreads shards over processes only with a shared internal token, and never with a standby", () => {
+    expect(() => loadConfig({ LEDGER_SPREAD: "true" })).toThrow(
+      /INTERNAL_TOKEN .* is required with LEDGER_SPREAD/,
+    );
+    expect(() => loadConfig({ LEDGER_SPREAD: "true", INTERNAL_TOKEN: "short" })).toThrow(/INTERNAL_TOKEN/);
+    const token = "a-shared-internal-token";
+    expect(() =>
+      loadConfig({ LEDGER_SPREAD: "true", INTERNAL_TOKEN: token, LEDGER_STANDBY: "true" }),
+    ).toThrow(/exclude each other/);
+    expect(() =>
+      loadConfig({ LEDGER_SPREAD: "true", INTERNAL_TOKEN: token, INTERNAL_URL: "not a url" }),
+    ).toThrow(/INTERNAL_URL/);
+    expect(loadConfig({ LEDGER_SPREAD: "true", INTERNAL_TOKEN: token })).toMatchObject({
+      LEDGER_SPREAD: true,
+      INTERNAL_TOKEN: token,
+    });
+    expect(loadConfig({}).LEDGER_SPREAD).toBe(false);
+  });
+
   it("names the variable in one error when a value is bad", () => {
     expect(() => loadConfig({ SHARDS: "zero" })).toThrow(ConfigError);
     expect(() => loadConfig({ SHARDS: "zero" })).toThrow(/SHARDS/);
