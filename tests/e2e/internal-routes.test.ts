@@ -1,0 +1,84 @@
+// The processes' internal endpoints (LEDGER_SPREAD): refused without the shared token (401, in
+// constant time), malformed calls answered 400 without moving money, a shard the process does not
+// own answered `not_owner` (409) and never sent on, and none of it takes the process down.
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { shardOf } from "../../src/ledger/accounts.ts";
+import { type Api, startApi } from "../helpers/api.ts";
+import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
+import { createUsers } from "../helpers/ledger.ts";
+
+let env: TestEnv;
+const apis: Api[] = [];
+const TOKEN = "internal-routes-test-token";
+const SHARDS = 4;
+
+beforeAll(async () => {
+  env = await createTestEnv("internal_routes");
+  const vars = {
+    SHARDS: String(SHARDS),
+    LEDGER_SPREAD: "true",
+    INTERNAL_TOKEN: TOKEN,
+    LEDGER_LEASE_MS: "600",
+  };
+  apis.push(await startApi(env, vars));
+  apis.push(await startApi(env, vars));
+  await waitFor(
+    () => apis.every((a) => a.core.ledger.ownedShards().length === SHARDS / 2),
+    15_000,
+    "two processes to share the shards",
+  );
+});
+afterAll(async () => {
+  for (const a of apis.reverse()) await a.close().catch(() => {});
+  await env.cleanup();
+});
+
+const post = async (base: string, path: string, body: string, token?: string) => {
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (token !== undefined) headers["x-internal-token"] = token;
+  const r = await fetch(base + path, { method: "POST", headers, body });
+  return { status: r.status, body: (await r.json()) as { ok?: unknown; error?: { code: string } } };
+};
+
+describe("internal endpoints", () => {
+  it("refuses calls without the token, malformed calls and other processes' shards", async () => {
+    const [a, b] = apis as [Api, Api];
+    const [user] = await createUsers(env.pool, 4);
+    const owner = a.core.ledger.owns(shardOf(user!, SHARDS)) ? a : b;
+    const other = owner === a ? b : a;
+    const account = JSON.stringify({ op: "account", accountId: user });
+
+    for (const token of [undefined, "", "wrong-token-wrong-token", `${TOKEN}x`]) {
+      for (const path of ["/internal/ledger", "/internal/credits"]) {
+        const r = await post(owner.base, path, account, token);
+        expect(r.status, `${path} with ${JSON.stringify(token)}`).toBe(401);
+      }
+    }
+    for (const body of [
+      "{",
+      "[]",
+      '{"op":"nope"}',
+      '{"op":"submit"}',
+      '{"credits":[]}',
+      '{"credits":[{"accountId":"x"}]}',
+    ]) {
+      const path = body.includes("credits") ? "/internal/credits" : "/internal/ledger";
+      const r = await post(owner.base, path, body, TOKEN);
+      expect(r.status, `${path} ${body}`).toBe(400);
+    }
+    // A credit is taken only by the owner of the recipient's shard: another process answers
+    // not_owner and credits nothing.
+    const credit = JSON.stringify({ credits: [{ accountId: user, txId: randomUUID(), amountCents: 100 }] });
+    expect((await post(other.base, "/internal/credits", credit, TOKEN)).body.error?.code).toBe("not_owner");
+    const read = await post(other.base, "/internal/ledger", account, TOKEN);
+    expect(read.status).toBe(409);
+    expect(read.body.error?.code).toBe("not_owner");
+    // The owner answers the same read.
+    const mine = await post(owner.base, "/internal/ledger", account, TOKEN);
+    expect(mine.status).toBe(200);
+    expect(mine.body.ok).toMatchObject({ id: user, balanceCents: 0 });
+    // Still serving, both.
+    for (const p of apis) expect((await fetch(`${p.base}/readyz`)).status).toBe(200);
+  });
+});
