@@ -13,6 +13,8 @@ export interface MetricsSources {
     accountsInMemory: number;
     /** The shards this process owns (their leases), each with its fencing token. */
     shardsOwned?: Array<{ shard: number; token: number }>;
+    /** Shards spread over processes: calls forwarded to other shards' owners, credits sent and taken. */
+    peers?: { forwarded: number; creditsSent: number; creditsAccepted: number; creditsAlreadyHad: number };
   };
   /** Money out, read at scrape time: payouts by status (Postgres) and payout jobs by state. */
   payouts?: {
@@ -243,6 +245,21 @@ export class Metrics {
       registers,
       collect() {
         this.set(sources.ledger().shardsOwned?.length ?? 0);
+      },
+    });
+    new client.Counter({
+      name: "threeam_peer_calls_total",
+      help: "Shards spread over processes: commands and reads forwarded to another shard's owner (forwarded), tip credits sent to another process and confirmed (credit_sent), taken from one (credit_taken), and taken again but recognised (credit_already_had)",
+      labelNames: ["kind"],
+      registers,
+      collect() {
+        const p = sources.ledger().peers;
+        if (!p) return;
+        this.reset();
+        this.inc({ kind: "forwarded" }, p.forwarded);
+        this.inc({ kind: "credit_sent" }, p.creditsSent);
+        this.inc({ kind: "credit_taken" }, p.creditsAccepted);
+        this.inc({ kind: "credit_already_had" }, p.creditsAlreadyHad);
       },
     });
     new client.Gauge({

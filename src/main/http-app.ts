@@ -169,6 +169,7 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       recovering: core.ledger.health().recovering,
       accountsInMemory: core.ledger.accountsInMemory,
       shardsOwned: core.ownership.owned(),
+      ...(core.placement ? { peers: core.ledger.peerStats } : {}),
     }),
   });
   core.ledger.onFlush = (seconds, events, ok) => metrics.walFlush(seconds, events, ok);

@@ -19,13 +19,13 @@ beforeAll(async () => {
     SHARDS: String(SHARDS),
     LEDGER_SPREAD: "true",
     INTERNAL_TOKEN: TOKEN,
-    LEDGER_LEASE_MS: "600",
+    LEDGER_LEASE_MS: "1500",
   };
   apis.push(await startApi(env, vars));
   apis.push(await startApi(env, vars));
   await waitFor(
     () => apis.every((a) => a.core.ledger.ownedShards().length === SHARDS / 2),
-    15_000,
+    30_000,
     "two processes to share the shards",
   );
 });
@@ -78,6 +78,12 @@ describe("internal endpoints", () => {
     const mine = await post(owner.base, "/internal/ledger", account, TOKEN);
     expect(mine.status).toBe(200);
     expect(mine.body.ok).toMatchObject({ id: user, balanceCents: 0 });
+    // A read through the other process is forwarded, and /metrics counts it.
+    expect((await other.core.ledger.getAccount(user!)).balanceCents).toBe(0);
+    const text = await (await fetch(`${other.base}/metrics`)).text();
+    const forwarded = /^threeam_peer_calls_total\{kind="forwarded"\} (\d+)$/m.exec(text);
+    expect(Number(forwarded?.[1])).toBeGreaterThanOrEqual(1);
+    expect(text).toMatch(/^threeam_shards_owned 2$/m);
     // Still serving, both.
     for (const p of apis) expect((await fetch(`${p.base}/readyz`)).status).toBe(200);
   });
