@@ -106,6 +106,9 @@ export class Placement {
   private async rebalance(): Promise<void> {
     const ledger = this.ledger;
     if (!ledger || this.stopped) return;
+    // Shards move between other processes too (one left, another took its shards): forwarding
+    // follows the leases as they are now, not as they were at this process's last change.
+    await this.refreshRoutes();
     const owned = [...this.o.leases.shards];
     const share = this.share();
     if (owned.length > share) {

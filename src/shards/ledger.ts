@@ -290,6 +290,9 @@ export class Ledger {
    * sent on; NotOwnerError when the shard is not (or no longer) this process's.
    */
   runForPeer(op: PeerOp): Promise<unknown> {
+    // Stopping: its leases are about to go (or gone), and its memory may already be behind the
+    // next owner's; the caller looks the owner up again.
+    if (this.stopped) return Promise.reject(new NotOwnerError(-1));
     const id = op.op === "submit" ? ownerOf(op.cmd) : op.accountId;
     if (typeof id === "string" && isUuid(id) && !this.owned.has(this.shardOf(id))) {
       return Promise.reject(new NotOwnerError(this.shardOf(id)));
@@ -592,6 +595,7 @@ export class Ledger {
    * Postgres) is not applied again; NotOwnerError when a recipient's shard is not this process's.
    */
   async acceptCredits(credits: RemoteCredit[]): Promise<void> {
+    if (this.stopped) throw new NotOwnerError(-1);
     const refused = this.refusal();
     if (refused) throw refused;
     for (const c of credits) {

@@ -79,8 +79,9 @@ export class OwnershipLostError extends Error {}
 
 /** A command or read for a shard this process does not own (its owner is asked instead). */
 export class NotOwnerError extends Error {
+  /** `shard` -1: this process is stopping and owns none. */
   constructor(readonly shard: number) {
-    super(`shard ${shard} is not owned by this process`);
+    super(shard < 0 ? "this process is stopping" : `shard ${shard} is not owned by this process`);
   }
 }
 
