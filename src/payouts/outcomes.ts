@@ -99,11 +99,21 @@ export interface OutcomeConsumerOptions {
   retryMs?: number;
   /** Told of each outcome the ledger took (applied, or found to change nothing). */
   onApplied?: (o: PayoutOutcome, r: PayoutResult) => void;
+  /** How often the pending list is read again (default PENDING_REREAD_MS). */
+  pendingRereadMs?: number;
 }
 
 /** One consumer name: one process owns the ledger at a time, and a new owner takes over the
- * previous one's pending outcomes by reading this name's pending list first. */
+ * previous one's pending outcomes by reading this name's pending list first. With shards spread
+ * over processes every process reads under this name (each outcome goes to its payout's owner). */
 const CONSUMER = "ledger-owner";
+
+/**
+ * How often the pending list is read again even when nothing failed here: an outcome another
+ * process read and never acknowledged (it died) is applied within this (applying twice is
+ * harmless: the outcome's key answers the first result).
+ */
+const PENDING_REREAD_MS = 15_000;
 
 export class PayoutOutcomeConsumer {
   private running = false;
@@ -142,7 +152,11 @@ export class PayoutOutcomeConsumer {
 
   private async run(): Promise<void> {
     let pending = true;
+    let pendingReadAt = 0;
     while (this.running) {
+      if (!pending && Date.now() - pendingReadAt > (this.o.pendingRereadMs ?? PENDING_REREAD_MS))
+        pending = true;
+      if (pending) pendingReadAt = Date.now();
       try {
         const conn = pending ? this.o.redis : this.blocker!;
         const args: (string | number)[] = [
