@@ -74,6 +74,21 @@ export type ExpectedTx = Omit<TransactionRecord, "id" | "createdAt"> & {
   createdAt: string | null;
 };
 
+/** A payout as the model has it. */
+export interface PayoutSummary {
+  accountId: string;
+  payoutId: string;
+  amountCents: number;
+  pending: boolean;
+  round: number;
+  life: ModelPayout["life"];
+}
+
+/** What the deciding process believes where it may differ from the model (see apply). */
+export interface Believed {
+  recipientStatus?: AccountStatus;
+}
+
 export type Prediction =
   | { outcome: "ok"; transaction: ExpectedTx | null; account: ModelView; key: ModelKey }
   /** A payout outcome or retry: idempotent by state, answered with the payout. */
@@ -141,14 +156,14 @@ export class LedgerModel {
   }
 
   /** Payout ids reserved so far, with their owner, in the order they were reserved. */
-  payouts(): Array<{ accountId: string; payoutId: string; pending: boolean; round: number; life: string }> {
-    const out: Array<{ accountId: string; payoutId: string; pending: boolean; round: number; life: string }> =
-      [];
+  payouts(): PayoutSummary[] {
+    const out: PayoutSummary[] = [];
     for (const a of this.accounts.values()) {
       for (const [id, p] of a.payouts)
         out.push({
           accountId: a.id,
           payoutId: id,
+          amountCents: p.amountCents,
           pending: p.status === "pending",
           round: p.round,
           life: p.life,
@@ -160,13 +175,7 @@ export class LedgerModel {
   private latest: { accountId: string; payoutId: string } | null = null;
 
   /** The payout reserved last in this run. */
-  latestPayout(): {
-    accountId: string;
-    payoutId: string;
-    round: number;
-    life: string;
-    pending: boolean;
-  } | null {
+  latestPayout(): PayoutSummary | null {
     const l = this.latest;
     return l ? (this.payouts().find((p) => p.payoutId === l.payoutId) ?? null) : null;
   }
@@ -180,8 +189,12 @@ export class LedgerModel {
     }
   }
 
-  /** Decides `cmd` as the ledger must, and applies it to the model when it succeeds. */
-  apply(cmd: UserCommand): Prediction {
+  /**
+   * Decides `cmd` as the ledger must, and applies it to the model when it succeeds.
+   * `believed.recipientStatus`: the status a tip's recipient is decided with, when the deciding
+   * process may know an older one than the model (shards spread over processes).
+   */
+  apply(cmd: UserCommand, believed: Believed = {}): Prediction {
     const owner = this.accounts.get(ownerOf(cmd));
     if (!owner) return refused("not_found");
     // Outcomes and retries are idempotent by the payout's state, never by key.
@@ -196,7 +209,7 @@ export class LedgerModel {
         ? { outcome: "replay", key: seen }
         : refused("idempotency_conflict");
     }
-    const p = this.decide(cmd, owner);
+    const p = this.decide(cmd, owner, believed);
     if (p.outcome === "ok") owner.keys.set(cmd.key, p.key);
     return p;
   }
@@ -266,7 +279,7 @@ export class LedgerModel {
     return answer(true);
   }
 
-  private decide(cmd: UserCommand, owner: ModelAccount): Prediction {
+  private decide(cmd: UserCommand, owner: ModelAccount, believed: Believed): Prediction {
     const key: ModelKey = { fingerprint: fingerprint(cmd), result: null };
     const ok = (transaction: ExpectedTx | null): Prediction => ({
       outcome: "ok",
@@ -293,7 +306,7 @@ export class LedgerModel {
         if (!validAmount(cmd.amountCents)) return refused("validation_error");
         const to = this.accounts.get(cmd.toAccountId);
         if (!to) return refused("not_found");
-        const blocked = this.fraudBlock(owner, to, cmd.amountCents);
+        const blocked = this.fraudBlock(owner, to, cmd.amountCents, believed.recipientStatus);
         if (blocked) return refused("fraud_blocked", blocked);
         if (owner.balanceCents - owner.reservedCents < cmd.amountCents) return refused("insufficient_funds");
         const fees = modelFees(cmd.amountCents);
@@ -427,9 +440,11 @@ export class LedgerModel {
     sender: ModelAccount,
     recipient: ModelAccount | null,
     amountCents: number,
+    recipientStatus: AccountStatus | undefined = recipient?.status,
   ): string | null {
     if (recipient && recipient.id === sender.id) return "self_transfer";
-    if (sender.status === "suspended" || recipient?.status === "suspended") return "suspended_account";
+    if (sender.status === "suspended" || (recipient && recipientStatus === "suspended"))
+      return "suspended_account";
     if (sender.outgoingCents.length + 1 > MODEL_LIMITS.maxTxPerHour) return "high_velocity";
     const volume = sender.outgoingCents.reduce((s, a) => s + a, 0);
     if (volume + amountCents > MODEL_LIMITS.maxVolumePerHourCents) return "high_volume";

@@ -3,10 +3,22 @@
 // tests/helpers/ledger-model.ts; after every step both must agree to the cent, and after a drain
 // Postgres must equal memory.
 //
+// It runs in two topologies. "single": one core owns every shard. "spread" (issue 17): the shards
+// are spread over two processes (LEDGER_SPREAD: two Cores in this test process, each with its own
+// HTTP server), and each command and read goes through either of them at random, so most are
+// forwarded to the owner of their account's shard and tips' credits cross between processes; a
+// restart stops one process or both and starts new ones, and the step after it waits until the
+// shards are shared out again. Where the spread topology may answer otherwise, by design, is one
+// case: a tip decided in another process than its recipient's owner sees the recipient's status
+// as that process last read it (ledger.ts, REMOTE_DIRECTORY_TTL_MS: up to 5 s old), so a status
+// changed less than that ago may be seen either way; the test accepts either and counts it.
+//
 // A failure prints fast-check's seed and path. Replay it with
-//   LEDGER_MODEL_SEED=<seed> LEDGER_MODEL_PATH=<path> npx vitest run --config tests/vitest.config.ts \
-//     tests/integration/ledger-model.test.ts
-// (LEDGER_MODEL_SEED alone reruns every run of that seed; LEDGER_MODEL_RUNS changes how many.)
+//   LEDGER_MODEL_TOPOLOGY=<single|spread> LEDGER_MODEL_SEED=<seed> LEDGER_MODEL_PATH=<path> \
+//     npx vitest run --config tests/vitest.config.ts tests/integration/ledger-model.test.ts
+// (LEDGER_MODEL_SEED alone reruns every run of that seed; LEDGER_MODEL_RUNS changes how many, the
+// spread topology running a quarter of them). In the spread topology a replay takes the same routes
+// through the two processes, but which shards each owns is decided anew by their random owner ids.
 //
 // It found three bugs, all fixed: after a restart, a replayed key's answer was rebuilt from
 // Postgres with the account as it is now (version and status of a transaction key; the whole
@@ -16,9 +28,18 @@ import { randomUUID } from "node:crypto";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isSystemAccount, SYSTEM_ACCOUNT_KINDS, systemAccountId } from "../../src/ledger/accounts.ts";
-import type { AccountView, PayoutResult, TransactionRecord, UserCommand } from "../../src/ledger/types.ts";
+import type {
+  AccountStatus,
+  AccountView,
+  PayoutRecord,
+  PayoutResult,
+  TransactionRecord,
+  UserCommand,
+} from "../../src/ledger/types.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import type { Core } from "../../src/main/core.ts";
+import type { Ledger } from "../../src/shards/ledger.ts";
+import { type Api, startApi } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv } from "../helpers/env.ts";
 import { createUsers, settle, startTestCore } from "../helpers/ledger.ts";
 import {
@@ -28,14 +49,33 @@ import {
   type Prediction,
   type SystemKind,
 } from "../helpers/ledger-model.ts";
+import { waitForBalance } from "../helpers/spread.ts";
 
 const USERS = 5;
 // The persister on the main thread and without linger: the ledger decides the same, and a restart
 // or a drain takes milliseconds instead of a worker's start-up (shrinking restarts a lot).
 const CORE_CONFIG = { PERSIST_THREAD: "false", PERSIST_LINGER_MS: "0" };
+// Short enough that a restart's shards change hands within a few placement ticks (a third of a
+// lease each), long enough for this test process's event-loop stalls: starting an API server
+// stalled it 530-570 ms (measured), and with a 600 ms lease a process's renewal then found a lease
+// lapsed and rebuilt its memory in the middle of a run.
+const SPREAD_CONFIG = {
+  ...CORE_CONFIG,
+  SHARDS: "8",
+  LEDGER_SPREAD: "true",
+  INTERNAL_TOKEN: "ledger-model-internal-token",
+  LEDGER_LEASE_MS: "2000",
+};
+/**
+ * How long a status change may stay unseen by a process deciding a tip to an account it does not
+ * own: ledger.ts's REMOTE_DIRECTORY_TTL_MS (5 s, not exported) plus the WAL's lag into Postgres,
+ * where that process reads it again.
+ */
+const REMOTE_STATUS_STALE_MS = 5_000 + 2_000;
 const NUM_RUNS = Number(process.env.LEDGER_MODEL_RUNS ?? 50);
 const SEED = process.env.LEDGER_MODEL_SEED === undefined ? undefined : Number(process.env.LEDGER_MODEL_SEED);
 const PATH = process.env.LEDGER_MODEL_PATH;
+const ONLY_TOPOLOGY = process.env.LEDGER_MODEL_TOPOLOGY;
 
 // --- the commands, abstractly: users by index, earlier commands by position -------------------
 
@@ -274,39 +314,175 @@ const sequence = fc
   )
   .map((segments) => segments.flat().slice(0, 40));
 
+// --- where the ledger runs: one core, or two processes the shards are spread over -------------
+
+/** A run's commands, and the seed of the routes its commands and reads take (spread only). */
+interface Case {
+  ops: Op[];
+  routeSeed: number;
+}
+
+/** Where the ledger under test runs, and how a command or a read reaches it. */
+interface Topology {
+  /** Its name in LEDGER_MODEL_TOPOLOGY and in the log. */
+  readonly name: "single" | "spread";
+  /** Runs of the first batch (more follow while coverage is missing). */
+  readonly runs: number;
+  /** Outcomes its runs must reach (each a list of alternatives); null: the ledger's rules. */
+  readonly coverage: string[][] | null;
+  readonly cases: fc.Arbitrary<Case>;
+  /**
+   * Whether a failure is shrunk. Not when spread: what a failed run leaves in the processes
+   * (routes, a restart half done) makes every smaller case fail too, hiding the first failure.
+   */
+  readonly shrink: boolean;
+  start(env: TestEnv): Promise<void>;
+  stop(): Promise<void>;
+  /** Starts again whatever a failed run left stopped. */
+  ensure(): Promise<void>;
+  cores(): Core[];
+  /** The ledger of the process a command or read goes through, by a random pick. */
+  via(pick: number): Ledger;
+  /** Which process a pick goes through (for a failure's trace). */
+  nameOf(pick: number): string;
+  /** Whether the process deciding for `a` also owns `b`'s shard (knows its status exactly). */
+  together(a: string, b: string): boolean;
+  /** Stops and starts again (some of) it; resolves once it serves every shard again. */
+  restart(drain: boolean, pick: number): Promise<string>;
+}
+
+function singleCore(): Topology {
+  let env: TestEnv;
+  let core: Core | null = null;
+  const live = (): Core => {
+    if (!core) throw new Error("no core running");
+    return core;
+  };
+  return {
+    name: "single",
+    runs: NUM_RUNS,
+    coverage: null,
+    // The same cases as before there were topologies, so a seed found earlier still replays.
+    cases: sequence.map((ops) => ({ ops, routeSeed: 0 })),
+    shrink: true,
+    async start(e) {
+      env = e;
+      core = await startTestCore(env, CORE_CONFIG);
+    },
+    async stop() {
+      await core?.stop().catch(() => {});
+    },
+    async ensure() {
+      if (!core) core = await startTestCore(env, CORE_CONFIG); // a failed run may have died mid-restart
+    },
+    cores: () => [live()],
+    via: () => live().ledger,
+    nameOf: () => "the core",
+    together: () => true,
+    async restart(drain) {
+      const c = live();
+      if (drain) await settle(c); // else some of the WAL is still unpersisted: recovery replays it
+      core = null;
+      await c.stop();
+      core = await startTestCore(env, CORE_CONFIG);
+      return "the core";
+    },
+  };
+}
+
+function spreadOverTwo(): Topology {
+  let env: TestEnv;
+  /** Two slots; a restart replaces a slot's process with a new one (a new owner id). */
+  const procs: Array<Api | null> = [null, null];
+  const running = (): Api[] => {
+    if (procs.some((p) => p === null)) throw new Error("a spread process is not running");
+    return procs as Api[];
+  };
+  const ensure = async () => {
+    for (const [i, p] of procs.entries()) if (!p) procs[i] = await startApi(env, SPREAD_CONFIG);
+    await waitForBalance(running());
+  };
+  return {
+    name: "spread",
+    // A run costs about four of the single core's (HTTP between processes, restarts wait for the
+    // shards to change hands): a quarter of the runs keeps the file within its time.
+    runs: Math.max(1, Math.ceil(NUM_RUNS / 4)),
+    coverage: [["restart"], ["route:forwarded"], ["route:local"], ["tip:ok:credit_crossed"]],
+    cases: fc.record({ ops: sequence, routeSeed: fc.nat() }),
+    shrink: false,
+    async start(e) {
+      env = e;
+      await ensure();
+    },
+    async stop() {
+      for (const p of procs) await p?.close().catch(() => {});
+    },
+    ensure,
+    cores: () => running().map((p) => p.core),
+    via: (pick) => running()[pick % 2]!.core.ledger,
+    nameOf: (pick) => `process ${pick % 2}`,
+    together(a, b) {
+      return running().some((p) => {
+        const l = p.core.ledger;
+        return l.owns(l.shardOf(a)) && l.owns(l.shardOf(b));
+      });
+    },
+    async restart(drain, pick) {
+      if (drain) for (const p of running()) await settle(p.core);
+      // One of the two, or both; stop() leaves the membership at once, so the other (or the new
+      // ones) take the shards without waiting for the leases to lapse.
+      const which = pick % 3 === 2 ? [0, 1] : [pick % 3];
+      for (const i of which) {
+        const p = procs[i]!;
+        procs[i] = null;
+        await p.close();
+      }
+      await ensure();
+      return which.length === 2 ? "both processes" : `process ${which[0]}`;
+    },
+  };
+}
+
+const TOPOLOGIES = [singleCore, spreadOverTwo];
+
 // --- one run: the real ledger and the model side by side --------------------------------------
 
 let env: TestEnv;
-let core: Core | null = null;
+let topo: Topology;
 const SYSTEM_IDS = new Map<string, SystemKind>();
 /** Outcomes seen over all runs ("tip:ok", "tip:fraud_blocked:high_velocity", ...): the coverage. */
 const seen = new Map<string, number>();
+const saw = (label: string) => seen.set(label, (seen.get(label) ?? 0) + 1);
 
-beforeAll(async () => {
-  env = await createTestEnv("ledger_model");
-  core = await startTestCore(env, CORE_CONFIG);
-  for (let s = 0; s < core.config.SHARDS; s++) {
-    for (const kind of SYSTEM_ACCOUNT_KINDS) SYSTEM_IDS.set(systemAccountId(kind, s), kind);
-  }
-});
-afterAll(async () => {
-  await core?.stop().catch(() => {});
-  await env?.cleanup();
-});
-
-const live = (): Core => {
-  if (!core) throw new Error("no core running");
-  return core;
-};
+/** Every account in memory, over every process (each holds its own shards' accounts). */
+function snapshot(): Map<string, AccountView> {
+  const out = new Map<string, AccountView>();
+  for (const c of topo.cores()) for (const [id, v] of c.ledger.snapshot()) out.set(id, v);
+  return out;
+}
 
 /** Every decided command answered and every tip credited (the model credits at once). */
 async function quiet(): Promise<void> {
   // Polled every turn of the event loop rather than waitFor's 10 ms: it runs after every step.
+  // A credit sent to another process keeps its sender busy until the recipient's owner made it
+  // durable, so all of them quiet at once means every credit landed.
   const deadline = Date.now() + 10_000;
-  while (!live().ledger.probe().quiescent()) {
+  while (!topo.cores().every((c) => c.ledger.probe().quiescent())) {
     if (Date.now() > deadline) throw new Error("the ledger did not go quiet within 10 s");
     await new Promise((r) => setImmediate(r));
   }
+}
+
+/** A small seeded generator (mulberry32): the routes of a run follow from its case alone. */
+function routes(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  };
 }
 
 interface Run {
@@ -323,18 +499,23 @@ interface Run {
   keyEpoch: WeakMap<ModelKey, number>;
   /** Payouts credited back after they were paid (each has one payout_return transaction). */
   returns: Set<string>;
+  /** When each user's status last changed (for a tip decided where it may not be seen yet). */
+  statusChangedMs: Map<string, number>;
+  /** Picks the process of the next command (or restart), and of the next read. */
+  route: () => number;
+  readRoute: () => number;
 }
 
 /** Balances of the accounts earlier runs left behind, known while every run ended cleanly. */
 const resting = new Map<string, number>();
 let clean = false;
 
-async function startRun(): Promise<Run> {
-  if (!core) core = await startTestCore(env, CORE_CONFIG); // a failed run may have died mid-restart
+async function startRun(routeSeed: number): Promise<Run> {
+  await topo.ensure();
   if (!clean) {
     // After a failed run, read what it left from Postgres once everything has landed there.
     await quiet();
-    await settle(live());
+    for (const c of topo.cores()) await settle(c);
     const rows = await env.pool.query<{ id: string; balance_cents: string }>(
       "SELECT id, balance_cents FROM ledger",
     );
@@ -343,7 +524,7 @@ async function startRun(): Promise<Run> {
     clean = true;
   }
   const users = await createUsers(env.pool, USERS, "model");
-  const model = new LedgerModel(systemTotals(live().ledger.snapshot()));
+  const model = new LedgerModel(systemTotals(snapshot()));
   for (const u of users) model.addUser(u);
   return {
     model,
@@ -354,6 +535,9 @@ async function startRun(): Promise<Run> {
     restarts: 0,
     keyEpoch: new WeakMap(),
     returns: new Set(),
+    statusChangedMs: new Map(),
+    route: routes(routeSeed),
+    readRoute: routes(routeSeed ^ 0x5bd1e995),
   };
 }
 
@@ -529,20 +713,18 @@ function changedBody(cmd: UserCommand): UserCommand {
   }
 }
 
-async function restart(drain: boolean): Promise<void> {
-  const c = live();
-  if (drain) await settle(c); // else some of the WAL is still unpersisted: recovery replays it
-  core = null;
-  await c.stop();
-  core = await startTestCore(env, CORE_CONFIG);
-}
+type Answer = { ok: true; result: unknown } | { ok: false; error: unknown };
 
-async function step(run: Run, cmd: UserCommand): Promise<void> {
-  const ledger = live().ledger;
-  const before = ledger.snapshot();
-  const predicted = run.model.apply(cmd);
+/** Submits `cmd` through a process picked by the run's routes, and adds which to `trace`. */
+async function step(run: Run, cmd: UserCommand, trace: string[]): Promise<void> {
+  const pick = run.route();
+  const ledger = topo.via(pick);
+  const forwarded = !ledger.owns(ledger.shardOf(cmd.kind === "tip" ? cmd.fromAccountId : cmd.accountId));
+  trace.push(`${cmd.kind} via ${topo.nameOf(pick)}${forwarded ? " (forwarded)" : ""}`);
+  if (topo.name === "spread") saw(forwarded ? "route:forwarded" : "route:local");
+  const before = snapshot();
   const startedMs = Date.now();
-  let answer: { ok: true; result: unknown } | { ok: false; error: unknown };
+  let answer: Answer;
   try {
     answer = { ok: true, result: await ledger.submit(cmd) };
   } catch (error) {
@@ -550,7 +732,55 @@ async function step(run: Run, cmd: UserCommand): Promise<void> {
   }
   const endedMs = Date.now();
   await quiet();
-  const after = ledger.snapshot();
+  const after = snapshot();
+  // The model is pure, so it may decide after the ledger answered: a tip to a recipient whose
+  // status changed where its deciding process may not have seen it yet is predicted with the
+  // status the answer shows it was decided with.
+  const recipientStatus = staleRecipientStatus(run, cmd, answer);
+  if (recipientStatus) saw("tip:recipient_status_not_seen_yet");
+  const statusBefore =
+    cmd.kind === "set_status" && run.users.includes(cmd.accountId)
+      ? run.model.view(cmd.accountId).status
+      : null;
+  const predicted = run.model.apply(cmd, recipientStatus ? { recipientStatus } : {});
+  if (predicted.outcome === "ok" && cmd.kind === "set_status" && statusBefore !== cmd.status)
+    run.statusChangedMs.set(cmd.accountId, endedMs);
+  if (predicted.outcome === "ok" && cmd.kind === "tip" && !topo.together(cmd.fromAccountId, cmd.toAccountId))
+    saw("tip:ok:credit_crossed");
+  await check(run, cmd, predicted, answer, before, after, startedMs, endedMs);
+}
+
+/**
+ * The status a tip's recipient was decided with, when it may not be the model's: the tip was
+ * decided in a process that does not own the recipient's shard, less than REMOTE_STATUS_STALE_MS
+ * after the recipient's status changed, and the answer shows the other status. Else undefined.
+ */
+function staleRecipientStatus(run: Run, cmd: UserCommand, answer: Answer): AccountStatus | undefined {
+  if (cmd.kind !== "tip" || cmd.fromAccountId === cmd.toAccountId) return undefined;
+  if (!run.users.includes(cmd.fromAccountId) || !run.users.includes(cmd.toAccountId)) return undefined;
+  const changedMs = run.statusChangedMs.get(cmd.toAccountId);
+  if (changedMs === undefined || Date.now() - changedMs > REMOTE_STATUS_STALE_MS) return undefined;
+  if (topo.together(cmd.fromAccountId, cmd.toAccountId)) return undefined;
+  const e = answer.ok ? null : (answer.error as { code?: unknown; details?: { rule?: unknown } });
+  const refusedAsSuspended = e?.code === "fraud_blocked" && e.details?.rule === "suspended_account";
+  const status = run.model.view(cmd.toAccountId).status;
+  if (status === "active" && refusedAsSuspended && run.model.view(cmd.fromAccountId).status === "active")
+    return "suspended";
+  if (status === "suspended" && !refusedAsSuspended) return "active";
+  return undefined;
+}
+
+/** The ledger's answer and memory after one command, against the model's prediction. */
+async function check(
+  run: Run,
+  cmd: UserCommand,
+  predicted: Prediction,
+  answer: Answer,
+  before: Map<string, AccountView>,
+  after: Map<string, AccountView>,
+  startedMs: number,
+  endedMs: number,
+): Promise<void> {
   const what = `${cmd.kind} ${JSON.stringify(cmd)}`;
   count(predicted, cmd);
 
@@ -665,11 +895,13 @@ function expectUnchanged(before: Map<string, AccountView>, after: Map<string, Ac
 
 /** Memory equals the model, to the cent, and every account together sums to zero. */
 async function checkMemory(run: Run, when: string): Promise<void> {
-  const ledger = live().ledger;
-  let snap = ledger.snapshot();
-  // After a restart, accounts come back as they are touched; load the rest to compare them.
-  for (const u of run.users) if (!snap.has(u)) await ledger.getAccount(u);
-  snap = ledger.snapshot();
+  // Each user read through a process picked at random (spread: often forwarded to the other one).
+  // After a restart accounts come back as they are touched; the read loads the rest.
+  for (const u of run.users) {
+    const read = await topo.via(run.readRoute()).getAccount(u);
+    expect(read, `user ${u} as read ${when}`).toEqual(run.model.view(u));
+  }
+  const snap = snapshot();
   let total = 0;
   for (const u of run.users) {
     const v = snap.get(u)!;
@@ -697,9 +929,8 @@ async function checkMemory(run: Run, when: string): Promise<void> {
 
 /** After a drain, Postgres holds exactly what memory holds, and every balance is its entries' sum. */
 async function checkPostgres(run: Run): Promise<void> {
-  const c = live();
-  await settle(c);
-  const snap = c.ledger.snapshot();
+  for (const c of topo.cores()) await settle(c);
+  const snap = snapshot();
   const rows = await env.pool.query<{
     id: string;
     balance_cents: string;
@@ -771,7 +1002,7 @@ async function checkPostgres(run: Run): Promise<void> {
       .map((p) => ({ id: p.payoutId, status: p.life, round: p.round }))
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
   );
-  const report = await reconcileLedger(env.pool, c.ledger.snapshot());
+  const report = await reconcileLedger(env.pool, snapshot());
   expect(report, "reconcile").toMatchObject({ ok: true });
   expect(
     txs.rows.map((r) => ({ id: r.id, type: r.type, status: r.status, amountCents: Number(r.amount_cents) })),
@@ -783,37 +1014,97 @@ async function checkPostgres(run: Run): Promise<void> {
   );
 }
 
-async function runSequence(ops: Op[]): Promise<void> {
-  const run = await startRun();
+/** Every payout as the ledger answers it, read through a process picked at random: as modelled. */
+async function checkPayoutReads(run: Run): Promise<void> {
+  const payouts = run.model.payouts();
+  const modelled = (p: (typeof payouts)[number]) => ({
+    userId: p.accountId,
+    amountCents: p.amountCents,
+    status: p.life,
+    round: p.round,
+  });
+  const read = (r: PayoutRecord | null) =>
+    r && { userId: r.userId, amountCents: r.amountCents, status: r.status, round: r.round };
+  for (const p of payouts) {
+    const r = await topo.via(run.readRoute()).getPayout(p.accountId, p.payoutId);
+    expect(read(r), `payout ${p.payoutId} as read`).toEqual(modelled(p));
+  }
+  // An account's payouts in memory: the open ones at least, each as modelled.
+  for (const u of run.users) {
+    const listed = await topo.via(run.readRoute()).payoutsInMemory(u);
+    const mine = payouts.filter((p) => p.accountId === u);
+    for (const r of listed) {
+      const p = mine.find((m) => m.payoutId === r.id);
+      expect(p && read(r), `payout ${r.id} in memory of ${u}`).toEqual(p && modelled(p));
+    }
+    const open = mine.filter((p) => p.life === "pending" || p.life === "processing").map((p) => p.payoutId);
+    expect(
+      listed.map((r) => r.id).filter((id) => open.includes(id)),
+      `open payouts of ${u} in memory`,
+    ).toEqual(expect.arrayContaining(open));
+  }
+}
+
+async function runSequence({ ops, routeSeed }: Case): Promise<void> {
+  const run = await startRun(routeSeed);
   await checkMemory(run, "at the start");
+  /** Which process each op went through (spread), for a failure's report. */
+  const trace: string[] = [];
   for (const [i, op] of ops.entries()) {
     try {
       const cmd = toCommand(op, run);
-      if (cmd === null) continue;
+      if (cmd === null) {
+        trace.push("skipped");
+        continue;
+      }
       if (cmd === "restart") {
-        seen.set("restart", (seen.get("restart") ?? 0) + 1);
-        await restart(op.t === "restart" && op.drain);
+        saw("restart");
+        const which = await topo.restart(op.t === "restart" && op.drain, run.route());
+        trace.push(`restart of ${which}`);
         run.restarts++;
         await checkMemory(run, "after a restart");
         continue;
       }
       run.history.push(cmd);
-      await step(run, cmd);
+      await step(run, cmd, trace);
     } catch (err) {
       // Shrinking is slow against real servers; the ops after the failing one never ran.
       (err as Error).message +=
         `\n(at op ${i} of ${ops.length}; failing prefix: ${JSON.stringify(ops.slice(0, i + 1))})`;
+      if (topo.name === "spread") (err as Error).message += `\n(routes: ${JSON.stringify(trace)})`;
       clean = false;
       throw err;
     }
   }
+  await checkPayoutReads(run);
   await checkPostgres(run);
   for (const u of run.users) resting.set(u, run.model.view(u).balanceCents);
 }
 
-describe("the ledger against its model", () => {
+const topologies = TOPOLOGIES.map((make) => make()).filter(
+  (t) => ONLY_TOPOLOGY === undefined || t.name === ONLY_TOPOLOGY,
+);
+
+describe.each(topologies)("the ledger against its model ($name)", (topology) => {
+  beforeAll(async () => {
+    topo = topology;
+    env = await createTestEnv(`ledger_model_${topology.name}`);
+    await topo.start(env);
+    SYSTEM_IDS.clear();
+    for (let s = 0; s < topo.cores()[0]!.config.SHARDS; s++) {
+      for (const kind of SYSTEM_ACCOUNT_KINDS) SYSTEM_IDS.set(systemAccountId(kind, s), kind);
+    }
+    seen.clear();
+    resting.clear();
+    clean = false;
+  });
+  afterAll(async () => {
+    await topology.stop();
+    await env?.cleanup();
+  });
+
   it("agrees with the model on every step of random command sequences, across restarts", async () => {
-    const c = live();
+    const c = topo.cores()[0]!;
     // The model encodes the documented default limits; a changed default must change it too.
     expect({
       large: c.config.FRAUD_LARGE_TX_USD * 100,
@@ -825,10 +1116,12 @@ describe("the ledger against its model", () => {
       volume: MODEL_LIMITS.maxVolumePerHourCents,
     });
 
-    // Coverage: the runs must reach the rules they exist to test. Random sequences reach each one
-    // most of the time; when a batch misses one, more runs follow (each batch's seed is printed),
-    // so the check neither depends on luck nor pins the exploration to one seed.
-    const COVERAGE = [
+    // Coverage: the runs must reach the rules they exist to test (spread: the paths between
+    // processes; its few runs rarely meet every rule, which the single core's runs cover). Random
+    // sequences reach each one most of the time; when a batch misses one, more runs follow (each
+    // batch's seed is printed), so the check neither depends on luck nor pins the exploration to
+    // one seed.
+    const COVERAGE = topo.coverage ?? [
       ["tip:fraud_blocked:high_velocity"],
       ["tip:fraud_blocked:suspended_account"],
       ["tip:insufficient_funds"],
@@ -844,23 +1137,26 @@ describe("the ledger against its model", () => {
     ];
     const missing = () => COVERAGE.filter((labels) => labels.every((l) => !seen.get(l)));
     const list = (m: Map<string, number>) => [...m].map(([k, n]) => `${k}=${n}`).join(" ") || "none";
+    // Fewer runs than the default (LEDGER_MODEL_RUNS) are a quick look: coverage is not required.
+    const full = PATH === undefined && NUM_RUNS >= 30;
     let runs = 0;
     for (let batch = 0; batch < 4; batch++) {
       const seed = batch === 0 && SEED !== undefined ? SEED : Math.floor(Math.random() * 2 ** 31);
-      const numRuns = batch === 0 ? NUM_RUNS : Math.ceil(NUM_RUNS / 2);
-      console.log(`ledger model: ${numRuns} runs with seed ${seed}`);
-      await fc.assert(fc.asyncProperty(sequence, runSequence), {
+      const numRuns = batch === 0 ? topo.runs : Math.ceil(topo.runs / 2);
+      console.log(`ledger model (${topo.name}): ${numRuns} runs with seed ${seed}`);
+      await fc.assert(fc.asyncProperty(topo.cases, runSequence), {
         numRuns,
         seed,
         ...(PATH === undefined ? {} : { path: PATH }),
         // Shrinking replays sequences against the real servers: cap it, the seed and path resume it.
         skipAllAfterTimeLimit: 150_000,
+        endOnFailure: !topo.shrink,
       });
       runs += numRuns;
-      if (PATH !== undefined || NUM_RUNS < 30 || missing().length === 0) break;
+      if (!full || missing().length === 0) break;
     }
-    console.log(`ledger model, ${runs} runs. Outcomes: ${list(seen)}`);
-    if (PATH === undefined && NUM_RUNS >= 30) {
+    console.log(`ledger model (${topo.name}), ${runs} runs. Outcomes: ${list(seen)}`);
+    if (full) {
       for (const labels of missing()) expect(0, `some step hit ${labels.join(" or ")}`).toBeGreaterThan(0);
     }
   }, 300_000);

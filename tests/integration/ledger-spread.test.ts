@@ -11,6 +11,7 @@ import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import { type Api, startApi } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { createUsers, settle } from "../helpers/ledger.ts";
+import { waitForBalance } from "../helpers/spread.ts";
 
 let env: TestEnv;
 const apis: Api[] = [];
@@ -20,7 +21,8 @@ const spreadVars = {
   SHARDS: String(SHARDS),
   LEDGER_SPREAD: "true",
   INTERNAL_TOKEN: "spread-test-internal-token",
-  LEDGER_LEASE_MS: "600",
+  // Starting an API server in this process blocks its event loop for ~0.5 s: a lease of 600 ms could lapse.
+  LEDGER_LEASE_MS: "2000",
   FRAUD_MAX_TX_PER_HOUR: "1000000",
   FRAUD_MAX_VOLUME_PER_HOUR_USD: "100000000",
 };
@@ -32,23 +34,6 @@ async function startProcess(): Promise<Api> {
 }
 
 const owned = (a: Api) => a.core.ledger.ownedShards();
-
-/** Every shard owned by exactly one of `procs`, each holding its share. */
-async function waitForBalance(procs: Api[]): Promise<void> {
-  await waitFor(
-    () => {
-      const all = procs.flatMap(owned);
-      const share = Math.floor(SHARDS / procs.length);
-      return (
-        all.length === SHARDS &&
-        new Set(all).size === SHARDS &&
-        procs.every((p) => owned(p).length >= share && owned(p).length <= share + 1)
-      );
-    },
-    15_000,
-    `${procs.length} processes to share ${SHARDS} shards`,
-  );
-}
 
 beforeAll(async () => {
   env = await createTestEnv("spread");
