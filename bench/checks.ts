@@ -58,7 +58,12 @@ function accountingChecks(
 }
 
 /** The real server's database: acknowledged tips, reconcile's invariants, and conservation. */
-export async function ledgerChecks(pool: pg.Pool, acc: TipAccounting, pop: Population): Promise<Check[]> {
+export async function ledgerChecks(
+  pool: pg.Pool,
+  acc: TipAccounting,
+  pop: Population,
+  label = "ledger",
+): Promise<Check[]> {
   const checks: Check[] = [];
   const m = await matchKeys(
     pool,
@@ -72,11 +77,11 @@ export async function ledgerChecks(pool: pg.Pool, acc: TipAccounting, pop: Popul
        FROM transactions WHERE type = 'tip'`,
   );
   const t = tips.rows[0]!;
-  checks.push(...accountingChecks("ledger", acc, m, t.n));
+  checks.push(...accountingChecks(label, acc, m, t.n));
 
   const rec = await reconcileLedger(pool);
   checks.push({
-    name: "ledger: reconcile (balances sum to zero, each equals its entries, every transaction's entries sum to zero)",
+    name: `${label}: reconcile (balances sum to zero, each equals its entries, every transaction's entries sum to zero)`,
     ok: rec.ok,
     detail: `total ${rec.totalBalanceCents} cents over ${rec.accounts} accounts; ${rec.entryMismatches.length} balance/entry mismatches, ${rec.unbalancedTransactions.length} unbalanced transactions`,
   });
@@ -108,7 +113,7 @@ export async function ledgerChecks(pool: pg.Pool, acc: TipAccounting, pop: Popul
   };
   const ok = (Object.keys(expected) as Array<keyof typeof expected>).every((k) => s[k] === expected[k]);
   checks.push({
-    name: "ledger: money conserved (deposits = viewers + creators + platform + charity, as the tips say)",
+    name: `${label}: money conserved (deposits = viewers + creators + platform + charity, as the tips say)`,
     ok,
     detail: `deposits ${deposits}; viewers ${s.viewers} (expected ${expected.viewers}), creators ${s.creators} (${expected.creators}), platform ${s.platform} (${expected.platform}), charity ${s.charity} (${expected.charity}), clearing ${s.clearing} (${expected.clearing}) cents`,
   });
@@ -117,9 +122,16 @@ export async function ledgerChecks(pool: pg.Pool, acc: TipAccounting, pop: Popul
 
 /**
  * The server's memory against Postgres for the creators (every tip credits one): their balances
- * over the API, read after the WAL drained, must equal the rows the persister wrote.
+ * over the API, read after the WAL drained, must equal the rows the persister wrote. `base` may
+ * pick the server per creator: with the shards spread over processes, the one owning its shard.
  */
-export async function creatorBalancesCheck(base: string, pool: pg.Pool, pop: Population): Promise<Check> {
+export async function creatorBalancesCheck(
+  base: string | ((accountId: string) => string),
+  pool: pg.Pool,
+  pop: Population,
+  label = "ledger",
+): Promise<Check> {
+  const baseOf = typeof base === "string" ? () => base : base;
   const rows = await pool.query<{ id: string; balance_cents: number }>(
     "SELECT id, balance_cents FROM ledger WHERE id = ANY($1::uuid[])",
     [pop.creators.map((c) => c.id)],
@@ -129,7 +141,7 @@ export async function creatorBalancesCheck(base: string, pool: pg.Pool, pop: Pop
   for (let i = 0; i < pop.creators.length; i += 50) {
     await Promise.all(
       pop.creators.slice(i, i + 50).map(async (c) => {
-        const r = await fetch(`${base}/api/payments/balance/${c.id}`, {
+        const r = await fetch(`${baseOf(c.id)}/api/payments/balance/${c.id}`, {
           headers: { authorization: `Bearer ${c.token}` },
         });
         const body = (await r.json()) as { balance?: string };
@@ -140,7 +152,7 @@ export async function creatorBalancesCheck(base: string, pool: pg.Pool, pop: Pop
     );
   }
   return {
-    name: "ledger: creators' balances in server memory (API) equal Postgres",
+    name: `${label}: creators' balances in server memory (API${typeof base === "string" ? "" : ", each from the process owning its shard"}) equal Postgres`,
     ok: mismatches.length === 0,
     detail:
       mismatches.length === 0

@@ -18,6 +18,14 @@ export interface CpuMicros {
   others: number;
 }
 
+/** One server process's share of the CPU, when a scenario runs against several. */
+export interface ServerCpuMicros {
+  pid: number;
+  main: number;
+  persister: number;
+  other: number;
+}
+
 export interface CpuUsage {
   /** Each in percent of one core over the scenario (100 = one core busy throughout). */
   serverPct: number;
@@ -28,6 +36,8 @@ export interface CpuUsage {
   /** The same CPU split finer, in microseconds: divided by the acknowledged operations, the
    *  cost of one operation per component (bench/report.ts). */
   micros: CpuMicros;
+  /** Each server process apart (their sum is micros.server*), in the order they were given. */
+  perServer: ServerCpuMicros[];
 }
 
 interface ProcStat {
@@ -40,8 +50,8 @@ interface Snapshot {
   total: number;
   idle: number;
   procs: Map<number, ProcStat>;
-  /** The server's threads: tid -> CPU ticks. */
-  serverThreads: Map<number, number>;
+  /** Each server's threads: pid -> tid -> CPU ticks. */
+  serverThreads: Map<number, Map<number, number>>;
 }
 
 const CLOCK_TICKS_PER_S = (() => {
@@ -93,7 +103,7 @@ function readStat(path: string): ProcStat | null {
   }
 }
 
-function snapshot(serverPid: number | null): Snapshot | null {
+function snapshot(serverPids: readonly number[]): Snapshot | null {
   try {
     const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!;
     const v = line.trim().split(/\s+/).slice(1, 9).map(Number);
@@ -105,12 +115,14 @@ function snapshot(serverPid: number | null): Snapshot | null {
       const p = readStat(`/proc/${d}/stat`);
       if (p) procs.set(Number(d), p);
     }
-    const serverThreads = new Map<number, number>();
-    if (serverPid !== null) {
-      for (const t of readdirSync(`/proc/${serverPid}/task`)) {
-        const p = readStat(`/proc/${serverPid}/task/${t}/stat`);
-        if (p) serverThreads.set(Number(t), p.ticks);
+    const serverThreads = new Map<number, Map<number, number>>();
+    for (const pid of serverPids) {
+      const threads = new Map<number, number>();
+      for (const t of readdirSync(`/proc/${pid}/task`)) {
+        const p = readStat(`/proc/${pid}/task/${t}/stat`);
+        if (p) threads.set(Number(t), p.ticks);
       }
+      serverThreads.set(pid, threads);
     }
     return { total, idle, procs, serverThreads };
   } catch {
@@ -119,20 +131,22 @@ function snapshot(serverPid: number | null): Snapshot | null {
 }
 
 /** Is `pid` this process or started by it (ws load children, the AI side load), not a server? */
-function isLoadGenerator(pid: number, procs: Map<number, ProcStat>, serverPid: number | null): boolean {
+function isLoadGenerator(pid: number, procs: Map<number, ProcStat>, serverPids: readonly number[]): boolean {
   for (let p = pid, hops = 0; p > 1 && hops < 8; hops++) {
-    if (p === serverPid) return false;
+    if (serverPids.includes(p)) return false;
     if (p === process.pid) return true;
     p = procs.get(p)?.ppid ?? 0;
   }
   return false;
 }
 
-/** Starts measuring; the returned function ends it. Null where /proc is not available. */
-export function measureCpu(serverPid: number | null): () => CpuUsage | null {
-  const a = snapshot(serverPid);
+/** Starts measuring; the returned function ends it. Null where /proc is not available. Several
+ * server pids: a scenario against several server processes, each accounted for apart. */
+export function measureCpu(serverPid: number | readonly number[] | null): () => CpuUsage | null {
+  const serverPids = serverPid === null ? [] : typeof serverPid === "number" ? [serverPid] : [...serverPid];
+  const a = snapshot(serverPids);
   return () => {
-    const b = snapshot(serverPid);
+    const b = snapshot(serverPids);
     if (!a || !b) return null;
     const delta = (pid: number) => (b.procs.get(pid)?.ticks ?? 0) - (a.procs.get(pid)?.ticks ?? 0);
     const ticks = {
@@ -143,18 +157,28 @@ export function measureCpu(serverPid: number | null): () => CpuUsage | null {
       redis: 0,
       loadGenerator: 0,
     };
-    const persisterTid = serverPid === null ? undefined : namedThreads.get(serverPid)?.get("persister");
-    for (const [tid, t] of b.serverThreads) {
-      const d = t - (a.serverThreads.get(tid) ?? 0);
-      if (tid === serverPid) ticks.serverMain += d;
-      else if (tid === persisterTid) ticks.serverPersister += d;
-      else ticks.serverOther += d;
-    }
+    const perServerTicks = serverPids.map((pid) => {
+      const one = { pid, main: 0, persister: 0, other: 0 };
+      // Named when the server reported it; a persister restarted since (its shards changed) is a
+      // new thread, so the bench names threads again right before it measures.
+      const persisterTid = namedThreads.get(pid)?.get("persister");
+      const before = a.serverThreads.get(pid) ?? new Map<number, number>();
+      for (const [tid, t] of b.serverThreads.get(pid) ?? []) {
+        const d = t - (before.get(tid) ?? 0);
+        if (tid === pid) one.main += d;
+        else if (tid === persisterTid) one.persister += d;
+        else one.other += d;
+      }
+      ticks.serverMain += one.main;
+      ticks.serverPersister += one.persister;
+      ticks.serverOther += one.other;
+      return one;
+    });
     for (const [pid, p] of b.procs) {
-      if (pid === serverPid) continue;
+      if (serverPids.includes(pid)) continue;
       if (p.comm === "postgres") ticks.postgres += delta(pid);
       else if (p.comm === "redis-server") ticks.redis += delta(pid);
-      else if (isLoadGenerator(pid, b.procs, serverPid)) ticks.loadGenerator += delta(pid);
+      else if (isLoadGenerator(pid, b.procs, serverPids)) ticks.loadGenerator += delta(pid);
     }
     const elapsed = b.total - a.total;
     if (elapsed <= 0) return null;
@@ -180,6 +204,12 @@ export function measureCpu(serverPid: number | null): () => CpuUsage | null {
         loadGenerator: us(ticks.loadGenerator),
         others: us(others),
       },
+      perServer: perServerTicks.map((t) => ({
+        pid: t.pid,
+        main: us(t.main),
+        persister: us(t.persister),
+        other: us(t.other),
+      })),
     };
   };
 }

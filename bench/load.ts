@@ -25,6 +25,19 @@ export interface LoadStats {
   errorCodes: Record<string, number>;
   /** Where the CPU went while the load ran (null off Linux). */
   cpu: CpuUsage | null;
+  /** Load against several servers at once: what each answered, in the order of the urls. */
+  perUrl?: UrlStats[];
+}
+
+/** One server's part of a load spread over several (its connections' responses). */
+export interface UrlStats {
+  url: string;
+  connections: number;
+  requests: number;
+  reqPerSec: number;
+  status2xx: number;
+  non2xx: number;
+  latencyMs: { p50: number; p90: number; p99: number; max: number; mean: number };
 }
 
 /** What a scenario's requests leave behind for the checks. */
@@ -36,11 +49,16 @@ export interface Tally {
   /** Tips sent from a viewer that had already sent TIPS_PER_VIEWER_MAX (the fraud rule refuses). */
   overCap: number;
   errorCodes: Record<string, number>;
+  /** The first few non-2xx answers (status and body), to tell what went wrong. */
+  errorSamples?: string[];
 }
 
-const newTally = (): Tally => ({ ackedKeys: [], issued: 0, overCap: 0, errorCodes: {} });
+const newTally = (): Tally => ({ ackedKeys: [], issued: 0, overCap: 0, errorCodes: {}, errorSamples: [] });
+const ERROR_SAMPLES_MAX = 5;
 
 function countErrorCode(t: Tally, status: number, body: string): void {
+  if (t.errorSamples && t.errorSamples.length < ERROR_SAMPLES_MAX)
+    t.errorSamples.push(`${status} ${body.slice(0, 300)}`);
   let code = `http_${status}`;
   try {
     const parsed = JSON.parse(body) as { error?: { code?: string } };
@@ -106,6 +124,10 @@ export interface TipRequestOptions {
   /** All tips go to creators[0] (a live-stream burst) instead of a random creator. */
   hot: boolean;
   amountUsd: number;
+  /** Servers sharing the ledger's shards: the host owning an account's shard, to count per host
+   *  in `routes` how many tips will be forwarded and how many credits cross between processes. */
+  ownerHost?: (accountId: string) => string;
+  routes?: Map<string, RouteTally>;
 }
 
 /**
@@ -120,6 +142,17 @@ export interface LoadSource {
   tally: Tally;
   /** Returns the function producing the next request's bytes for a server at `host`. */
   writer(host: string): () => Buffer;
+}
+
+/** Tips sent to one of several servers sharing the ledger (LEDGER_SPREAD), by where they go. */
+export interface RouteTally {
+  /** Tips sent to this host (`127.0.0.1:port`). */
+  sent: number;
+  /** Of them, tips whose sender's shard another process owns: forwarded there (POST /internal/ledger). */
+  senderElsewhere: number;
+  /** Tips whose creator's shard is owned by another process than the sender's: the credit crosses
+   *  (POST /internal/credits), whichever process received the request. */
+  creditElsewhere: number;
 }
 
 /** POST /api/payments/tip as the real client sends it; also what `echo` receives. */
@@ -142,10 +175,21 @@ export function tipRequests(o: TipRequestOptions): LoadSource {
     },
     writer(host) {
       const head = `POST /api/payments/tip HTTP/1.1\r\nHost: ${host}\r\nConnection: keep-alive\r\nContent-Type: application/json\r\nAuthorization: Bearer `;
+      let route: RouteTally | undefined;
+      if (o.ownerHost && o.routes) {
+        route = o.routes.get(host) ?? { sent: 0, senderElsewhere: 0, creditElsewhere: 0 };
+        o.routes.set(host, route);
+      }
       return () => {
         const v = o.cursor.take(tally);
         const creator = o.hot ? hotCreator : o.creators[Math.floor(Math.random() * o.creators.length)]!;
         tally.issued++;
+        if (route && o.ownerHost) {
+          const senderHost = o.ownerHost(v.id);
+          route.sent++;
+          if (senderHost !== host) route.senderElsewhere++;
+          if (o.ownerHost(creator.id) !== senderHost) route.creditElsewhere++;
+        }
         const body = `{"from_user_id":"${v.id}","to_creator_username":"${creator.username}","amount":${o.amountUsd}}`;
         return Buffer.from(
           `${head}${v.token}\r\nIdempotency-Key: bench-${runTag}-${keySeq++}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
@@ -180,23 +224,36 @@ export function balanceRequests(viewers: Person[]): LoadSource {
 }
 
 export interface RunLoadOptions {
-  url: string;
+  /** Several: the connections take them in turn (autocannon), and each one's answers are counted apart. */
+  url: string | string[];
   source: LoadSource;
   connections: number;
   durationS?: number;
   /** Stop after this many responses instead of after a duration. */
   amount?: number;
   overallRate?: number;
-  /** The server process, for the CPU accounting. */
-  serverPid?: number;
+  /** The server process(es), for the CPU accounting. */
+  serverPid?: number | number[];
 }
+
+const round2 = (x: number) => Math.round(x * 100) / 100;
+/** Percentile of sorted `xs` (nearest rank). */
+const percentile = (xs: number[], p: number) =>
+  xs.length === 0 ? 0 : round2(xs[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)]!);
 
 export function runLoad(o: RunLoadOptions): Promise<LoadStats> {
   const tally = o.source.tally;
-  const next = o.source.writer(new URL(o.url).host);
+  const urls = typeof o.url === "string" ? [o.url] : o.url;
+  // One request writer per server (each writes its own Host header); a connection takes its server's.
+  const writers = new Map(urls.map((u) => [new URL(u).host, o.source.writer(new URL(u).host)]));
+  // Several servers: every response's status and time, by server (autocannon reports them together).
+  const perHost = new Map(
+    urls.map((u) => [new URL(u).host, { connections: 0, times: [] as number[], ok: 0 }]),
+  );
   return new Promise((resolve, reject) => {
     const opts: autocannon.Options = {
-      url: o.url,
+      // autocannon takes a list too (its types say a string): connection i goes to urls[i % n].
+      url: (urls.length === 1 ? urls[0]! : urls) as string,
       connections: o.connections,
       requests: [o.source.request],
       timeout: 10,
@@ -208,7 +265,11 @@ export function runLoad(o: RunLoadOptions): Promise<LoadStats> {
         if (typeof c.getRequestBuffer !== "function") {
           throw new Error("this autocannon has no Client.getRequestBuffer; bench/load.ts needs updating");
         }
+        const host = (client as unknown as { opts: { host: string } }).opts.host;
+        const next = writers.get(host);
+        if (!next) throw new Error(`autocannon client for ${host}, not one of ${urls.join(", ")}`);
         c.getRequestBuffer = next;
+        perHost.get(host)!.connections++;
       },
     };
     if (o.amount !== undefined) opts.amount = o.amount;
@@ -220,9 +281,32 @@ export function runLoad(o: RunLoadOptions): Promise<LoadStats> {
       opts.ignoreCoordinatedOmission = true;
     }
     const endCpu = measureCpu(o.serverPid ?? null);
-    autocannon(opts, (err, r) => {
+    const instance = autocannon(opts, (err, r) => {
       const cpu = endCpu();
       if (err) return reject(err);
+      const perUrl =
+        urls.length === 1
+          ? undefined
+          : urls.map((url): UrlStats => {
+              const h = perHost.get(new URL(url).host)!;
+              const times = h.times.sort((x, y) => x - y);
+              const mean = times.reduce((x, y) => x + y, 0) / Math.max(times.length, 1);
+              return {
+                url,
+                connections: h.connections,
+                requests: times.length,
+                reqPerSec: Math.round(times.length / Math.max(r.duration, 1e-3)),
+                status2xx: h.ok,
+                non2xx: times.length - h.ok,
+                latencyMs: {
+                  p50: percentile(times, 50),
+                  p90: percentile(times, 90),
+                  p99: percentile(times, 99),
+                  max: round2(times.at(-1) ?? 0),
+                  mean: round2(mean),
+                },
+              };
+            });
       const statusCodes: Record<string, number> = {};
       for (const [code, s] of Object.entries(r.statusCodeStats ?? {})) statusCodes[code] = s.count ?? 0;
       const requests = r.requests.total;
@@ -248,7 +332,16 @@ export function runLoad(o: RunLoadOptions): Promise<LoadStats> {
         statusCodes,
         errorCodes: { ...tally.errorCodes },
         cpu,
+        ...(perUrl ? { perUrl } : {}),
       });
     });
+    if (urls.length > 1) {
+      instance.on("response", (client, statusCode, _bytes, responseTime) => {
+        const h = perHost.get((client as unknown as { opts: { host: string } }).opts.host);
+        if (!h) return;
+        h.times.push(responseTime);
+        if (statusCode >= 200 && statusCode < 300) h.ok++;
+      });
+    }
   });
 }

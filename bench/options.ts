@@ -2,7 +2,8 @@
 // results go. Every default is here, so the printed report can say exactly what was measured.
 import { parseArgs } from "node:util";
 
-/** Scenarios in the order they run: one server process at a time, so each has the machine. */
+/** Scenarios in the order they run: one server process at a time, so each has the machine (but
+ * tip-uniform-spread2, whose two server processes share the shards of their own database). */
 export const SCENARIOS = [
   "echo",
   "balance",
@@ -14,6 +15,7 @@ export const SCENARIOS = [
   "ws-tip-uniform",
   "ws-tip-hot",
   "ws-feed",
+  "tip-uniform-spread2",
   "peer-seed-uniform",
   "peer-seed-hot",
 ] as const;
@@ -72,6 +74,7 @@ const USAGE = `npm run bench -- [options]
   --duration N       seconds per scenario (default 10; --quick: 3)
   --quick            every scenario for 3 s: checks the suite works, not for judging speed
   --scenario NAME    run only these (repeatable or comma list): ${SCENARIOS.join(", ")},
+                     (tip-uniform-spread2: tip-uniform against two LEDGER_SPREAD processes sharing the shards)
                      or peer-seed (both peer scenarios), tips, all
   --connections N    autocannon connections, and WebSocket tippers' sockets (default 100)
   --feed-subscribers N  ws-feed: overlay subscribers of the hot creator (default 1000)
@@ -172,6 +175,8 @@ export function viewersNeeded(o: BenchOptions): number {
     (o.scenarios.includes("tip-hot") ? o.durationS : 0) +
     (o.scenarios.includes("ws-tip-uniform") ? o.durationS : 0) +
     (o.scenarios.includes("ws-tip-hot") ? o.durationS : 0);
-  const tips = tipSeconds * ASSUMED_MAX_TIPS_PER_S * 1.2;
+  // tip-uniform-spread2 tips into a database of its own, seeded with the same viewers.
+  const spreadSeconds = o.scenarios.includes("tip-uniform-spread2") ? o.durationS : 0;
+  const tips = Math.max(tipSeconds, spreadSeconds) * ASSUMED_MAX_TIPS_PER_S * 1.2;
   return Math.max(MIN_VIEWERS, Math.ceil(tips / TIPS_PER_VIEWER_MAX));
 }

@@ -2,8 +2,8 @@
 // to the results directory and a dependency-free SVG chart of throughput and p99 per scenario.
 import { mkdirSync, writeFileSync } from "node:fs";
 import type { Check } from "./checks.ts";
-import type { CpuMicros } from "./cpu-usage.ts";
-import type { LoadStats } from "./load.ts";
+import type { CpuMicros, ServerCpuMicros } from "./cpu-usage.ts";
+import type { LoadStats, UrlStats } from "./load.ts";
 import type { ScenarioName } from "./options.ts";
 import type { WalSummary } from "./wal-monitor.ts";
 
@@ -18,6 +18,31 @@ export interface ScenarioResult extends LoadStats {
   /** CPU microseconds per 2xx answer (an acknowledged tip), by component; null without /proc. */
   cpuPerOpUs?: CpuPerOp | null;
   peer?: { conflicts: number; gaveUp: number; fraudBlocked: number };
+  /** Several server processes sharing the ledger (LEDGER_SPREAD): each one's part. */
+  perServer?: ServerPart[];
+}
+
+/** One of several server processes under the same load: what it answered and what it cost. */
+export interface ServerPart extends UrlStats {
+  name: string;
+  /** The ledger shards it owned through the load. */
+  shards: number[];
+  /** Its CPU per 2xx of the whole scenario (so the processes' figures add up to the server column). */
+  cpuPerOpUs: { server: number; serverMain: number; serverPersister: number; serverOther: number } | null;
+  /** Requests it received whose sender's shard the other process owned (forwarded), of all it received. */
+  forwardedShare: number | null;
+}
+
+/** A server process's CPU per acknowledged operation of the whole scenario. */
+export function serverCpuPerOp(m: ServerCpuMicros | undefined, ok: number): ServerPart["cpuPerOpUs"] {
+  if (!m || ok <= 0) return null;
+  const per = (x: number) => Math.round((x / ok) * 10) / 10;
+  return {
+    server: per(m.main + m.persister + m.other),
+    serverMain: per(m.main),
+    serverPersister: per(m.persister),
+    serverOther: per(m.other),
+  };
 }
 
 export interface Ratio {
@@ -100,6 +125,8 @@ export function computeRatios(results: ScenarioResult[]): Ratio[] {
     ratio(results, "ws-tip-uniform", "tip-uniform", 3),
     ratio(results, "ws-tip-hot", "ws-tip-uniform", 0.95),
     ratio(results, "ws-tip-hot", "tip-hot", null),
+    // Two processes sharing the shards against one, on the same two cores (issue 17).
+    ratio(results, "tip-uniform-spread2", "tip-uniform", null),
   ];
 }
 
@@ -216,10 +243,19 @@ export function formatCpuTable(results: ScenarioResult[]): string {
     "load gen",
     "others",
   ];
-  const rows = results.map((r) => {
+  const rows = results.flatMap((r) => {
     const c = r.cpuPerOpUs!;
     const cells = [c.server, c.serverMain, c.serverPersister, c.serverOther, c.postgres, c.redis];
-    return [r.name, ...[...cells, c.loadGenerator, c.others].map((x) => x.toFixed(1))];
+    const own = [r.name, ...[...cells, c.loadGenerator, c.others].map((x) => x.toFixed(1))];
+    // Several server processes: each one's row under the scenario's (per 2xx of the whole scenario).
+    const parts = (r.perServer ?? []).map((p) => {
+      const q = p.cpuPerOpUs;
+      const mine = q
+        ? [q.server, q.serverMain, q.serverPersister, q.serverOther].map((x) => x.toFixed(1))
+        : [];
+      return [`  ${p.name}`, ...(q ? mine : ["-", "-", "-", "-"]), "", "", "", ""];
+    });
+    return [own, ...parts];
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) =>

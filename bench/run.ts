@@ -14,9 +14,18 @@ import { TokenService } from "../src/auth/tokens.ts";
 import { loadConfig } from "../src/config.ts";
 import { createPool } from "../src/db/pool.ts";
 import { migrate } from "../src/db/migrate.ts";
+import { shardOf } from "../src/ledger/accounts.ts";
 import { nameServerThread, threadsFromMetrics } from "./cpu-usage.ts";
 import { type Check, creatorBalancesCheck, ledgerChecks, peerChecks, type TipAccounting } from "./checks.ts";
-import { balanceRequests, type LoadStats, runLoad, type Tally, tipRequests, ViewerCursor } from "./load.ts";
+import {
+  balanceRequests,
+  type LoadStats,
+  type RouteTally,
+  runLoad,
+  type Tally,
+  tipRequests,
+  ViewerCursor,
+} from "./load.ts";
 import {
   type BenchOptions,
   MIN_VIEWERS,
@@ -44,6 +53,7 @@ import {
   cpuPerOp,
   formatReport,
   type ScenarioResult,
+  serverCpuPerOp,
   writeResults,
 } from "./report.ts";
 import { type CommandStats, commandStatsDelta, formatPerOp, readCommandStats } from "./redis-commandstats.ts";
@@ -95,6 +105,7 @@ const NOISY_OTHERS_PCT = 15;
 
 const log = (msg: string) => console.log(`[bench] ${msg}`);
 const secondsSince = (t0: number) => ((performance.now() - t0) / 1000).toFixed(1);
+const fmtInt = (n: number) => n.toLocaleString("en-US");
 
 /** Every child still running, so an interrupted run stops them (and only them). */
 const children = new Set<ChildServer>();
@@ -182,6 +193,7 @@ function scenarioResult(
   }
   const codes = Object.entries(stats.errorCodes);
   if (codes.length > 0) out.notes.push(`non-2xx: ${codes.map(([c, n]) => `${c} ${n}`).join(", ")}`);
+  if (tally?.errorSamples?.length) out.notes.push(`first non-2xx answers: ${tally.errorSamples.join(" | ")}`);
   if (stats.timeouts > 0) out.notes.push(`${stats.timeouts} timeouts`);
   return out;
 }
@@ -234,15 +246,14 @@ async function runEcho(s: RunState, pop: Population): Promise<void> {
   }
 }
 
-async function runLedgerServer(s: RunState, pop: Population): Promise<void> {
-  const { o } = s;
-  const prefix = `${o.dbName}:`;
-  const serverEnv: Record<string, string> = {
+/** The 3AM server's environment for the bench: database `dbName`, Redis keys under `prefix`. */
+function ledgerServerEnv(s: RunState, dbName: string, prefix: string): Record<string, string> {
+  return {
     // production would demand real Stripe keys; nothing a tip or a balance read does depends on it.
     NODE_ENV: "development",
     LOG_LEVEL: "warn",
     HOST: "127.0.0.1",
-    DATABASE_URL: databaseUrl(o.dbName),
+    DATABASE_URL: databaseUrl(dbName),
     REDIS_URL: s.redisUrl,
     ...(s.limitsRedisUrl ? { RATE_LIMIT_REDIS_URL: s.limitsRedisUrl } : {}),
     REDIS_PREFIX: prefix,
@@ -261,24 +272,47 @@ async function runLedgerServer(s: RunState, pop: Population): Promise<void> {
     // Every AI request is analysed (the AI load repeats one body, which the cache would answer).
     AI_CACHE_MAX: "0",
   };
+}
+
+/** A fresh ledger database `dbName` with the population's deposits, and no Redis key under `prefix`. */
+async function seededLedgerDatabase(
+  s: RunState,
+  pop: Population,
+  dbName: string,
+  prefix: string,
+  shards: number,
+): Promise<pg.Pool> {
+  const t0 = performance.now();
+  await recreateDatabase(dbName);
+  await deleteRedisKeys(s.redis, prefix);
+  const pool = createPool(databaseUrl(dbName), 4);
+  pool.on("error", (err) => log(`bench pool (${dbName}): idle connection lost: ${err.message}`));
+  try {
+    await migrate(pool);
+    await seedLedger(pool, pop, shards);
+  } catch (err) {
+    await pool.end();
+    throw err;
+  }
+  s.setup.push(
+    `ledger database ${dbName}: ${pop.viewers.length} viewers with a $${pop.depositCents / 100} deposit each, ${pop.creators.length} creators, seeded in ${secondsSince(t0)} s`,
+  );
+  log(`seeded ${dbName} in ${secondsSince(t0)} s`);
+  return pool;
+}
+
+async function runLedgerServer(s: RunState, pop: Population): Promise<void> {
+  const { o } = s;
+  const prefix = `${o.dbName}:`;
+  const serverEnv = ledgerServerEnv(s, o.dbName, prefix);
   const config = loadConfig({ ...process.env, ...serverEnv });
   s.setup.push(
     `3AM server: SHARDS=${config.SHARDS}, PERSIST_LANES=${config.PERSIST_LANES}, WAL_BATCH_MAX=${config.WAL_BATCH_MAX}, fraud rules at their defaults (${config.FRAUD_MAX_TX_PER_HOUR} tips/hour, $${config.FRAUD_MAX_VOLUME_PER_HOUR_USD}/hour), NODE_ENV=development (production insists on real Stripe keys)`,
     `rate limits on (per IP counted in Redis, per user in the server's memory; RATE_LIMIT_IP_PER_MIN=RATE_LIMIT_USER_PER_MIN=${RATE_LIMIT_BENCH}): budgets too big to refuse the bench's single IP, so every request pays for both checks as in production; ${s.limitsRedisUrl ? "per-IP counters in a second redis-server of the bench's, without persistence (RATE_LIMIT_REDIS_URL), so no fsync is on their path" : "per-IP counters in the same Redis as the WAL"}`,
   );
 
-  const t0 = performance.now();
-  await recreateDatabase(o.dbName);
-  await deleteRedisKeys(s.redis, prefix);
-  const pool = createPool(databaseUrl(o.dbName), 4);
-  pool.on("error", (err) => log(`bench pool (${o.dbName}): idle connection lost: ${err.message}`));
+  const pool = await seededLedgerDatabase(s, pop, o.dbName, prefix, config.SHARDS);
   try {
-    await migrate(pool);
-    await seedLedger(pool, pop, config.SHARDS);
-    s.setup.push(
-      `ledger database ${o.dbName}: ${pop.viewers.length} viewers with a $${pop.depositCents / 100} deposit each, ${pop.creators.length} creators, seeded in ${secondsSince(t0)} s`,
-    );
-    log(`seeded ${o.dbName} in ${secondsSince(t0)} s`);
     await runLedgerScenarios(s, pop, pool, serverEnv, config.SHARDS);
   } finally {
     await pool.end();
@@ -564,6 +598,249 @@ async function runLedgerScenarios(
   }
 }
 
+/** tip-uniform-spread2: server processes sharing the shards (LEDGER_SPREAD), and how long they
+ * may take to divide them once all are up (a membership beat and a lease handover each). */
+const SPREAD_PROCESSES = 2;
+const SPREAD_DIVIDE_TIMEOUT_MS = 60_000;
+
+interface SpreadView {
+  ready: boolean;
+  owned: number[];
+  processes: number | null;
+  share: number | null;
+}
+
+async function spreadView(base: string): Promise<SpreadView> {
+  try {
+    const r = await fetch(`${base}/readyz`);
+    const body = (await r.json()) as {
+      status?: string;
+      ledger?: { shards_owned?: number[]; processes?: number; share?: number };
+    };
+    return {
+      ready: body.status === "ready",
+      owned: body.ledger?.shards_owned ?? [],
+      processes: body.ledger?.processes ?? null,
+      share: body.ledger?.share ?? null,
+    };
+  } catch {
+    return { ready: false, owned: [], processes: null, share: null };
+  }
+}
+
+/** Waits until every server sees all of them alive, owns exactly its share, and together they own
+ * every shard once; the shards each owns then. */
+async function waitForDivision(
+  servers: ChildServer[],
+  shards: number,
+  timeoutMs: number,
+): Promise<number[][]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const views = await Promise.all(servers.map((sv) => spreadView(sv.base)));
+    const all = views.flatMap((v) => v.owned);
+    const divided =
+      views.every((v) => v.ready && v.processes === servers.length && v.owned.length === v.share) &&
+      all.length === shards &&
+      new Set(all).size === shards;
+    if (divided) return views.map((v) => v.owned);
+    if (Date.now() > deadline) {
+      throw new Error(
+        `the ${servers.length} spread servers did not divide the ${shards} shards within ${timeoutMs} ms: ${JSON.stringify(views)}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * tip-uniform against SPREAD_PROCESSES server processes with LEDGER_SPREAD=true on one database
+ * and Redis (a database of their own, seeded as tip-uniform's), the load's connections split
+ * evenly between them: a tip whose sender's shard the other process owns is forwarded to it, and
+ * a credit for a creator owned elsewhere is sent there. Each process's answers and CPU are
+ * reported apart; the checks are tip-uniform's, on this database.
+ */
+async function runSpread(s: RunState, pop: Population): Promise<void> {
+  const { o } = s;
+  const dbName = `${o.dbName}_spread`;
+  const prefix = `${dbName}:`;
+  const env: Record<string, string> = {
+    ...ledgerServerEnv(s, dbName, prefix),
+    LEDGER_SPREAD: "true",
+    INTERNAL_TOKEN: randomBytes(16).toString("hex"),
+  };
+  const config = loadConfig({ ...process.env, ...env });
+  const pool = await seededLedgerDatabase(s, pop, dbName, prefix, config.SHARDS);
+  const servers: ChildServer[] = [];
+  let stopped = false;
+  try {
+    // One after the other, as a deployment scales out: the first takes every shard, the next
+    // joins and the first gives it its share.
+    for (let i = 0; i < SPREAD_PROCESSES; i++) {
+      servers.push(
+        await start({
+          name: `server-spread-${String.fromCharCode(97 + i)}`,
+          script: "src/main/main.ts",
+          env,
+          logDir: `${o.outDir}logs/`,
+          profileDir: o.profileDir,
+          readyPath: "/readyz",
+        }),
+      );
+    }
+    const td = performance.now();
+    const owned = await waitForDivision(servers, config.SHARDS, SPREAD_DIVIDE_TIMEOUT_MS);
+    const ownerOfShard = new Map<number, number>();
+    owned.forEach((list, i) => {
+      for (const shard of list) ownerOfShard.set(shard, i);
+    });
+    const ownerIndex = (id: string) => ownerOfShard.get(shardOf(id, config.SHARDS))!;
+    const hosts = servers.map((sv) => new URL(sv.base).host);
+    s.setup.push(
+      `tip-uniform-spread2: ${SPREAD_PROCESSES} 3AM servers with LEDGER_SPREAD=true (SHARDS=${config.SHARDS}, an INTERNAL_TOKEN shared, INTERNAL_URL their own listen address) on database ${dbName} and Redis prefix ${prefix}; shards divided ${owned.map((l, i) => `${servers[i]!.name} [${l.join(",")}]`).join(", ")} ${secondsSince(td)} s after the last one was ready`,
+    );
+
+    // Warm-up, not measured: every account read once through each process (each one's token cache
+    // then knows every viewer, as the single server's does; a read of an account owned by the
+    // other process is forwarded and loads it there).
+    const tw = performance.now();
+    const everyone = [...pop.creators, ...pop.viewers];
+    const warm = await Promise.all(
+      servers.map((sv) =>
+        runLoad({
+          url: sv.base,
+          source: balanceRequests(everyone),
+          connections: Math.max(1, Math.floor(o.connections / servers.length)),
+          amount: everyone.length,
+        }),
+      ),
+    );
+    const warmOk = warm.reduce((n, w) => n + w.status2xx, 0);
+    const warmBad = warm.reduce((n, w) => n + w.non2xx + w.errors, 0);
+    const warmWhy = warm
+      .map(
+        (w, i) =>
+          `${servers[i]!.name}: ${w.non2xx} non-2xx (${JSON.stringify(w.errorCodes)}), ${w.errors} errors of which ${w.timeouts} timeouts, p99 ${w.latencyMs.p99} ms`,
+      )
+      .join("; ");
+    s.setup.push(
+      `tip-uniform-spread2 warm-up (not measured): one GET balance per creator and viewer through each process, ${warmOk} ok / ${warmBad} non-2xx or errors in ${secondsSince(tw)} s (${warmWhy})`,
+    );
+    if (warmBad > 0)
+      s.failures.push(`tip-uniform-spread2 warm-up: ${warmBad} non-2xx or errors (${warmWhy})`);
+
+    // A persister restarted when its shards changed is a new thread: named again before measuring.
+    for (const sv of servers) {
+      for (const [name, tid] of await threadsFromMetrics(sv.base)) nameServerThread(sv.proc.pid!, name, tid);
+    }
+
+    const name: ScenarioName = "tip-uniform-spread2";
+    log(`${name}: ${o.durationS} s, ${o.connections} connections over ${servers.length} servers`);
+    const routes = new Map<string, RouteTally>();
+    const t = tipRequests({
+      cursor: new ViewerCursor(pop.viewers),
+      creators: pop.creators,
+      hot: false,
+      amountUsd: o.tipUsd,
+      ownerHost: (id) => hosts[ownerIndex(id)]!,
+      routes,
+    });
+    const redisBefore = await readCommandStats(s.redis);
+    const stats = await runLoad({
+      url: servers.map((sv) => sv.base),
+      source: t,
+      serverPid: servers.map((sv) => sv.proc.pid!),
+      connections: o.connections,
+      durationS: o.durationS,
+    });
+    const endedAt = Date.now();
+    const after = await Promise.all(servers.map((sv) => spreadView(sv.base)));
+    const monitor = new WalMonitor(s.redis, prefix, config.SHARDS, null);
+    const drainMs = await monitor.waitDrained(endedAt, DRAIN_TIMEOUT_MS);
+    if (drainMs === null) s.failures.push(`${name}: the WAL did not drain within ${DRAIN_TIMEOUT_MS} ms`);
+    const acc: TipAccounting = {
+      ackedKeys: t.tally.ackedKeys,
+      issued: t.tally.issued,
+      unansweredBound: o.connections + stats.timeouts,
+    };
+
+    const sent = [...routes.values()].reduce((n, r) => n + r.sent, 0);
+    const forwarded = [...routes.values()].reduce((n, r) => n + r.senderElsewhere, 0);
+    const crossing = [...routes.values()].reduce((n, r) => n + r.creditElsewhere, 0);
+    const pct = (x: number, of: number) => `${((100 * x) / Math.max(of, 1)).toFixed(1)}%`;
+    const moved = after.some((v, i) => v.owned.join(",") !== owned[i]!.join(","));
+    const r = scenarioResult(name, "3am", stats, t.tally, [
+      `${pop.viewers.length} viewers round-robin -> ${pop.creators.length} creators at random, as tip-uniform; ${servers.length} LEDGER_SPREAD processes, ${o.connections} connections taking them in turn`,
+      `forwarded (sender's shard owned by the other process, by the placement read from /readyz): ${pct(forwarded, sent)} of ${sent} tips sent; credits crossing to the other process: ${pct(crossing, sent)}`,
+      moved
+        ? `SHARDS MOVED during the load: before ${JSON.stringify(owned)}, after ${JSON.stringify(after.map((v) => v.owned))}`
+        : "no shard changed hands during the load",
+      `WAL drained ${drainMs ?? "never"} ms after`,
+    ]);
+    r.perServer = servers.map((sv, i) => {
+      const part = stats.perUrl?.[i];
+      const route = routes.get(hosts[i]!);
+      return {
+        name: sv.name,
+        url: sv.base,
+        connections: part?.connections ?? 0,
+        requests: part?.requests ?? 0,
+        reqPerSec: part?.reqPerSec ?? 0,
+        status2xx: part?.status2xx ?? 0,
+        non2xx: part?.non2xx ?? 0,
+        latencyMs: part?.latencyMs ?? { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 },
+        shards: owned[i]!,
+        cpuPerOpUs: serverCpuPerOp(stats.cpu?.perServer[i], stats.status2xx),
+        forwardedShare:
+          route && route.sent > 0 ? Math.round((route.senderElsewhere / route.sent) * 1000) / 1000 : null,
+      };
+    });
+    for (const p of r.perServer) {
+      const c = p.cpuPerOpUs;
+      r.notes.push(
+        `${p.name} (shards ${p.shards.join(",")}): ${fmtInt(p.reqPerSec)} req/s over ${p.connections} connections, ${p.status2xx} 2xx, ${p.non2xx} non-2xx, p50 ${p.latencyMs.p50} ms, p99 ${p.latencyMs.p99} ms, ${p.forwardedShare === null ? "?" : (p.forwardedShare * 100).toFixed(1)}% forwarded; cpu us per 2xx of the scenario: ${c ? `${c.server} (main ${c.serverMain}, persister ${c.serverPersister}, other ${c.serverOther})` : "n/a"}`,
+      );
+    }
+    const uniform = s.results.find((x) => x.name === "tip-uniform");
+    if (uniform) {
+      const a = r.cpuPerOpUs?.server;
+      const b = uniform.cpuPerOpUs?.server;
+      r.notes.push(
+        `${(r.okPerSec / Math.max(uniform.okPerSec, 1)).toFixed(2)}x the tips/s of tip-uniform (one process) in this run${a && b ? `; server CPU per tip ${a} us over both processes against ${b} us (${(a / b).toFixed(2)}x)` : ""}`,
+      );
+    }
+    r.notes.push(await walRedisNote(s.redis, redisBefore, stats.status2xx));
+    s.results.push(r);
+
+    s.checks.push(
+      await creatorBalancesCheck((id) => servers[ownerIndex(id)]!.base, pool, pop, "ledger-spread"),
+    );
+    // Stopped together, as a deployment is: neither takes over the other's shards on its way out.
+    const codes = await Promise.all(servers.map((sv) => stop(sv)));
+    stopped = true;
+    s.checks.push({
+      name: "ledger-spread: both servers stopped cleanly on SIGTERM (HTTP closed, WAL drained)",
+      ok: codes.every((c) => c === 0),
+      detail: servers.map((sv, i) => `${sv.name} exit code ${codes[i]}`).join(", "),
+    });
+    const problems = servers.map((sv) => ({ sv, p: logProblems(sv.logFile) }));
+    s.checks.push({
+      name: "ledger-spread: servers logged no errors",
+      ok: problems.every(({ p }) => p.error === 0),
+      detail: problems
+        .map(
+          ({ sv, p }) =>
+            `${p.error} error and ${p.warn} warning lines in ${sv.logFile}${p.first ? `; first error: ${p.first}` : ""}`,
+        )
+        .join("; "),
+    });
+    s.checks.push(...(await ledgerChecks(pool, acc, pop, "ledger-spread")));
+  } finally {
+    if (!stopped) for (const sv of servers) await stop(sv);
+    await pool.end();
+  }
+}
+
 async function peerStats(base: string): Promise<{ conflicts: number; gaveUp: number; fraudBlocked: number }> {
   const r = await fetch(`${base}/bench/stats`);
   return (await r.json()) as { conflicts: number; gaveUp: number; fraudBlocked: number };
@@ -734,9 +1011,12 @@ async function runAll(o: BenchOptions, own: { wal: BenchRedis; limits: BenchRedi
   };
   const machine = await machineInfo(redis);
   const at = new Date().toISOString();
-  const needServer = o.scenarios.some((n) => n === "balance" || n.startsWith("tip-") || n.startsWith("ws-"));
+  const needSpread = o.scenarios.includes("tip-uniform-spread2");
+  const needServer = o.scenarios.some(
+    (n) => n !== "tip-uniform-spread2" && (n === "balance" || n.startsWith("tip-") || n.startsWith("ws-")),
+  );
   const needPeer = o.scenarios.some((n) => n.startsWith("peer-seed"));
-  const viewers = needServer || needPeer ? viewersNeeded(o) : 1000;
+  const viewers = needServer || needSpread || needPeer ? viewersNeeded(o) : 1000;
 
   log(`scenarios: ${o.scenarios.join(", ")}; ${o.durationS} s each, ${o.connections} connections`);
   s.setup.push(
@@ -745,7 +1025,7 @@ async function runAll(o: BenchOptions, own: { wal: BenchRedis; limits: BenchRedi
       ? `Redis ${machine.redisVersion} with appendonly yes, appendfsync ${machine.redisAppendfsync}${own ? ` (the bench's own redis-server, --redis durable: an acknowledged tip is fsynced in its AOF)` : " (--redis shared)"}`
       : `Redis ${machine.redisVersion} has no AOF (appendonly ${machine.redisAppendonly}): "acknowledged" here means Redis-acknowledged (in memory), not on disk`,
   );
-  if (viewers < MIN_VIEWERS && (needServer || needPeer)) {
+  if (viewers < MIN_VIEWERS && (needServer || needSpread || needPeer)) {
     s.setup.push(`only ${viewers} viewers (--viewers): fewer than the ${MIN_VIEWERS} the issue asks for`);
   }
 
@@ -771,13 +1051,16 @@ async function runAll(o: BenchOptions, own: { wal: BenchRedis; limits: BenchRedi
   try {
     if (o.scenarios.includes("echo")) await phase("echo", () => runEcho(s, pop));
     if (needServer) await phase("3AM server", () => runLedgerServer(s, pop));
+    if (needSpread) await phase("3AM servers spread", () => runSpread(s, pop));
     if (needPeer) await phase("peer-seed", () => runPeer(s, pop));
   } finally {
     for (const c of [...children]) await stop(c);
     if (!o.keep) {
       await dropDatabase(o.dbName).catch(() => {});
       await dropDatabase(`${o.dbName}_peer`).catch(() => {});
+      await dropDatabase(`${o.dbName}_spread`).catch(() => {});
       await deleteRedisKeys(redis, `${o.dbName}:`).catch(() => {});
+      await deleteRedisKeys(redis, `${o.dbName}_spread:`).catch(() => {});
     }
     redis.disconnect();
     process.off("SIGINT", interrupted);

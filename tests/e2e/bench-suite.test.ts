@@ -65,7 +65,7 @@ afterAll(async () => {
   for (const name of await databasesNamed(db))
     await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
   await admin.end();
-  const keys = await redisKeys(`${db}:`);
+  const keys = [...(await redisKeys(`${db}:`)), ...(await redisKeys(`${db}_spread:`))];
   if (keys.length > 0) {
     const redis = new Redis(REDIS_URL);
     await redis.del(...keys);
@@ -128,6 +128,10 @@ describe("bench population", () => {
     expect(parseOptions(["--ws-processes", "3"]).wsProcesses).toBe(3);
     expect(parseOptions(["--redis", "shared"]).redis).toBe("shared");
     expect(() => parseOptions(["--redis", "memory"])).toThrow(/--redis must be durable or shared/);
+    // Two spread processes tip into a database of their own, seeded with the same viewers.
+    expect(viewersNeeded(parseOptions(["--scenario", "tip-uniform-spread2", "--duration", "60"]))).toBe(
+      Math.ceil((60 * 20_000 * 1.2) / TIPS_PER_VIEWER_MAX),
+    );
     expect(parseOptions(["--scenario", "peer-seed,echo"]).scenarios).toEqual([
       "echo",
       "peer-seed-uniform",
@@ -177,6 +181,13 @@ describe("npm run bench -- --quick", () => {
       "ledger: every acknowledged tip is in Postgres exactly once",
       "ledger: reconcile (balances sum to zero, each equals its entries, every transaction's entries sum to zero)",
       "ledger: money conserved (deposits = viewers + creators + platform + charity, as the tips say)",
+      "ledger-spread: every acknowledged tip is in Postgres exactly once",
+      "ledger-spread: tips in Postgres = 2xx answers + requests unanswered when the load stopped",
+      "ledger-spread: reconcile (balances sum to zero, each equals its entries, every transaction's entries sum to zero)",
+      "ledger-spread: money conserved (deposits = viewers + creators + platform + charity, as the tips say)",
+      "ledger-spread: creators' balances in server memory (API, each from the process owning its shard) equal Postgres",
+      "ledger-spread: both servers stopped cleanly on SIGTERM (HTTP closed, WAL drained)",
+      "ledger-spread: servers logged no errors",
       "peer-seed: every acknowledged tip is in Postgres exactly once",
       "peer-seed: money conserved (deposits = viewers + creators + fees of the tips)",
     ]) {
@@ -193,6 +204,7 @@ describe("npm run bench -- --quick", () => {
       ["ws-tip-uniform / tip-uniform", true],
       ["ws-tip-hot / ws-tip-uniform", true],
       ["ws-tip-hot / tip-hot", true],
+      ["tip-uniform-spread2 / tip-uniform", true],
     ]);
     // CPU per acknowledged tip, by process and thread: the server's persister thread is told apart.
     const cpu = uniform.cpuPerOpUs;
@@ -201,6 +213,25 @@ describe("npm run bench -- --quick", () => {
     expect(cpu.serverPersister).toBeGreaterThanOrEqual(0);
     expect(cpu.postgres + cpu.redis).toBeGreaterThan(0);
     expect(cpu.loadGenerator).toBeGreaterThan(0);
+    // Two processes sharing the shards: each answered its half of the connections, owned half of
+    // the shards (together all, once), and its CPU is counted apart (the parts add up to the whole).
+    const spread = report.scenarios.find((s: { name: string }) => s.name === "tip-uniform-spread2");
+    expect(spread.perServer).toHaveLength(2);
+    const owned = spread.perServer
+      .flatMap((p: { shards: number[] }) => p.shards)
+      .sort((a: number, b: number) => a - b);
+    expect(owned).toEqual([...Array(16).keys()]);
+    for (const p of spread.perServer) {
+      expect(p.connections, p.name).toBe(50);
+      expect(p.status2xx, p.name).toBeGreaterThan(0);
+      expect(p.latencyMs.p99, p.name).toBeGreaterThan(0);
+      expect(p.cpuPerOpUs.serverMain, p.name).toBeGreaterThan(0);
+      expect(p.forwardedShare, p.name).toBeGreaterThan(0);
+    }
+    expect(spread.perServer[0].status2xx + spread.perServer[1].status2xx).toBe(spread.status2xx);
+    const parts = spread.perServer[0].cpuPerOpUs.server + spread.perServer[1].cpuPerOpUs.server;
+    expect(Math.abs(parts - spread.cpuPerOpUs.server)).toBeLessThan(0.5);
+    expect(existsSync(`${out}logs/server-spread-b.log`)).toBe(true);
     expect(checks.map((c) => c.name)).toContain(
       "ws-feed: every subscriber got every tip of the burst once, in order",
     );
@@ -211,6 +242,7 @@ describe("npm run bench -- --quick", () => {
     expect(existsSync(`${out}logs/server.log`)).toBe(true);
     expect(await databasesNamed(db)).toEqual([]);
     expect(await redisKeys(`${db}:`)).toEqual([]);
+    expect(await redisKeys(`${db}_spread:`)).toEqual([]);
   });
 
   it("--redis shared runs against REDIS_URL and leaves no key there", async () => {
