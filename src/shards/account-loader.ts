@@ -25,7 +25,7 @@ export class AccountLoader {
   /** In its shard's memory; for an account of another process's shard, known to the directory. */
   isLoaded(id: string): boolean {
     const shard = this.shardFor(id);
-    return this.owns(shard.id) ? shard.accounts.has(id) : this.directory.get(id) !== undefined;
+    return this.owns(shard.id) ? shard.accounts.has(id) : this.directory.current(id);
   }
 
   /** Loads whichever of `ids` are not in memory yet; ids that do not exist stay absent. */

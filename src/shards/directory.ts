@@ -23,7 +23,8 @@ export class Directory {
   /**
    * Keeps at most about `max` entries, dropping the oldest of those no shard holds. With shards
    * spread over processes, an account of another process's shard may change there unseen: its
-   * entry (never held here) is forgotten after `unheldTtlMs` and read again (0: kept).
+   * entry (never held here) is read again once older than `unheldTtlMs` (0: never). Until the
+   * new read is in, decisions go on with the old entry: an account never stops existing.
    */
   constructor(
     private readonly max: number,
@@ -33,12 +34,14 @@ export class Directory {
     this.trimAt = max;
   }
 
-  readonly get = (id: string): DirectoryEntry | undefined => {
+  readonly get = (id: string): DirectoryEntry | undefined => this.entries.get(id);
+
+  /** Known, and recently enough when it is another process's account: no read is due. */
+  current(id: string): boolean {
     const slot = this.entries.get(id);
-    if (slot && this.unheldTtlMs > 0 && !slot.held && this.now() - slot.atMs > this.unheldTtlMs)
-      return undefined;
-    return slot;
-  };
+    if (!slot) return false;
+    return this.unheldTtlMs === 0 || slot.held || this.now() - slot.atMs <= this.unheldTtlMs;
+  }
 
   /** Takes what a load or a status event says of an account, unless it already knows newer. */
   learn(id: string, entry: DirectoryEntry, held: boolean): void {

@@ -139,15 +139,16 @@ export class ShardActor {
   private ready(cmd: UserCommand): boolean {
     if (keyNeverExpires(cmd) || payoutOf(cmd) !== null) return false;
     if (!this.accounts.has(ownerOf(cmd))) return false;
-    return cmd.kind !== "tip" || this.env.directory.get(cmd.toAccountId) !== undefined;
+    return cmd.kind !== "tip" || this.env.directory.current(cmd.toAccountId);
   }
 
   private missingFor(cmd: UserCommand, out: Set<string>): void {
     const owner = ownerOf(cmd);
     if (!this.accounts.has(owner)) out.add(owner);
-    // A recipient unknown to the directory is loaded into its own shard (where its credit lands
-    // shortly anyway), which teaches the directory.
-    if (cmd.kind === "tip" && this.env.directory.get(cmd.toAccountId) === undefined) out.add(cmd.toAccountId);
+    // A recipient unknown to the directory (or another process's, known for too long) is loaded,
+    // which teaches the directory; into its own shard when this process owns it (its credit lands
+    // there shortly anyway).
+    if (cmd.kind === "tip" && !this.env.directory.current(cmd.toAccountId)) out.add(cmd.toAccountId);
   }
 
   /** Processes the mailbox in order, loading missing accounts for the next commands in batches. */
