@@ -1,17 +1,18 @@
 // Owns the endpoints the processes of a deployment call on each other (LEDGER_SPREAD), outside
 // the public API pipeline (no per-IP budget, no user token: the shared INTERNAL_TOKEN instead):
-// POST /internal/ledger runs a command or read for a shard this process owns, POST
-// /internal/credits takes tip credits for accounts of its shards. Neither ever sends a call on: a
-// shard this process does not own is answered `not_owner` (409), and the caller looks again.
+// POST /internal/ledger runs a batch of commands and reads for shards this process owns (each
+// answered on its own, in order), POST /internal/credits takes tip credits for accounts of its
+// shards. Neither ever sends a call on: a shard this process does not own is answered `not_owner`
+// (409, or that call's result in a batch), and the caller looks again.
 import { timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
 import { z } from "zod";
 import { AppError } from "../errors.ts";
 import { parseJsonObject, readBody } from "../http/request.ts";
-import { type Reply, sendError, sendJson } from "../http/respond.ts";
+import { errorAnswer, type Reply, sendError, sendJson } from "../http/respond.ts";
 import type { HttpApp } from "../http/server.ts";
 import { NotOwnerError, type PeerOp, type RemoteCredit } from "../shards/ports.ts";
-import { INTERNAL_TOKEN_HEADER } from "./peers.ts";
+import { INTERNAL_TOKEN_HEADER, PEER_BATCH_MAX, type PeerResult } from "./peers.ts";
 
 /** What the internal endpoints need of the ledger. */
 export interface PeerServedLedger {
@@ -29,6 +30,7 @@ const opSchema = z.discriminatedUnion("op", [
   z.object({ op: z.literal("payout"), accountId: z.string(), payoutId: z.string() }),
   z.object({ op: z.literal("payouts"), accountId: z.string() }),
 ]);
+const batchSchema = z.object({ calls: z.array(z.unknown()).min(1).max(PEER_BATCH_MAX) });
 const creditsSchema = z.object({
   credits: z
     .array(
@@ -36,6 +38,8 @@ const creditsSchema = z.object({
         accountId: uuid,
         txId: uuid,
         amountCents: z.number().int().positive(),
+        atMs: z.number().int().nonnegative(),
+        check: z.boolean().optional(),
         tx: z.looseObject({ id: uuid }).optional(),
       }),
     )
@@ -66,8 +70,8 @@ export function registerInternalRoutes(
         if (!authorised(given))
           throw new AppError("unauthorized", "internal calls need the deployment's internal token");
         const body = parseJsonObject(await bodyP);
-        if (reply.aborted) return;
-        sendJson(reply, 200, { ok: (await run(body)) ?? null });
+        const answer = await run(body);
+        sendJson(reply, 200, answer);
       })().catch((err) => {
         if (err instanceof NotOwnerError) {
           sendJson(reply, 409, { error: { code: "not_owner", message: err.message } });
@@ -76,8 +80,21 @@ export function registerInternalRoutes(
         sendError(reply, err, d.logger);
       });
     });
-  endpoint("/internal/ledger", (body) => d.ledger.runForPeer(opSchema.parse(body) as PeerOp));
-  endpoint("/internal/credits", (body) =>
-    d.ledger.acceptCredits(creditsSchema.parse(body).credits as RemoteCredit[]),
-  );
+  // Every call of a batch runs at once (commands of one turn share the owner's next group commit);
+  // the answer waits for the slowest.
+  const one = async (raw: unknown): Promise<PeerResult> => {
+    try {
+      return { ok: (await d.ledger.runForPeer(opSchema.parse(raw) as PeerOp)) ?? null };
+    } catch (err) {
+      if (err instanceof NotOwnerError) return { error: { code: "not_owner", message: err.message } };
+      return { error: errorAnswer(err, d.logger).body.error };
+    }
+  };
+  endpoint("/internal/ledger", async (body) => ({
+    results: await Promise.all(batchSchema.parse(body).calls.map(one)),
+  }));
+  endpoint("/internal/credits", async (body) => {
+    await d.ledger.acceptCredits(creditsSchema.parse(body).credits as RemoteCredit[]);
+    return { ok: null };
+  });
 }

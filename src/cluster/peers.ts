@@ -1,10 +1,12 @@
 // Owns talking to the other processes of a deployment whose shards are spread (LEDGER_SPREAD):
-// a command, a read or a batch of tip credits for a shard this process does not own goes to that
-// shard's owner over HTTP (its internal address, internal-routes.ts there), with the shared
-// internal token. A shard that moved (the old owner answers not_owner, or nobody answers) is
-// looked up again and the call tried again, a few times over about two seconds; commands carry
-// their idempotency key, so a call whose answer was lost is safe to send again. The owner's
-// refusal comes back as the same AppError, so the HTTP edge answers exactly as the owner would.
+// the commands and reads for shards this process does not own go to those shards' owners over
+// HTTP (their internal address, internal-routes.ts there), with the shared internal token, and so
+// do batches of tip credits. The calls of one event-loop turn for one owner travel in ONE request
+// (a request per tip cost the sender more CPU than the tip itself). A call for a shard that moved
+// (the old owner answers not_owner, or nobody answers) is looked up again and sent again, a few
+// times over about two seconds; commands carry their idempotency key, so a call whose answer was
+// lost is safe to send again. The owner's refusal comes back as the same AppError, so the HTTP
+// edge answers exactly as the owner would.
 import type { Logger } from "pino";
 import { AppError, type ErrorCode } from "../errors.ts";
 import type { PeerLedger, PeerOp, RemoteCredit } from "../shards/ports.ts";
@@ -13,15 +15,32 @@ import type { Placement } from "./placement.ts";
 /** Header carrying the shared secret of internal calls. */
 export const INTERNAL_TOKEN_HEADER = "x-internal-token";
 
-/** Longest wait for one internal call's answer (the owner waits for its WAL within this). */
-const CALL_TIMEOUT_MS = 10_000;
-/** Pauses between tries when the shard's owner is unknown or moved: ~2.5 s in all. */
-const RETRY_PAUSES_MS = [0, 50, 100, 200, 400, 700, 1000];
+/** Most calls in one request (the owner answers them together). */
+export const PEER_BATCH_MAX = 2000;
 
-/** The answer of an owner that no longer owns the shard: look it up again. */
-class Moved extends Error {}
+/** One call's answer inside a batch's answer. */
+export type PeerResult = { ok: unknown } | { error: { code: string; message: string; details?: unknown } };
+
+/** Longest wait for one internal request's answer (the owner waits for its WAL within this). */
+const CALL_TIMEOUT_MS = 10_000;
+/** Pauses before each new try when the shard's owner is unknown, moved or busy: ~2.5 s in all. */
+const RETRY_PAUSES_MS = [50, 100, 200, 400, 700, 1000];
+
+interface Call {
+  shard: number;
+  op: PeerOp;
+  tries: number;
+  last: string;
+  resolve(v: unknown): void;
+  reject(e: Error): void;
+}
 
 export class PeerClient implements PeerLedger {
+  /** Calls waiting for this turn's request, by owner address. */
+  private readonly queued = new Map<string, Call[]>();
+  private scheduled = false;
+  private refreshing: Promise<void> | null = null;
+
   constructor(
     private readonly placement: Pick<Placement, "ownerUrl" | "refreshRoutes">,
     private readonly token: string,
@@ -29,39 +48,107 @@ export class PeerClient implements PeerLedger {
   ) {}
 
   call(shard: number, op: PeerOp): Promise<unknown> {
-    return this.send(shard, "/internal/ledger", op);
+    return new Promise((resolve, reject) => {
+      this.enqueue({ shard, op, tries: 0, last: "", resolve, reject });
+    });
   }
 
   async credit(shard: number, credits: RemoteCredit[]): Promise<void> {
-    await this.send(shard, "/internal/credits", { credits });
+    let last = "";
+    for (let tries = 0; ; tries++) {
+      const url = this.placement.ownerUrl(shard);
+      if (url !== null) {
+        try {
+          await this.post(`${url}/internal/credits`, JSON.stringify({ credits }));
+          return;
+        } catch (err) {
+          if (err instanceof AppError) throw err;
+          last = (err as Error).message;
+        }
+      } else last = `no process owns shard ${shard} now`;
+      if (tries >= RETRY_PAUSES_MS.length) throw new Error(last);
+      await new Promise((r) => setTimeout(r, RETRY_PAUSES_MS[tries]));
+      await this.refresh();
+    }
   }
 
-  private async send(shard: number, path: string, body: unknown): Promise<unknown> {
-    const payload = JSON.stringify(body);
-    let last = "";
-    for (const pause of RETRY_PAUSES_MS) {
-      if (pause > 0) {
-        await new Promise((r) => setTimeout(r, pause));
-        await this.placement.refreshRoutes().catch(() => {});
-      }
-      const url = this.placement.ownerUrl(shard);
-      if (url === null) {
-        last = `no process owns shard ${shard} now`;
-        continue;
-      }
-      try {
-        return await this.post(url + path, payload);
-      } catch (err) {
-        // An answer the owner gave (a refusal) is final; not reaching it, or a moved shard, is not.
-        if (err instanceof AppError) throw err;
-        last = (err as Error).message;
-      }
+  private enqueue(c: Call): void {
+    const url = this.placement.ownerUrl(c.shard);
+    if (url === null) {
+      this.again(c, `no process owns shard ${c.shard} now`);
+      return;
     }
-    this.logger.warn({ shard, why: last }, "the owner of a shard could not be reached");
-    throw new AppError(
-      "unavailable",
-      "the owner of this account's shard is not reachable now; retry shortly",
-    );
+    const list = this.queued.get(url);
+    if (list) list.push(c);
+    else this.queued.set(url, [c]);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    for (const [url, calls] of this.queued) {
+      for (let i = 0; i < calls.length; i += PEER_BATCH_MAX)
+        void this.send(url, calls.slice(i, i + PEER_BATCH_MAX));
+    }
+    this.queued.clear();
+  }
+
+  private async send(url: string, calls: Call[]): Promise<void> {
+    let results: PeerResult[];
+    try {
+      const answer = (await this.post(
+        `${url}/internal/ledger`,
+        JSON.stringify({ calls: calls.map((c) => c.op) }),
+      )) as { results?: PeerResult[] };
+      if (!Array.isArray(answer.results) || answer.results.length !== calls.length) {
+        throw new Error(`${url} answered ${answer.results?.length} results for ${calls.length} calls`);
+      }
+      results = answer.results;
+    } catch (err) {
+      // Not reached, or no usable answer: every call of the request is sent again.
+      for (const c of calls) this.again(c, (err as Error).message);
+      return;
+    }
+    calls.forEach((c, i) => {
+      const r = results[i]!;
+      if ("ok" in r) {
+        c.resolve(r.ok);
+        return;
+      }
+      const e = r.error;
+      // Moved, or its owner busy taking it over or recovering: worth another try, elsewhere maybe.
+      if (e.code === "not_owner" || e.code === "unavailable") this.again(c, e.message);
+      else c.reject(new AppError(e.code as ErrorCode, e.message, e.details));
+    });
+  }
+
+  private again(c: Call, why: string): void {
+    c.last = why;
+    if (c.tries >= RETRY_PAUSES_MS.length) {
+      this.logger.warn({ shard: c.shard, why }, "the owner of a shard could not be reached");
+      c.reject(
+        new AppError("unavailable", "the owner of this account's shard is not reachable now; retry shortly"),
+      );
+      return;
+    }
+    const pause = RETRY_PAUSES_MS[c.tries++]!;
+    setTimeout(() => {
+      this.refresh().then(
+        () => this.enqueue(c),
+        () => this.enqueue(c),
+      );
+    }, pause);
+  }
+
+  /** One lease read at a time, whoever asks for it. */
+  private refresh(): Promise<void> {
+    this.refreshing ??= this.placement.refreshRoutes().finally(() => {
+      this.refreshing = null;
+    });
+    return this.refreshing;
   }
 
   private async post(url: string, payload: string): Promise<unknown> {
@@ -72,18 +159,22 @@ export class PeerClient implements PeerLedger {
       signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
     });
     const text = await res.text();
-    let json: { ok?: unknown; error?: { code?: string; message?: string; details?: unknown } };
+    let json: {
+      ok?: unknown;
+      results?: unknown;
+      error?: { code?: string; message?: string; details?: unknown };
+    };
     try {
       json = JSON.parse(text);
     } catch {
       throw new Error(`${url} answered ${res.status} without JSON`);
     }
-    if (res.ok) return json.ok ?? null;
+    if (res.ok) return json.ok !== undefined ? json.ok : json;
     const e = json.error;
-    if (e?.code === "not_owner") throw new Moved(e.message ?? "moved");
-    // Its own 503 (recovering, taking the shard over): worth another try, like a moved shard.
-    if (res.status === 503 || !e?.code)
+    // Moved, or its own 503 (recovering, taking the shard over): another try, like a moved shard.
+    if (e?.code === "not_owner" || res.status === 503 || !e?.code) {
       throw new Error(`${url} answered ${res.status}: ${e?.message ?? text}`);
+    }
     throw new AppError(e.code as ErrorCode, e.message ?? "refused by the shard's owner", e.details);
   }
 }

@@ -56,6 +56,13 @@ const CREDIT_RETRY_MAX_MS = 2000;
  */
 const CREDIT_LOG_MARGIN_MS = 70_000;
 
+/**
+ * A credit whose debit is older than this when it arrives may have been delivered before and
+ * forgotten since (see CREDIT_LOG_MARGIN_MS, well above it, clocks' skew included): Postgres is
+ * asked. A younger one first delivered is recognised from memory alone.
+ */
+const CREDIT_CHECK_AFTER_MS = 30_000;
+
 /** A credit for an account of a shard another process owns, waiting to be sent there. */
 interface OutgoingCredit {
   shard: number;
@@ -518,6 +525,7 @@ export class Ledger {
     item: { txId: string; amountCents: number },
     hold: CreditHold,
     tx?: TransactionRecord,
+    again = false,
   ): void {
     hold.outstanding++;
     const target = this.shardOf(accountId);
@@ -526,7 +534,14 @@ export class Ledger {
       return;
     }
     hold.remote++;
-    const credit: RemoteCredit = tx ? { accountId, ...item, tx } : { accountId, ...item };
+    const atMs = this.wal.idTimeMs(hold.entryId);
+    const credit: RemoteCredit = {
+      accountId,
+      ...item,
+      atMs,
+      ...(again ? { check: true } : {}),
+      ...(tx ? { tx } : {}),
+    };
     this.outbox.push({ shard: target, credit, hold, epoch: this.epoch });
     this.scheduleOutbox(0);
   }
@@ -581,6 +596,8 @@ export class Ledger {
             { err: (err as Error).message, shard, credits: list.length },
             "sending tip credits to the shard's owner failed; retrying",
           );
+          // The owner may have taken them before the failure: it recognises them, from Postgres too.
+          for (const o of list) o.credit.check = true;
           this.outbox.push(...list);
           this.scheduleOutbox(this.creditRetryMs);
           this.creditRetryMs = Math.min(CREDIT_RETRY_MAX_MS, this.creditRetryMs * 2);
@@ -612,9 +629,12 @@ export class Ledger {
     const epoch = this.epoch;
     const logged = (c: RemoteCredit) => this.shardFor(c.accountId).creditLog.has(c.txId);
     const fresh = credits.filter((c) => !logged(c));
-    const posted = await this.opts.store.postedLegs(
-      fresh.map((c) => ({ txId: c.txId, accountId: c.accountId })),
-    );
+    const nowMs = this.now();
+    const ask = fresh.filter((c) => c.check === true || nowMs - c.atMs > CREDIT_CHECK_AFTER_MS);
+    const posted =
+      ask.length === 0
+        ? new Set<string>()
+        : await this.opts.store.postedLegs(ask.map((c) => ({ txId: c.txId, accountId: c.accountId })));
     await this.loader.ensureLoaded([...new Set(fresh.map((c) => c.accountId))]);
     // Re-checked after the reads: a recovery meanwhile dropped what they were checked against.
     if (this.epoch !== epoch || this.refusal())
@@ -691,7 +711,8 @@ export class Ledger {
         if (held) this.owned = new Set(held.filter((s) => !this.giving.has(s)));
         const report = await replayWal({
           shards: this.shards.filter((s) => this.owned.has(s.id)),
-          deliver: (accountId, item, hold) => this.deliverCredit(accountId, item, hold),
+          // Re-derived: a previous owner of the debit's shard may have delivered it already.
+          deliver: (accountId, item, hold) => this.deliverCredit(accountId, item, hold, undefined, true),
           wal: this.wal,
           source: this.opts.store,
           loader: this.loader,

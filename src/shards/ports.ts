@@ -100,6 +100,13 @@ export interface RemoteCredit {
   accountId: string;
   txId: string;
   amountCents: number;
+  /** When the WAL took the tip's debit (its clock, ms). */
+  atMs: number;
+  /**
+   * It may have been delivered before, long enough ago for the recipient to have forgotten it
+   * (sent again after a failure, or re-derived by a recovery): Postgres is asked too.
+   */
+  check?: boolean;
   tx?: TransactionRecord;
 }
 

@@ -38,7 +38,14 @@ const post = async (base: string, path: string, body: string, token?: string) =>
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (token !== undefined) headers["x-internal-token"] = token;
   const r = await fetch(base + path, { method: "POST", headers, body });
-  return { status: r.status, body: (await r.json()) as { ok?: unknown; error?: { code: string } } };
+  return {
+    status: r.status,
+    body: (await r.json()) as {
+      ok?: unknown;
+      error?: { code: string };
+      results?: Array<{ ok?: unknown; error?: { code: string } }>;
+    },
+  };
 };
 
 describe("internal endpoints", () => {
@@ -47,7 +54,7 @@ describe("internal endpoints", () => {
     const [user] = await createUsers(env.pool, 4);
     const owner = a.core.ledger.owns(shardOf(user!, SHARDS)) ? a : b;
     const other = owner === a ? b : a;
-    const account = JSON.stringify({ op: "account", accountId: user });
+    const account = JSON.stringify({ calls: [{ op: "account", accountId: user }] });
 
     for (const token of [undefined, "", "wrong-token-wrong-token", `${TOKEN}x`]) {
       for (const path of ["/internal/ledger", "/internal/credits"]) {
@@ -59,7 +66,8 @@ describe("internal endpoints", () => {
       "{",
       "[]",
       '{"op":"nope"}',
-      '{"op":"submit"}',
+      '{"calls":[]}',
+      '{"calls":{"op":"account"}}',
       '{"credits":[]}',
       '{"credits":[{"accountId":"x"}]}',
     ]) {
@@ -69,15 +77,26 @@ describe("internal endpoints", () => {
     }
     // A credit is taken only by the owner of the recipient's shard: another process answers
     // not_owner and credits nothing.
-    const credit = JSON.stringify({ credits: [{ accountId: user, txId: randomUUID(), amountCents: 100 }] });
+    const credit = JSON.stringify({
+      credits: [{ accountId: user, txId: randomUUID(), amountCents: 100, atMs: Date.now() }],
+    });
     expect((await post(other.base, "/internal/credits", credit, TOKEN)).body.error?.code).toBe("not_owner");
-    const read = await post(other.base, "/internal/ledger", account, TOKEN);
-    expect(read.status).toBe(409);
-    expect(read.body.error?.code).toBe("not_owner");
+    // In a batch each call is answered on its own: a malformed one, another's shard, and one the
+    // process owns.
+    const batch = JSON.stringify({
+      calls: [{ op: "submit" }, { op: "account", accountId: user }, { op: "nope" }],
+    });
+    const read = await post(other.base, "/internal/ledger", batch, TOKEN);
+    expect(read.status).toBe(200);
+    expect(read.body.results?.map((r) => r.error?.code)).toEqual([
+      "validation_error",
+      "not_owner",
+      "validation_error",
+    ]);
     // The owner answers the same read.
     const mine = await post(owner.base, "/internal/ledger", account, TOKEN);
     expect(mine.status).toBe(200);
-    expect(mine.body.ok).toMatchObject({ id: user, balanceCents: 0 });
+    expect(mine.body.results?.[0]?.ok).toMatchObject({ id: user, balanceCents: 0 });
     // A read through the other process is forwarded, and /metrics counts it.
     expect((await other.core.ledger.getAccount(user!)).balanceCents).toBe(0);
     const text = await (await fetch(`${other.base}/metrics`)).text();
