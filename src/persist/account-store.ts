@@ -7,6 +7,7 @@ import type { PayoutFinish } from "../ledger/decide-payout.ts";
 import { countsForVelocity, recordOutgoing, VELOCITY_WINDOW_MS } from "../ledger/fraud.ts";
 import { type AccountMem, type KeyRecord, newAccountMem, viewOf } from "../ledger/state.ts";
 import type {
+  DirectoryEntry,
   AccountState,
   AccountStatus,
   AccountView,
@@ -221,6 +222,20 @@ export class AccountStore implements AccountSource {
        ON CONFLICT (id) DO NOTHING`,
       [missing.map((x) => x.id), missing.map((x) => x.code)],
     );
+  }
+
+  /** Kind, status and version of accounts by id (ids that do not exist are absent). */
+  async directory(ids: string[]): Promise<Map<string, DirectoryEntry>> {
+    const out = new Map<string, DirectoryEntry>();
+    if (ids.length === 0) return out;
+    const r = await this.pool.query<{
+      id: string;
+      kind: "user" | "system";
+      status: AccountStatus;
+      version: string;
+    }>("SELECT id, kind, status, version FROM ledger WHERE id = ANY($1::uuid[])", [ids]);
+    for (const x of r.rows) out.set(x.id, { kind: x.kind, status: x.status, version: Number(x.version) });
+    return out;
   }
 
   /** Loads accounts by id; ids that do not exist are absent from the result. */

@@ -85,7 +85,15 @@ export class AccountLoader {
       const ids: string[] = [];
       const promise = new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
         if (this.batch?.ids === ids) this.batch = null;
-        this.install(await this.source.load(ids, this.now(), this.idempotencyTtlMs));
+        // Another process's accounts (tip recipients): only what the directory may know of them.
+        const mine = ids.filter((id) => this.owns(this.shardFor(id).id));
+        const others = mine.length === ids.length ? [] : ids.filter((id) => !this.owns(this.shardFor(id).id));
+        const [loaded, known] = await Promise.all([
+          this.source.load(mine, this.now(), this.idempotencyTtlMs),
+          this.source.directory(others),
+        ]);
+        this.install(loaded);
+        for (const [id, entry] of known) this.directory.learn(id, entry, false);
       });
       batch = { ids, promise };
       this.batch = batch;

@@ -3,7 +3,13 @@
 // src/wal and src/persist implement them; the entry point wires them in.
 import type { WalEvent } from "../ledger/events.ts";
 import type { AccountMem, KeyRecord } from "../ledger/state.ts";
-import type { FraudLimits, PayoutRecord, TransactionRecord, UserCommand } from "../ledger/types.ts";
+import type {
+  DirectoryEntry,
+  FraudLimits,
+  PayoutRecord,
+  TransactionRecord,
+  UserCommand,
+} from "../ledger/types.ts";
 
 export interface WalAppend {
   shard: number;
@@ -36,6 +42,8 @@ export interface AccountSource {
   ensureSystemAccounts(shards: number): Promise<void>;
   /** Accounts with what a shard needs to decide for them; ids that do not exist are absent. */
   load(ids: string[], nowMs: number, idempotencyTtlMs: number): Promise<Map<string, AccountMem>>;
+  /** What the directory may know of accounts another process owns (one light read). */
+  directory(ids: string[]): Promise<Map<string, DirectoryEntry>>;
   /** A key that must never expire, used longer ago than memory remembers. */
   findKey(accountId: string, key: string): Promise<KeyRecord | null>;
   /** A payout not in memory: its lifecycle record and its transaction, as stored. */
