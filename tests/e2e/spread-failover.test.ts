@@ -4,8 +4,10 @@
 // process). Mid-burst, the process owning the creator's shard is SIGKILLed: the two others take its
 // shards within the lease plus recovery, re-deliver the credits it left owed, and clients retry
 // what went unanswered with the same keys, on any process. In the end every key is one tip in
-// Postgres with the answer the client got, the creator is credited for each once, the follower saw
-// 1..N without a hole or a duplicate, and the books balance to the cent.
+// Postgres with the answer the client got, the creator is credited for each once, and the books
+// balance to the cent. Two followers of the creator's feed saw 1..N without a hole or a duplicate:
+// one on a process that survives, one on the killed process, which reconnects to another and
+// resumes with `since`.
 import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shardOf } from "../../src/ledger/accounts.ts";
@@ -19,6 +21,7 @@ import { fundedViewersAndCreator, liveChildVars, startLiveChild } from "../helpe
 let env: TestEnv;
 const children: ChildProcess[] = [];
 let follower: FeedFollower | null = null;
+let moving: FeedFollower | null = null;
 
 const SHARDS = 12;
 const LEASE_MS = 1500;
@@ -28,6 +31,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await follower?.stop();
+  await moving?.stop();
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
   await env.cleanup();
 });
@@ -89,7 +93,13 @@ describe("shards spread over three processes", () => {
     // The follower sits on a process that does not write the creator's feed.
     follower = followFeed(() => watcher.base, creatorToken);
     const received = follower.received;
-    await waitFor(() => follower!.connects() > 0, 10_000, "the follower to connect");
+    // This one sits on the process that will be killed, then on any survivor.
+    moving = followFeed(() => (victim.alive ? victim.base : watcher.base), creatorToken);
+    await waitFor(
+      () => follower!.connects() > 0 && moving!.connects() > 0,
+      10_000,
+      "the followers to connect",
+    );
 
     const answers = new Map<string, string>();
     const firstAnswers = new Map<string, number>();
@@ -166,15 +176,21 @@ describe("shards spread over three processes", () => {
           .rows[0].n,
       );
     await waitFor(
-      async () => (await count()) === answers.size && received.length === answers.size,
+      async () =>
+        (await count()) === answers.size &&
+        received.length === answers.size &&
+        moving!.received.length === answers.size,
       60_000,
       "Postgres and the feed to hold every answered tip",
     ).catch(async (err) => {
       throw new Error(
-        `${err.message}: postgres ${await count()}, answered ${answers.size}, received ${received.length}`,
+        `${err.message}: postgres ${await count()}, answered ${answers.size}, received ${received.length} and ${moving!.received.length}`,
       );
     });
     await follower.stop();
+    await moving.stop();
+    expect(moving.connects()).toBeGreaterThan(1);
+    expect(moving.received).toEqual(received);
 
     const rows = await env.pool.query<{ id: string; idempotency_key: string }>(
       "SELECT id, idempotency_key FROM transactions WHERE to_user_id = $1",
