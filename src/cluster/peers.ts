@@ -30,14 +30,22 @@ interface Call {
   shard: number;
   op: PeerOp;
   tries: number;
-  last: string;
   resolve(v: unknown): void;
   reject(e: Error): void;
 }
 
+interface CreditCall {
+  shard: number;
+  credits: RemoteCredit[];
+  tries: number;
+  resolve(): void;
+  reject(e: Error): void;
+}
+
 export class PeerClient implements PeerLedger {
-  /** Calls waiting for this turn's request, by owner address. */
+  /** Calls and credits waiting for this turn's requests, by owner address. */
   private readonly queued = new Map<string, Call[]>();
+  private readonly creditsQueued = new Map<string, CreditCall[]>();
   private scheduled = false;
   private refreshing: Promise<void> | null = null;
 
@@ -49,42 +57,41 @@ export class PeerClient implements PeerLedger {
 
   call(shard: number, op: PeerOp): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      this.enqueue({ shard, op, tries: 0, last: "", resolve, reject });
+      this.enqueue({ shard, op, tries: 0, resolve, reject });
     });
   }
 
-  async credit(shard: number, credits: RemoteCredit[]): Promise<void> {
-    let last = "";
-    for (let tries = 0; ; tries++) {
-      const url = this.placement.ownerUrl(shard);
-      if (url !== null) {
-        try {
-          await this.post(`${url}/internal/credits`, JSON.stringify({ credits }));
-          return;
-        } catch (err) {
-          if (err instanceof AppError) throw err;
-          last = (err as Error).message;
-        }
-      } else last = `no process owns shard ${shard} now`;
-      if (tries >= RETRY_PAUSES_MS.length) throw new Error(last);
-      await new Promise((r) => setTimeout(r, RETRY_PAUSES_MS[tries]));
-      await this.refresh();
-    }
+  /** The credits of one turn for the shards of one owner go in one request. */
+  credit(shard: number, credits: RemoteCredit[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.enqueueCredits({ shard, credits, tries: 0, resolve, reject });
+    });
   }
 
   private enqueue(c: Call): void {
     const url = this.placement.ownerUrl(c.shard);
     if (url === null) {
-      this.again(c, `no process owns shard ${c.shard} now`);
+      this.again(c, `no process owns shard ${c.shard} now`, () => this.enqueue(c));
       return;
     }
-    const list = this.queued.get(url);
-    if (list) list.push(c);
-    else this.queued.set(url, [c]);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(() => this.flush());
+    push(this.queued, url, c);
+    this.schedule();
+  }
+
+  private enqueueCredits(c: CreditCall): void {
+    const url = this.placement.ownerUrl(c.shard);
+    if (url === null) {
+      this.again(c, `no process owns shard ${c.shard} now`, () => this.enqueueCredits(c));
+      return;
     }
+    push(this.creditsQueued, url, c);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => this.flush());
   }
 
   private flush(): void {
@@ -94,6 +101,26 @@ export class PeerClient implements PeerLedger {
         void this.send(url, calls.slice(i, i + PEER_BATCH_MAX));
     }
     this.queued.clear();
+    for (const [url, calls] of this.creditsQueued) void this.sendCredits(url, calls);
+    this.creditsQueued.clear();
+  }
+
+  private async sendCredits(url: string, calls: CreditCall[]): Promise<void> {
+    try {
+      await this.post(
+        `${url}/internal/credits`,
+        JSON.stringify({ credits: calls.flatMap((c) => c.credits) }),
+      );
+    } catch (err) {
+      // A refusal of the batch is final for all of it; anything else (moved, busy, not reached)
+      // is tried again, each shard's credits on their own.
+      for (const c of calls) {
+        if (err instanceof AppError) c.reject(err);
+        else this.again(c, (err as Error).message, () => this.enqueueCredits(c));
+      }
+      return;
+    }
+    for (const c of calls) c.resolve();
   }
 
   private async send(url: string, calls: Call[]): Promise<void> {
@@ -109,7 +136,7 @@ export class PeerClient implements PeerLedger {
       results = answer.results;
     } catch (err) {
       // Not reached, or no usable answer: every call of the request is sent again.
-      for (const c of calls) this.again(c, (err as Error).message);
+      for (const c of calls) this.again(c, (err as Error).message, () => this.enqueue(c));
       return;
     }
     calls.forEach((c, i) => {
@@ -120,13 +147,13 @@ export class PeerClient implements PeerLedger {
       }
       const e = r.error;
       // Moved, or its owner busy taking it over or recovering: worth another try, elsewhere maybe.
-      if (e.code === "not_owner" || e.code === "unavailable") this.again(c, e.message);
+      if (e.code === "not_owner" || e.code === "unavailable") this.again(c, e.message, () => this.enqueue(c));
       else c.reject(new AppError(e.code as ErrorCode, e.message, e.details));
     });
   }
 
-  private again(c: Call, why: string): void {
-    c.last = why;
+  /** Tries `c` again (`retry`) after the next pause and a fresh look at the owners, or gives up. */
+  private again(c: Call | CreditCall, why: string, retry: () => void): void {
     if (c.tries >= RETRY_PAUSES_MS.length) {
       this.logger.warn({ shard: c.shard, why }, "the owner of a shard could not be reached");
       c.reject(
@@ -136,14 +163,11 @@ export class PeerClient implements PeerLedger {
     }
     const pause = RETRY_PAUSES_MS[c.tries++]!;
     setTimeout(() => {
-      this.refresh().then(
-        () => this.enqueue(c),
-        () => this.enqueue(c),
-      );
+      this.refresh().then(retry, retry);
     }, pause);
   }
 
-  /** One lease read at a time, whoever asks for it. */
+  /** One read of the owners at a time, whoever asks for it. */
   private refresh(): Promise<void> {
     this.refreshing ??= this.placement.refreshRoutes().finally(() => {
       this.refreshing = null;
@@ -177,4 +201,10 @@ export class PeerClient implements PeerLedger {
     }
     throw new AppError(e.code as ErrorCode, e.message ?? "refused by the shard's owner", e.details);
   }
+}
+
+function push<T>(m: Map<string, T[]>, k: string, v: T): void {
+  const list = m.get(k);
+  if (list) list.push(v);
+  else m.set(k, [v]);
 }
