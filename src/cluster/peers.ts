@@ -69,22 +69,23 @@ export class PeerClient implements PeerLedger {
   }
 
   private enqueue(c: Call): void {
-    const url = this.placement.ownerUrl(c.shard);
-    if (url === null) {
-      this.again(c, `no process owns shard ${c.shard} now`, () => this.enqueue(c));
-      return;
-    }
-    push(this.queued, url, c);
-    this.schedule();
+    this.route(c, this.queued, () => this.enqueue(c));
   }
 
   private enqueueCredits(c: CreditCall): void {
+    this.route(c, this.creditsQueued, () => this.enqueueCredits(c));
+  }
+
+  /** Into this turn's request to the shard's owner, or, with no owner known, tried again later. */
+  private route<T extends Call | CreditCall>(c: T, queue: Map<string, T[]>, retry: () => void): void {
     const url = this.placement.ownerUrl(c.shard);
     if (url === null) {
-      this.again(c, `no process owns shard ${c.shard} now`, () => this.enqueueCredits(c));
+      this.again(c, `no process owns shard ${c.shard} now`, retry);
       return;
     }
-    push(this.creditsQueued, url, c);
+    const list = queue.get(url);
+    if (list) list.push(c);
+    else queue.set(url, [c]);
     this.schedule();
   }
 
@@ -201,10 +202,4 @@ export class PeerClient implements PeerLedger {
     }
     throw new AppError(e.code as ErrorCode, e.message ?? "refused by the shard's owner", e.details);
   }
-}
-
-function push<T>(m: Map<string, T[]>, k: string, v: T): void {
-  const list = m.get(k);
-  if (list) list.push(v);
-  else m.set(k, [v]);
 }

@@ -53,7 +53,9 @@ interface Proc {
   alive: boolean;
 }
 
-async function readyz(p: Proc): Promise<{ shards_owned: number[]; processes: number }> {
+async function readyz(
+  p: Proc,
+): Promise<{ shards_owned: number[]; processes: number; fencing_tokens: Record<string, number> }> {
   return (await (await fetch(`${p.base}/readyz`)).json()).ledger;
 }
 
@@ -72,22 +74,130 @@ async function waitForBalance(procs: Proc[], timeoutMs: number): Promise<number[
   return owned;
 }
 
+type Funded = Awaited<ReturnType<typeof fundedViewersAndCreator>>;
+
+/** Three server children spread over the shards, once they have divided them. */
+async function startThree(): Promise<{ procs: Proc[]; owned: number[][] }> {
+  const procs: Proc[] = [];
+  for (let i = 0; i < 3; i++) {
+    const { child, port } = await startLiveChild(vars());
+    children.push(child);
+    procs.push({ child, base: `http://127.0.0.1:${port}`, alive: true });
+  }
+  return { procs, owned: await waitForBalance(procs, 30_000) };
+}
+
+/**
+ * Tippers sending $1 tips from the funded viewers to the creator, each key (`<tag>-<tipper>-<n>`)
+ * again and again until answered 201, each try through a live process (another one each time).
+ */
+function tipBurst(procs: Proc[], f: Funded, tag: string, tippers: number, timeoutMs: number) {
+  const answers = new Map<string, string>();
+  const firstAnswers = new Map<string, number>();
+  const send = async (k: string, viewer: number, attempt: number) => {
+    const live = procs.filter((p) => p.alive);
+    const p = live[(viewer + attempt) % live.length]!;
+    try {
+      const r = await fetch(`${p.base}/api/payments/tip`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          authorization: `Bearer ${f.viewerTokens[viewer]}`,
+          "idempotency-key": k,
+        },
+        body: JSON.stringify({
+          from_user_id: f.viewers[viewer],
+          to_creator_username: f.creatorName,
+          amount: 1,
+        }),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      const body = (await r.json()) as { transaction?: { id: string } };
+      return { status: r.status, txId: body.transaction?.id ?? null };
+    } catch {
+      return { status: 0, txId: null }; // its process died, or it hung
+    }
+  };
+  let stopped = false;
+  let n = 0;
+  const loops = Array.from({ length: tippers }, async (_, t) => {
+    while (!stopped) {
+      const i = n++;
+      const k = `${tag}-${t}-${i}`;
+      const viewer = i % f.viewers.length;
+      for (let attempt = 0; ; attempt++) {
+        const r = await send(k, viewer, attempt);
+        if (!firstAnswers.has(k)) firstAnswers.set(k, r.status);
+        if (r.status === 201) {
+          answers.set(k, r.txId!);
+          break;
+        }
+        if (attempt > 400) throw new Error(`key ${k} never answered: last ${r.status}`);
+        await new Promise((res) => setTimeout(res, 25));
+      }
+    }
+  });
+  return {
+    answers,
+    firstAnswers,
+    /** The same key again, from its viewer: the answer the key has. */
+    resend: (k: string) => send(k, Number(k.split("-")[2]) % f.viewers.length, 0),
+    async stop() {
+      stopped = true;
+      await Promise.all(loops);
+    },
+  };
+}
+
+const tipsTo = async (creator: string) =>
+  Number(
+    (await env.pool.query("SELECT count(*) AS n FROM transactions WHERE to_user_id = $1", [creator])).rows[0]
+      .n,
+  );
+
+/** Every answered key is one tip in Postgres, with the transaction the client was answered. */
+async function expectEachKeyOnce(
+  creator: string,
+  answers: Map<string, string>,
+): Promise<Map<string, string>> {
+  const rows = await env.pool.query<{ id: string; idempotency_key: string }>(
+    "SELECT id, idempotency_key FROM transactions WHERE to_user_id = $1",
+    [creator],
+  );
+  const byKey = new Map(rows.rows.map((r) => [r.idempotency_key, r.id]));
+  expect(byKey.size).toBe(rows.rows.length);
+  for (const [k, txId] of answers) expect(byKey.get(k), k).toBe(txId);
+  return byKey;
+}
+
+/**
+ * The processes stop (SIGTERM drains their WAL); the books are checked from Postgres plus the WAL
+ * by a core that then owns every shard: the creator credited once per tip, reconcile to the cent.
+ */
+async function stopAndReconcile(procs: Proc[], creator: string, tips: number): Promise<void> {
+  for (const p of procs) {
+    const exited = new Promise((r) => p.child.once("exit", r));
+    p.child.kill("SIGTERM");
+    await exited;
+  }
+  const final = await startCore(env.config({ ...vars(), LEDGER_SPREAD: "false" }), silentLogger);
+  try {
+    await settle(final);
+    expect((await final.ledger.getAccount(creator)).balanceCents).toBe(tips * 97);
+    const report = await reconcileLedger(env.pool, final.ledger.snapshot());
+    expect(report.memoryMismatches).toEqual([]);
+    expect(report).toMatchObject({ ok: true, totalBalanceCents: 0 });
+  } finally {
+    await final.stop();
+  }
+}
+
 describe("shards spread over three processes", () => {
   it("survives the SIGKILL of the creator's owner mid-burst: every key once, the feed whole", async () => {
-    const { viewers, creator, creatorName, viewerTokens, creatorToken } = await fundedViewersAndCreator(
-      env,
-      vars(),
-      24,
-    );
-    const procs: Proc[] = [];
-    for (let i = 0; i < 3; i++) {
-      const { child, port } = await startLiveChild(vars());
-      children.push(child);
-      procs.push({ child, base: `http://127.0.0.1:${port}`, alive: true });
-    }
-    const owned = await waitForBalance(procs, 30_000);
-    const creatorShard = shardOf(creator, SHARDS);
-    const ownerIndex = owned.findIndex((o) => o.includes(creatorShard));
+    const f = await fundedViewersAndCreator(env, vars(), 24);
+    const { creator, creatorToken } = f;
+    const { procs, owned } = await startThree();
+    const ownerIndex = owned.findIndex((o) => o.includes(shardOf(creator, SHARDS)));
     const victim = procs[ownerIndex]!;
     const watcher = procs[(ownerIndex + 1) % 3]!;
     // The follower sits on a process that does not write the creator's feed.
@@ -101,55 +211,8 @@ describe("shards spread over three processes", () => {
       "the followers to connect",
     );
 
-    const answers = new Map<string, string>();
-    const firstAnswers = new Map<string, number>();
-    const send = async (
-      k: string,
-      viewer: number,
-      attempt: number,
-    ): Promise<{ status: number; txId: string | null }> => {
-      const live = procs.filter((p) => p.alive);
-      const p = live[(viewer + attempt) % live.length]!;
-      try {
-        const r = await fetch(`${p.base}/api/payments/tip`, {
-          method: "POST",
-          headers: {
-            "content-type": "application/json",
-            authorization: `Bearer ${viewerTokens[viewer]}`,
-            "idempotency-key": k,
-          },
-          body: JSON.stringify({
-            from_user_id: viewers[viewer],
-            to_creator_username: creatorName,
-            amount: 1,
-          }),
-          signal: AbortSignal.timeout(8000),
-        });
-        const body = (await r.json()) as { transaction?: { id: string } };
-        return { status: r.status, txId: body.transaction?.id ?? null };
-      } catch {
-        return { status: 0, txId: null }; // its process died, or it hung
-      }
-    };
-    let stop = false;
-    let n = 0;
-    const tippers = Array.from({ length: 8 }, async (_, t) => {
-      while (!stop) {
-        const i = n++;
-        const k = `sf-${t}-${i}`;
-        const viewer = i % viewers.length;
-        for (let attempt = 0; ; attempt++) {
-          const r = await send(k, viewer, attempt);
-          if (!firstAnswers.has(k)) firstAnswers.set(k, r.status);
-          if (r.status === 201) {
-            answers.set(k, r.txId!);
-            break;
-          }
-          if (attempt > 400) throw new Error(`key ${k} never answered: last ${r.status}`);
-          await new Promise((res) => setTimeout(res, 25));
-        }
-      }
-    });
+    const burst = tipBurst(procs, f, "sf", 8, 8000);
+    const { answers } = burst;
     await waitFor(() => answers.size >= 300 && received.length >= 100, 60_000, "tips on three processes");
     const beforeKill = answers.size;
 
@@ -160,31 +223,23 @@ describe("shards spread over three processes", () => {
     await waitForBalance(survivors, 30_000);
     const rebalancedMs = Date.now() - killedAt;
     await waitFor(() => answers.size >= beforeKill + 300, 60_000, "tips after the kill");
-    stop = true;
-    await Promise.all(tippers);
+    await burst.stop();
 
     // Keys answered before the kill, sent again to a survivor: the original answers.
     for (const [k, txId] of [...answers].slice(0, 30)) {
-      const viewer = Number(k.split("-")[2]) % viewers.length;
-      const again = await send(k, viewer, 0);
-      expect(again, k).toEqual({ status: 201, txId });
+      expect(await burst.resend(k), k).toEqual({ status: 201, txId });
     }
 
-    const count = async () =>
-      Number(
-        (await env.pool.query("SELECT count(*) AS n FROM transactions WHERE to_user_id = $1", [creator]))
-          .rows[0].n,
-      );
     await waitFor(
       async () =>
-        (await count()) === answers.size &&
+        (await tipsTo(creator)) === answers.size &&
         received.length === answers.size &&
         moving!.received.length === answers.size,
       60_000,
       "Postgres and the feed to hold every answered tip",
     ).catch(async (err) => {
       throw new Error(
-        `${err.message}: postgres ${await count()}, answered ${answers.size}, received ${received.length} and ${moving!.received.length}`,
+        `${err.message}: postgres ${await tipsTo(creator)}, answered ${answers.size}, received ${received.length} and ${moving!.received.length}`,
       );
     });
     await follower.stop();
@@ -192,98 +247,28 @@ describe("shards spread over three processes", () => {
     expect(moving.connects()).toBeGreaterThan(1);
     expect(moving.received).toEqual(received);
 
-    const rows = await env.pool.query<{ id: string; idempotency_key: string }>(
-      "SELECT id, idempotency_key FROM transactions WHERE to_user_id = $1",
-      [creator],
-    );
-    const byKey = new Map(rows.rows.map((r) => [r.idempotency_key, r.id]));
-    expect(byKey.size).toBe(rows.rows.length);
-    for (const [k, txId] of answers) expect(byKey.get(k), k).toBe(txId);
+    const byKey = await expectEachKeyOnce(creator, answers);
     expect(received.map((r) => r.seq)).toEqual(Array.from({ length: received.length }, (_, i) => i + 1));
     expect(new Set(received.map((r) => r.id))).toEqual(new Set(byKey.values()));
-    const unanswered = [...firstAnswers.values()].filter((s) => s !== 201).length;
+    const unanswered = [...burst.firstAnswers.values()].filter((s) => s !== 201).length;
     console.log(
       `spread failover: survivors held all ${SHARDS} shards ${rebalancedMs} ms after the SIGKILL (lease ${LEASE_MS} ms); ${beforeKill} tips before, ${answers.size - beforeKill} after; ${unanswered} first tries unanswered and retried`,
     );
-
-    // The survivors stop (SIGTERM drains their WAL); the books are checked from Postgres plus the
-    // WAL by a core that then owns every shard.
-    for (const p of survivors) {
-      const exited = new Promise((r) => p.child.once("exit", r));
-      p.child.kill("SIGTERM");
-      await exited;
-    }
-    const final = await startCore(env.config({ ...vars(), LEDGER_SPREAD: "false" }), silentLogger);
-    try {
-      await settle(final);
-      const balance = await final.ledger.getAccount(creator);
-      expect(balance.balanceCents).toBe(answers.size * 97);
-      const report = await reconcileLedger(env.pool, final.ledger.snapshot());
-      expect(report.memoryMismatches).toEqual([]);
-      expect(report).toMatchObject({ ok: true, totalBalanceCents: 0 });
-    } finally {
-      await final.stop();
-    }
+    await stopAndReconcile(survivors, creator, answers.size);
   }, 240_000);
 
   it("refuses a stalled process's late appends (SIGSTOP past its leases), then gives it a share again", async () => {
-    const { viewers, creator, creatorName, viewerTokens } = await fundedViewersAndCreator(env, vars(), 24);
-    const procs: Proc[] = [];
-    for (let i = 0; i < 3; i++) {
-      const { child, port } = await startLiveChild(vars());
-      children.push(child);
-      procs.push({ child, base: `http://127.0.0.1:${port}`, alive: true });
-    }
-    const owned = await waitForBalance(procs, 30_000);
+    const f = await fundedViewersAndCreator(env, vars(), 24);
+    const { creator } = f;
+    const { procs, owned } = await startThree();
     const stalled = procs[owned.findIndex((o) => o.includes(shardOf(creator, SHARDS)))]!;
-    const tokensBefore = (await (await fetch(`${stalled.base}/readyz`)).json()).ledger.fencing_tokens;
+    const tokensBefore = (await readyz(stalled)).fencing_tokens;
 
     // Tips go to the stalled process too: what it acknowledged before the stop counts, what it
-    // holds when stopped must never be acknowledged once others own its shards.
-    const answers = new Map<string, string>();
-    let stop = false;
-    let n = 0;
-    const tipper = async (t: number) => {
-      while (!stop) {
-        const i = n++;
-        const k = `ss-${t}-${i}`;
-        const viewer = i % viewers.length;
-        for (let attempt = 0; ; attempt++) {
-          // While it is stopped, new requests go to the others (those it holds wait for it).
-          const live = procs.filter((p) => p.alive);
-          const p = live[(viewer + attempt) % live.length]!;
-          const r = await fetch(`${p.base}/api/payments/tip`, {
-            method: "POST",
-            headers: {
-              "content-type": "application/json",
-              authorization: `Bearer ${viewerTokens[viewer]}`,
-              "idempotency-key": k,
-            },
-            body: JSON.stringify({
-              from_user_id: viewers[viewer],
-              to_creator_username: creatorName,
-              amount: 1,
-            }),
-            signal: AbortSignal.timeout(3 * LEASE_MS),
-          }).then(
-            async (res) => ({
-              status: res.status,
-              body: (await res.json()) as { transaction?: { id: string } },
-            }),
-            () => ({ status: 0, body: {} as { transaction?: { id: string } } }),
-          );
-          if (r.status === 201) {
-            const prev = answers.get(k);
-            if (prev !== undefined) expect(r.body.transaction!.id).toBe(prev);
-            answers.set(k, r.body.transaction!.id);
-            break;
-          }
-          if (attempt > 400) throw new Error(`key ${k} never answered: last ${r.status}`);
-          await new Promise((res) => setTimeout(res, 25));
-        }
-      }
-    };
-    const tippers = Array.from({ length: 6 }, (_, t) => tipper(t));
+    // holds when stopped must never be acknowledged once others own its shards. While it is
+    // stopped, new tries go to the others (those it holds wait for it, then time out).
+    const burst = tipBurst(procs, f, "ss", 6, 3 * LEASE_MS);
+    const { answers } = burst;
     await waitFor(() => answers.size >= 200, 60_000, "tips on three processes");
     stalled.child.kill("SIGSTOP");
     stalled.alive = false;
@@ -299,52 +284,25 @@ describe("shards spread over three processes", () => {
     const thawedAt = Date.now();
     await waitForBalance(procs, 30_000);
     const backMs = Date.now() - thawedAt;
-    const after = (await (await fetch(`${stalled.base}/readyz`)).json()).ledger;
-    for (const s of after.shards_owned as number[]) {
-      if (tokensBefore[s] !== undefined) expect(after.fencing_tokens[s]).toBeGreaterThan(tokensBefore[s]);
+    const after = await readyz(stalled);
+    for (const s of after.shards_owned) {
+      if (tokensBefore[s] !== undefined) expect(after.fencing_tokens[s]).toBeGreaterThan(tokensBefore[s]!);
     }
     await waitFor(() => answers.size >= countAtThaw + 300, 60_000, "tips after the thaw");
-    stop = true;
-    await Promise.all(tippers);
+    await burst.stop();
     expect(stalled.child.exitCode).toBeNull();
 
-    const count = async () =>
-      Number(
-        (await env.pool.query("SELECT count(*) AS n FROM transactions WHERE to_user_id = $1", [creator]))
-          .rows[0].n,
-      );
     await waitFor(
-      async () => (await count()) === answers.size,
+      async () => (await tipsTo(creator)) === answers.size,
       60_000,
       "Postgres to hold every answered tip",
     ).catch(async (err) => {
-      throw new Error(`${err.message}: postgres ${await count()}, answered ${answers.size}`);
+      throw new Error(`${err.message}: postgres ${await tipsTo(creator)}, answered ${answers.size}`);
     });
-    const rows = await env.pool.query<{ id: string; idempotency_key: string }>(
-      "SELECT id, idempotency_key FROM transactions WHERE to_user_id = $1",
-      [creator],
-    );
-    const byKey = new Map(rows.rows.map((r) => [r.idempotency_key, r.id]));
-    expect(byKey.size).toBe(rows.rows.length);
-    for (const [k, txId] of answers) expect(byKey.get(k), k).toBe(txId);
+    await expectEachKeyOnce(creator, answers);
     console.log(
       `spread stall: the others held every shard ${takenMs} ms after the SIGSTOP (lease ${LEASE_MS} ms), and gave it a share again ${backMs} ms after the SIGCONT; ${answers.size} tips, each once`,
     );
-
-    for (const p of procs) {
-      const exited = new Promise((r) => p.child.once("exit", r));
-      p.child.kill("SIGTERM");
-      await exited;
-    }
-    const final = await startCore(env.config({ ...vars(), LEDGER_SPREAD: "false" }), silentLogger);
-    try {
-      await settle(final);
-      expect((await final.ledger.getAccount(creator)).balanceCents).toBe(answers.size * 97);
-      const report = await reconcileLedger(env.pool, final.ledger.snapshot());
-      expect(report.memoryMismatches).toEqual([]);
-      expect(report).toMatchObject({ ok: true, totalBalanceCents: 0 });
-    } finally {
-      await final.stop();
-    }
+    await stopAndReconcile(procs, creator, answers.size);
   }, 240_000);
 });
