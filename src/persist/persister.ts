@@ -178,8 +178,17 @@ class PersistLane {
 
   async stop(): Promise<void> {
     this.running = false;
-    this.blocker?.disconnect();
-    await this.loop?.catch(() => {});
+    if (isCluster(this.o.redis)) {
+      // A Cluster client disconnected under a read in flight never settles it, and the loop would
+      // wait on it forever (a stop, or a shard handover, hung): its reads do not block, so the
+      // round in progress ends first, then the connection goes.
+      await this.loop?.catch(() => {});
+      this.blocker?.disconnect();
+    } else {
+      // One Redis: the blocked read (up to PERSIST_BLOCK_MS) is cut short by the disconnect.
+      this.blocker?.disconnect();
+      await this.loop?.catch(() => {});
+    }
     this.loop = null;
     this.blocker = null;
   }

@@ -63,6 +63,9 @@ const CREDIT_LOG_MARGIN_MS = 70_000;
  */
 const CREDIT_CHECK_AFTER_MS = 30_000;
 
+/** How far the WAL's clock (a tip's time) may be from this process's. */
+const CLOCK_SKEW_MS = 5_000;
+
 /** A credit for an account of a shard another process owns, waiting to be sent there. */
 interface OutgoingCredit {
   shard: number;
@@ -630,7 +633,15 @@ export class Ledger {
     const logged = (c: RemoteCredit) => this.shardFor(c.accountId).creditLog.has(c.txId);
     const fresh = credits.filter((c) => !logged(c));
     const nowMs = this.now();
-    const ask = fresh.filter((c) => c.check === true || nowMs - c.atMs > CREDIT_CHECK_AFTER_MS);
+    // Asked in Postgres too: a credit that may have come before (sent again, re-derived), an old
+    // one, or one whose tip is older than the shard's last rebuild (its log kept only what the
+    // WAL still held then: an earlier delivery, persisted, is in Postgres alone).
+    const ask = fresh.filter(
+      (c) =>
+        c.check === true ||
+        nowMs - c.atMs > CREDIT_CHECK_AFTER_MS ||
+        c.atMs <= this.shardFor(c.accountId).creditLogSinceMs + CLOCK_SKEW_MS,
+    );
     const posted =
       ask.length === 0
         ? new Set<string>()

@@ -83,6 +83,11 @@ export class ShardActor {
    * what it cannot see was delivered): the second is recognised here or in Postgres.
    */
   readonly creditLog = new Map<string, number>();
+  /**
+   * Since when the log is whole (memory was last rebuilt): a credit persisted before then is in
+   * Postgres only, so one whose tip is older is looked up there too.
+   */
+  creditLogSinceMs = 0;
 
   constructor(
     readonly id: number,
@@ -120,6 +125,7 @@ export class ShardActor {
     this.creditHolds = [];
     this.holds = [];
     this.creditLog.clear();
+    this.creditLogSinceMs = this.env.now();
     this.accounts.clear();
   }
 

@@ -8,7 +8,7 @@
 // balance to the cent. Two followers of the creator's feed saw 1..N without a hole or a duplicate:
 // one on a process that survives, one on the killed process, which reconnects to another and
 // resumes with `since`.
-import type { ChildProcess } from "node:child_process";
+import { type ChildProcess, spawnSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shardOf } from "../../src/ledger/accounts.ts";
 import { startCore } from "../../src/main/core.ts";
@@ -17,11 +17,15 @@ import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { settle, silentLogger } from "../helpers/ledger.ts";
 import { type FeedFollower, followFeed } from "../helpers/live.ts";
 import { fundedViewersAndCreator, liveChildVars, startLiveChild } from "../helpers/live-server.ts";
+import { RedisCluster } from "../helpers/redis-cluster.ts";
 
 let env: TestEnv;
 const children: ChildProcess[] = [];
 let follower: FeedFollower | null = null;
 let moving: FeedFollower | null = null;
+/** Set while a case runs on a real three-master Redis Cluster. */
+let cluster: RedisCluster | null = null;
+const hasRedisServer = spawnSync("redis-server", ["--version"]).status === 0;
 
 const SHARDS = 12;
 const LEASE_MS = 1500;
@@ -34,6 +38,7 @@ afterAll(async () => {
   await moving?.stop();
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
   await env.cleanup();
+  await cluster?.destroy();
 });
 
 const vars = (extra: Record<string, string> = {}) =>
@@ -44,6 +49,7 @@ const vars = (extra: Record<string, string> = {}) =>
     SHARDS: String(SHARDS),
     LEDGER_SPREAD: "true",
     INTERNAL_TOKEN: "spread-failover-internal-token",
+    ...(cluster ? { REDIS_CLUSTER_NODES: cluster.nodes } : {}),
     ...extra,
   });
 
@@ -192,70 +198,97 @@ async function stopAndReconcile(procs: Proc[], creator: string, tips: number): P
   }
 }
 
-describe("shards spread over three processes", () => {
-  it("survives the SIGKILL of the creator's owner mid-burst: every key once, the feed whole", async () => {
-    const f = await fundedViewersAndCreator(env, vars(), 24);
-    const { creator, creatorToken } = f;
-    const { procs, owned } = await startThree();
-    const ownerIndex = owned.findIndex((o) => o.includes(shardOf(creator, SHARDS)));
-    const victim = procs[ownerIndex]!;
-    const watcher = procs[(ownerIndex + 1) % 3]!;
-    // The follower sits on a process that does not write the creator's feed.
-    follower = followFeed(() => watcher.base, creatorToken);
-    const received = follower.received;
-    // This one sits on the process that will be killed, then on any survivor.
-    moving = followFeed(() => (victim.alive ? victim.base : watcher.base), creatorToken);
-    await waitFor(
-      () => follower!.connects() > 0 && moving!.connects() > 0,
-      10_000,
-      "the followers to connect",
-    );
+/**
+ * The creator's owner SIGKILLed mid-burst: every key once, the feed whole (see the file's header).
+ */
+async function survivesOwnerKill(where: string): Promise<void> {
+  const f = await fundedViewersAndCreator(env, vars(), 24);
+  const { creator, creatorToken } = f;
+  const { procs, owned } = await startThree();
+  const ownerIndex = owned.findIndex((o) => o.includes(shardOf(creator, SHARDS)));
+  const victim = procs[ownerIndex]!;
+  const watcher = procs[(ownerIndex + 1) % 3]!;
+  // The follower sits on a process that does not write the creator's feed.
+  follower = followFeed(() => watcher.base, creatorToken);
+  const received = follower.received;
+  // This one sits on the process that will be killed, then on any survivor.
+  moving = followFeed(() => (victim.alive ? victim.base : watcher.base), creatorToken);
+  await waitFor(() => follower!.connects() > 0 && moving!.connects() > 0, 10_000, "the followers to connect");
 
-    const burst = tipBurst(procs, f, "sf", 8, 8000);
-    const { answers } = burst;
-    await waitFor(() => answers.size >= 300 && received.length >= 100, 60_000, "tips on three processes");
-    const beforeKill = answers.size;
-
-    const killedAt = Date.now();
-    victim.alive = false;
-    victim.child.kill("SIGKILL");
-    const survivors = procs.filter((p) => p.alive);
-    await waitForBalance(survivors, 30_000);
-    const rebalancedMs = Date.now() - killedAt;
-    await waitFor(() => answers.size >= beforeKill + 300, 60_000, "tips after the kill");
-    await burst.stop();
-
-    // Keys answered before the kill, sent again to a survivor: the original answers.
-    for (const [k, txId] of [...answers].slice(0, 30)) {
-      expect(await burst.resend(k), k).toEqual({ status: 201, txId });
-    }
-
-    await waitFor(
-      async () =>
-        (await tipsTo(creator)) === answers.size &&
-        received.length === answers.size &&
-        moving!.received.length === answers.size,
-      60_000,
-      "Postgres and the feed to hold every answered tip",
-    ).catch(async (err) => {
+  const burst = tipBurst(procs, f, "sf", 8, 8000);
+  const { answers } = burst;
+  await waitFor(() => answers.size >= 300 && received.length >= 100, 60_000, "tips on three processes").catch(
+    (err) => {
       throw new Error(
-        `${err.message}: postgres ${await tipsTo(creator)}, answered ${answers.size}, received ${received.length} and ${moving!.received.length}`,
+        `${err.message}: ${answers.size} answered, followers ${received.length}, ${moving!.received.length}`,
       );
-    });
-    await follower.stop();
-    await moving.stop();
-    expect(moving.connects()).toBeGreaterThan(1);
-    expect(moving.received).toEqual(received);
+    },
+  );
+  const beforeKill = answers.size;
 
-    const byKey = await expectEachKeyOnce(creator, answers);
-    expect(received.map((r) => r.seq)).toEqual(Array.from({ length: received.length }, (_, i) => i + 1));
-    expect(new Set(received.map((r) => r.id))).toEqual(new Set(byKey.values()));
-    const unanswered = [...burst.firstAnswers.values()].filter((s) => s !== 201).length;
-    console.log(
-      `spread failover: survivors held all ${SHARDS} shards ${rebalancedMs} ms after the SIGKILL (lease ${LEASE_MS} ms); ${beforeKill} tips before, ${answers.size - beforeKill} after; ${unanswered} first tries unanswered and retried`,
+  const killedAt = Date.now();
+  victim.alive = false;
+  victim.child.kill("SIGKILL");
+  const survivors = procs.filter((p) => p.alive);
+  await waitForBalance(survivors, 30_000);
+  const rebalancedMs = Date.now() - killedAt;
+  await waitFor(() => answers.size >= beforeKill + 300, 60_000, "tips after the kill");
+  await burst.stop();
+
+  // Keys answered before the kill, sent again to a survivor: the original answers.
+  for (const [k, txId] of [...answers].slice(0, 30)) {
+    expect(await burst.resend(k), k).toEqual({ status: 201, txId });
+  }
+
+  await waitFor(
+    async () =>
+      (await tipsTo(creator)) === answers.size &&
+      received.length === answers.size &&
+      moving!.received.length === answers.size,
+    60_000,
+    "Postgres and the feed to hold every answered tip",
+  ).catch(async (err) => {
+    const wal = await Promise.all(survivors.map(async (p) => JSON.stringify((await (await fetch(`${p.base}/readyz`)).json()))));
+    throw new Error(
+      `${err.message}: postgres ${await tipsTo(creator)}, answered ${answers.size}, received ${received.length} and ${moving!.received.length}; survivors: ${wal.join(" | ")}`,
     );
-    await stopAndReconcile(survivors, creator, answers.size);
-  }, 240_000);
+  });
+  await follower.stop();
+  await moving.stop();
+  expect(moving.connects()).toBeGreaterThan(1);
+  expect(moving.received).toEqual(received);
+
+  const byKey = await expectEachKeyOnce(creator, answers);
+  expect(received.map((r) => r.seq)).toEqual(Array.from({ length: received.length }, (_, i) => i + 1));
+  expect(new Set(received.map((r) => r.id))).toEqual(new Set(byKey.values()));
+  const unanswered = [...burst.firstAnswers.values()].filter((s) => s !== 201).length;
+  console.log(
+    `spread failover (${where}): survivors held all ${SHARDS} shards ${rebalancedMs} ms after the SIGKILL (lease ${LEASE_MS} ms); ${beforeKill} tips before, ${answers.size - beforeKill} after; ${unanswered} first tries unanswered and retried`,
+  );
+  await stopAndReconcile(survivors, creator, answers.size);
+}
+
+describe("shards spread over three processes", () => {
+  it(
+    "survives the SIGKILL of the creator's owner mid-burst: every key once, the feed whole",
+    () => survivesOwnerKill("one Redis"),
+    240_000,
+  );
+
+  it.runIf(hasRedisServer)(
+    "does the same with the WAL, leases and feeds on a three-master Redis Cluster",
+    async () => {
+      cluster = await RedisCluster.start(3);
+      try {
+        await survivesOwnerKill("Redis Cluster");
+      } finally {
+        for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+        await cluster.destroy();
+        cluster = null;
+      }
+    },
+    240_000,
+  );
 
   it("refuses a stalled process's late appends (SIGSTOP past its leases), then gives it a share again", async () => {
     const f = await fundedViewersAndCreator(env, vars(), 24);

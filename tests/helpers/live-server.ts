@@ -1,6 +1,7 @@
 // The server as a child process (tests/helpers/live-child.ts) for the live tests that kill and
 // restart it: the environment it runs with, and starting it until it says which port it listens on.
 import { type ChildProcess, spawn } from "node:child_process";
+import { appendFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { TokenService } from "../../src/auth/tokens.ts";
 import { startCore } from "../../src/main/core.ts";
@@ -15,7 +16,8 @@ export function liveChildVars(env: TestEnv, extra: Record<string, string> = {}):
     NODE_ENV: "test",
     DATABASE_URL: env.databaseUrl,
     REDIS_PREFIX: env.redisPrefix,
-    LOG_LEVEL: "silent",
+    // TEST_CHILD_LOG (a file) and TEST_CHILD_LOG_LEVEL: the children's logs, for a failing run.
+    LOG_LEVEL: process.env.TEST_CHILD_LOG ? (process.env.TEST_CHILD_LOG_LEVEL ?? "info") : "silent",
     SHARDS: "8",
     LEDGER_LEASE_MS: "300",
     SUPABASE_JWT_SECRET: TEST_JWT_SECRET,
@@ -50,9 +52,12 @@ export function spawnLiveChild(
     stdio: ["ignore", "pipe", stderr],
   });
   let port = 0;
+  const logFile = process.env.TEST_CHILD_LOG;
   createInterface({ input: child.stdout! }).on("line", (line) => {
     const m = /^PORT (\d+)$/.exec(line);
     if (m) port = Number(m[1]);
+    // What else a child prints (its persister thread's log) joins its log file, when asked for.
+    else if (logFile) appendFileSync(logFile, `${line}\n`);
   });
   const listening = waitFor(() => port > 0, timeoutMs, "the server child to listen").then(() => port);
   listening.catch(() => {}); // awaited by the caller; a standby never killed may never listen
