@@ -432,6 +432,10 @@ export class Ledger {
     // Recovery reads the WAL page by page and rebuilds the credit holds as it goes: until it is
     // done (or when the ledger stopped), no entry may leave, or an owed credit could go with it.
     if (this.recovering || this.halted) return KEEP_EVERYTHING;
+    // A shard given away (or taken by another while this process stalled): its holds went with
+    // its memory, so nothing here may say its entries' credits are durable. Its next owner replays
+    // what is left and re-derives them; its own persister trims.
+    if (!this.owned.has(shard)) return KEEP_EVERYTHING;
     const s = this.shards[shard]!;
     // An entry newer than the last one whose append reply we processed may be a tip whose credit
     // hold is not registered yet (the persister reads on its own connection, maybe first).

@@ -8,7 +8,7 @@
 // balance to the cent. Two followers of the creator's feed saw 1..N without a hole or a duplicate:
 // one on a process that survives, one on the killed process, which reconnects to another and
 // resumes with `since`.
-import { type ChildProcess, spawnSync } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shardOf } from "../../src/ledger/accounts.ts";
 import { startCore } from "../../src/main/core.ts";
@@ -17,15 +17,11 @@ import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { settle, silentLogger } from "../helpers/ledger.ts";
 import { type FeedFollower, followFeed } from "../helpers/live.ts";
 import { fundedViewersAndCreator, liveChildVars, startLiveChild } from "../helpers/live-server.ts";
-import { RedisCluster } from "../helpers/redis-cluster.ts";
 
 let env: TestEnv;
 const children: ChildProcess[] = [];
 let follower: FeedFollower | null = null;
 let moving: FeedFollower | null = null;
-/** Set while a case runs on a real three-master Redis Cluster. */
-let cluster: RedisCluster | null = null;
-const hasRedisServer = spawnSync("redis-server", ["--version"]).status === 0;
 
 const SHARDS = 12;
 const LEASE_MS = 1500;
@@ -38,7 +34,6 @@ afterAll(async () => {
   await moving?.stop();
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
   await env.cleanup();
-  await cluster?.destroy();
 });
 
 const vars = (extra: Record<string, string> = {}) =>
@@ -49,7 +44,6 @@ const vars = (extra: Record<string, string> = {}) =>
     SHARDS: String(SHARDS),
     LEDGER_SPREAD: "true",
     INTERNAL_TOKEN: "spread-failover-internal-token",
-    ...(cluster ? { REDIS_CLUSTER_NODES: cluster.nodes } : {}),
     ...extra,
   });
 
@@ -248,7 +242,9 @@ async function survivesOwnerKill(where: string): Promise<void> {
     60_000,
     "Postgres and the feed to hold every answered tip",
   ).catch(async (err) => {
-    const wal = await Promise.all(survivors.map(async (p) => JSON.stringify((await (await fetch(`${p.base}/readyz`)).json()))));
+    const wal = await Promise.all(
+      survivors.map(async (p) => JSON.stringify(await (await fetch(`${p.base}/readyz`)).json())),
+    );
     throw new Error(
       `${err.message}: postgres ${await tipsTo(creator)}, answered ${answers.size}, received ${received.length} and ${moving!.received.length}; survivors: ${wal.join(" | ")}`,
     );
@@ -272,21 +268,6 @@ describe("shards spread over three processes", () => {
   it(
     "survives the SIGKILL of the creator's owner mid-burst: every key once, the feed whole",
     () => survivesOwnerKill("one Redis"),
-    240_000,
-  );
-
-  it.runIf(hasRedisServer)(
-    "does the same with the WAL, leases and feeds on a three-master Redis Cluster",
-    async () => {
-      cluster = await RedisCluster.start(3);
-      try {
-        await survivesOwnerKill("Redis Cluster");
-      } finally {
-        for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
-        await cluster.destroy();
-        cluster = null;
-      }
-    },
     240_000,
   );
 

@@ -78,6 +78,8 @@ describe.each([
 
       const b = await startProcess();
       await waitForBalance([a, b]);
+      // A shard given away is never trimmed by its old owner: its credit holds went with it.
+      for (const s of owned(b)) expect(a.core.ledger.trimFloor(s)).toBe("0-1");
       const ready = await (await fetch(`${b.base}/readyz`)).json();
       expect(ready.ledger.processes).toBe(2);
       expect(ready.ledger.shards_owned).toEqual(owned(b));
