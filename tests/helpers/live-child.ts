@@ -10,7 +10,10 @@ import { setUpStripe } from "../../src/payments/stripe.ts";
 // Silent unless a test run asks for a log (TEST_CHILD_LOG: a file every child appends to).
 const logFile = process.env.TEST_CHILD_LOG;
 const logger = logFile
-  ? pino({ level: process.env.TEST_CHILD_LOG_LEVEL ?? "info" }, pino.destination({ dest: logFile, append: true }))
+  ? pino(
+      { level: process.env.TEST_CHILD_LOG_LEVEL ?? "info" },
+      pino.destination({ dest: logFile, append: true }),
+    )
   : pino({ level: "silent" });
 const config = loadConfig(process.env);
 const core = await startCore(config, logger);
