@@ -7,7 +7,7 @@ import { Worker } from "node:worker_threads";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type OpenAiStandin, startOpenAiStandin } from "../../src/standins/openai-standin.ts";
 import { type Api, startApi } from "../helpers/api.ts";
-import { createTestEnv, type TestEnv } from "../helpers/env.ts";
+import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 
 const SOURDOUGH = `Sourdough bread starts with a wild yeast starter. Feeding the sourdough starter every
 day with flour and water keeps the wild yeast lively, and a lively starter gives the bread an open
@@ -461,8 +461,14 @@ describe("the request loop", () => {
       senders[0]!.token,
       Array.from({ length: AI_BURST }, (_, i) => JSON.stringify({ title: `Energy ${i}`, text: longText(i) })),
     );
-    // Tips one after another from the moment the burst starts, for as long as it runs (up to
-    // the senders' fraud budget, which outlasts the burst's arrival at the server).
+    // Tips one after another from the burst's first answer (its requests reach the pool then:
+    // on a machine busy with other test files that can take longer than the senders' fraud
+    // budget lasts), for as long as it runs (up to that budget).
+    await waitFor(
+      () => burst.state.done > 0 || burst.state.finished || burst.state.error !== null,
+      60_000,
+      "the burst's first answer",
+    );
     const busy: number[] = [];
     const doneAtTips: number[] = [];
     while (!burst.state.finished && sent < senders.length * TIPS_PER_SENDER) {
