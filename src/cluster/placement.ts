@@ -16,6 +16,7 @@ import { holderProvenDead } from "../wal/process-identity.ts";
 /** What placement drives in the ledger. */
 export interface PlacedLedger {
   ownedShards(): number[];
+  health(): { recovering: boolean };
   /** Rebuilds memory for the shards whose leases this process holds now. */
   recover(why: string): Promise<void>;
   /** Stops owning `shards`; memory is rebuilt without them (their leases are still held). */
@@ -126,7 +127,11 @@ export class Placement {
       // The recovery tells the persister what the ledger owns now (Ledger.onOwnership).
       await ledger.recover("took shards over");
       await this.refreshRoutes();
+      return;
     }
+    // Nothing changed hands: the persister is kept in step all the same, so one whose restart
+    // failed (Redis away during a handover) is started again (a no-op when it already runs).
+    if (!ledger.health().recovering) await this.o.onOwned(ledger.ownedShards());
   }
 
   /** Takes free shards (lowest first) up to this process's share; the number taken. */
