@@ -39,6 +39,8 @@ const PAGE_MAX = 500;
 /** Entries of one creator received while its gap is read from the stream; beyond, the read goes
  * on to the stream's end instead (every published entry is in the stream). */
 const LIVE_WAITING_MAX = 10_000;
+/** How long a resuming client waits for this process to deliver up to where it left off elsewhere. */
+const REACH_WAIT_MS = 5000;
 
 interface TipInfo {
   id: string;
@@ -251,7 +253,7 @@ export class TipFeed {
         if (!sink.send(JSON.stringify({ op: "reset", seq: oldest }))) return;
         last = oldest - 1;
       }
-    } else if (last > top) {
+    } else if (last > top && !(await this.reach(creatorId, last))) {
       // Ahead of the feed (a client of another deployment, or a lost stream): start over from what is kept.
       const oldest = await this.d.store.oldest(creatorId);
       if (!sink.send(JSON.stringify({ op: "reset", seq: oldest }))) return;
@@ -283,6 +285,23 @@ export class TipFeed {
         if (!sink.send(this.frameOf(e))) return;
         last = e.seq;
       }
+    }
+  }
+
+  /**
+   * Across processes, a client resuming here may have seen entries this process has not delivered
+   * yet (it comes from the process that wrote them, whose messages are still on their way, or were
+   * never sent because it died). When the stream holds them, this process reads on to them and
+   * answers true once its own delivery has reached `seq`; false when they are not in the stream.
+   */
+  private async reach(creatorId: string, seq: number): Promise<boolean> {
+    if (!this.cross || (await this.d.store.top(creatorId)) < seq) return false;
+    const deadline = Date.now() + REACH_WAIT_MS;
+    for (;;) {
+      if ((this.tops.get(creatorId) ?? 0) >= seq) return true;
+      if (this.stopped || Date.now() > deadline) return false;
+      this.readOn(creatorId);
+      await new Promise((r) => setTimeout(r, 10));
     }
   }
 

@@ -17,11 +17,14 @@ import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { settle, silentLogger } from "../helpers/ledger.ts";
 import { type FeedFollower, followFeed } from "../helpers/live.ts";
 import { fundedViewersAndCreator, liveChildVars, startLiveChild } from "../helpers/live-server.ts";
+import { RedisCluster } from "../helpers/redis-cluster.ts";
 
 let env: TestEnv;
 const children: ChildProcess[] = [];
 let follower: FeedFollower | null = null;
 let moving: FeedFollower | null = null;
+/** Set while a case runs on a real three-master Redis Cluster. */
+let cluster: RedisCluster | null = null;
 
 const SHARDS = 12;
 const LEASE_MS = 1500;
@@ -34,6 +37,7 @@ afterAll(async () => {
   await moving?.stop();
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
   await env.cleanup();
+  await cluster?.destroy();
 });
 
 const vars = (extra: Record<string, string> = {}) =>
@@ -44,6 +48,7 @@ const vars = (extra: Record<string, string> = {}) =>
     SHARDS: String(SHARDS),
     LEDGER_SPREAD: "true",
     INTERNAL_TOKEN: "spread-failover-internal-token",
+    ...(cluster ? { REDIS_CLUSTER_NODES: cluster.nodes } : {}),
     ...extra,
   });
 
@@ -192,6 +197,17 @@ async function stopAndReconcile(procs: Proc[], creator: string, tips: number): P
   }
 }
 
+/** What is wrong with a follower's frames: numbers out of order, repeated or skipped ("" if none). */
+function feedFaults(frames: Array<{ seq: number }>): string {
+  const faults: string[] = [];
+  for (let i = 0; i < frames.length; i++) {
+    const want = i === 0 ? 1 : frames[i - 1]!.seq + 1;
+    const seq = frames[i]!.seq;
+    if (seq !== want) faults.push(`#${i}: ${seq} after ${i === 0 ? "nothing" : frames[i - 1]!.seq}`);
+  }
+  return faults.slice(0, 10).join(", ") + (faults.length > 10 ? ` (${faults.length} in all)` : "");
+}
+
 /**
  * The creator's owner SIGKILLed mid-burst: every key once, the feed whole (see the file's header).
  */
@@ -246,11 +262,13 @@ async function survivesOwnerKill(): Promise<void> {
       survivors.map(async (p) => JSON.stringify(await (await fetch(`${p.base}/readyz`)).json())),
     );
     throw new Error(
-      `${err.message}: postgres ${await tipsTo(creator)}, answered ${answers.size}, received ${received.length} and ${moving!.received.length}; survivors: ${wal.join(" | ")}`,
+      `${err.message}: postgres ${await tipsTo(creator)}, answered ${answers.size}, received ${received.length} (${feedFaults(received)}) and ${moving!.received.length} (${feedFaults(moving!.received)}); survivors: ${wal.join(" | ")}`,
     );
   });
   await follower.stop();
   await moving.stop();
+  expect(feedFaults(received), "the follower on a survivor").toBe("");
+  expect(feedFaults(moving.received), "the follower that moved").toBe("");
   expect(moving.connects()).toBeGreaterThan(1);
   expect(moving.received).toEqual(received);
 
@@ -271,52 +289,81 @@ describe("shards spread over three processes", () => {
     240_000,
   );
 
-  it("refuses a stalled process's late appends (SIGSTOP past its leases), then gives it a share again", async () => {
-    const f = await fundedViewersAndCreator(env, vars(), 24);
-    const { creator } = f;
-    const { procs, owned } = await startThree();
-    const stalled = procs[owned.findIndex((o) => o.includes(shardOf(creator, SHARDS)))]!;
-    const tokensBefore = (await readyz(stalled)).fencing_tokens;
-
-    // Tips go to the stalled process too: what it acknowledged before the stop counts, what it
-    // holds when stopped must never be acknowledged once others own its shards. While it is
-    // stopped, new tries go to the others (those it holds wait for it, then time out).
-    const burst = tipBurst(procs, f, "ss", 6, 3 * LEASE_MS);
-    const { answers } = burst;
-    await waitFor(() => answers.size >= 200, 60_000, "tips on three processes");
-    stalled.child.kill("SIGSTOP");
-    stalled.alive = false;
-    const stoppedAt = Date.now();
-    const others = procs.filter((p) => p !== stalled);
-    await waitForBalance(others, 30_000);
-    const takenMs = Date.now() - stoppedAt;
-    const countAtThaw = answers.size;
-    await waitFor(() => answers.size >= countAtThaw + 150, 60_000, "tips while it is stopped");
-    stalled.child.kill("SIGCONT");
-    stalled.alive = true;
-    // Back: its shards are others' now; it takes a share again (with new fencing tokens).
-    const thawedAt = Date.now();
-    await waitForBalance(procs, 30_000);
-    const backMs = Date.now() - thawedAt;
-    const after = await readyz(stalled);
-    for (const s of after.shards_owned) {
-      if (tokensBefore[s] !== undefined) expect(after.fencing_tokens[s]).toBeGreaterThan(tokensBefore[s]!);
+  it("does the same with the WAL, leases, feeds and live channel on a three-master Redis Cluster", async () => {
+    cluster = await RedisCluster.start(3);
+    try {
+      await survivesOwnerKill();
+    } finally {
+      for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+      await cluster.destroy();
+      cluster = null;
     }
-    await waitFor(() => answers.size >= countAtThaw + 300, 60_000, "tips after the thaw");
-    await burst.stop();
-    expect(stalled.child.exitCode).toBeNull();
+  }, 240_000);
 
-    await waitFor(
-      async () => (await tipsTo(creator)) === answers.size,
-      60_000,
-      "Postgres to hold every answered tip",
-    ).catch(async (err) => {
-      throw new Error(`${err.message}: postgres ${await tipsTo(creator)}, answered ${answers.size}`);
-    });
-    await expectEachKeyOnce(creator, answers);
-    console.log(
-      `spread stall: the others held every shard ${takenMs} ms after the SIGSTOP (lease ${LEASE_MS} ms), and gave it a share again ${backMs} ms after the SIGCONT; ${answers.size} tips, each once`,
-    );
-    await stopAndReconcile(procs, creator, answers.size);
+  it(
+    "refuses a stalled process's late appends (SIGSTOP past its leases), then gives it a share again",
+    () => survivesStall(),
+    240_000,
+  );
+
+  it("does the same with the WAL and leases on a three-master Redis Cluster", async () => {
+    cluster = await RedisCluster.start(3);
+    try {
+      await survivesStall();
+    } finally {
+      for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+      await cluster.destroy();
+      cluster = null;
+    }
   }, 240_000);
 });
+
+/** A process SIGSTOPped past its leases mid-burst: its late appends refused, every key once. */
+async function survivesStall(): Promise<void> {
+  const f = await fundedViewersAndCreator(env, vars(), 24);
+  const { creator } = f;
+  const { procs, owned } = await startThree();
+  const stalled = procs[owned.findIndex((o) => o.includes(shardOf(creator, SHARDS)))]!;
+  const tokensBefore = (await readyz(stalled)).fencing_tokens;
+
+  // Tips go to the stalled process too: what it acknowledged before the stop counts, what it
+  // holds when stopped must never be acknowledged once others own its shards. While it is
+  // stopped, new tries go to the others (those it holds wait for it, then time out).
+  const burst = tipBurst(procs, f, "ss", 6, 3 * LEASE_MS);
+  const { answers } = burst;
+  await waitFor(() => answers.size >= 200, 60_000, "tips on three processes");
+  stalled.child.kill("SIGSTOP");
+  stalled.alive = false;
+  const stoppedAt = Date.now();
+  const others = procs.filter((p) => p !== stalled);
+  await waitForBalance(others, 30_000);
+  const takenMs = Date.now() - stoppedAt;
+  const countAtThaw = answers.size;
+  await waitFor(() => answers.size >= countAtThaw + 150, 60_000, "tips while it is stopped");
+  stalled.child.kill("SIGCONT");
+  stalled.alive = true;
+  // Back: its shards are others' now; it takes a share again (with new fencing tokens).
+  const thawedAt = Date.now();
+  await waitForBalance(procs, 30_000);
+  const backMs = Date.now() - thawedAt;
+  const after = await readyz(stalled);
+  for (const s of after.shards_owned) {
+    if (tokensBefore[s] !== undefined) expect(after.fencing_tokens[s]).toBeGreaterThan(tokensBefore[s]!);
+  }
+  await waitFor(() => answers.size >= countAtThaw + 300, 60_000, "tips after the thaw");
+  await burst.stop();
+  expect(stalled.child.exitCode).toBeNull();
+
+  await waitFor(
+    async () => (await tipsTo(creator)) === answers.size,
+    60_000,
+    "Postgres to hold every answered tip",
+  ).catch(async (err) => {
+    throw new Error(`${err.message}: postgres ${await tipsTo(creator)}, answered ${answers.size}`);
+  });
+  await expectEachKeyOnce(creator, answers);
+  console.log(
+    `spread stall: the others held every shard ${takenMs} ms after the SIGSTOP (lease ${LEASE_MS} ms), and gave it a share again ${backMs} ms after the SIGCONT; ${answers.size} tips, each once`,
+  );
+  await stopAndReconcile(procs, creator, answers.size);
+}

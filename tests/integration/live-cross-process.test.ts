@@ -286,6 +286,41 @@ describe("live feed across processes", () => {
     expect(f.seqs()).toEqual(range(1, 11));
   });
 
+  it("resumes a client that saw on A entries B has not heard yet: the rest exactly, no reset", async () => {
+    // A failover: the client followed on A (the writer), which delivered 1..8 and died before its
+    // publish of 6..8 left; the client reconnects to B (which has delivered 1..5) with since=8.
+    const a = await startProcess();
+    const b = await startProcess();
+    const [creator] = await createUsers(env.pool, 1, "cr");
+    const onB = await b.follow(creator!);
+    const onA = await a.follow(creator!);
+    a.feed.durable(durableTips(creator!, 1, 5));
+    await waitFor(() => onB.seqs().length >= 5, 10_000, "entries 1..5 on B");
+    a.redis.publish = (() => Promise.resolve(0)) as typeof a.redis.publish; // never leaves A
+    a.feed.durable(durableTips(creator!, 6, 8));
+    await waitFor(() => onA.seqs().length >= 8, 10_000, "entries 6..8 on A");
+    expect(b.delivered(creator!)).toEqual(range(1, 5));
+
+    const resumed = await b.follow(creator!, 8);
+    expect(resumed.frames.filter((f) => f.op === "reset")).toEqual([]);
+    expect(resumed.joined).toBe(true);
+    expect(resumed.seqs()).toEqual([]);
+    // B delivered 6..8 from the stream on its way to the client's place: its other follower has them.
+    expect(b.delivered(creator!)).toEqual(range(1, 8));
+    expect(onB.seqs()).toEqual(range(1, 8));
+    // The next entry, written by another process (the new owner), reaches the client once.
+    const c = await startProcess();
+    c.feed.durable(durableTips(creator!, 9, 10));
+    await waitFor(() => resumed.seqs().length >= 2, 10_000, "entries 9..10 on B");
+    expect(resumed.seqs()).toEqual([9, 10]);
+    expect(onB.seqs()).toEqual(range(1, 10));
+
+    // A since beyond anything in the stream is still a reset to what is kept.
+    const ahead = await b.follow(creator!, 50);
+    expect(ahead.frames[1]).toEqual({ op: "reset", seq: 1 });
+    expect(ahead.seqs()).toEqual(range(1, 10));
+  });
+
   it("delivers each entry once when a process writes entries another one published meanwhile", async () => {
     // A shard changing owner: A and C both write the same credits (the old owner and the new one
     // replaying them). In each round C's append is on its way when A's publish of the same entries
