@@ -92,10 +92,14 @@ export interface TipFeedDeps {
 /** One entry as published: creator, number, live frame. */
 type LiveEntry = [creatorId: string, seq: number, frame: string];
 
-/** A published batch: the TipFeed that wrote it (`o`) and its entries (`e`), each creator's in order. */
+/**
+ * A published batch: the TipFeed that wrote it (`o`), its entries (`e`), each creator's in order,
+ * and creators whose stream is known to reach a number without those entries in hand (`r`).
+ */
 interface LiveBatch {
   o: string;
   e: LiveEntry[];
+  r?: Array<[creatorId: string, seq: number]>;
 }
 
 /** A creator's gap being read from the stream; entries received meanwhile wait behind it. */
@@ -370,14 +374,24 @@ export class TipFeed {
     // written to the stream, e.g. a crash between the credit and the stream) is filled from Postgres.
     const expected = new Map(creators.map((c) => [c, this.tops.get(c)!]));
     const todo: Pending[] = [];
+    // Cross-process: entries already in the stream (a new owner replaying what the old one wrote):
+    // the old one may have died before publishing them, so the others are told how far it goes.
+    let replayed: Map<string, number> | null = null;
     for (const p of batch) {
       const last = expected.get(p.creatorId)!;
-      if (p.seq <= last) continue;
+      if (p.seq <= last) {
+        if (this.cross) {
+          replayed ??= new Map();
+          replayed.set(p.creatorId, Math.max(p.seq, replayed.get(p.creatorId) ?? 0));
+        }
+        continue;
+      }
       if (p.seq > last + 1)
         todo.push(...(await this.hole(p.creatorId, Math.max(last, p.seq - 1 - this.d.retention), p.seq)));
       todo.push(p);
       expected.set(p.creatorId, p.seq);
     }
+    if (replayed) this.publish([], [...replayed]);
     if (todo.length === 0) return;
     const infos = await this.tipInfos(todo.map((p) => p.txId));
     const names = await this.names([...infos.values()].map((t) => t.fromUserId));
@@ -434,9 +448,11 @@ export class TipFeed {
   // --- across processes ----------------------------------------------------------------------
 
   /** One PUBLISH per written batch, not awaited: a lost one is a gap the receivers fill. */
-  private publish(entries: LiveEntry[]): void {
+  private publish(entries: LiveEntry[], reached?: Array<[string, number]>): void {
     const cross = this.cross!;
-    const batch: LiveBatch = { o: this.origin, e: entries };
+    const batch: LiveBatch = reached
+      ? { o: this.origin, e: entries, r: reached }
+      : { o: this.origin, e: entries };
     cross.publisher.publish(cross.channel, JSON.stringify(batch)).catch((err: Error) => {
       this.d.logger.warn({ err: err.message }, "tip feed: publishing a batch failed; receivers fill it in");
     });
@@ -456,6 +472,10 @@ export class TipFeed {
     const reached = new Set<string>();
     try {
       for (const [creatorId, seq, frame] of batch.e) this.receive(creatorId, seq, frame, reached);
+      // Creators' feeds known to reach these numbers: read on to them where delivery is behind.
+      for (const [creatorId, seq] of batch.r ?? []) {
+        if (this.followedHere(creatorId) && (this.tops.get(creatorId) ?? seq) < seq) this.readOn(creatorId);
+      }
     } finally {
       if (reached.size > 0) this.delivered(reached);
     }

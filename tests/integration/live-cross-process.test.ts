@@ -321,6 +321,30 @@ describe("live feed across processes", () => {
     expect(ahead.seqs()).toEqual(range(1, 10));
   });
 
+  it("delivers entries the old owner wrote but never published once the new owner replays them", async () => {
+    // A failover with nothing after it: A wrote 6..8 to the stream and died before publishing
+    // them; no further tip comes. C, the new owner, replays the credits of 1..8: all are in the
+    // stream already, so it writes nothing, but it says how far the feed goes and B reads on.
+    const a = await startProcess();
+    const b = await startProcess();
+    const [creator] = await createUsers(env.pool, 1, "cr");
+    const onB = await b.follow(creator!);
+    a.feed.durable(durableTips(creator!, 1, 5));
+    await waitFor(() => onB.seqs().length >= 5, 10_000, "entries 1..5 on B");
+    a.redis.publish = (() => Promise.resolve(0)) as typeof a.redis.publish;
+    a.feed.durable(durableTips(creator!, 6, 8));
+    await waitFor(() => a.delivered(creator!).length === 8, 10_000, "entries 6..8 written on A");
+    a.feed.stop();
+
+    const c = await startProcess();
+    c.feed.durable(durableTips(creator!, 1, 8));
+    await waitFor(() => onB.seqs().length >= 8, 10_000, "entries 6..8 on B without another tip");
+    expect(onB.seqs()).toEqual(range(1, 8));
+    c.feed.durable(durableTips(creator!, 9, 9));
+    await waitFor(() => onB.seqs().length >= 9, 10_000, "entry 9 on B");
+    expect(onB.seqs()).toEqual(range(1, 9));
+  });
+
   it("delivers each entry once when a process writes entries another one published meanwhile", async () => {
     // A shard changing owner: A and C both write the same credits (the old owner and the new one
     // replaying them). In each round C's append is on its way when A's publish of the same entries
