@@ -64,7 +64,14 @@ export function createLive(d: {
     retention: config.FEED_RETENTION,
     crossProcess,
   });
-  core.ledger.onDurable = feed.durable;
+  // Chained after what the core observes already (status changes published to other processes).
+  const before = core.ledger.onDurable;
+  core.ledger.onDurable = before
+    ? (events) => {
+        before(events);
+        feed.durable(events);
+      }
+    : feed.durable;
   feed.listen().catch((err: Error) => {
     d.logger.error({ err: err.message }, "tip feed: subscribing to other processes' entries failed");
   });
@@ -104,7 +111,7 @@ export function createLive(d: {
       publicBaseUrl: config.PUBLIC_BASE_URL,
     }),
     close() {
-      core.ledger.onDurable = null;
+      core.ledger.onDurable = before;
       feed.stop();
       sockets.close();
       redis.disconnect();

@@ -1,7 +1,14 @@
 // Owns wiring the core together: Postgres (database created and migrated), Redis, the ledger
 // (recovered from Postgres + WAL before it takes commands) and the WAL persister.
 import type { RedisOptions } from "ioredis";
-import { openRedis, type RedisClient, type RedisTarget, redisTarget } from "../redis/connect.ts";
+import {
+  duplicateRedis,
+  openRedis,
+  type RedisClient,
+  type RedisTarget,
+  redisTarget,
+} from "../redis/connect.ts";
+import { redisKeys } from "../redis/keys.ts";
 import { adoptLegacyLayout } from "../wal/legacy-layout.ts";
 import type pg from "pg";
 import type { Logger } from "pino";
@@ -20,6 +27,7 @@ import { type PersisterLike, PersisterThread } from "../persist/persister-thread
 import { PersisterSwitch } from "../persist/persister-switch.ts";
 import { PeerClient } from "../cluster/peers.ts";
 import { Placement } from "../cluster/placement.ts";
+import { StatusBroadcast } from "../cluster/status-broadcast.ts";
 
 export interface Core {
   config: Config;
@@ -147,6 +155,7 @@ export async function startCore(
     spread,
   );
   let persister: PersisterLike | null = null;
+  let broadcast: StatusBroadcast | null = null;
   const placement = spread
     ? new Placement({
         redis,
@@ -248,6 +257,23 @@ export async function startCore(
       switcher!.assign(shards).catch((err) => logger.error({ err }, "restarting the persister failed"));
     };
     placement.start(ledger);
+    // A suspension decided here reaches the other processes' tip decisions at once.
+    const subscriber = duplicateRedis(redis, { maxRetriesPerRequest: null });
+    subscriber.on("error", (err: Error) =>
+      logger.warn({ err: err.message }, "status broadcast subscriber redis connection error"),
+    );
+    broadcast = new StatusBroadcast({
+      publisher: redis,
+      subscriber,
+      channel: redisKeys(config.REDIS_PREFIX).accountStatus,
+      ledger: {
+        recovering: () => ledger.health().recovering,
+        learnStatus: (id, status, version) => ledger.learnStatus(id, status, version),
+      },
+      logger,
+    });
+    ledger.onDurable = broadcast.durable;
+    await broadcast.start();
   }
   const evictTimer = setInterval(() => {
     ledger.evictIdle().catch((err) => logger.warn({ err }, "evicting idle accounts failed"));
@@ -264,6 +290,7 @@ export async function startCore(
     placement,
     async stop() {
       clearInterval(evictTimer);
+      broadcast?.stop();
       await placement?.stop();
       await ledger.stop();
       await persisting.stop();

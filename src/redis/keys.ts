@@ -23,6 +23,8 @@ export interface RedisKeys {
   tipFeed(creatorId: string): string;
   /** The pub/sub channel on which each process publishes the feed entries it wrote (LEDGER_SPREAD). */
   feedLive: string;
+  /** The pub/sub channel on which each process publishes the status changes it decided (LEDGER_SPREAD). */
+  accountStatus: string;
   /** Shards spread over processes: the live processes (owner id, scored by when it expires). */
   members: string;
   /** Shards spread over processes: each live process's internal address, by owner id. */
@@ -40,6 +42,7 @@ export function redisKeys(prefix: string): RedisKeys {
     bullPrefix: `${prefix}{bull}`,
     tipFeed: (creatorId) => `${prefix}feed:${creatorId}`,
     feedLive: `${prefix}feed-live`,
+    accountStatus: `${prefix}account-status`,
     members: `${prefix}members`,
     memberUrls: `${prefix}member-urls`,
   };

@@ -8,7 +8,13 @@ import { isUuid, shardOf } from "../ledger/accounts.ts";
 import { ownerOf } from "../ledger/decide.ts";
 import type { WalEvent } from "../ledger/events.ts";
 import { type AccountMem, LedgerInvariantError, viewOf } from "../ledger/state.ts";
-import type { AccountView, PayoutRecord, TransactionRecord, UserCommand } from "../ledger/types.ts";
+import type {
+  AccountStatus,
+  AccountView,
+  PayoutRecord,
+  TransactionRecord,
+  UserCommand,
+} from "../ledger/types.ts";
 import { AccountLoader } from "./account-loader.ts";
 import { Directory } from "./directory.ts";
 import { type DurableObserver, type FlushObserver, GroupCommit } from "./group-commit.ts";
@@ -43,7 +49,8 @@ const KEEP_EVERYTHING = "0-1";
 /**
  * Shards spread over processes: how long what this process knows of another process's account
  * (a tip recipient's status) is believed before it is read again. A suspension decided in another
- * process reaches tips decided here within this time plus the WAL's lag into Postgres.
+ * process is published to every process at once (src/cluster/status-broadcast.ts); this time plus
+ * the WAL's lag into Postgres only bounds it when that message is lost.
  */
 const REMOTE_DIRECTORY_TTL_MS = 5_000;
 
@@ -224,6 +231,15 @@ export class Ledger {
   /** The shards this process owns now, in order. */
   ownedShards(): number[] {
     return [...this.owned].sort((a, b) => a - b);
+  }
+
+  /**
+   * A status change another process decided and published (LEDGER_SPREAD): tips decided here
+   * read it from the directory at once instead of after the next read of the account.
+   */
+  learnStatus(id: string, status: AccountStatus, version: number): void {
+    if (!isUuid(id) || this.owned.has(this.shardOf(id))) return;
+    this.directory.learn(id, { kind: "user", status, version }, false);
   }
 
   /** The owner of `accountId`'s shard is another process (whom peers reach). */

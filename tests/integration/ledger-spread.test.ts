@@ -179,4 +179,74 @@ describe.each([
       expect(report.totalBalanceCents).toBe(0);
     },
   );
+
+  it.runIf(hasRedisServer || !onCluster)(
+    "stops tips decided on one process as soon as another suspends their recipient, and resumes them",
+    async () => {
+      for (const p of apis.splice(0).reverse()) await p.close(); // the last case's processes
+      const a = await startProcess();
+      const b = await startProcess();
+      await waitForBalance([a, b]);
+      const viewers = await createUsers(env.pool, 16);
+      const creators = await createUsers(env.pool, 16, "cr");
+      const ownedBy = (p: Api, id: string) => p.core.ledger.owns(p.core.ledger.shardOf(id));
+      // The tips are decided by a (the viewer's owner); the creator's status by b (its owner).
+      const viewer = viewers.find((v) => ownedBy(a, v))!;
+      const creator = creators.find((c) => ownedBy(b, c))!;
+      expect(viewer && creator).toBeTruthy();
+      await a.core.ledger.submit({
+        kind: "deposit",
+        key: randomUUID(),
+        accountId: viewer,
+        amountCents: 100_000,
+      });
+      const tip = () =>
+        a.core.ledger.submit({
+          kind: "tip",
+          key: randomUUID(),
+          fromAccountId: viewer,
+          toAccountId: creator,
+          amountCents: 100,
+        });
+      /** Tips until one is refused (true) or accepted (false), per `refused`, within `ms`. */
+      const tipsUntil = async (refused: boolean, ms: number): Promise<number> => {
+        const from = Date.now();
+        await waitFor(
+          async () => {
+            try {
+              await tip();
+              return !refused;
+            } catch (err) {
+              if ((err as { code?: string }).code !== "fraud_blocked") throw err;
+              expect((err as { details?: { rule?: string } }).details?.rule).toBe("suspended_account");
+              return refused;
+            }
+          },
+          ms,
+          refused ? "a tip refused on the process deciding it" : "a tip accepted again",
+        );
+        return Date.now() - from;
+      };
+      // a knows the creator now (a directory entry it would otherwise believe for 5 s).
+      await tip();
+
+      await b.core.ledger.submit({
+        kind: "set_status",
+        key: randomUUID(),
+        accountId: creator,
+        status: "suspended",
+      });
+      const refusedAfterMs = await tipsUntil(true, 1000);
+      await b.core.ledger.submit({
+        kind: "set_status",
+        key: randomUUID(),
+        accountId: creator,
+        status: "active",
+      });
+      const acceptedAfterMs = await tipsUntil(false, 1000);
+      console.log(
+        `status across processes: refused ${refusedAfterMs} ms after the suspension, accepted ${acceptedAfterMs} ms after the reinstatement`,
+      );
+    },
+  );
 });
