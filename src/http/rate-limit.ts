@@ -17,7 +17,7 @@
 // those writes cost about a quarter of tip throughput (bench, limits on vs off); a library that
 // batches across requests does not exist, and the window logic is a few lines of Lua
 // (src/redis/lua/rate-limit-consume.lua).
-import type { RedisClient } from "../redis/connect.ts";
+import { isCluster, type RedisClient } from "../redis/connect.ts";
 import type { Config } from "../config.ts";
 import { AppError } from "../errors.ts";
 import { type RedisKeys, redisKeys } from "../redis/keys.ts";
@@ -85,6 +85,7 @@ export class RateLimits {
   /** Keys known to be over budget, until their window ends: refused without asking Redis. */
   private readonly blockedUntil = new Map<string, number>();
   private readonly users = new UserWindows();
+  private readonly cluster: boolean;
 
   constructor(redis: RedisClient, config: Config) {
     // Both per-minute limits at 0 switch every limit off, the stricter auth one included.
@@ -99,6 +100,7 @@ export class RateLimits {
     // Variadic: the number of counters is passed with each call.
     defineScript(redis, "rateLimitConsume", "rate-limit-consume.lua");
     this.redis = redis as ConsumingRedis;
+    this.cluster = isCluster(redis);
   }
 
   /**
@@ -144,6 +146,12 @@ export class RateLimits {
     const all = this.pending;
     this.pending = [];
     this.scheduled = false;
+    if (this.cluster) {
+      // A script may only touch keys of one slot, and each client's counter has a slot of its
+      // own: one call per check there (the cluster client still writes them in one go per node).
+      for (const c of all) void this.send([c]);
+      return;
+    }
     // A bounded number of keys per command keeps the argument list far from the engine's limits.
     for (let i = 0; i < all.length; i += MAX_KEYS_PER_COMMAND) {
       void this.send(all.slice(i, i + MAX_KEYS_PER_COMMAND));

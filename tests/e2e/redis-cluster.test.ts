@@ -2,10 +2,12 @@
 // the persister's consumer groups, the creators' feed streams, the rate limiters, the payout
 // outcome stream and BullMQ's queues all live on it, each routed by its key's hash tag. A tip over
 // HTTP and one over WebSocket, the feed, an idempotent replay, a withdrawal through the payout
-// worker, and at the end Postgres equals memory and the books sum to zero.
+// worker, many clients' rate limits in one turn, and at the end Postgres equals memory and the
+// books sum to zero.
 import { randomUUID } from "node:crypto";
 import { spawnSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RateLimits } from "../../src/http/rate-limit.ts";
 import { redisKeys } from "../../src/redis/keys.ts";
 import { reconcileLedger } from "../../src/persist/reconcile.ts";
 import type { PayoutWorker } from "../../src/workers/payout-worker.ts";
@@ -96,6 +98,18 @@ describe.runIf(hasRedisServer)("the API on a Redis Cluster", () => {
           .status === "paid",
       20_000,
       "the payout to be paid",
+    );
+  });
+
+  it("counts many clients' rate limits in one turn, each counter in its own slot", async () => {
+    // Each client's counter hashes to a slot of its own: checks from one event-loop turn cannot
+    // share one script call there (they did, and every one answered 503 once two IPs met).
+    const limits = new RateLimits(api.core.limitsRedis, { ...api.core.config, RATE_LIMIT_IP_PER_MIN: 3 });
+    const ips = Array.from({ length: 20 }, (_, i) => `10.0.${i}.${randomUUID().slice(0, 2)}`);
+    for (let round = 0; round < 3; round++) await Promise.all(ips.map((ip) => limits.consume("ip", ip)));
+    const fourth = await Promise.allSettled(ips.map((ip) => limits.consume("ip", ip)));
+    expect(fourth.map((r) => (r.status === "rejected" ? r.reason.code : "ok"))).toEqual(
+      ips.map(() => "rate_limited"),
     );
   });
 
