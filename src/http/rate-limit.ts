@@ -9,8 +9,8 @@
 // user's requests, and a distinct Redis key per tipping user was the hot path's largest Redis
 // cost (issue 16: about 5% of the main thread's time in socket writes, plus the script's work in
 // Redis). A restart forgets the user windows, which only grants a user one fresh minute; the
-// per-IP budget still holds. When shards spread over processes (issue 17), the user's budget
-// belongs with the process that owns the user's shard.
+// per-IP budget still holds. With shards spread over processes (LEDGER_SPREAD) a user's requests
+// reach any process, so the per-user budget is counted in Redis there too, like the others.
 //
 // Checks are group-committed like the WAL: every check made in one event-loop turn goes to Redis
 // as ONE command. rate-limiter-flexible sent one command per check, and with two checks per tip
@@ -86,6 +86,8 @@ export class RateLimits {
   private readonly blockedUntil = new Map<string, number>();
   private readonly users = new UserWindows();
   private readonly cluster: boolean;
+  /** One process sees every request of a user: the per-user budget is counted in memory. */
+  private readonly usersHere: boolean;
 
   constructor(redis: RedisClient, config: Config) {
     // Both per-minute limits at 0 switch every limit off, the stricter auth one included.
@@ -101,6 +103,7 @@ export class RateLimits {
     defineScript(redis, "rateLimitConsume", "rate-limit-consume.lua");
     this.redis = redis as ConsumingRedis;
     this.cluster = isCluster(redis);
+    this.usersHere = !config.LEDGER_SPREAD;
   }
 
   /**
@@ -108,7 +111,7 @@ export class RateLimits {
    * budget until its window ends. Null when it is not known to be (Redis may still refuse it).
    */
   knownLimited(kind: LimitKind, key: string): AppError | null {
-    if (this.budgets[kind] <= 0 || kind === "user") return null;
+    if (this.budgets[kind] <= 0 || (kind === "user" && this.usersHere)) return null;
     return this.blocked(kind, this.keys.rateLimit(kind, key));
   }
 
@@ -126,7 +129,7 @@ export class RateLimits {
   consume(kind: LimitKind, key: string): Promise<void> {
     const budget = this.budgets[kind];
     if (budget <= 0) return Promise.resolve();
-    if (kind === "user") {
+    if (kind === "user" && this.usersHere) {
       const waitMs = this.users.take(key, budget, Date.now());
       return waitMs > 0 ? Promise.reject(limited(kind, waitMs)) : Promise.resolve();
     }

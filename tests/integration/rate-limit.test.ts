@@ -110,6 +110,26 @@ describe("rate limits", () => {
     expect(await outcome(b.consume("ip", "192.0.2.50"))).toMatchObject({ code: "rate_limited" });
   });
 
+  it("holds a user's budget across processes in Redis when shards are spread over them", async () => {
+    const config = env.config({
+      RATE_LIMIT_USER_PER_MIN: "3",
+      LEDGER_SPREAD: "true",
+      INTERNAL_TOKEN: "rate-limit-test-internal-token",
+    });
+    const a = new RateLimits(env.redis, config);
+    const b = new RateLimits(env.redis, config);
+    expect(await outcome(a.consume("user", "u-spread"))).toBe("ok");
+    expect(await outcome(b.consume("user", "u-spread"))).toBe("ok");
+    expect(await outcome(a.consume("user", "u-spread"))).toBe("ok");
+    expect(await outcome(b.consume("user", "u-spread"))).toMatchObject({
+      code: "rate_limited",
+      details: { limit: "user" },
+    });
+    // Known to be past its budget: refused at once, without asking Redis again.
+    expect(b.knownLimited("user", "u-spread")).toMatchObject({ code: "rate_limited" });
+    expect(await env.redis.get(`${env.redisPrefix}rl:user:u-spread`)).toBe("4");
+  });
+
   it("counts a user's budget in the process, synchronously, without Redis", async () => {
     // A Redis that cannot answer: the user budget must not need it.
     const dead = await deadRedis();
