@@ -66,6 +66,8 @@ describe("failover to a standby", () => {
     // The creator's feed, followed across the failover as the protocol asks of a client.
     follower = followFeed(() => base, creatorToken);
     const received = follower.received;
+    // Subscribed before the first tip: it must see the feed from 1.
+    await waitFor(() => follower!.subscriptions() > 0, 10_000, "the follower to subscribe");
 
     // Tippers: each key is sent until it is answered 201 (on whichever process serves by then).
     const answers = new Map<string, Answer>();

@@ -223,7 +223,12 @@ async function survivesOwnerKill(): Promise<void> {
   const received = follower.received;
   // This one sits on the process that will be killed, then on any survivor.
   moving = followFeed(() => (victim.alive ? victim.base : watcher.base), creatorToken);
-  await waitFor(() => follower!.connects() > 0 && moving!.connects() > 0, 10_000, "the followers to connect");
+  // Subscribed before the first tip: each must see the feed from 1.
+  await waitFor(
+    () => follower!.subscriptions() > 0 && moving!.subscriptions() > 0,
+    10_000,
+    "the followers to subscribe",
+  );
 
   const burst = tipBurst(procs, f, "sf", 8, 8000);
   const { answers } = burst;

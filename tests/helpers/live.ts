@@ -87,6 +87,8 @@ export interface FeedFollower {
   current(): LiveClient | null;
   /** Sockets opened so far. */
   connects(): number;
+  /** Subscriptions the server confirmed so far (tips from then on reach `received`). */
+  subscriptions(): number;
   /** Stops following and closes the socket. */
   stop(): Promise<void>;
 }
@@ -105,6 +107,7 @@ export function followFeed(
   let following = true;
   let sub: LiveClient | null = null;
   let connects = 0;
+  let subscriptions = 0;
   const loop = (async () => {
     while (following) {
       try {
@@ -115,6 +118,7 @@ export function followFeed(
         live.ws.on("message", (data) => {
           const f = JSON.parse(data.toString());
           if (f.op === "tip") received.push({ seq: f.seq, id: f.tip.id });
+          else if (f.op === "subscribed") subscriptions++;
         });
         live.send({ op: "subscribe", channel: "tips", ...(since !== undefined ? { since } : {}) });
         onSubscribe?.(since);
@@ -129,6 +133,7 @@ export function followFeed(
     received,
     current: () => sub,
     connects: () => connects,
+    subscriptions: () => subscriptions,
     async stop() {
       following = false;
       await loop;
