@@ -60,6 +60,11 @@ export interface BenchOptions {
    * REDIS_URL for both, however it is configured.
    */
   redis: "durable" | "shared";
+  /**
+   * With --redis durable, where the live feeds go: volatile (default), the rate limiters' Redis
+   * without persistence (FEED_REDIS_URL), as docker-compose deploys them; wal, the WAL's Redis.
+   */
+  feedRedis: "volatile" | "wal";
   /** ws-feed: overlay subscribers of the hot creator during ws-tip-hot. */
   feedSubscribers: number;
   /** Processes the WebSocket tippers' sockets are spread over. */
@@ -89,6 +94,8 @@ const USAGE = `npm run bench -- [options]
                      appendfsync always, so every acknowledged tip is on disk, and the rate limits
                      in a second one without persistence (RATE_LIMIT_REDIS_URL);
                      shared: both in the Redis at REDIS_URL, however it is configured
+  --feed-redis WHERE with --redis durable: volatile (default), the creators' feed streams in the
+                     Redis without persistence (FEED_REDIS_URL); wal: in the WAL's fsynced Redis
 environment: BENCH_NODE_FLAGS="--trace-gc ..." adds node flags to the servers it starts`;
 
 export function parseOptions(argv: string[]): BenchOptions {
@@ -106,6 +113,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       profile: { type: "string" },
       keep: { type: "boolean", default: false },
       redis: { type: "string", default: "durable" },
+      "feed-redis": { type: "string", default: "volatile" },
       "feed-subscribers": { type: "string", default: "1000" },
       "ws-processes": { type: "string", default: String(DEFAULT_WS_PROCESSES) },
       help: { type: "boolean", default: false },
@@ -141,6 +149,9 @@ export function parseOptions(argv: string[]): BenchOptions {
   if (values.redis !== "durable" && values.redis !== "shared") {
     throw new Error(`--redis must be durable or shared, got ${values.redis}`);
   }
+  if (values["feed-redis"] !== "volatile" && values["feed-redis"] !== "wal") {
+    throw new Error(`--feed-redis must be volatile or wal, got ${values["feed-redis"]}`);
+  }
   if (!/^[a-z_][a-z0-9_]*$/.test(values.db)) throw new Error("--db must be a lower-case SQL identifier");
   return {
     durationS: values.duration ? positive("duration", values.duration) : values.quick ? 3 : 10,
@@ -156,6 +167,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     profileDir: values.profile ?? null,
     keep: values.keep,
     redis: values.redis,
+    feedRedis: values["feed-redis"],
     feedSubscribers: Math.round(positive("feed-subscribers", values["feed-subscribers"])),
     wsProcesses: Math.round(positive("ws-processes", values["ws-processes"])),
   };

@@ -256,6 +256,7 @@ function ledgerServerEnv(s: RunState, dbName: string, prefix: string): Record<st
     DATABASE_URL: databaseUrl(dbName),
     REDIS_URL: s.redisUrl,
     ...(s.limitsRedisUrl ? { RATE_LIMIT_REDIS_URL: s.limitsRedisUrl } : {}),
+    ...(s.limitsRedisUrl && s.o.feedRedis === "volatile" ? { FEED_REDIS_URL: s.limitsRedisUrl } : {}),
     REDIS_PREFIX: prefix,
     SUPABASE_JWT_SECRET: s.secret,
     // Any free port for the in-process Stripe stand-in, so a running dev server is no obstacle.
@@ -308,7 +309,7 @@ async function runLedgerServer(s: RunState, pop: Population): Promise<void> {
   const config = loadConfig({ ...process.env, ...serverEnv });
   s.setup.push(
     `3AM server: SHARDS=${config.SHARDS}, PERSIST_LANES=${config.PERSIST_LANES}, WAL_BATCH_MAX=${config.WAL_BATCH_MAX}, fraud rules at their defaults (${config.FRAUD_MAX_TX_PER_HOUR} tips/hour, $${config.FRAUD_MAX_VOLUME_PER_HOUR_USD}/hour), NODE_ENV=development (production insists on real Stripe keys)`,
-    `rate limits on (per IP counted in Redis, per user in the server's memory; RATE_LIMIT_IP_PER_MIN=RATE_LIMIT_USER_PER_MIN=${RATE_LIMIT_BENCH}): budgets too big to refuse the bench's single IP, so every request pays for both checks as in production; ${s.limitsRedisUrl ? "per-IP counters in a second redis-server of the bench's, without persistence (RATE_LIMIT_REDIS_URL), so no fsync is on their path" : "per-IP counters in the same Redis as the WAL"}`,
+    `rate limits on (per IP counted in Redis, per user in the server's memory; RATE_LIMIT_IP_PER_MIN=RATE_LIMIT_USER_PER_MIN=${RATE_LIMIT_BENCH}): budgets too big to refuse the bench's single IP, so every request pays for both checks as in production; ${s.limitsRedisUrl ? "per-IP counters in a second redis-server of the bench's, without persistence (RATE_LIMIT_REDIS_URL), so no fsync is on their path" : "per-IP counters in the same Redis as the WAL"}; ${s.limitsRedisUrl && o.feedRedis === "volatile" ? "the creators' live feed streams in that Redis too (FEED_REDIS_URL: they are refilled from Postgres if lost)" : "the creators' live feed streams in the WAL's Redis"}`,
   );
 
   const pool = await seededLedgerDatabase(s, pop, o.dbName, prefix, config.SHARDS);
@@ -529,16 +530,21 @@ async function runLedgerScenarios(
       if (feed) {
         // The feed's newest number once every credit of the burst reached it.
         const feedKey = `${serverEnv.REDIS_PREFIX}feed:${hotCreator.id}`;
+        const feedRedis = serverEnv.FEED_REDIS_URL ? new Redis(serverEnv.FEED_REDIS_URL) : s.redis;
         const top = async () => {
-          const r = (await s.redis.xrevrange(feedKey, "+", "-", "COUNT", 1)) as Array<[string, string[]]>;
+          const r = (await feedRedis.xrevrange(feedKey, "+", "-", "COUNT", 1)) as Array<[string, string[]]>;
           return r.length > 0 ? Number(r[0]![0].split("-")[0]) : 0;
         };
         let last = -1;
-        for (let i = 0; i < 100; i++) {
-          const t = await top();
-          if (t === last) break;
-          last = t;
-          await new Promise((r) => setTimeout(r, 200));
+        try {
+          for (let i = 0; i < 100; i++) {
+            const t = await top();
+            if (t === last) break;
+            last = t;
+            await new Promise((r) => setTimeout(r, 200));
+          }
+        } finally {
+          if (feedRedis !== s.redis) feedRedis.disconnect();
         }
         const f = await feed.finish(last, 30_000);
         s.results.push({

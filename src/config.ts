@@ -84,6 +84,15 @@ export const configSchema = z.object({
    */
   RATE_LIMIT_REDIS_URL: optional(z.string().url()),
   /**
+   * Redis for the creators' live feed streams and, with LEDGER_SPREAD, the channel that carries
+   * them between processes (default: the ledger's Redis). They need no durability: every feed
+   * entry is in the WAL and then Postgres before it is written there, and a lost stream is filled
+   * again from Postgres, so on a Redis without AOF they keep an fsync off every tip's path. A
+   * single Redis (not a cluster); without it, the feeds live wherever REDIS_URL or
+   * REDIS_CLUSTER_NODES put the WAL.
+   */
+  FEED_REDIS_URL: optional(z.string().url()),
+  /**
    * Longest wait for the rate limiters' Redis before a request answers 503 with Retry-After; while
    * that Redis is down, requests answer 503 at once and it is reconnected within half a second.
    */

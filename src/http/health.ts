@@ -13,6 +13,8 @@ export interface ReadinessProbes {
   redis(): Promise<unknown>;
   /** Only when the rate limits use a Redis of their own. */
   rateLimitRedis?: () => Promise<unknown>;
+  /** Only when the live feeds use a Redis of their own: reported, not required (tips go on). */
+  feedRedis?: () => Promise<unknown>;
   /** halted: why the ledger stopped for good (fenced by a newer owner, a broken invariant). */
   ledger(): { recovering: boolean; halted: string | null };
   /** The shards this process owns, with their fencing tokens, and its owner id. */
@@ -80,10 +82,11 @@ async function readiness(probes: ReadinessProbes) {
       () => false,
     );
   const separate = probes.rateLimitRedis !== undefined;
-  const [pg, redis, limits] = await Promise.all([
+  const [pg, redis, limits, feed] = await Promise.all([
     within(probes.postgres()),
     within(probes.redis()),
     probes.rateLimitRedis ? within(probes.rateLimitRedis()) : Promise.resolve(true),
+    probes.feedRedis ? within(probes.feedRedis()) : Promise.resolve(true),
   ]);
   const ledger = probes.ledger();
   const persist = probes.persist();
@@ -94,6 +97,8 @@ async function readiness(probes: ReadinessProbes) {
     postgres: pg ? "up" : "down",
     redis: redis ? "up" : "down",
     ...(separate ? { rate_limit_redis: limits ? "up" : "down" } : {}),
+    // A feed Redis that is down delays live frames (they wait, then come from Postgres); tips go on.
+    ...(probes.feedRedis ? { feed_redis: feed ? "up" : "down" } : {}),
     ledger: {
       recovering: ledger.recovering,
       halted: ledger.halted,

@@ -1,6 +1,6 @@
 // Owns wiring the live part of the app: the tip feed (fed by the ledger's durable observer), the
 // WebSocket endpoint, the overlay page and the live HTTP routes, on the HTTP server's uWS app.
-import { duplicateRedis, type RedisClient } from "../redis/connect.ts";
+import { duplicateRedis, openRedis, type RedisClient } from "../redis/connect.ts";
 import { redisKeys } from "../redis/keys.ts";
 import type pg from "pg";
 import type { Logger } from "pino";
@@ -26,6 +26,8 @@ export interface Live {
   feed: TipFeed;
   /** Open sockets and feed subscribers, for /metrics. */
   stats(): { connections: number; subscribers: number };
+  /** The feeds' own Redis (FEED_REDIS_URL), for /readyz; null when they use the ledger's. */
+  feedRedis: RedisClient | null;
   close(): void;
 }
 
@@ -42,7 +44,15 @@ export function createLive(d: {
 }): Live {
   const { config, core } = d;
   // Its own connection: feed appends and catch-up reads must come back in the order they went out.
-  const redis = duplicateRedis(core.redis);
+  // On a Redis of their own (FEED_REDIS_URL, without AOF) the feeds add no fsync to the WAL's.
+  const own = config.FEED_REDIS_URL !== undefined;
+  const redis = own
+    ? openRedis(
+        { url: config.FEED_REDIS_URL!, clusterNodes: null },
+        // Back soon after Redis is: entries wait in the feed's queue meanwhile.
+        { retryStrategy: (times: number) => Math.min(50 * times, 500) },
+      )
+    : duplicateRedis(core.redis);
   redis.on("error", (err: Error) => d.logger.warn({ err: err.message }, "tip feed redis connection error"));
   // With shards spread over processes a creator's feed is written where its shard lives and its
   // subscribers may be anywhere: written batches are published on the feed's own connection (after
@@ -50,7 +60,7 @@ export function createLive(d: {
   let crossProcess: FeedCrossProcess | null = null;
   if (config.LEDGER_SPREAD) {
     // Waits for Redis instead of failing its SUBSCRIBE while Redis is away.
-    const subscriber = duplicateRedis(core.redis, { maxRetriesPerRequest: null });
+    const subscriber = duplicateRedis(redis, { maxRetriesPerRequest: null });
     subscriber.on("error", (err: Error) =>
       d.logger.warn({ err: err.message }, "tip feed subscriber redis connection error"),
     );
@@ -102,6 +112,7 @@ export function createLive(d: {
   return {
     feed,
     stats: () => sockets.stats(),
+    feedRedis: own ? redis : null,
     routes: liveRoutes({
       feed,
       users: d.users,

@@ -1,7 +1,7 @@
 // Owns wiring the HTTP side of the process: the services routes need (tokens, identity, users,
 // money in, metrics), every feature's routes, and the src/http library that serves them. The one
 // place that knows both the features and the server; nothing imports it but entry points.
-import { redisTarget } from "../redis/connect.ts";
+import { type RedisClient, redisTarget } from "../redis/connect.ts";
 import type { Queue } from "bullmq";
 import type { Logger } from "pino";
 import { adminRoutes } from "../admin/routes.ts";
@@ -146,7 +146,10 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   });
   // Built before the queue below: the metric sources read it at scrape time only.
   let jobsForMetrics: BullPayoutJobs | null = null;
-  let liveForMetrics: { stats(): { connections: number; subscribers: number } } | null = null;
+  let liveForMetrics: {
+    stats(): { connections: number; subscribers: number };
+    feedRedis: RedisClient | null;
+  } | null = null;
   const metrics = new Metrics({
     payouts: {
       byStatus: async () => {
@@ -232,6 +235,9 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
     postgres: () => core.pool.query("SELECT 1"),
     redis: () => core.redis.ping(),
     ...(config.RATE_LIMIT_REDIS_URL ? { rateLimitRedis: () => core.limitsRedis.ping() } : {}),
+    ...(config.FEED_REDIS_URL
+      ? { feedRedis: () => liveForMetrics?.feedRedis?.ping() ?? Promise.reject(new Error("not started")) }
+      : {}),
     ledger: () => core.ledger.health(),
     shards: () => ({
       owner: core.ownership.owner,
