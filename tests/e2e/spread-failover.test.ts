@@ -287,6 +287,18 @@ async function survivesOwnerKill(): Promise<void> {
   await stopAndReconcile(survivors, creator, answers.size);
 }
 
+/** Runs `scenario` with the children's WAL, leases and feeds on a real three-master Redis Cluster. */
+async function onCluster(scenario: () => Promise<void>): Promise<void> {
+  cluster = await RedisCluster.start(3);
+  try {
+    await scenario();
+  } finally {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+    await cluster.destroy();
+    cluster = null;
+  }
+}
+
 describe("shards spread over three processes", () => {
   it(
     "survives the SIGKILL of the creator's owner mid-burst: every key once, the feed whole",
@@ -294,16 +306,11 @@ describe("shards spread over three processes", () => {
     240_000,
   );
 
-  it("does the same with the WAL, leases, feeds and live channel on a three-master Redis Cluster", async () => {
-    cluster = await RedisCluster.start(3);
-    try {
-      await survivesOwnerKill();
-    } finally {
-      for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
-      await cluster.destroy();
-      cluster = null;
-    }
-  }, 240_000);
+  it(
+    "does the same with the WAL, leases, feeds and live channel on a three-master Redis Cluster",
+    () => onCluster(survivesOwnerKill),
+    240_000,
+  );
 
   it(
     "refuses a stalled process's late appends (SIGSTOP past its leases), then gives it a share again",
@@ -311,16 +318,11 @@ describe("shards spread over three processes", () => {
     240_000,
   );
 
-  it("does the same with the WAL and leases on a three-master Redis Cluster", async () => {
-    cluster = await RedisCluster.start(3);
-    try {
-      await survivesStall();
-    } finally {
-      for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
-      await cluster.destroy();
-      cluster = null;
-    }
-  }, 240_000);
+  it(
+    "does the same with the WAL and leases on a three-master Redis Cluster",
+    () => onCluster(survivesStall),
+    240_000,
+  );
 });
 
 /** A process SIGSTOPped past its leases mid-burst: its late appends refused, every key once. */

@@ -157,6 +157,24 @@ function durableTips(creatorId: string, first: number, last: number): WalEvent[]
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
+/**
+ * A (the writer) wrote entries 1..8 to the stream and delivered them; B, with a follower, heard
+ * only 1..5: A's publish of 6..8 never left (it died, or the message was lost).
+ */
+async function unheardSixToEight() {
+  const a = await startProcess();
+  const b = await startProcess();
+  const [creator] = await createUsers(env.pool, 1, "cr");
+  const onB = await b.follow(creator!);
+  a.feed.durable(durableTips(creator!, 1, 5));
+  await waitFor(() => onB.seqs().length >= 5, 10_000, "entries 1..5 on B");
+  a.redis.publish = (() => Promise.resolve(0)) as typeof a.redis.publish; // never leaves A
+  a.feed.durable(durableTips(creator!, 6, 8));
+  await waitFor(() => a.delivered(creator!).length === 8, 10_000, "entries 6..8 written on A");
+  expect(b.delivered(creator!)).toEqual(range(1, 5));
+  return { a, b, creator: creator!, onB };
+}
+
 describe("live feed across processes", () => {
   it("delivers every entry written on A to a follower on B exactly once, in order", async () => {
     const a = await startProcess();
@@ -289,19 +307,8 @@ describe("live feed across processes", () => {
   it("resumes a client that saw on A entries B has not heard yet: the rest exactly, no reset", async () => {
     // A failover: the client followed on A (the writer), which delivered 1..8 and died before its
     // publish of 6..8 left; the client reconnects to B (which has delivered 1..5) with since=8.
-    const a = await startProcess();
-    const b = await startProcess();
-    const [creator] = await createUsers(env.pool, 1, "cr");
-    const onB = await b.follow(creator!);
-    const onA = await a.follow(creator!);
-    a.feed.durable(durableTips(creator!, 1, 5));
-    await waitFor(() => onB.seqs().length >= 5, 10_000, "entries 1..5 on B");
-    a.redis.publish = (() => Promise.resolve(0)) as typeof a.redis.publish; // never leaves A
-    a.feed.durable(durableTips(creator!, 6, 8));
-    await waitFor(() => onA.seqs().length >= 8, 10_000, "entries 6..8 on A");
-    expect(b.delivered(creator!)).toEqual(range(1, 5));
-
-    const resumed = await b.follow(creator!, 8);
+    const { b, creator, onB } = await unheardSixToEight();
+    const resumed = await b.follow(creator, 8);
     expect(resumed.frames.filter((f) => f.op === "reset")).toEqual([]);
     expect(resumed.joined).toBe(true);
     expect(resumed.seqs()).toEqual([]);
@@ -325,15 +332,7 @@ describe("live feed across processes", () => {
     // A failover with nothing after it: A wrote 6..8 to the stream and died before publishing
     // them; no further tip comes. C, the new owner, replays the credits of 1..8: all are in the
     // stream already, so it writes nothing, but it says how far the feed goes and B reads on.
-    const a = await startProcess();
-    const b = await startProcess();
-    const [creator] = await createUsers(env.pool, 1, "cr");
-    const onB = await b.follow(creator!);
-    a.feed.durable(durableTips(creator!, 1, 5));
-    await waitFor(() => onB.seqs().length >= 5, 10_000, "entries 1..5 on B");
-    a.redis.publish = (() => Promise.resolve(0)) as typeof a.redis.publish;
-    a.feed.durable(durableTips(creator!, 6, 8));
-    await waitFor(() => a.delivered(creator!).length === 8, 10_000, "entries 6..8 written on A");
+    const { a, creator, onB } = await unheardSixToEight();
     a.feed.stop();
 
     const c = await startProcess();
