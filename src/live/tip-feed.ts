@@ -26,9 +26,15 @@ import type { WordFilter } from "./word-filter.ts";
 
 /** Tips remembered between their debit and their credit (the credit comes one flush later). */
 const TX_CACHE_MAX = 200_000;
-/** Senders' names remembered, and for how long (a renamed user shows the new name after this). */
-const USER_CACHE_MAX = 100_000;
+/**
+ * Senders' names remembered (as many as accounts in memory). In one process every rename goes
+ * through it (forgetName), so a name is good until then; across processes (LEDGER_SPREAD) a
+ * rename elsewhere is not heard, and a name is read again after USER_CACHE_TTL_MS.
+ */
+const USER_CACHE_MAX = 200_000;
 const USER_CACHE_TTL_MS = 60_000;
+/** Renames remembered this long: a read of names that began before one is not kept. */
+const RENAMED_KEEP_MS = 300_000;
 /** Creators whose newest number is kept in memory; beyond, the map is rebuilt from the streams. */
 const TOPS_MAX = 100_000;
 /** Credits waiting to be written; beyond, new ones are dropped and later filled from Postgres. */
@@ -114,6 +120,10 @@ export class TipFeed {
   private running = false;
   private readonly txs = new Map<string, TipInfo>();
   private readonly users = new Map<string, { username: string; displayName: string; atMs: number }>();
+  /** When each recently renamed user was renamed (forgetName). */
+  private readonly renamedAt = new Map<string, number>();
+  /** How long a remembered name is believed: forever in one process (renames reach it), else a TTL. */
+  private readonly namesTtlMs: number;
   /** Per creator: the newest number written to its stream AND handed to live delivery. */
   private readonly tops = new Map<string, number>();
   private readonly topLoads = new Map<string, Promise<number>>();
@@ -137,6 +147,34 @@ export class TipFeed {
 
   constructor(private readonly d: TipFeedDeps) {
     this.cross = d.crossProcess ?? null;
+    this.namesTtlMs = this.cross ? USER_CACHE_TTL_MS : Number.POSITIVE_INFINITY;
+  }
+
+  /**
+   * Names read from Postgres at `readAtMs` (an account load): remembered, so a tip from that
+   * account needs no lookup of its sender; a name renamed since the read began is not kept.
+   */
+  learnNames(names: Array<{ id: string; username: string; displayName: string }>, readAtMs: number): void {
+    const now = Date.now();
+    for (const n of names) this.keepName(n.id, n.username, n.displayName, readAtMs, now);
+  }
+
+  /** The user's display name changed: the next tip shows the new one. */
+  forgetName(id: string): void {
+    this.users.delete(id);
+    const now = Date.now();
+    if (this.renamedAt.size >= 10_000) {
+      for (const [u, at] of this.renamedAt) if (now - at > RENAMED_KEEP_MS) this.renamedAt.delete(u);
+    }
+    this.renamedAt.set(id, now);
+  }
+
+  private keepName(id: string, username: string, displayName: string, readAtMs: number, now: number): void {
+    const renamed = this.renamedAt.get(id);
+    if (renamed !== undefined && renamed >= readAtMs) return; // read before the rename: stale
+    if (this.users.size >= USER_CACHE_MAX) this.users.delete(this.users.keys().next().value!);
+    this.users.delete(id);
+    this.users.set(id, { username, displayName, atMs: now });
   }
 
   /**
@@ -670,23 +708,25 @@ export class TipFeed {
 
   private async names(ids: string[]): Promise<Map<string, { username: string; displayName: string }>> {
     const now = Date.now();
+    const out = new Map<string, { username: string; displayName: string }>();
     const missing = new Set<string>();
     for (const id of ids) {
       const u = this.users.get(id);
-      if (!u || now - u.atMs > USER_CACHE_TTL_MS) missing.add(id);
+      if (!u || now - u.atMs > this.namesTtlMs) missing.add(id);
+      else out.set(id, u);
     }
     if (missing.size > 0) {
       const r = await this.d.pool.query<{ id: string; username: string; display_name: string }>(
         "SELECT id, username, display_name FROM users WHERE id = ANY($1::uuid[])",
         [[...missing]],
       );
+      const at = Date.now();
       for (const x of r.rows) {
-        if (this.users.size >= USER_CACHE_MAX) this.users.delete(this.users.keys().next().value!);
-        this.users.delete(x.id);
-        this.users.set(x.id, { username: x.username, displayName: x.display_name, atMs: now });
+        out.set(x.id, { username: x.username, displayName: x.display_name });
+        this.keepName(x.id, x.username, x.display_name, now, at);
       }
     }
-    return this.users;
+    return out;
   }
 
   private tipOf(t: TipInfo, names: Map<string, { username: string; displayName: string }>): FeedTip {

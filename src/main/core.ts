@@ -41,6 +41,8 @@ export interface Core {
    */
   limitsRedis: RedisClient;
   ledger: Ledger;
+  /** Where the ledger loads accounts from (Postgres); the live feed hears the names it reads. */
+  accounts: AccountStore;
   persister: PersisterLike;
   /** Which shards this process owns (their leases), for /readyz and /metrics. */
   ownership: ShardOwnership;
@@ -285,6 +287,7 @@ export async function startCore(
     redis,
     limitsRedis,
     ledger,
+    accounts: store,
     persister: persisting,
     ownership: lease,
     placement,

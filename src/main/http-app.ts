@@ -250,6 +250,10 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
   registerMetrics(http, metrics, config.METRICS_TOKEN, logger);
   const live = createLive({ app: http.app, config, logger, core, tokens, users, roles, limits });
   liveForMetrics = live;
+  // A tip's sender is named in its creator's feed: from the account load that preceded the tip,
+  // and forgotten when the user is renamed here.
+  core.accounts.onNames = (names, readAtMs) => live.feed.learnNames(names, readAtMs);
+  users.onRenamed = (id) => live.feed.forgetName(id);
   if (config.LEDGER_SPREAD) {
     // Shards spread over processes: the others call this one for its shards, and send it credits.
     registerInternalRoutes(http, { ledger: core.ledger, token: config.INTERNAL_TOKEN!, logger });

@@ -194,7 +194,21 @@ const stateFromRow = (r: LedgerRow): AccountState => ({
   earnedCents: r.earned_cents,
 });
 
+/** A user's names as the live feed shows a tip's sender. */
+export interface UserNames {
+  id: string;
+  username: string;
+  displayName: string;
+}
+
 export class AccountStore implements AccountSource {
+  /**
+   * Told the names of the user accounts each load read (`readAtMs`: when the read began), so the
+   * live feed knows a tip's sender without asking Postgres again: an account is loaded on its
+   * first command, before its first tip.
+   */
+  onNames: ((names: UserNames[], readAtMs: number) => void) | null = null;
+
   constructor(private readonly pool: pg.Pool) {}
 
   /** Creates the per-shard system accounts that do not exist yet. */
@@ -255,7 +269,8 @@ export class AccountStore implements AccountSource {
     }
     if (userIds.length === 0) return out;
     const since = new Date(nowMs - Math.max(idempotencyTtlMs, VELOCITY_WINDOW_MS));
-    const [txs, statuses, payouts] = await Promise.all([
+    const namesReadAt = Date.now();
+    const [txs, statuses, payouts, names] = await Promise.all([
       this.pool.query<TxRow>(
         `SELECT ${TX_COLUMNS} FROM transactions
           WHERE account_id = ANY($1::uuid[]) AND (created_at > $2 OR (type = 'payout' AND status = 'pending'))
@@ -287,7 +302,19 @@ export class AccountStore implements AccountSource {
           WHERE user_id = ANY($1::uuid[]) AND (status IN ('pending', 'processing') OR updated_at > $2)`,
         [userIds, since],
       ),
+      this.onNames
+        ? this.pool.query<{ id: string; username: string; display_name: string }>(
+            "SELECT id, username, display_name FROM users WHERE id = ANY($1::uuid[])",
+            [userIds],
+          )
+        : null,
     ]);
+    if (names && this.onNames) {
+      this.onNames(
+        names.rows.map((r) => ({ id: r.id, username: r.username, displayName: r.display_name })),
+        namesReadAt,
+      );
+    }
     for (const r of payouts.rows) out.get(r.user_id)?.payoutRecords.set(r.id, payoutFromRow(r));
     for (const r of txs.rows) {
       const mem = out.get(r.account_id);

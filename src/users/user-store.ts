@@ -25,6 +25,8 @@ export class UserStore {
   /** username (lower case) -> id and role, for the tip path; bounded, creators only. */
   private readonly creators = new Map<string, { id: string; role: Role }>();
   private readonly creatorLookups = new Map<string, Promise<{ id: string; role: Role } | null>>();
+  /** Told once a user's display name changed in Postgres (the live feed forgets the old one). */
+  onRenamed: ((id: string) => void) | null = null;
 
   constructor(private readonly pool: pg.Pool) {}
 
@@ -134,6 +136,7 @@ export class UserStore {
       `UPDATE users SET ${sets.join(", ")}, updated_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
       values,
     );
+    if (p.display_name !== undefined) this.onRenamed?.(id);
     return r.rows[0] ?? null;
   }
 }
