@@ -1,11 +1,10 @@
 // A tip's sender as its creator's feed names it: learned when the sender's account was loaded (its
 // first command), so the feed asks Postgres nothing more for it; and renamed at once when the user
 // changes their display name (a remembered name is forgotten by the rename, never served stale).
-import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Api, startApi } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv } from "../helpers/env.ts";
-import { connectLive } from "../helpers/live.ts";
+import { tipsToFollowedCreator } from "../helpers/live.ts";
 
 let env: TestEnv;
 let api: Api;
@@ -34,23 +33,14 @@ function countNameLookups() {
 
 describe("senders' names in the live feed", () => {
   it("names a loaded sender without asking Postgres, and shows a rename at once", async () => {
-    const viewer = await api.register();
-    const creator = await api.register("creator");
-    await api.fund(viewer.id, 10_000);
+    const scene = await tipsToFollowedCreator(api);
+    const { viewer, creator, sub } = scene;
     // Both accounts in memory (their loads read their names), as any command before a tip does.
     for (const u of [viewer, creator]) {
       expect((await api.call("GET", `/api/payments/balance/${u.id}`, { token: u.token })).status).toBe(200);
     }
-    const sub = await connectLive(api.base, `access_token=${creator.token}`);
-    sub.send({ op: "subscribe", channel: "tips" });
-    await sub.next((f) => f.op === "subscribed");
     const tip = async () => {
-      const r = await api.call("POST", "/api/payments/tip", {
-        token: viewer.token,
-        body: { from_user_id: viewer.id, to_creator_username: creator.username, amount: 1 },
-        headers: { "idempotency-key": randomUUID() },
-      });
-      expect(r.status).toBe(201);
+      await scene.tip();
       return (await sub.next((f) => f.op === "tip")).tip;
     };
 

@@ -2,13 +2,12 @@
 // an fsync off every tip's path), the WAL's Redis untouched by them. That Redis is not needed for
 // money: while it is down tips are still acknowledged and /readyz stays ready (reporting it down),
 // and once it is back the frames held meanwhile reach the subscriber, in order, none lost.
-import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { redisKeys } from "../../src/redis/keys.ts";
 import { type Api, startApi } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
-import { connectLive } from "../helpers/live.ts";
+import { tipsToFollowedCreator } from "../helpers/live.ts";
 import { RedisServer } from "../helpers/redis-server.ts";
 
 let env: TestEnv;
@@ -34,21 +33,7 @@ const readyz = async () => (await fetch(`${api.base}/readyz`)).json();
 
 describe("FEED_REDIS_URL", () => {
   it("keeps the feeds in their own Redis, and tips go on while it is down", async () => {
-    const viewer = await api.register();
-    const creator = await api.register("creator");
-    await api.fund(viewer.id, 10_000);
-    const sub = await connectLive(api.base, `access_token=${creator.token}`);
-    sub.send({ op: "subscribe", channel: "tips" });
-    await sub.next((f) => f.op === "subscribed");
-    const tip = async () => {
-      const r = await api.call("POST", "/api/payments/tip", {
-        token: viewer.token,
-        body: { from_user_id: viewer.id, to_creator_username: creator.username, amount: 1 },
-        headers: { "idempotency-key": randomUUID() },
-      });
-      expect(r.status).toBe(201);
-      return r.body.transaction.id as string;
-    };
+    const { creator, sub, tip } = await tipsToFollowedCreator(api);
 
     const first = await tip();
     expect((await sub.next((f) => f.op === "tip")).tip.id).toBe(first);

@@ -1,6 +1,9 @@
 // WebSocket test client for the live protocol: connects to /ws of a started server, keeps every
 // frame it receives, and waits (with a deadline) for the frames a test expects.
+import { randomUUID } from "node:crypto";
+import { expect } from "vitest";
 import WebSocket from "ws";
+import type { Api } from "./api.ts";
 import { waitFor } from "./env.ts";
 
 export interface LiveClient {
@@ -139,4 +142,27 @@ export function followFeed(
       await loop;
     },
   };
+}
+
+/**
+ * A viewer funded with $100, a creator whose tips feed is subscribed (`sub`), and `tip()`: a $1
+ * tip from the viewer to the creator over HTTP, expected 201, answering its transaction id.
+ */
+export async function tipsToFollowedCreator(api: Api) {
+  const viewer = await api.register();
+  const creator = await api.register("creator");
+  await api.fund(viewer.id, 10_000);
+  const sub = await connectLive(api.base, `access_token=${creator.token}`);
+  sub.send({ op: "subscribe", channel: "tips" });
+  await sub.next((f) => f.op === "subscribed");
+  const tip = async (): Promise<string> => {
+    const r = await api.call("POST", "/api/payments/tip", {
+      token: viewer.token,
+      body: { from_user_id: viewer.id, to_creator_username: creator.username, amount: 1 },
+      headers: { "idempotency-key": randomUUID() },
+    });
+    expect(r.status).toBe(201);
+    return r.body.transaction.id as string;
+  };
+  return { viewer, creator, sub, tip };
 }
