@@ -25,8 +25,6 @@ export interface StatusLearner {
 export class StatusBroadcast {
   private started = false;
   private stopped = false;
-  published = 0;
-  heard = 0;
 
   constructor(
     private readonly d: {
@@ -47,7 +45,6 @@ export class StatusBroadcast {
     for (const ev of events) {
       if (ev.t !== "status") continue;
       const msg: StatusMessage = [ev.state.id, ev.state.status, ev.state.version];
-      this.published++;
       this.d.publisher.publish(this.d.channel, JSON.stringify(msg)).catch((err: Error) => {
         this.d.logger.warn(
           { err: err.message, user_id: ev.state.id },
@@ -83,7 +80,6 @@ export class StatusBroadcast {
       this.d.logger.error({ message: message.slice(0, 200) }, "a published status change is malformed");
       return;
     }
-    this.heard++;
     this.d.ledger.learnStatus(msg[0], msg[1], msg[2]);
   };
 }

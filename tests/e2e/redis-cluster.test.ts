@@ -14,7 +14,7 @@ import type { PayoutWorker } from "../../src/workers/payout-worker.ts";
 import { type Api, startApi } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
 import { settle } from "../helpers/ledger.ts";
-import { connectLive } from "../helpers/live.ts";
+import { connectLive, tipsToFollowedCreator } from "../helpers/live.ts";
 import { creatorWithMethod, withdraw20 } from "../helpers/payout-creator.ts";
 import { testPayoutWorker } from "../helpers/payout-worker.ts";
 import { RedisCluster } from "../helpers/redis-cluster.ts";
@@ -47,12 +47,7 @@ describe.runIf(hasRedisServer)("the API on a Redis Cluster", () => {
   });
 
   it("takes tips over HTTP and WebSocket, feeds them in order, and replays a key's answer", async () => {
-    const viewer = await api.register();
-    const creator = await api.register("creator");
-    await api.fund(viewer.id, 10_000);
-    const sub = await connectLive(api.base, `access_token=${creator.token}`);
-    sub.send({ op: "subscribe", channel: "tips" });
-    await sub.next((f) => f.op === "subscribed");
+    const { viewer, creator, sub } = await tipsToFollowedCreator(api);
 
     const key = randomUUID();
     const body = { from_user_id: viewer.id, to_creator_username: creator.username, amount: 3 };
