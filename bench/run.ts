@@ -568,6 +568,9 @@ async function runLedgerScenarios(
           notes: [
             `${f.subscribers} overlay subscribers of ${hotCreator.username} during ws-tip-hot, ${f.expectedEach} tips each; latency from the tipper's ack to receipt (same process)`,
             `lost ${f.lost}, duplicated ${f.duplicated}, out of order ${f.outOfOrder}, closed early ${f.closedEarly}`,
+            ...(f.handshakesRetried > 0
+              ? [`${f.handshakesRetried} subscriber upgrades answered 503/429 and retried after Retry-After`]
+              : []),
           ],
         });
         s.checks.push({

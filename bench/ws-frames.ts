@@ -320,6 +320,16 @@ export interface RawSocketHandlers {
   closed(): void;
 }
 
+/** An upgrade answered with something other than 101: its status and Retry-After (seconds). */
+export class HandshakeRefused extends Error {
+  constructor(
+    readonly status: number,
+    readonly retryAfterS: number | null,
+  ) {
+    super(`Unexpected server response: ${status}`);
+  }
+}
+
 /** A client WebSocket over node:net: `send` masked text frames, `close` with 1000. */
 export class RawWebSocket {
   private readonly socket: Socket;
@@ -419,16 +429,24 @@ export class RawWebSocket {
     this.head = null;
     const lines = buf.toString("latin1", 0, at).split("\r\n");
     const status = /^HTTP\/1\.1 (\d{3})/.exec(lines[0] ?? "");
-    if (status?.[1] !== "101") {
-      this.fail(new Error(`Unexpected server response: ${status?.[1] ?? lines[0]}`));
+    const header = (name: string): string | null => {
+      for (const line of lines) {
+        const colon = line.indexOf(":");
+        if (colon > 0 && line.slice(0, colon).trim().toLowerCase() === name)
+          return line.slice(colon + 1).trim();
+      }
+      return null;
+    };
+    if (!status) {
+      this.fail(new Error(`Unexpected server response: ${lines[0]}`));
       return;
     }
-    let accept: string | null = null;
-    for (const line of lines) {
-      const colon = line.indexOf(":");
-      if (colon > 0 && line.slice(0, colon).trim().toLowerCase() === "sec-websocket-accept")
-        accept = line.slice(colon + 1).trim();
+    if (status[1] !== "101") {
+      const retry = Number(header("retry-after"));
+      this.fail(new HandshakeRefused(Number(status[1]), Number.isFinite(retry) && retry > 0 ? retry : null));
+      return;
     }
+    const accept = header("sec-websocket-accept");
     const expected = hash("sha1", this.key + GUID, "base64");
     if (accept !== expected) {
       this.fail(new Error("websocket handshake: invalid Sec-WebSocket-Accept"));

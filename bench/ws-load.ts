@@ -26,7 +26,7 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { addLoadGeneratorMicros, measureCpu } from "./cpu-usage.ts";
-import { parseAck, RawWebSocket, wsTarget } from "./ws-frames.ts";
+import { HandshakeRefused, parseAck, RawWebSocket, wsTarget } from "./ws-frames.ts";
 import type { Allowance, LoadStats, Tally, ViewerCursor } from "./load.ts";
 import type { Person } from "./population.ts";
 
@@ -511,10 +511,14 @@ export interface FeedResult {
   duplicated: number;
   outOfOrder: number;
   closedEarly: number;
+  /** Upgrades refused with 503 or 429 and retried after their Retry-After. */
+  handshakesRetried: number;
   deliveryMs: LoadStats["latencyMs"];
 }
 
 /** `n` overlay subscribers of the creator (key from POST overlay-key), subscribed before the load. */
+const MAX_HANDSHAKE_ATTEMPTS = 5;
+
 export async function watchFeed(base: string, overlayKey: string, n: number): Promise<FeedWatch> {
   // Raw sockets (bench/ws-frames.ts), as the tipping lanes: 1,000 subscribers receive 1,000 frames
   // per tip, and the `ws` package's per-message cost (~2.5 us of this process's CPU per frame)
@@ -535,42 +539,52 @@ export async function watchFeed(base: string, overlayKey: string, n: number): Pr
       else early.set(tipId, [now]);
     }
   };
-  const subs = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<{ ws: RawWebSocket; from: number; seqs: number[]; closed: boolean }>(
-          (resolve, reject) => {
-            const s = { ws: null as unknown as RawWebSocket, from: -1, seqs: [] as number[], closed: false };
-            s.ws = new RawWebSocket(target, path, {
-              open: () => {},
-              text: (buf, start, end) => {
-                const tip = parseTipFrame(buf, start, end);
-                if (tip) {
-                  received(s.seqs, tip.seq, tip.id);
-                  return;
-                }
-                const f = JSON.parse(buf.toString("utf8", start, end)) as {
-                  op: string;
-                  seq?: number;
-                  tip?: { id: string };
-                };
-                if (f.op === "welcome") s.ws.send(['{"op":"subscribe","channel":"tips"}']);
-                else if (f.op === "subscribed") {
-                  s.from = f.seq!;
-                  resolve(s);
-                } else if (f.op === "tip") received(s.seqs, f.seq!, f.tip!.id);
-              },
-              chunkRead: () => {},
-              error: reject,
-              closed: () => {
-                s.closed = true;
-              },
-            });
-          },
-        ),
-    ),
-  );
+  type Sub = { ws: RawWebSocket; from: number; seqs: number[]; closed: boolean };
+  let handshakesRetried = 0;
+  // A refused upgrade that says "retry" (503, 429: the server's Postgres pool or rate limiter was
+  // busy while a thousand overlays connected at once) is retried after its Retry-After, as the
+  // overlay page does; anything else, or a fifth refusal, aborts the scenario.
+  const subscribe = (attempt: number): Promise<Sub> =>
+    new Promise<Sub>((resolve, reject) => {
+      const s: Sub = { ws: null as unknown as RawWebSocket, from: -1, seqs: [], closed: false };
+      s.ws = new RawWebSocket(target, path, {
+        open: () => {},
+        text: (buf, start, end) => {
+          const tip = parseTipFrame(buf, start, end);
+          if (tip) {
+            received(s.seqs, tip.seq, tip.id);
+            return;
+          }
+          const f = JSON.parse(buf.toString("utf8", start, end)) as {
+            op: string;
+            seq?: number;
+            tip?: { id: string };
+          };
+          if (f.op === "welcome") s.ws.send(['{"op":"subscribe","channel":"tips"}']);
+          else if (f.op === "subscribed") {
+            s.from = f.seq!;
+            resolve(s);
+          } else if (f.op === "tip") received(s.seqs, f.seq!, f.tip!.id);
+        },
+        chunkRead: () => {},
+        error: (err) => {
+          const retry =
+            err instanceof HandshakeRefused &&
+            (err.status === 503 || err.status === 429) &&
+            attempt < MAX_HANDSHAKE_ATTEMPTS;
+          if (!retry) {
+            reject(err);
+            return;
+          }
+          handshakesRetried++;
+          setTimeout(() => subscribe(attempt + 1).then(resolve, reject), (err.retryAfterS ?? 1) * 1000);
+        },
+        closed: () => {
+          s.closed = true;
+        },
+      });
+    });
+  const subs = await Promise.all(Array.from({ length: n }, () => subscribe(1)));
   return {
     onAck(txId, atMs) {
       acks.set(txId, atMs);
@@ -606,6 +620,7 @@ export async function watchFeed(base: string, overlayKey: string, n: number): Pr
         duplicated,
         outOfOrder,
         closedEarly,
+        handshakesRetried,
         deliveryMs: latencyStats(delivery),
       };
     },

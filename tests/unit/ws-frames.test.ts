@@ -3,6 +3,7 @@
 // JSON.parse says, a report's packed acks unpack to the same acks, and the client talks to a real
 // server (the `ws` package's) through handshake, text, ping and close.
 import { randomBytes } from "node:crypto";
+import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
 import { WebSocketServer } from "ws";
@@ -11,6 +12,7 @@ import {
   applyMask,
   encodeTextFrames,
   FrameReader,
+  HandshakeRefused,
   parseAck,
   parseAckSlow,
   RawWebSocket,
@@ -284,6 +286,32 @@ describe("bench raw WebSocket frames", () => {
       expect(errors).toEqual(["Unexpected server response: 401"]);
     } finally {
       await new Promise<void>((r) => wss.close(() => r()));
+    }
+  });
+
+  it("hands a refused upgrade's status and Retry-After to the caller (the feed watchers retry a 503)", async () => {
+    const server = createServer();
+    server.on("upgrade", (_req, socket) => {
+      socket.end("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 2\r\n\r\n{}");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const errors: Error[] = [];
+      await new Promise<void>((resolve) => {
+        new RawWebSocket(wsTarget(`ws://127.0.0.1:${port}`), "/ws", {
+          open: () => errors.push(new Error("opened")),
+          text: () => {},
+          chunkRead: () => {},
+          error: (e) => errors.push(e),
+          closed: () => resolve(),
+        });
+      });
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toBeInstanceOf(HandshakeRefused);
+      expect(errors[0]).toMatchObject({ status: 503, retryAfterS: 2 });
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
     }
   });
 });
