@@ -144,10 +144,16 @@ async function deleteRedisKeys(redis: Redis, prefix: string): Promise<number> {
 }
 
 /** Pino lines at warn (40) and above in a server's log: a clean run logs none. */
-function logProblems(file: string): { warn: number; error: number; first: string | null } {
+function logProblems(file: string): {
+  warn: number;
+  error: number;
+  first: string | null;
+  firstWarn: string | null;
+} {
   let warn = 0;
   let error = 0;
   let first: string | null = null;
+  let firstWarn: string | null = null;
   for (const line of readFileSync(file, "utf8").split("\n")) {
     if (!line.startsWith("{")) continue;
     try {
@@ -155,12 +161,15 @@ function logProblems(file: string): { warn: number; error: number; first: string
       if ((e.level ?? 0) >= 50) {
         error++;
         first ??= e.msg ?? line.slice(0, 200);
-      } else if ((e.level ?? 0) >= 40) warn++;
+      } else if ((e.level ?? 0) >= 40) {
+        warn++;
+        firstWarn ??= line.slice(0, 300);
+      }
     } catch {
       // not a pino line
     }
   }
-  return { warn, error, first };
+  return { warn, error, first, firstWarn };
 }
 
 function scenarioResult(
@@ -603,7 +612,14 @@ async function runLedgerScenarios(
     });
     if (tipsRan) s.checks.push(...(await ledgerChecks(pool, acc, pop)));
   } finally {
-    if (!stopped) await stop(server);
+    if (!stopped) {
+      await stop(server);
+      // Aborted: what the server said is the first clue.
+      const p = logProblems(server.logFile);
+      s.failures.push(
+        `3AM server's log at the abort: ${p.error} error and ${p.warn} warning lines in ${server.logFile}; first error: ${p.first ?? "none"}; first warning: ${p.firstWarn ?? "none"}`,
+      );
+    }
   }
 }
 
