@@ -47,6 +47,9 @@ export class Metrics {
   private readonly payoutSeconds: client.Histogram;
   private readonly providerErrors: client.Counter<"provider" | "code">;
   private readonly transactions: client.Counter<"type" | "outcome" | "code">;
+  /** The transactions counter's children by "type outcome code": labels() builds a label object
+   * and its hash on every call, once per ledger command otherwise. */
+  private readonly transactionChildren = new Map<string, client.Counter.Internal>();
   private readonly fraudTriggers: client.Counter<"rule" | "severity" | "action">;
   private readonly reconcileRuns: client.Counter<"result">;
   private readonly reconcileFound: client.Gauge<"kind">;
@@ -279,7 +282,13 @@ export class Metrics {
 
   /** A ledger command's outcome; code is the refusal's (or "none"). */
   transaction(type: string, outcome: "completed" | "replayed" | "refused" | "failed", code = "none"): void {
-    this.transactions.labels(type, outcome, code).inc();
+    const k = `${type} ${outcome} ${code}`;
+    let c = this.transactionChildren.get(k);
+    if (!c) {
+      c = this.transactions.labels(type, outcome, code);
+      this.transactionChildren.set(k, c);
+    }
+    c.inc();
   }
 
   /** A fraud rule triggered (a fraud_logs row made durable). */

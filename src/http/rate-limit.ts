@@ -3,7 +3,7 @@
 // Each budget is a fixed one-minute window per key. Setting both RATE_LIMIT_IP_PER_MIN and
 // RATE_LIMIT_USER_PER_MIN to 0 disables every limit.
 //
-// The per-IP, auth and AI budgets are counted in Redis (INCR, and PEXPIRE when the window opens),
+// The per-IP, auth and AI budgets are counted in Redis (INCRBY, and PEXPIRE when the window opens),
 // so they hold across processes and restarts. The per-user budget is counted here, in memory
 // (UserWindows): one process owns every user's ledger shard today, so it already sees each of a
 // user's requests, and a distinct Redis key per tipping user was the hot path's largest Redis
@@ -13,7 +13,7 @@
 // reach any process, so the per-user budget is counted in Redis there too, like the others.
 //
 // Checks are group-committed like the WAL: every check made in one event-loop turn goes to Redis
-// as ONE command. rate-limiter-flexible sent one command per check, and with two checks per tip
+// as ONE command, with the checks that share a key as one counter spent by their number. rate-limiter-flexible sent one command per check, and with two checks per tip
 // those writes cost about a quarter of tip throughput (bench, limits on vs off); a library that
 // batches across requests does not exist, and the window logic is a few lines of Lua
 // (src/redis/lua/rate-limit-consume.lua).
@@ -149,41 +149,53 @@ export class RateLimits {
     const all = this.pending;
     this.pending = [];
     this.scheduled = false;
+    // The checks of one turn that share a key (a socket's tips, the clients behind one NAT) are
+    // one counter in the call, spent by their number.
+    const byKey = new Map<string, Check[]>();
+    for (const c of all) {
+      const same = byKey.get(c.key);
+      if (same) same.push(c);
+      else byKey.set(c.key, [c]);
+    }
+    const groups = [...byKey.values()];
     if (this.cluster) {
       // A script may only touch keys of one slot, and each client's counter has a slot of its
-      // own: one call per check there (the cluster client still writes them in one go per node).
-      for (const c of all) void this.send([c]);
+      // own: one call per key there (the cluster client still writes them in one go per node).
+      for (const g of groups) void this.send([g]);
       return;
     }
     // A bounded number of keys per command keeps the argument list far from the engine's limits.
-    for (let i = 0; i < all.length; i += MAX_KEYS_PER_COMMAND) {
-      void this.send(all.slice(i, i + MAX_KEYS_PER_COMMAND));
+    for (let i = 0; i < groups.length; i += MAX_KEYS_PER_COMMAND) {
+      void this.send(groups.slice(i, i + MAX_KEYS_PER_COMMAND));
     }
   }
 
-  private async send(batch: Check[]): Promise<void> {
+  private async send(batch: Check[][]): Promise<void> {
+    const args: Array<string | number> = batch.map((g) => g[0]!.key);
+    args.push(WINDOW_MS);
+    for (const g of batch) args.push(g[0]!.budget, g.length);
     let replies: Array<[number, number]>;
     try {
-      replies = await this.redis.rateLimitConsume(
-        batch.length,
-        ...batch.map((c) => c.key),
-        WINDOW_MS,
-        ...batch.map((c) => c.budget),
-      );
+      replies = await this.redis.rateLimitConsume(batch.length, ...args);
     } catch {
-      for (const c of batch) c.reject(new AppError("unavailable", "rate limiter unavailable; retry shortly"));
+      for (const g of batch)
+        for (const c of g) c.reject(new AppError("unavailable", "rate limiter unavailable; retry shortly"));
       return;
     }
     const now = Date.now();
-    batch.forEach((c, i) => {
-      const [count, waitMs] = replies[i] ?? [Number.POSITIVE_INFINITY, WINDOW_MS];
-      if (Number(count) <= c.budget) {
-        c.resolve();
-        return;
-      }
-      if (this.blockedUntil.size >= 100_000) this.blockedUntil.clear();
-      this.blockedUntil.set(c.key, now + Number(waitMs));
-      c.reject(limited(c.kind, Number(waitMs)));
+    batch.forEach((g, i) => {
+      const [after, waitMs] = replies[i] ?? [Number.POSITIVE_INFINITY, WINDOW_MS];
+      // The window's count before this call; the group's checks take the next numbers in order.
+      const before = Number(after) - g.length;
+      g.forEach((c, j) => {
+        if (before + j + 1 <= c.budget) {
+          c.resolve();
+          return;
+        }
+        if (this.blockedUntil.size >= 100_000) this.blockedUntil.clear();
+        this.blockedUntil.set(c.key, now + Number(waitMs));
+        c.reject(limited(c.kind, Number(waitMs)));
+      });
     });
   }
 }

@@ -92,12 +92,44 @@ describe("rate limits", () => {
     const limits = new RateLimits(env.redis, env.config({ RATE_LIMIT_IP_PER_MIN: "9000" }));
     const sent = countCommands();
     const results = await Promise.all(
-      Array.from({ length: 10_000 }, (_, i) => outcome(limits.consume("ip", `10.0.${i % 50}.1`))),
+      Array.from({ length: 10_000 }, (_, i) => outcome(limits.consume("ip", `10.1.${i >> 8}.${i & 255}`))),
     );
-    expect(sent.n).toBe(3); // 4096 + 4096 + 1808
+    expect(sent.n).toBe(3); // 4096 + 4096 + 1808 distinct keys
     expect(results.every((r) => r === "ok")).toBe(true);
-    expect(await env.redis.get(`${env.redisPrefix}rl:ip:10.0.7.1`)).toBe("200");
+    expect(await env.redis.get(`${env.redisPrefix}rl:ip:10.1.7.1`)).toBe("1");
     sent.restore();
+  });
+
+  it("sends the checks of one turn that share a key as one counter, and answers them in order", async () => {
+    const limits = new RateLimits(env.redis, env.config({ RATE_LIMIT_IP_PER_MIN: "25" }));
+    const redis = env.redis as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+    const original = redis.rateLimitConsume!;
+    const calls: unknown[][] = [];
+    redis.rateLimitConsume = (...a: unknown[]) => {
+      calls.push(a);
+      return original.apply(env.redis, a);
+    };
+    try {
+      // 20 checks of one address now, then 10 more in a later turn: 25 fit in the minute.
+      const first = await Promise.all(
+        Array.from({ length: 20 }, () => outcome(limits.consume("ip", "198.51.100.9"))),
+      );
+      const second = await Promise.all(
+        Array.from({ length: 10 }, () => outcome(limits.consume("ip", "198.51.100.9"))),
+      );
+      expect(calls).toHaveLength(2);
+      // One key per call (numKeys 1), spent by 20 and then by 10.
+      expect(calls[0]).toEqual([1, `${env.redisPrefix}rl:ip:198.51.100.9`, 60_000, 25, 20]);
+      expect(calls[1]).toEqual([1, `${env.redisPrefix}rl:ip:198.51.100.9`, 60_000, 25, 10]);
+      expect(first.every((r) => r === "ok")).toBe(true);
+      // The first five of the later turn fit, the rest are refused with the window's wait.
+      expect(second.slice(0, 5)).toEqual(["ok", "ok", "ok", "ok", "ok"]);
+      for (const r of second.slice(5))
+        expect(r).toMatchObject({ code: "rate_limited", details: { limit: "ip" } });
+      expect(await env.redis.get(`${env.redisPrefix}rl:ip:198.51.100.9`)).toBe("30");
+    } finally {
+      redis.rateLimitConsume = original;
+    }
   });
 
   it("holds a per-IP budget across limiter instances (another process) because it is in Redis", async () => {
