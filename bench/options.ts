@@ -67,6 +67,8 @@ export interface BenchOptions {
   feedRedis: "volatile" | "wal";
   /** ws-feed: overlay subscribers of the hot creator during ws-tip-hot. */
   feedSubscribers: number;
+  /** ws-feed: the subscribers take live tips in batches (subscribe with batch: true). */
+  feedBatch: boolean;
   /** Processes the WebSocket tippers' sockets are spread over. */
   wsProcesses: number;
 }
@@ -83,6 +85,8 @@ const USAGE = `npm run bench -- [options]
                      or peer-seed (both peer scenarios), tips, all
   --connections N    autocannon connections, and WebSocket tippers' sockets (default 100)
   --feed-subscribers N  ws-feed: overlay subscribers of the hot creator (default 1000)
+  --feed-frames F    ws-feed: batch (default: subscribe with batch, one frame per delivered batch,
+                     as the overlay page does) or tip (a frame per tip)
   --ws-processes N   processes the WebSocket tippers' sockets are spread over (default ${DEFAULT_WS_PROCESSES})
   --viewers N        viewers to seed (default: enough for the run, at least ${MIN_VIEWERS})
   --creators N       creators to seed (default 1000)
@@ -115,6 +119,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       redis: { type: "string", default: "durable" },
       "feed-redis": { type: "string", default: "volatile" },
       "feed-subscribers": { type: "string", default: "1000" },
+      "feed-frames": { type: "string", default: "batch" },
       "ws-processes": { type: "string", default: String(DEFAULT_WS_PROCESSES) },
       help: { type: "boolean", default: false },
     },
@@ -149,6 +154,9 @@ export function parseOptions(argv: string[]): BenchOptions {
   if (values.redis !== "durable" && values.redis !== "shared") {
     throw new Error(`--redis must be durable or shared, got ${values.redis}`);
   }
+  if (values["feed-frames"] !== "batch" && values["feed-frames"] !== "tip") {
+    throw new Error(`--feed-frames must be batch or tip, got ${values["feed-frames"]}`);
+  }
   if (values["feed-redis"] !== "volatile" && values["feed-redis"] !== "wal") {
     throw new Error(`--feed-redis must be volatile or wal, got ${values["feed-redis"]}`);
   }
@@ -169,6 +177,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     redis: values.redis,
     feedRedis: values["feed-redis"],
     feedSubscribers: Math.round(positive("feed-subscribers", values["feed-subscribers"])),
+    feedBatch: values["feed-frames"] === "batch",
     wsProcesses: Math.round(positive("ws-processes", values["ws-processes"])),
   };
 }

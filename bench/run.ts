@@ -533,7 +533,7 @@ async function runLedgerScenarios(
           headers: { authorization: `Bearer ${hotCreator.token}` },
         });
         const key = ((await made.json()) as { overlay_key: string }).overlay_key;
-        feed = await watchFeed(server.base, key, o.feedSubscribers);
+        feed = await watchFeed(server.base, key, o.feedSubscribers, o.feedBatch);
       }
       const hot = await wsScenario("ws-tip-hot", true, feed);
       if (feed) {
@@ -575,7 +575,7 @@ async function runLedgerScenarios(
           errorCodes: {},
           cpu: null,
           notes: [
-            `${f.subscribers} overlay subscribers of ${hotCreator.username} during ws-tip-hot, ${f.expectedEach} tips each; latency from the tipper's ack to receipt (same process)`,
+            `${f.subscribers} overlay subscribers of ${hotCreator.username} during ws-tip-hot, ${f.expectedEach} tips each; latency from the tipper's ack to receipt (same process); ${o.feedBatch ? `subscribed with batch: ${f.frames} frames, ${((f.subscribers * f.expectedEach) / Math.max(f.frames, 1)).toFixed(1)} tips per frame` : `a frame per tip (--feed-frames tip): ${f.frames} frames`}`,
             `lost ${f.lost}, duplicated ${f.duplicated}, out of order ${f.outOfOrder}, closed early ${f.closedEarly}`,
             ...(f.handshakesRetried > 0
               ? [`${f.handshakesRetried} subscriber upgrades answered 503/429 and retried after Retry-After`]

@@ -103,7 +103,12 @@ export interface FrameHandlers {
 
 /** Reads server frames from a stream of chunks. */
 export class FrameReader {
-  private pending: Buffer | null = null;
+  /** The bytes of an incomplete frame (its chunks, joined once enough arrived: a batch frame of
+   * hundreds of KB comes in many reads, and joining at every read copied it over and over). */
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Bytes the incomplete frame needs before it can be read on (its header's, then its whole). */
+  private needBytes = 0;
   /** Fragments of a text message sent in several frames (rare: servers send acks whole). */
   private fragments: Buffer[] | null = null;
   private failed = false;
@@ -113,9 +118,13 @@ export class FrameReader {
   push(chunk: Buffer): void {
     if (this.failed) return;
     let buf = chunk;
-    if (this.pending) {
-      buf = Buffer.concat([this.pending, chunk]);
-      this.pending = null;
+    if (this.pending.length > 0) {
+      this.pending.push(Buffer.from(chunk)); // the chunk's memory is reused by the next read
+      this.pendingBytes += chunk.length;
+      if (this.pendingBytes < this.needBytes) return;
+      buf = Buffer.concat(this.pending, this.pendingBytes);
+      this.pending = [];
+      this.pendingBytes = 0;
     }
     const n = buf.length;
     let off = 0;
@@ -131,6 +140,8 @@ export class FrameReader {
         this.fail("reserved bits set (no extension was negotiated)");
         return;
       }
+      // What the frame needs to be read on, should this chunk end inside it.
+      this.needBytes = 14;
       if (len === 126) {
         if (p + 2 > n) break;
         len = buf.readUInt16BE(p);
@@ -153,7 +164,10 @@ export class FrameReader {
         this.fail("masked server frame");
         return;
       }
-      if (p + len > n) break;
+      if (p + len > n) {
+        this.needBytes = p - off + len;
+        break;
+      }
       const end = p + len;
       off = end;
       if (opcode === OP_TEXT || opcode === OP_BINARY) {
@@ -190,12 +204,16 @@ export class FrameReader {
       }
       if (this.failed) return;
     }
-    if (off < n) this.pending = Buffer.from(buf.subarray(off));
+    if (off < n) {
+      if (n - off < 2) this.needBytes = 2;
+      this.pending = [Buffer.from(buf.subarray(off))];
+      this.pendingBytes = n - off;
+    }
   }
 
   private fail(message: string): void {
     this.failed = true;
-    this.pending = null;
+    this.pending = [];
     this.h.protocolError(message);
   }
 }

@@ -513,31 +513,38 @@ export interface FeedResult {
   closedEarly: number;
   /** Upgrades refused with 503 or 429 and retried after their Retry-After. */
   handshakesRetried: number;
+  /** Frames the subscribers received (welcomes and the rest included). */
+  frames: number;
   deliveryMs: LoadStats["latencyMs"];
 }
 
 /** `n` overlay subscribers of the creator (key from POST overlay-key), subscribed before the load. */
 const MAX_HANDSHAKE_ATTEMPTS = 5;
 
-export async function watchFeed(base: string, overlayKey: string, n: number): Promise<FeedWatch> {
+export async function watchFeed(
+  base: string,
+  overlayKey: string,
+  n: number,
+  batch: boolean,
+): Promise<FeedWatch> {
   // Raw sockets (bench/ws-frames.ts), as the tipping lanes: 1,000 subscribers receive 1,000 frames
   // per tip, and the `ws` package's per-message cost (~2.5 us of this process's CPU per frame)
   // made this watcher the bottleneck of ws-tip-hot. Tip frames are read in place (seq, tip id).
   const target = wsTarget(base);
   const path = `/ws?overlay_key=${encodeURIComponent(overlayKey)}`;
   const acks = new Map<string, number>();
-  const early = new Map<string, number[]>();
+  /** Receipts of tips whose ack has not reached this process yet, counted per tip. */
+  const early = new Map<string, number>();
   const delivery: number[] = [];
-  const received = (seqs: number[], seq: number, tipId: string) => {
+  let frames = 0;
+  const subscribeFrame = batch
+    ? '{"op":"subscribe","channel":"tips","batch":true}'
+    : '{"op":"subscribe","channel":"tips"}';
+  const received = (seqs: number[], seq: number, tipId: string, now: number) => {
     seqs.push(seq);
-    const now = Date.now();
     const at = acks.get(tipId);
     if (at !== undefined) delivery.push(Math.max(0, now - at));
-    else {
-      const list = early.get(tipId);
-      if (list) list.push(now);
-      else early.set(tipId, [now]);
-    }
+    else early.set(tipId, (early.get(tipId) ?? 0) + 1);
   };
   type Sub = { ws: RawWebSocket; from: number; seqs: number[]; closed: boolean };
   let handshakesRetried = 0;
@@ -550,9 +557,21 @@ export async function watchFeed(base: string, overlayKey: string, n: number): Pr
       s.ws = new RawWebSocket(target, path, {
         open: () => {},
         text: (buf, start, end) => {
+          frames++;
+          const now = Date.now(); // every tip of a frame arrived together
           const tip = parseTipFrame(buf, start, end);
           if (tip) {
-            received(s.seqs, tip.seq, tip.id);
+            received(s.seqs, tip.seq, tip.id, now);
+            return;
+          }
+          if (isBatchFrame(buf, start, end)) {
+            // Each tip inside is the server's tip frame: read in place, one after the other.
+            for (let at = buf.indexOf(TIP_FRAME_HEAD, start); at >= 0 && at < end; ) {
+              const t = parseTipFrame(buf, at, end);
+              if (!t) throw new Error("a batch frame holds a tip the reader does not know");
+              received(s.seqs, t.seq, t.id, now);
+              at = buf.indexOf(TIP_FRAME_HEAD, at + TIP_FRAME_HEAD.length);
+            }
             return;
           }
           const f = JSON.parse(buf.toString("utf8", start, end)) as {
@@ -560,11 +579,11 @@ export async function watchFeed(base: string, overlayKey: string, n: number): Pr
             seq?: number;
             tip?: { id: string };
           };
-          if (f.op === "welcome") s.ws.send(['{"op":"subscribe","channel":"tips"}']);
+          if (f.op === "welcome") s.ws.send([subscribeFrame]);
           else if (f.op === "subscribed") {
             s.from = f.seq!;
             resolve(s);
-          } else if (f.op === "tip") received(s.seqs, f.seq!, f.tip!.id);
+          } else if (f.op === "tip") received(s.seqs, f.seq!, f.tip!.id, now);
         },
         chunkRead: () => {},
         error: (err) => {
@@ -588,10 +607,10 @@ export async function watchFeed(base: string, overlayKey: string, n: number): Pr
   return {
     onAck(txId, atMs) {
       acks.set(txId, atMs);
-      const list = early.get(txId);
-      if (list) {
+      const n = early.get(txId);
+      if (n !== undefined) {
         // Received before its ack reached the load generator: delivered no later than the ack.
-        for (const _ of list) delivery.push(0);
+        for (let i = 0; i < n; i++) delivery.push(0);
         early.delete(txId);
       }
     },
@@ -621,6 +640,7 @@ export async function watchFeed(base: string, overlayKey: string, n: number): Pr
         outOfOrder,
         closedEarly,
         handshakesRetried,
+        frames,
         deliveryMs: latencyStats(delivery),
       };
     },
@@ -628,14 +648,26 @@ export async function watchFeed(base: string, overlayKey: string, n: number): Pr
 }
 
 const TIP_FRAME_HEAD = Buffer.from('{"op":"tip","seq":');
+const BATCH_FRAME_HEAD = Buffer.from('{"op":"batch","frames":[');
+
+/** A `batch` frame (subscribe with batch: true), by its head as the server writes it. */
+export function isBatchFrame(buf: Buffer, start: number, end: number): boolean {
+  return end - start > BATCH_FRAME_HEAD.length && startsWith(buf, start, BATCH_FRAME_HEAD);
+}
+
+/** Whether `buf` holds `head` at `at` (a byte loop: Buffer#compare's argument checks cost more
+ * than comparing a few bytes, a million times a second here). The caller checks the length. */
+function startsWith(buf: Buffer, at: number, head: Buffer): boolean {
+  for (let k = 0; k < head.length; k++) if (buf[at + k] !== head[k]) return false;
+  return true;
+}
 const TIP_ID_HEAD = Buffer.from(',"tip":{"id":"');
 
 /** A feed frame's number and tip id, read in place when it has the server's layout
  * (`{"op":"tip","seq":N,"tip":{"id":"<uuid>",...`); null otherwise (the caller parses it). */
 export function parseTipFrame(buf: Buffer, start: number, end: number): { seq: number; id: string } | null {
   if (end - start < TIP_FRAME_HEAD.length + TIP_ID_HEAD.length + 38) return null;
-  if (buf.compare(TIP_FRAME_HEAD, 0, TIP_FRAME_HEAD.length, start, start + TIP_FRAME_HEAD.length) !== 0)
-    return null;
+  if (!startsWith(buf, start, TIP_FRAME_HEAD)) return null;
   let i = start + TIP_FRAME_HEAD.length;
   let seq = 0;
   const digitsFrom = i;
@@ -645,7 +677,7 @@ export function parseTipFrame(buf: Buffer, start: number, end: number): { seq: n
     seq = seq * 10 + (c - 0x30);
   }
   if (i === digitsFrom || i - digitsFrom > 15) return null;
-  if (buf.compare(TIP_ID_HEAD, 0, TIP_ID_HEAD.length, i, i + TIP_ID_HEAD.length) !== 0) return null;
+  if (i + TIP_ID_HEAD.length > end || !startsWith(buf, i, TIP_ID_HEAD)) return null;
   const idStart = i + TIP_ID_HEAD.length;
   if (idStart + 37 > end || buf[idStart + 36] !== 0x22) return null;
   return { seq, id: buf.toString("latin1", idStart, idStart + 36) };

@@ -88,12 +88,20 @@ export function overlayPage(o: { username: string; nonce: string }): string {
     }, ms);
   }
 
+  function take(m) {
+    if (lastSeq !== null && m.seq <= lastSeq) return;
+    lastSeq = m.seq;
+    queue.push(m);
+    next();
+  }
+
   function connect() {
     if (stopped) return;
     var proto = location.protocol === "https:" ? "wss:" : "ws:";
     var ws = new WebSocket(proto + "//" + location.host + "/ws?overlay_key=" + encodeURIComponent(key));
     ws.onopen = function () {
-      var sub = { op: "subscribe", channel: "tips" };
+      // batch: a busy stream's tips come as one frame per delivered batch, not one each.
+      var sub = { op: "subscribe", channel: "tips", batch: true };
       if (lastSeq !== null) sub.since = lastSeq;
       ws.send(JSON.stringify(sub));
     };
@@ -105,10 +113,9 @@ export function overlayPage(o: { username: string; nonce: string }): string {
         retryMs = 500;
         if (lastSeq === null) lastSeq = m.seq;  // first connection: only tips from now on
       } else if (m.op === "tip") {
-        if (lastSeq !== null && m.seq <= lastSeq) return;
-        lastSeq = m.seq;
-        queue.push(m);
-        next();
+        take(m);
+      } else if (m.op === "batch") {
+        for (var i = 0; i < m.frames.length; i++) take(m.frames[i]);
       } else if (m.op === "reset") {
         lastSeq = m.seq - 1;
       }

@@ -16,6 +16,8 @@ export function clientFrames(s: { tipAmountsUsd: number[]; superlikeAmountsUsd: 
       op: z.literal("subscribe"),
       channel: z.literal("tips"),
       since: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+      /** Live tips as one `batch` frame per delivered batch instead of a frame each. */
+      batch: z.boolean().optional(),
     }),
   };
 }
@@ -54,6 +56,12 @@ export const serverFrames = {
   subscribed: z.object({ op: z.literal("subscribed"), channel: z.literal("tips"), seq: z.number().int() }),
   reset: z.object({ op: z.literal("reset"), seq: z.number().int() }),
   tip: z.object({ op: z.literal("tip"), seq: z.number().int().min(1), tip: feedTipSchema }),
+  batch: z.object({
+    op: z.literal("batch"),
+    frames: z
+      .array(z.object({ op: z.literal("tip"), seq: z.number().int().min(1), tip: feedTipSchema }))
+      .min(1),
+  }),
   error: z.object({ op: z.literal("error"), id: z.string().optional(), error: errorBody }),
 };
 

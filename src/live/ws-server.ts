@@ -36,6 +36,9 @@ const CLOSE_UNSUPPORTED = 1003;
 const CLOSE_TOO_BIG = 1009;
 /** Room above WS_MAX_BACKPRESSURE_BYTES before uWS itself skips a subscriber (see maxBackpressure). */
 const UWS_BACKPRESSURE_HEADROOM_BYTES = 8 * 1024 * 1024;
+/** Tips per `batch` frame at most: a frame of a few KB still fits one read of the client's, and
+ * its first tip is not held back behind hundreds of others. */
+const BATCH_FRAME_TIPS = 32;
 /** How often subscribers' queued bytes are checked (uWS publish itself never tells). */
 const SWEEP_MS = 50;
 
@@ -67,6 +70,8 @@ interface SocketData {
   inFlight: number;
   closed: boolean;
   subscribed: boolean;
+  /** Subscribed with `batch`: live tips come as one `batch` frame per delivered batch. */
+  batch: boolean;
   /** When the access token expires (ms since epoch); null for overlay keys (revoked instead). */
   expiresAtMs: number | null;
   /** Opened before the address's budget was charged: charge it once open. */
@@ -76,6 +81,8 @@ interface SocketData {
 type Ws = WebSocket<SocketData>;
 
 export const tipTopic = (creatorId: string): string => `tips:${creatorId}`;
+/** The topic of a creator's subscribers that take live tips in batches. */
+export const tipBatchTopic = (creatorId: string): string => `tips-batch:${creatorId}`;
 
 export interface LiveSockets {
   /** Closes the overlay sockets of a creator (their key was replaced). */
@@ -91,6 +98,10 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
   const feedSockets = new Set<Ws>();
   let connections = 0;
   const subscribersOf = new Map<string, Set<Ws>>();
+  /** Per creator: how many of its subscribers here take batches. */
+  const batchSubscribers = new Map<string, number>();
+  /** Per creator: the frames of the batch being delivered, for its batch subscribers. */
+  const batchFrames = new Map<string, string[]>();
   const overlays = new Map<string, Set<Ws>>();
 
   const send = (ws: Ws, frame: string): boolean => {
@@ -161,6 +172,10 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
 
   d.feed.deliver = (creatorId, _seq, frame) => {
     app.publish(tipTopic(creatorId), frame, false);
+    if (!batchSubscribers.has(creatorId)) return;
+    const frames = batchFrames.get(creatorId);
+    if (frames) frames.push(frame);
+    else batchFrames.set(creatorId, [frame]);
   };
   const cutOffSlow = (ws: Ws) => {
     if (ws.getBufferedAmount() > s.maxBackpressureBytes) {
@@ -168,8 +183,19 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     }
   };
   d.feed.followedHere = (creatorId) => subscribersOf.has(creatorId);
-  // Checked after every delivered batch (a burst can outrun any timer), and by a timer.
+  // Every deliver() of a batch is followed, in the same synchronous run, by delivered(): the
+  // batch subscribers' frame goes out there, so they see the same entries in the same order, one
+  // frame per batch instead of one per tip (a thousand overlays of a busy creator: the fan-out's
+  // cost is per frame). Slow consumers are checked after every delivered batch (a burst can
+  // outrun any timer), and by a timer.
   d.feed.delivered = (creatorIds) => {
+    for (const [c, frames] of batchFrames) {
+      for (let i = 0; i < frames.length; i += BATCH_FRAME_TIPS) {
+        const part = frames.slice(i, i + BATCH_FRAME_TIPS);
+        app.publish(tipBatchTopic(c), `{"op":"batch","frames":[${part.join(",")}]}`, false);
+      }
+    }
+    batchFrames.clear();
     for (const c of creatorIds) for (const ws of subscribersOf.get(c) ?? []) cutOffSlow(ws);
   };
 
@@ -239,6 +265,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
     }
     if (u.closed) return;
     u.subscribed = true;
+    const batch = b.batch === true;
     await d.feed.follow(u.userId, b.since, {
       send: (frame) => {
         if (u.closed) return false;
@@ -250,7 +277,11 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
       },
       join: () => {
         if (u.closed) return;
-        ws.subscribe(tipTopic(u.userId));
+        if (batch) {
+          u.batch = true;
+          batchSubscribers.set(u.userId, (batchSubscribers.get(u.userId) ?? 0) + 1);
+          ws.subscribe(tipBatchTopic(u.userId));
+        } else ws.subscribe(tipTopic(u.userId));
         feedSockets.add(ws);
         const set = subscribersOf.get(u.userId) ?? new Set<Ws>();
         subscribersOf.set(u.userId, set);
@@ -313,7 +344,7 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
       const socketData = (
         w: Pick<SocketData, "userId" | "readOnly" | "expiresAtMs">,
         chargeIp: boolean,
-      ): SocketData => ({ ...w, ip, inFlight: 0, closed: false, subscribed: false, chargeIp });
+      ): SocketData => ({ ...w, ip, inFlight: 0, closed: false, subscribed: false, batch: false, chargeIp });
       const cached = token ? d.tokens.cachedClaims(token) : null;
       if (cached) {
         const refused = d.limits.knownLimited("ip", ip);
@@ -427,6 +458,11 @@ export function registerLive(app: TemplatedApp, d: LiveDeps): LiveSockets {
         const set = subscribersOf.get(u.userId);
         set?.delete(ws);
         if (set?.size === 0) subscribersOf.delete(u.userId);
+        if (u.batch) {
+          const n = (batchSubscribers.get(u.userId) ?? 1) - 1;
+          if (n > 0) batchSubscribers.set(u.userId, n);
+          else batchSubscribers.delete(u.userId);
+        }
       }
       if (u.readOnly) {
         const set = overlays.get(u.userId);

@@ -1,10 +1,12 @@
 // A creator's live tip feed over the socket: every credited tip once and in order (seq 1, 2, 3...),
 // resume with `since` (no gap, no duplicate), reset for a since older than the retention, the
-// history endpoint, a slow subscriber cut off with 4008, and 1,000 subscribers of one creator.
+// history endpoint, a slow subscriber cut off with 4008, 1,000 subscribers of one creator, and
+// subscribers that take live tips in batches.
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Api, startApi } from "../helpers/api.ts";
 import { createTestEnv, type TestEnv, waitFor } from "../helpers/env.ts";
+import { serverFrames } from "../../src/live/ws-frames.ts";
 import { connectLive, type LiveClient } from "../helpers/live.ts";
 
 let env: TestEnv;
@@ -176,6 +178,55 @@ describe("tip feed", () => {
     for (const sub of subs) expectExactly(sub.seqs, 1, 100);
     for (const sub of subs) sub.live.ws.terminate();
   }, 120_000);
+});
+
+describe("batched feed (subscribe with batch: true)", () => {
+  it("delivers the same entries in the same order as one frame per delivered batch, replay as tip frames", async () => {
+    const v = await api.register();
+    const c = await api.register("creator");
+    await api.fund(v.id, 100_000);
+    await burst(api, v, c, 5);
+    const single = await connectLive(api.base, `access_token=${c.token}`);
+    single.send({ op: "subscribe", channel: "tips" });
+    await single.next((f) => f.op === "subscribed");
+    // A batch subscriber resuming after 2: entries 3..5 replay as tip frames, then live batches.
+    const batched = await connectLive(api.base, `access_token=${c.token}`);
+    batched.send({ op: "subscribe", channel: "tips", since: 2, batch: true });
+    expect((await batched.next((f) => f.op === "subscribed")).seq).toBe(5);
+    await waitFor(() => tipsOf(batched).length === 3, 10_000, "the replay");
+    await burst(api, v, c, 200);
+    const seqsOf = (l: LiveClient) =>
+      l.frames
+        .flatMap((f) => (f.op === "tip" ? [f] : f.op === "batch" ? f.frames : []))
+        .map((t: { seq: number }) => t.seq);
+    await waitFor(() => seqsOf(batched).length >= 203 && tipsOf(single).length >= 200, 30_000, "the burst");
+    expectExactly(seqsOf(batched), 3, 205);
+    expectExactly(seqsOf(single), 6, 205);
+    const batches = batched.frames.filter((f) => f.op === "batch");
+    // Fewer frames than tips: 200 tips from one socket are credited in a few flushes.
+    expect(batches.length).toBeLessThan(200);
+    for (const b of batches) {
+      expect(serverFrames.batch.safeParse(b).success, JSON.stringify(b)).toBe(true);
+      expect(b.frames.length).toBeLessThanOrEqual(32); // BATCH_FRAME_TIPS
+    }
+    // Each tip inside a batch is the frame a single subscriber got, byte for byte once parsed.
+    const bySeq = new Map(tipsOf(single).map((f) => [f.seq, f]));
+    for (const b of batches) for (const t of b.frames) expect(t).toEqual(bySeq.get(t.seq));
+    // Nothing else reached the batch socket: no single tip frames after the replay.
+    expect(tipsOf(batched).map((f) => f.seq)).toEqual([3, 4, 5]);
+    await single.close();
+    await batched.close();
+  });
+
+  it("refuses a batch flag that is not a boolean", async () => {
+    const c = await api.register("creator");
+    const live = await connectLive(api.base, `access_token=${c.token}`);
+    live.send({ op: "subscribe", channel: "tips", batch: "yes" });
+    const err = await live.next((f) => f.op === "error");
+    expect(err.error.code).toBe("validation_error");
+    expect(live.closed).toBeNull();
+    await live.close();
+  });
 });
 
 describe("limits of the feed", () => {

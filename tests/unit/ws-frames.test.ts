@@ -18,7 +18,7 @@ import {
   RawWebSocket,
   wsTarget,
 } from "../../bench/ws-frames.ts";
-import { AckPacker, unpackAcks, parseTipFrame } from "../../bench/ws-load.ts";
+import { AckPacker, isBatchFrame, parseTipFrame, unpackAcks } from "../../bench/ws-load.ts";
 
 /** A server's (unmasked) frame. */
 function serverFrame(opcode: number, payload: Buffer, fin = true): Buffer {
@@ -334,5 +334,30 @@ describe("parseTipFrame", () => {
     expect(other(JSON.stringify({ op: "tip", tip: { id }, seq: 1 }))).toBeNull();
     expect(other(JSON.stringify({ op: "tip", seq: 1, tip: { id: "short" } }))).toBeNull();
     expect(other('{"op":"tip","seq":,"tip":{"id":"0190c0de-7a1b-7c2d-8e3f-a1b2c3d4e5f6"}}')).toBeNull();
+  });
+
+  it("tells a batch frame by its head; the tip frames inside read in place like single ones", () => {
+    const tip = (seq: number, message: string | null) =>
+      JSON.stringify({
+        op: "tip",
+        seq,
+        tip: {
+          id: `0190c0de-7a1b-7c2d-8e3f-a1b2c3d4e5${String(seq).padStart(2, "0")}`,
+          kind: "tip",
+          message,
+        },
+      });
+    // A message that quotes a tip frame is escaped in the JSON, so it never looks like one.
+    const text = `{"op":"batch","frames":[${tip(7, '{"op":"tip","seq":9}')},${tip(8, null)}]}`;
+    expect(JSON.parse(text).frames.map((f: { seq: number }) => f.seq)).toEqual([7, 8]);
+    const buf = Buffer.from(text);
+    expect(isBatchFrame(buf, 0, buf.length)).toBe(true);
+    expect(isBatchFrame(Buffer.from(tip(1, null)), 0, tip(1, null).length)).toBe(false);
+    const head = Buffer.from('{"op":"tip","seq":');
+    const seqs: number[] = [];
+    for (let at = buf.indexOf(head); at >= 0; at = buf.indexOf(head, at + head.length)) {
+      seqs.push(parseTipFrame(buf, at, buf.length)!.seq);
+    }
+    expect(seqs).toEqual([7, 8]);
   });
 });
