@@ -13,9 +13,10 @@
 // reach any process, so the per-user budget is counted in Redis there too, like the others.
 //
 // Checks are group-committed like the WAL: every check made in one event-loop turn goes to Redis
-// as ONE command, with the checks that share a key as one counter spent by their number. rate-limiter-flexible sent one command per check, and with two checks per tip
-// those writes cost about a quarter of tip throughput (bench, limits on vs off); a library that
-// batches across requests does not exist, and the window logic is a few lines of Lua
+// as ONE command, with the checks that share a key as one counter spent by their number.
+// rate-limiter-flexible sent one command per check, and with two checks per tip those writes cost
+// about a quarter of tip throughput (bench, limits on vs off); a library that batches across
+// requests does not exist, and the window logic is a few lines of Lua
 // (src/redis/lua/rate-limit-consume.lua).
 import { isCluster, type RedisClient } from "../redis/connect.ts";
 import type { Config } from "../config.ts";
