@@ -107,7 +107,7 @@ function nulRefused(where: string): AppError {
 export const JSON_MAX_DEPTH = 32;
 
 /** True if `text` opens more than `max` arrays or objects inside each other (strings skipped). */
-function nestsDeeperThan(text: string, max: number): boolean {
+export function nestsDeeperThan(text: string, max: number): boolean {
   let depth = 0;
   let inString = false;
   for (let i = 0; i < text.length; i++) {

@@ -9,6 +9,7 @@ import type { Logger } from "pino";
 import Stripe from "stripe";
 import { z } from "zod";
 import { AppError } from "../errors.ts";
+import { nestsDeeperThan } from "../http/request.ts";
 import { isUuid } from "../ledger/accounts.ts";
 import { centsToDollars } from "../ledger/money.ts";
 import type { Ledger } from "../shards/ledger.ts";
@@ -66,7 +67,14 @@ const eventShape = z.object({
 });
 
 /** Why an event cannot be taken, or null: its shape, or a NUL that no jsonb column can hold. */
+/** How deep a webhook event may nest. */
+const WEBHOOK_MAX_DEPTH = 64;
+
 function malformedEvent(event: unknown, raw: Buffer): string | null {
+  // Stripe's events nest a dozen levels at most. Thousands (a forged or fuzzed body that passes
+  // the signature) overflow the stack where the event is stored (a 500, found by api-fuzz).
+  if (nestsDeeperThan(raw.toString("utf8"), WEBHOOK_MAX_DEPTH))
+    return `it nests deeper than ${WEBHOOK_MAX_DEPTH} levels`;
   const r = eventShape.safeParse(event);
   if (!r.success) return r.error.issues.map((i) => `${i.path.join(".") || "event"}: ${i.message}`).join("; ");
   if (raw.includes("\\u0000")) return "it holds a NUL character";

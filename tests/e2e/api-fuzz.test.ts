@@ -925,6 +925,29 @@ describe("regressions the fuzz found", () => {
     }
   });
 
+  it("a signed webhook event nested thousands deep answers 400, not 500 (stack overflow storing it)", async () => {
+    const id = `evt_${randomUUID().replaceAll("-", "")}`;
+    const text = `{"id":"${id}","object":"event","type":"payment_intent.succeeded","created":${Math.floor(
+      Date.now() / 1000,
+    )},"data":{"object":{"id":"pi_none","object":"payment_intent"}},"extra":${"[".repeat(5000)}${"]".repeat(5000)}}`;
+    const raw = Buffer.from(text);
+    const r = await api.call("POST", "/api/payments/webhook", {
+      raw: text,
+      headers: { "stripe-signature": stripeSignature(raw, true) },
+    });
+    expect(r.status).toBe(400);
+    expect(r.body.error).toMatchObject({ code: "validation_error" });
+    expect(r.body.error.message).toMatch(/nests deeper than 64/);
+    // On record as refused (a redelivery is refused again), with nothing of the body kept.
+    const stored = await api.core.pool.query(
+      "SELECT type, payload, outcome FROM stripe_events WHERE id = $1",
+      [id],
+    );
+    expect(stored.rows).toEqual([
+      { type: "malformed", payload: {}, outcome: expect.stringMatching(/^refused: /) },
+    ]);
+  });
+
   it("a correctly signed token whose subject is not a UUID answers 401 on every user route, not 500", async () => {
     const userRoutes = api.http.endpoints.filter((e) => e.auth === "user");
     expect(userRoutes.length).toBeGreaterThan(5);

@@ -7,7 +7,7 @@ import type { TxResult } from "../../src/ledger/types.ts";
 import { type Core, startCore } from "../../src/main/core.ts";
 import type { TestEnv } from "./env.ts";
 
-export const silentLogger = pino({ level: "silent" });
+export const silentLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
 export async function createUsers(pool: pg.Pool, n: number, prefix = "u"): Promise<string[]> {
   const ids = Array.from({ length: n }, () => randomUUID());
