@@ -74,14 +74,7 @@ export function createLive(d: {
     retention: config.FEED_RETENTION,
     crossProcess,
   });
-  // Chained after what the core observes already (status changes published to other processes).
-  const before = core.ledger.onDurable;
-  core.ledger.onDurable = before
-    ? (events) => {
-        before(events);
-        feed.durable(events);
-      }
-    : feed.durable;
+  const unobserve = core.ledger.observeDurable(feed.durable);
   feed.listen().catch((err: Error) => {
     d.logger.error({ err: err.message }, "tip feed: subscribing to other processes' entries failed");
   });
@@ -122,7 +115,7 @@ export function createLive(d: {
       publicBaseUrl: config.PUBLIC_BASE_URL,
     }),
     close() {
-      core.ledger.onDurable = before;
+      unobserve();
       feed.stop();
       sockets.close();
       redis.disconnect();

@@ -274,7 +274,7 @@ export async function startCore(
       },
       logger,
     });
-    ledger.onDurable = broadcast.durable;
+    ledger.observeDurable(broadcast.durable);
     await broadcast.start();
   }
   const evictTimer = setInterval(() => {

@@ -41,10 +41,8 @@ export function observeLedger(ledger: Ledger, metrics: Metrics, logger: Logger):
       "transaction failed",
     );
   };
-  // Chained after the live feed's observer (set before this): both see every durable event.
-  const before = ledger.onDurable;
-  ledger.onDurable = (events) => {
-    before?.(events);
+  // One observer among others (the live feed, the status broadcast): each sees every durable event.
+  ledger.observeDurable((events) => {
     // Recovery replays events already counted by the process that made them durable.
     if (ledger.health().recovering) return;
     for (const ev of events) {
@@ -65,5 +63,5 @@ export function observeLedger(ledger: Ledger, metrics: Metrics, logger: Logger):
         );
       }
     }
-  };
+  });
 }

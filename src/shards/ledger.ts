@@ -260,14 +260,23 @@ export class Ledger {
     this.commit.onFlush = f;
   }
 
-  /** Live feeds hook: events the WAL confirmed, and every event recovery replays (again). */
-  set onDurable(f: DurableObserver | null) {
-    this.commit.onDurable = f;
+  /**
+   * Adds an observer of durable events: the ones the WAL confirmed, and every event recovery
+   * replays (again). Observers are called in the order they were added; answers the removal.
+   */
+  observeDurable(f: DurableObserver): () => void {
+    this.durableObservers.add(f);
+    this.commit.onDurable = this.notifyDurable;
+    return () => {
+      this.durableObservers.delete(f);
+      if (this.durableObservers.size === 0) this.commit.onDurable = null;
+    };
   }
 
-  get onDurable(): DurableObserver | null {
-    return this.commit.onDurable;
-  }
+  private readonly durableObservers = new Set<DurableObserver>();
+  private readonly notifyDurable: DurableObserver = (events) => {
+    for (const o of this.durableObservers) o(events);
+  };
 
   /** Metrics hook: every submitted command's outcome (a result, or the error it was refused with). */
   onOutcome: ((cmd: UserCommand, error: unknown, result?: Result) => void) | null = null;

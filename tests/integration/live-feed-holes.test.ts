@@ -41,7 +41,7 @@ describe("tip feed holes", () => {
     });
     const delivered: number[] = [];
     feed.deliver = (_c, seq) => delivered.push(seq);
-    core.ledger.onDurable = feed.durable;
+    let unobserve = core.ledger.observeDurable(feed.durable);
     try {
       const after = [];
       for (let i = 0; i < 5; i++) after.push((await tip(core, viewer!, creator!, 300)).transaction.id);
@@ -65,13 +65,14 @@ describe("tip feed holes", () => {
         retention: 10,
       });
       fresh.deliver = (_c, seq) => delivered.push(seq);
-      core.ledger.onDurable = fresh.durable;
+      unobserve();
+      unobserve = core.ledger.observeDurable(fresh.durable);
       await tip(core, viewer!, creator!, 100);
       await waitFor(() => delivered.includes(26), 20_000, "entry 26");
       expect(delivered).toEqual(Array.from({ length: 11 }, (_, i) => 16 + i));
       expect((await store.after(creator!, 0, 100)).map((e) => e.seq)).toEqual(delivered);
     } finally {
-      core.ledger.onDurable = null;
+      unobserve();
     }
   });
 });
